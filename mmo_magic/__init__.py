@@ -1,0 +1,57 @@
+"""mmo_magic: multi-model LLM orchestration for Jupyter and plain Python.
+
+    import mmo_magic as mmo
+    orc = mmo.Orchestrator.from_config()
+    print(orc.complete("Why is the sky blue?", model="sim-fast"))
+    orc.runs.to_dataframe()
+
+Importing this package loads no SDK, pandas or IPython: they are imported
+where first used.
+"""
+
+from __future__ import annotations
+
+from .catalogue import PRICES_AS_OF
+from .errors import (
+    AllModelsFailedError,
+    BudgetExceededError,
+    ConfigError,
+    InvalidRequestError,
+    MissingAPIKeyError,
+    MMOError,
+    ProviderError,
+    StreamError,
+    TemplateError,
+    UnknownModelError,
+)
+from .models import Catalogue, ModelConfig
+from .orchestrator import CompletionStream, Orchestrator
+from .runlog import RunLog, RunRecord
+from .types import Attempt, CompletionRequest, CompletionResponse, Message
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRICES_AS_OF",
+    "AllModelsFailedError",
+    "Attempt",
+    "BudgetExceededError",
+    "Catalogue",
+    "CompletionRequest",
+    "CompletionResponse",
+    "CompletionStream",
+    "ConfigError",
+    "InvalidRequestError",
+    "MMOError",
+    "Message",
+    "MissingAPIKeyError",
+    "ModelConfig",
+    "Orchestrator",
+    "ProviderError",
+    "RunLog",
+    "RunRecord",
+    "StreamError",
+    "TemplateError",
+    "UnknownModelError",
+    "__version__",
+]

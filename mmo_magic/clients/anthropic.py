@@ -1,0 +1,110 @@
+"""Anthropic Messages client over the ``anthropic`` SDK's AsyncAnthropic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ..errors import MissingAPIKeyError
+from ..models import ModelConfig
+from ..secrets import read_key
+from ..types import CompletionRequest, StreamEnd
+from .base import ModelClient, StreamItem, sse_events
+
+__all__ = ["AnthropicClient"]
+
+# In-stream error types that a retry can get past (the HTTP status was already 200).
+_RETRYABLE_STREAM_ERRORS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+
+
+class AnthropicClient(ModelClient):
+    """Streams ``/v1/messages``: system messages go to ``system``, all text blocks are joined."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        import anthropic
+
+        key = read_key(config.api_key_env)
+        if key is None:
+            raise MissingAPIKeyError(config.name, config.api_key_env or "ANTHROPIC_API_KEY")
+        self._sdk = anthropic.AsyncAnthropic(
+            api_key=key,
+            base_url=config.base_url,
+            timeout=config.timeout_s,
+            max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
+        )
+
+    def _body(self, request: CompletionRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.config.model_id,
+            "messages": [
+                {"role": m.role, "content": m.content}
+                for m in request.messages
+                if m.role != "system"
+            ],
+            "max_tokens": request.max_tokens or self.config.max_tokens,
+            "stream": True,
+        }
+        if request.system:
+            body["system"] = request.system
+        temperature = (
+            request.temperature if request.temperature is not None else self.config.temperature
+        )
+        if temperature is not None:
+            body["temperature"] = temperature
+        return body
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        stop_reason: str | None = None
+        try:
+            async with self._sdk.messages.with_streaming_response.create(
+                **self._body(request)
+            ) as response:
+                async for event, data in sse_events(response.iter_lines()):
+                    payload = self.decode(data)
+                    kind = payload.get("type", event)
+                    if kind == "content_block_delta":
+                        delta = payload.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            yield delta["text"]
+                    elif kind == "message_start":
+                        usage = (payload.get("message") or {}).get("usage") or {}
+                        input_tokens = usage.get("input_tokens", input_tokens)
+                        output_tokens = usage.get("output_tokens", output_tokens)
+                    elif kind == "message_delta":
+                        stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
+                        # output_tokens here is cumulative: replace, never add.
+                        output_tokens = (payload.get("usage") or {}).get(
+                            "output_tokens", output_tokens
+                        )
+                        if stop_reason:
+                            # Only message_stop can follow: finish now rather than
+                            # wait on a server that never sends it.
+                            break
+                    elif kind == "message_stop":
+                        break
+                    elif kind == "error":
+                        raise self._stream_failure(payload.get("error") or {})
+        except Exception as exc:
+            mapped = self.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if stop_reason is None:
+            raise self.stream_error("the stream ended without a stop reason (truncated)")
+        yield StreamEnd(stop_reason, input_tokens, output_tokens)
+
+    def _stream_failure(self, error: dict[str, Any]) -> Exception:
+        kind = str(error.get("type", "error"))
+        status = _RETRYABLE_STREAM_ERRORS.get(kind)
+        return self.fail(
+            f"{kind}: {error.get('message', 'error event in stream')}",
+            status=status,
+            code=kind,
+            retryable=status is not None,
+        )
+
+    async def aclose(self) -> None:
+        await self._sdk.close()

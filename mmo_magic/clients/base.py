@@ -1,0 +1,186 @@
+"""The one async model interface, and the boundary where SDK errors become MMOErrors.
+
+A client turns a CompletionRequest into a stream: text deltas (``str``) and
+exactly one final ``StreamEnd``. Every call streams, even when the user
+wants the whole answer at once, so every call has a time to first token and
+deadlines can watch the bytes arrive. A stream that ends without a finish
+reason raises StreamError: a truncated answer is never reported as success.
+
+The per-chunk path is lean on purpose: clients read the SDK's raw response
+lines and decode them with ``json.loads`` rather than building a typed SDK
+object per chunk (see DESIGN.md; benchmarks/ measures the difference).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from ..errors import ProviderError, StreamError
+from ..models import ModelConfig
+from ..types import CompletionRequest, StreamEnd
+
+__all__ = ["ModelClient", "StreamItem", "map_sdk_error", "sse_events"]
+
+StreamItem = str | StreamEnd
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+_MAX_RETRY_AFTER_S = 60.0
+
+
+class ModelClient(abc.ABC):
+    """Talks to one model. Subclasses implement ``stream``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
+        """Yield text deltas, then one StreamEnd. Raise ProviderError on failure.
+
+        Closing the iterator early (``aclose``, or cancelling the task) must
+        close the HTTP response at once.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most clients hold nothing
+        """Release connections."""
+
+    def fail(self, message: str, **kw: Any) -> ProviderError:
+        return ProviderError(message, provider=self.config.provider, model=self.config.name, **kw)
+
+    def stream_error(self, message: str, **kw: Any) -> StreamError:
+        # A broken stream may well work on a second try.
+        kw.setdefault("retryable", True)
+        return StreamError(message, provider=self.config.provider, model=self.config.name, **kw)
+
+    def translate(self, exc: Exception) -> BaseException | None:
+        """The MMOError for an exception raised while talking to the provider, if ours to map.
+
+        When our task is being cancelled (a deadline, a lost race, the stop
+        button), the SDK may surface the cancellation as a connection error;
+        it must stay a cancellation so the caller sees what really happened.
+        """
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            return asyncio.CancelledError()
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if "APIError" in names and type(exc).__module__.split(".")[0] in ("openai", "anthropic"):
+            return map_sdk_error(exc, self.config)
+        if "TransportError" in names and type(exc).__module__.startswith("httpx"):
+            # Raised while reading the body, where the SDKs do not wrap errors.
+            return self.stream_error(f"the connection broke mid-stream ({type(exc).__name__})")
+        return None
+
+    def decode(self, data: str) -> dict[str, Any]:
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            # Malformed chunks fail the call rather than being skipped: a skipped
+            # chunk would silently drop words from an answer reported as complete.
+            raise self.stream_error(f"malformed stream chunk {data[:60]!r}") from exc
+        if not isinstance(obj, dict):
+            raise self.stream_error(f"unexpected stream chunk {data[:60]!r}")
+        return obj
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:
+    """(event name, data) pairs from Server-Sent Event lines."""
+    event: str | None = None
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = None, []
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" ") if len(line) > 5 else "")
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        # comments (":") and other fields (id, retry) carry nothing we use
+    if data:
+        yield event, "\n".join(data)
+
+
+def map_sdk_error(exc: BaseException, config: ModelConfig) -> ProviderError:
+    """The ProviderError for an ``openai`` or ``anthropic`` SDK exception.
+
+    Both SDKs share one shape (APIStatusError with ``status_code``, ``body``
+    and ``response``; APITimeoutError; APIConnectionError), so one mapping
+    serves both.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+
+    def error(message: str, **kw: Any) -> ProviderError:
+        return ProviderError(message, provider=config.provider, model=config.name, **kw)
+
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        message, code = _error_detail(getattr(exc, "body", None), str(exc))
+        retryable = status in _RETRYABLE_STATUS or status >= 500
+        hint = _status_hint(status, code, config)
+        return error(
+            message,
+            status=status,
+            code=code,
+            retryable=retryable,
+            retry_after_s=_retry_after(getattr(exc, "response", None)),
+            hint=hint,
+        )
+    if "APITimeoutError" in names:
+        return error("the request timed out", retryable=True, code="timeout")
+    if "APIConnectionError" in names:
+        cause = exc.__cause__ or exc.__context__
+        detail = f": {type(cause).__name__}" if cause else ""
+        where = config.base_url or "the provider"
+        return error(
+            f"could not connect to {where}{detail}", retryable=True, code="connection_error"
+        )
+    return error(f"{type(exc).__name__}: {exc}")
+
+
+def _error_detail(body: Any, fallback: str) -> tuple[str, str | None]:
+    """(message, code) from an error body in OpenAI's or Anthropic's shape."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return fallback, None
+    message = str(error.get("message") or fallback)
+    code = error.get("code") or error.get("type")
+    return message, str(code) if code else None
+
+
+def _status_hint(status: int, code: str | None, config: ModelConfig) -> str | None:
+    if status == 401:
+        return f"Check the key in {config.api_key_env or 'the API key variable'}."
+    if status == 404:
+        return f"Check model_id {config.model_id!r} and base_url."
+    if code == "context_length_exceeded":
+        return "Shorten the prompt or use a model with a larger context window."
+    return None
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds the provider asked us to wait (retry-after-ms, retry-after), capped."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    seconds: float | None = None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            seconds = float(ms) / 1000
+        except ValueError:
+            seconds = None
+    if seconds is None and (value := headers.get("retry-after")) is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError):
+                seconds = None
+    if seconds is None:
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)

@@ -1,0 +1,125 @@
+"""OpenAI Chat Completions clients: OpenAI itself, and any OpenAI-compatible local server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ..errors import MissingAPIKeyError
+from ..models import ModelConfig
+from ..secrets import read_key
+from ..tokens import count_message_tokens, count_tokens
+from ..types import CompletionRequest, StreamEnd
+from .base import ModelClient, StreamItem, sse_events
+
+__all__ = ["LocalClient", "OpenAIClient"]
+
+# Keyless servers still need *some* bearer value for the SDK to build a request.
+_NO_KEY = "not-needed"
+
+
+class OpenAIClient(ModelClient):
+    """Streams from ``/chat/completions`` with the ``openai`` SDK's AsyncOpenAI."""
+
+    # OpenAI's current models take max_completion_tokens (reasoning models reject
+    # max_tokens); OpenAI-compatible servers mostly know only max_tokens.
+    max_tokens_param = "max_completion_tokens"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        import openai
+
+        self._sdk = openai.AsyncOpenAI(
+            api_key=self._api_key(),
+            base_url=config.base_url,
+            timeout=config.timeout_s,
+            max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
+        )
+
+    def _api_key(self) -> str:
+        key = read_key(self.config.api_key_env)
+        if key is None:
+            raise MissingAPIKeyError(self.config.name, self.config.api_key_env or "OPENAI_API_KEY")
+        return key
+
+    def _body(self, request: CompletionRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.config.model_id,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            self.max_tokens_param: request.max_tokens or self.config.max_tokens,
+        }
+        temperature = (
+            request.temperature if request.temperature is not None else self.config.temperature
+        )
+        if temperature is not None:
+            body["temperature"] = temperature
+        return body
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
+        finish_reason: str | None = None
+        usage: dict[str, Any] | None = None
+        produced: list[str] = []
+        try:
+            async with self._sdk.chat.completions.with_streaming_response.create(
+                **self._body(request)
+            ) as response:
+                async for _event, data in sse_events(response.iter_lines()):
+                    if data == "[DONE]":
+                        break
+                    chunk = self.decode(data)
+                    if "error" in chunk:
+                        raise self.stream_error(str(chunk["error"].get("message", chunk["error"])))
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            produced.append(text)
+                            yield text
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        if finish_reason:
+                            # Usage is the last chunk: finish now rather than wait
+                            # on a server that never sends [DONE].
+                            break
+        except Exception as exc:
+            mapped = self.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if finish_reason is None:
+            raise self.stream_error("the stream ended without a finish reason (truncated)")
+        yield self._end(finish_reason, usage, request, produced)
+
+    def _end(
+        self,
+        finish_reason: str,
+        usage: dict[str, Any] | None,
+        request: CompletionRequest,
+        produced: list[str],
+    ) -> StreamEnd:
+        if usage:
+            return StreamEnd(
+                finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens")
+            )
+        # No usage from the server: count locally, and say the counts are estimates.
+        model_id = self.config.model_id
+        return StreamEnd(
+            finish_reason,
+            count_message_tokens((m.content for m in request.messages), model_id),
+            count_tokens("".join(produced), model_id),
+            estimated=True,
+        )
+
+    async def aclose(self) -> None:
+        await self._sdk.close()
+
+
+class LocalClient(OpenAIClient):
+    """Any OpenAI-compatible server (Ollama, vLLM, llama.cpp's server) at ``base_url``."""
+
+    max_tokens_param = "max_tokens"
+
+    def _api_key(self) -> str:
+        return read_key(self.config.api_key_env) or _NO_KEY

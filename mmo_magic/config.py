@@ -1,0 +1,190 @@
+"""Reading mmo.toml: models to add or override, and the default model.
+
+Files are read in this order, later ones overriding earlier ones:
+the user config directory's ``mmo.toml``, then ``mmo.toml`` in the working
+directory. ``MMO_CONFIG=path`` replaces both. Example::
+
+    default_model = "claude-haiku-4-5"
+    runlog = "runs.sqlite3"            # where the run log lives (":memory:" for none)
+
+    [models.gpt-4o]                    # override a built-in model's fields
+    cost_per_1k_input = 0.0025
+
+    [models.llama]                     # add a local OpenAI-compatible server
+    provider = "local"
+    model_id = "llama3.2"
+    base_url = "http://localhost:11434/v1"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .models import ModelConfig
+
+__all__ = ["Settings", "config_paths", "load_settings", "model_from_dict"]
+
+_TOP_LEVEL_KEYS = ("default_model", "runlog", "models")
+_FIELD_TYPES = typing.get_type_hints(ModelConfig)
+_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+@dataclass
+class Settings:
+    """What the config files say; empty when there are none."""
+
+    default_model: str | None = None
+    runlog: str | None = None
+    # name -> fields as written; merged over a built-in model of that name, if any
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: list[Path] = field(default_factory=list)
+
+
+def config_paths(cwd: Path | None = None) -> list[Path]:
+    """The config files that exist, lowest precedence first."""
+    explicit = os.environ.get("MMO_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"MMO_CONFIG points at {path}, which is not a file.")
+        return [path]
+    import platformdirs
+
+    candidates = [
+        Path(platformdirs.user_config_dir("mmo_magic")) / "mmo.toml",
+        (cwd or Path.cwd()) / "mmo.toml",
+    ]
+    seen: list[Path] = []
+    for path in candidates:
+        if path.is_file() and path.resolve() not in [p.resolve() for p in seen]:
+            seen.append(path)
+    return seen
+
+
+def load_settings(paths: list[Path] | None = None) -> Settings:
+    """Merge the config files (default: ``config_paths()``) into Settings."""
+    settings = Settings()
+    for path in config_paths() if paths is None else paths:
+        data = _read_toml(Path(path))
+        settings.sources.append(Path(path))
+        for key, value in data.items():
+            if key not in _TOP_LEVEL_KEYS:
+                raise ConfigError(
+                    f"{path}: unknown setting {key!r}.", hint=_did_you_mean(key, _TOP_LEVEL_KEYS)
+                )
+            if key == "models":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{path}: 'models' must be a table ([models.NAME]).")
+                for name, fields in value.items():
+                    if not isinstance(fields, dict):
+                        raise ConfigError(f"{path}: [models.{name}] must be a table of fields.")
+                    _check_fields(path, name, fields)
+                    settings.models.setdefault(name, {}).update(fields)
+            elif not isinstance(value, str):
+                raise ConfigError(f"{path}: {key} must be a string, got {_describe(value)}.")
+            else:
+                setattr(settings, key, value)
+    return settings
+
+
+def model_from_dict(
+    name: str, fields: dict[str, Any], base: ModelConfig | None = None, *, source: str = "config"
+) -> ModelConfig:
+    """A ModelConfig from config fields, over ``base`` (a built-in model) when given."""
+    try:
+        if base is not None:
+            return base.replace(**fields)
+        missing = [f for f in ("provider", "model_id") if f not in fields]
+        if missing == ["model_id"]:
+            fields = {**fields, "model_id": name}
+        elif missing:
+            raise ConfigError(
+                f"{source}: [models.{name}] is a new model and needs provider = ...",
+                hint="One of openai, anthropic, local, sim, embedded.",
+            )
+        return ModelConfig(**{"name": name, **fields})
+    except TypeError as exc:  # a field ModelConfig does not have
+        raise ConfigError(f"{source}: [models.{name}]: {exc}") from exc
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        text = str(exc)
+        where = _LINE.search(text)
+        line = f":{where.group(1)}" if where else ""
+        reason = _LINE.sub("", text).strip()
+        raise ConfigError(f"{path}{line}: invalid TOML: {reason}.") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}.") from exc
+
+
+def _check_fields(path: Path, name: str, fields: dict[str, Any]) -> None:
+    known = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key, value in fields.items():
+        if key not in known:
+            raise ConfigError(
+                f"{path}: [models.{name}] unknown field {key!r}.", hint=_did_you_mean(key, known)
+            )
+        if not _matches(value, _FIELD_TYPES[key]):
+            raise ConfigError(
+                f"{path}: [models.{name}] {key} must be {_type_name(_FIELD_TYPES[key])}, "
+                f"got {_describe(value)}."
+            )
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is tuple:  # tuple[str, ...] is written as a TOML array of strings
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is tuple:
+        return "a list of strings"
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = (
+        [a for a in typing.get_args(annotation) if a is not type(None)]
+        if is_union
+        else [annotation]
+    )
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in args)
+
+
+def _describe(value: Any) -> str:
+    kind = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "a table",
+    }
+    return f"{kind.get(type(value), type(value).__name__)} {value!r}"
+
+
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"Did you mean {close[0]!r}?" if close else None

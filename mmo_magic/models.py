@@ -1,0 +1,178 @@
+"""ModelConfig (what a model is and costs) and the Catalogue that resolves names."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError, UnknownModelError
+from .secrets import read_key
+
+__all__ = ["PROVIDERS", "Catalogue", "ModelConfig"]
+
+PROVIDERS = ("openai", "anthropic", "local", "sim", "embedded")
+_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model users can call by ``name`` (or an alias).
+
+    Prices are USD per 1,000 tokens; ``None`` means unpriced, and the cost of
+    its calls is reported as missing. ``api_key_env`` is the *name* of the
+    environment variable holding the key: keys themselves are never stored.
+    ``temperature=None`` leaves the provider's default (reasoning models
+    accept no other).
+    """
+
+    provider: str
+    model_id: str
+    max_tokens: int = 1024
+    temperature: float | None = None
+    cost_per_1k_input: float | None = None
+    cost_per_1k_output: float | None = None
+    name: str = ""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    context_window: int | None = None
+    timeout_s: float = 120.0
+    ttft_timeout_s: float | None = None
+    stall_timeout_s: float | None = None
+    max_retries: int = 2
+    fallbacks: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    tier: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: defaults derived from other fields are filled here
+        if self.provider not in PROVIDERS:
+            raise ConfigError(
+                f"Model {self.name or self.model_id!r}: unknown provider {self.provider!r}.",
+                hint=f"Use one of {', '.join(PROVIDERS)}.",
+            )
+        if not self.model_id:
+            raise ConfigError("A model needs a non-empty model_id.")
+        if not self.name:
+            set_(self, "name", self.model_id)
+        if self.api_key_env is None and self.provider in _DEFAULT_KEY_ENV:
+            set_(self, "api_key_env", _DEFAULT_KEY_ENV[self.provider])
+        set_(self, "fallbacks", tuple(self.fallbacks))
+        set_(self, "aliases", tuple(self.aliases))
+        for price in ("cost_per_1k_input", "cost_per_1k_output"):
+            value = getattr(self, price)
+            if value is not None and value < 0:
+                raise ConfigError(f"Model {self.name!r}: {price} must be >= 0, got {value}.")
+        if self.max_tokens <= 0:
+            raise ConfigError(f"Model {self.name!r}: max_tokens must be > 0.")
+
+    @property
+    def priced(self) -> bool:
+        return self.cost_per_1k_input is not None and self.cost_per_1k_output is not None
+
+    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
+        """USD for this usage, or None when unpriced or the usage is unknown."""
+        if not self.priced or input_tokens is None or output_tokens is None:
+            return None
+        assert self.cost_per_1k_input is not None and self.cost_per_1k_output is not None
+        return (
+            input_tokens * self.cost_per_1k_input + output_tokens * self.cost_per_1k_output
+        ) / 1000
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether calls fail without a key (local servers take one optionally)."""
+        return self.provider in _DEFAULT_KEY_ENV
+
+    @property
+    def available(self) -> bool:
+        """True when a call could be sent now (its key, if it needs one, is set)."""
+        return self.unavailable_reason is None
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        if self.needs_key and read_key(self.api_key_env) is None:
+            return f"{self.api_key_env} not set"
+        return None
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Catalogue:
+    """Models by name, with aliases; resolves what users type."""
+
+    _models: dict[str, ModelConfig] = field(default_factory=dict)
+    _aliases: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, models: Iterable[ModelConfig]) -> Catalogue:
+        catalogue = cls()
+        for m in models:
+            catalogue.add(m)
+        return catalogue
+
+    def add(self, model: ModelConfig) -> None:
+        """Add ``model``, replacing any model of the same name."""
+        old = self._models.pop(model.name, None)
+        if old is not None:
+            for alias in old.aliases:
+                self._aliases.pop(alias, None)
+        self._models[model.name] = model
+        for alias in model.aliases:
+            self._aliases[alias] = model.name
+
+    def resolve(self, name: str) -> ModelConfig:
+        """The model called ``name`` (or aliased so); UnknownModelError otherwise."""
+        model = self._models.get(name) or self._models.get(self._aliases.get(name, ""))
+        if model is None:
+            lowered = name.lower()
+            model = self._models.get(lowered) or self._models.get(self._aliases.get(lowered, ""))
+        if model is None:
+            raise UnknownModelError(name, [*self._models, *self._aliases])
+        return model
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models or name in self._aliases
+
+    def __iter__(self) -> Iterator[ModelConfig]:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def available(self) -> list[ModelConfig]:
+        return [m for m in self if m.available]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One plain dict per model: what %mmo_models and to_dataframe show."""
+        return [
+            {
+                "name": m.name,
+                "provider": m.provider,
+                "model_id": m.model_id,
+                "available": m.available,
+                "why_unavailable": m.unavailable_reason,
+                "usd_per_1m_input": None
+                if m.cost_per_1k_input is None
+                else m.cost_per_1k_input * 1000,
+                "usd_per_1m_output": None
+                if m.cost_per_1k_output is None
+                else m.cost_per_1k_output * 1000,
+                "context_window": m.context_window,
+                "tier": m.tier,
+                "aliases": ", ".join(m.aliases),
+            }
+            for m in self
+        ]
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.rows()).convert_dtypes()

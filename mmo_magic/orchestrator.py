@@ -1,0 +1,444 @@
+"""The Orchestrator: the one object users call, sync or async, on one background loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .clients import ModelClient, make_client
+from .errors import InvalidRequestError, MMOError, ProviderError
+from .loop import background_loop
+from .models import Catalogue, ModelConfig
+from .runlog import RunLog, RunRecord
+from .types import CompletionRequest, CompletionResponse, Message, StreamEnd, as_messages
+
+__all__ = ["CompletionStream", "Orchestrator"]
+
+Prompt = str | Sequence[Message | dict[str, str]]
+OnText = Callable[[str], None]
+SESSION_ID = uuid.uuid4().hex[:12]
+# Preferred defaults when the config names none: the first whose key is set.
+_DEFAULT_PREFERENCE = ("gpt-4o-mini", "claude-haiku-4-5", "sim-fast")
+
+
+def current_cell() -> int | None:
+    """The notebook execution count, when running under IPython (never imports it)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    count = getattr(shell, "execution_count", None)
+    return count if isinstance(count, int) else None
+
+
+@dataclass
+class _Progress:
+    """What one attempt has produced so far: kept even when it fails."""
+
+    started: float = field(default_factory=time.perf_counter)
+    parts: list[str] = field(default_factory=list)
+    ttft_ms: float | None = None
+    end: StreamEnd | None = None
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+class Orchestrator:
+    """Calls models by name and records every call in ``runs``.
+
+    Every sync method has an ``a``-prefixed async twin; both run the work on
+    the one background event loop (see ``mmo_magic.loop``).
+    """
+
+    def __init__(
+        self,
+        models: Iterable[ModelConfig] | Catalogue | None = None,
+        default_model: str | None = None,
+        *,
+        runlog: RunLog | str | os.PathLike[str] | None = None,
+    ) -> None:
+        if models is None:
+            from .catalogue import builtin_models
+
+            models = builtin_models()
+        self.catalogue = models if isinstance(models, Catalogue) else Catalogue.of(models)
+        self.runs = runlog if isinstance(runlog, RunLog) else RunLog(runlog)
+        self._clients: dict[str, ModelClient] = {}
+        self._loop = background_loop
+        if default_model is not None:
+            self.catalogue.resolve(default_model)  # fail now, not at the first call
+        self._default_model = default_model
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Orchestrator:
+        """Built-in catalogue + mmo.toml (working directory, then user config) + environment.
+
+        ``MMO_DEFAULT_MODEL`` overrides the configured default model.
+        """
+        from .catalogue import builtin_models
+        from .config import load_settings, model_from_dict
+
+        settings = load_settings(None if path is None else [Path(path)])
+        catalogue = Catalogue.of(builtin_models())
+        source = ", ".join(str(p) for p in settings.sources) or "config"
+        for name, fields in settings.models.items():
+            base = catalogue.resolve(name) if name in catalogue else None
+            catalogue.add(model_from_dict(name, fields, base, source=source))
+        default = os.environ.get("MMO_DEFAULT_MODEL") or settings.default_model
+        kwargs.setdefault("runlog", settings.runlog)
+        return cls(catalogue, default, **kwargs)
+
+    # -- models ---------------------------------------------------------------
+
+    @property
+    def default_model(self) -> str:
+        """The configured default, else the first preferred model that is available."""
+        if self._default_model:
+            return self._default_model
+        for name in _DEFAULT_PREFERENCE:
+            if name in self.catalogue and self.catalogue.resolve(name).available:
+                return name
+        return next(iter(self.catalogue)).name
+
+    @default_model.setter
+    def default_model(self, name: str | None) -> None:
+        if name is not None:
+            self.catalogue.resolve(name)
+        self._default_model = name
+
+    def models(self) -> list[ModelConfig]:
+        return list(self.catalogue)
+
+    def add_model(self, model: ModelConfig) -> None:
+        self.catalogue.add(model)
+        self._clients.pop(model.name, None)
+
+    # -- completing -----------------------------------------------------------
+
+    def complete(
+        self, prompt: Prompt, model: str | None = None, **options: Any
+    ) -> CompletionResponse:
+        """The whole answer of ``model`` (default: ``default_model``) to ``prompt``.
+
+        Options: ``system``, ``temperature``, ``max_tokens``. Raises an MMOError
+        on failure; the failed attempt is still in ``runs``.
+        """
+        return self._loop.run(self.acomplete(prompt, model, **options))
+
+    async def acomplete(
+        self,
+        prompt: Prompt,
+        model: str | None = None,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_text: OnText | None = None,
+        kind: str = "complete",
+    ) -> CompletionResponse:
+        """Async twin of ``complete``. ``on_text`` is called (on the loop thread) per delta."""
+        cell = current_cell()
+        requested = model or self.default_model
+        return await self._loop.arun(
+            self._complete(prompt, requested, system, temperature, max_tokens, on_text, kind, cell)
+        )
+
+    def stream(self, prompt: Prompt, model: str | None = None, **options: Any) -> CompletionStream:
+        """Iterate over the answer's text as it arrives; ``.response`` holds the rest at the end."""
+        return CompletionStream(self, prompt, model, options)
+
+    def astream(
+        self, prompt: Prompt, model: str | None = None, **options: Any
+    ) -> AsyncCompletionStream:
+        """Async twin of ``stream``: ``async for text in orc.astream(...)``."""
+        return AsyncCompletionStream(self, prompt, model, options)
+
+    async def _complete(
+        self,
+        prompt: Prompt,
+        requested: str,
+        system: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        on_text: OnText | None,
+        kind: str,
+        cell: int | None,
+    ) -> CompletionResponse:
+        record = RunRecord(
+            kind=kind, requested_model=requested, prompt="", cell=cell, session_id=SESSION_ID,
+            temperature=temperature, max_tokens=max_tokens, status="error",
+        )  # fmt: skip
+        try:
+            request = _build_request(prompt, system, temperature, max_tokens)
+            record.prompt, record.system = request.prompt_text, request.system
+            config = self.catalogue.resolve(requested)
+        except MMOError as exc:
+            self._finish(record, None, _Progress(), exc)
+            raise
+        response, error = await self._attempt(config, request, record, on_text)
+        if error is not None:
+            raise error
+        return response
+
+    async def _attempt(
+        self,
+        config: ModelConfig,
+        request: CompletionRequest,
+        record: RunRecord,
+        on_text: OnText | None,
+    ) -> tuple[CompletionResponse, MMOError | None]:
+        """One try at one model, recorded whatever happens: (response, error or None)."""
+        record.model, record.provider = config.name, config.provider
+        progress = _Progress()
+        try:
+            client = self._client(config)
+            await _consume(client, request, progress, on_text)
+        except asyncio.CancelledError:
+            self._finish(record, config, progress, None, status="cancelled")
+            raise
+        except MMOError as exc:
+            return self._finish(record, config, progress, exc), exc
+        return self._finish(record, config, progress, None), None
+
+    def _finish(
+        self,
+        record: RunRecord,
+        config: ModelConfig | None,
+        progress: _Progress,
+        error: MMOError | None,
+        status: str | None = None,
+    ) -> CompletionResponse:
+        """Complete ``record`` from the attempt's progress, store it, and build the response."""
+        end = progress.end
+        content = "".join(progress.parts)
+        input_tokens = end.input_tokens if end else None
+        output_tokens = end.output_tokens if end else None
+        cost = config.cost(input_tokens, output_tokens) if config else None
+        if status is None:
+            status = "ok" if error is None else _status_of(error)
+        from datetime import UTC, datetime
+
+        record.finished_at = datetime.now(UTC)
+        record.status = status
+        record.error_type = type(error).__name__ if error else None
+        record.error = str(error) if error else None
+        record.response = content
+        record.finish_reason = end.finish_reason if end else None
+        record.input_tokens, record.output_tokens = input_tokens, output_tokens
+        record.tokens_estimated = bool(end and end.estimated)
+        record.cost = cost
+        record.latency_ms = progress.elapsed_ms
+        record.ttft_ms = progress.ttft_ms
+        self.runs.add(record)
+        return CompletionResponse(
+            content=content,
+            model=config.name if config else record.requested_model,
+            provider=config.provider if config else "",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=record.latency_ms,
+            cost=cost,
+            status=status,  # type: ignore[arg-type]
+            error=record.error,
+            finish_reason=record.finish_reason,
+            ttft_ms=progress.ttft_ms,
+            run_id=record.run_id,
+            tokens_estimated=record.tokens_estimated,
+        )
+
+    def _client(self, config: ModelConfig) -> ModelClient:
+        client = self._clients.get(config.name)
+        if client is None or client.config != config:
+            client = self._clients[config.name] = make_client(config)
+        return client
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every client's connections and the run log."""
+        clients, self._clients = list(self._clients.values()), {}
+
+        async def close_all() -> None:
+            await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+        if clients:
+            self._loop.run(close_all())
+        self.runs.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        models, available = len(self.catalogue), len(self.catalogue.available())
+        return (
+            f"<Orchestrator {models} models ({available} available), "
+            f"default {self.default_model!r}>"
+        )
+
+
+def _build_request(
+    prompt: Prompt, system: str | None, temperature: float | None, max_tokens: int | None
+) -> CompletionRequest:
+    if not isinstance(prompt, str | list | tuple):
+        raise InvalidRequestError(
+            f"A prompt must be a string or a list of messages, not {type(prompt).__name__}."
+        )
+    try:
+        messages = as_messages(prompt, system)
+    except (KeyError, TypeError) as exc:
+        raise InvalidRequestError(
+            "Messages must be dicts with 'role' and 'content' (or mmo_magic.Message)."
+        ) from exc
+    request = CompletionRequest(messages, max_tokens=max_tokens, temperature=temperature)
+    if not request.prompt_text.strip():
+        raise InvalidRequestError(
+            "The prompt is empty.", hint="Write something for the model to answer."
+        )
+    if max_tokens is not None and max_tokens <= 0:
+        raise InvalidRequestError(f"max_tokens must be > 0, got {max_tokens}.")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise InvalidRequestError(f"temperature must be between 0 and 2, got {temperature}.")
+    return request
+
+
+async def _consume(
+    client: ModelClient, request: CompletionRequest, progress: _Progress, on_text: OnText | None
+) -> None:
+    """Drain ``client.stream`` into ``progress`` under the model's deadlines.
+
+    Deadlines: total (``timeout_s``), time to first token (``ttft_timeout_s``)
+    and stall between deltas (``stall_timeout_s``), all on one rescheduled
+    timer so the per-chunk cost stays a single heap operation.
+    """
+    config = client.config
+    loop = asyncio.get_running_loop()
+    total_at = loop.time() + config.timeout_s
+    watch_gaps = config.ttft_timeout_s is not None or config.stall_timeout_s is not None
+
+    def deadline() -> float:
+        gap = config.ttft_timeout_s if progress.ttft_ms is None else config.stall_timeout_s
+        return total_at if gap is None else min(total_at, loop.time() + gap)
+
+    stream = client.stream(request)
+    try:
+        async with asyncio.timeout_at(deadline()) as timer:
+            async for item in stream:
+                if isinstance(item, StreamEnd):
+                    progress.end = item
+                    continue
+                if progress.ttft_ms is None:
+                    progress.ttft_ms = progress.elapsed_ms
+                progress.parts.append(item)
+                if on_text is not None:
+                    on_text(item)
+                if watch_gaps:
+                    timer.reschedule(deadline())
+    except TimeoutError as exc:
+        raise _timeout_error(config, progress, loop.time() >= total_at) from exc
+    finally:
+        await stream.aclose()
+
+
+def _timeout_error(config: ModelConfig, progress: _Progress, total: bool) -> ProviderError:
+    if total:
+        what = f"no complete answer within timeout_s={config.timeout_s:g}"
+    elif progress.ttft_ms is None:
+        what = f"no first token within ttft_timeout_s={config.ttft_timeout_s:g}"
+    else:
+        what = f"stream stalled: nothing for stall_timeout_s={config.stall_timeout_s:g}"
+    return ProviderError(
+        what, provider=config.provider, model=config.name, retryable=True, code="timeout"
+    )
+
+
+def _status_of(error: MMOError) -> str:
+    return "timeout" if getattr(error, "code", None) == "timeout" else "error"
+
+
+_DONE = object()
+
+
+def _get_interruptibly(items: queue.SimpleQueue[Any]) -> Any:
+    # Short waits so a pending KeyboardInterrupt is raised promptly (see loop.wait_interruptibly).
+    while True:
+        try:
+            return items.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+class CompletionStream:
+    """Text deltas as they arrive; after the loop, ``response`` is the CompletionResponse.
+
+    Breaking out of the loop, or KeyboardInterrupt, cancels the request and
+    closes its HTTP stream.
+    """
+
+    def __init__(
+        self, orc: Orchestrator, prompt: Prompt, model: str | None, options: dict[str, Any]
+    ) -> None:
+        self._orc, self._prompt, self._model, self._options = orc, prompt, model, options
+        self.response: CompletionResponse | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        deltas: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        coro = self._orc.acomplete(
+            self._prompt, self._model, on_text=deltas.put, kind="stream", **self._options
+        )
+        future = self._orc._loop.submit(coro)
+        future.add_done_callback(lambda _: deltas.put(_DONE))
+        try:
+            while (item := _get_interruptibly(deltas)) is not _DONE:
+                yield item
+            self.response = future.result()
+        finally:
+            if not future.done():
+                future.cancel()
+                import concurrent.futures
+
+                concurrent.futures.wait([future], timeout=5)
+
+    @property
+    def text(self) -> str:
+        return self.response.content if self.response else ""
+
+
+class AsyncCompletionStream:
+    """Async twin of CompletionStream: ``async for text in orc.astream(...)``."""
+
+    def __init__(
+        self, orc: Orchestrator, prompt: Prompt, model: str | None, options: dict[str, Any]
+    ) -> None:
+        self._orc, self._prompt, self._model, self._options = orc, prompt, model, options
+        self.response: CompletionResponse | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        caller = asyncio.get_running_loop()
+        deltas: asyncio.Queue[Any] = asyncio.Queue()
+
+        def put(item: Any) -> None:
+            caller.call_soon_threadsafe(deltas.put_nowait, item)
+
+        coro = self._orc.acomplete(
+            self._prompt, self._model, on_text=put, kind="stream", **self._options
+        )
+        future = asyncio.ensure_future(coro)
+        future.add_done_callback(lambda _: deltas.put_nowait(_DONE))
+        try:
+            while (item := await deltas.get()) is not _DONE:
+                yield item
+            self.response = await future
+        finally:
+            if not future.done():
+                future.cancel()

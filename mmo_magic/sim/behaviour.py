@@ -1,0 +1,157 @@
+"""What a simulated model does, decided from its name.
+
+A model name is ``BASE`` or ``BASE?key=value&key=value``. The options after
+``?`` override, in this order of precedence: the behaviour scripted for BASE with
+``SimServer.script``, else the built-in preset named BASE, else the defaults.
+
+Built-in presets:
+
+=================  ==========================================
+``sim-fast``       no delays at all (the defaults)
+``sim-slow``       ``ttft_ms=300``, ``tps=40``
+``sim-echo``       ``reply=echo``
+``sim-flaky``      ``fail=503``, ``fail_times=1`` (fails once, then answers)
+``sim-overloaded`` ``fail=529`` (always overloaded)
+=================  ==========================================
+
+Token accounting, which tests rely on: a token is a whitespace-separated word.
+Input tokens are the words of every message's text plus the system prompt;
+output tokens are the words the reply emits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import typing
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = [
+    "FAILS",
+    "FAULTS",
+    "PRESETS",
+    "WORDS",
+    "Behaviour",
+    "OptionError",
+    "reply_words",
+    "resolve",
+    "split_name",
+]
+
+# The vocabulary of reply="words": plain, unremarkable words, so simulated output
+# never looks like a real model's answer.
+WORDS = (  # noqa: SIM905 - 64 words read better as prose than as a list literal
+    "apple river stone cloud garden window paper candle "
+    "forest bridge lantern meadow pencil harbor orange silver "
+    "basket mountain kettle violin feather island marble pocket "
+    "thunder velvet copper sparrow blanket ladder mirror planet "
+    "button cotton desert engine falcon ginger hollow jacket "
+    "kitchen lemon magnet needle ocean pepper quiet rocket "
+    "saddle tunnel umbrella valley wander yellow zebra anchor "
+    "bottle circle dragon echo fabric glacier harvest ivory"
+).split()
+
+FAILS = ("429", "500", "503", "529", "401", "400", "context_length", "content_policy")
+FAULTS = ("reset", "hang", "stall", "cut", "malformed", "no_finish", "no_done")
+
+
+class OptionError(ValueError):
+    """A model name carried an option that is unknown or has a bad value."""
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How one simulated model answers. Query option names equal field names."""
+
+    latency_ms: float = 0  # before response headers
+    ttft_ms: float = 0  # after headers, before the first token
+    tps: float = 0  # tokens per second after the first; 0 = no delay
+    tokens: int = 12  # reply length for reply="words"
+    reply: str = "words"  # "words" | "echo" | any other text is the literal reply
+    blocks: int = 1  # Anthropic only: number of text content blocks
+    fail: int | str | None = None  # one of FAILS
+    retry_after: float | None = None  # seconds, sent as a retry-after header
+    retry_after_ms: float | None = None  # sent as a retry-after-ms header
+    fail_times: int | None = None  # only the first N requests misbehave; None = all
+    fault: str | None = None  # one of FAULTS
+    stall_after: int = 3
+    cut_after: int = 3
+    malformed_at: int = 2
+    usage: bool = True  # False: OpenAI responses carry no usage at all
+    hold_s: float = 60  # upper bound on how long hang/stall/no_done hold a connection
+    echo_key: bool = False  # error messages quote the request's API key (leak tests)
+
+    def __post_init__(self) -> None:
+        # Scripts may say fail=429; query strings always give text. Keep one form.
+        if self.fail is not None:
+            object.__setattr__(self, "fail", str(self.fail))
+        if self.fail is not None and self.fail not in FAILS:
+            raise OptionError(f"unknown fail value {self.fail!r}; expected one of {FAILS}")
+        if self.fault is not None and self.fault not in FAULTS:
+            raise OptionError(f"unknown fault value {self.fault!r}; expected one of {FAULTS}")
+
+
+PRESETS: dict[str, Behaviour] = {
+    "sim-fast": Behaviour(),
+    "sim-slow": Behaviour(ttft_ms=300, tps=40),
+    "sim-echo": Behaviour(reply="echo"),
+    "sim-flaky": Behaviour(fail="503", fail_times=1),
+    "sim-overloaded": Behaviour(fail="529"),
+}
+
+_HINTS = typing.get_type_hints(Behaviour)
+_FIELDS = tuple(f.name for f in dataclasses.fields(Behaviour))
+
+
+def split_name(model: str) -> tuple[str, list[tuple[str, str]]]:
+    """``"m?tps=5"`` -> ``("m", [("tps", "5")])``."""
+    base, _, query = model.partition("?")
+    return base, parse_qsl(query, keep_blank_values=True)
+
+
+def _convert(name: str, raw: str) -> object:
+    hint = _HINTS[name]
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    if type(None) in typing.get_args(hint) and raw.lower() in ("", "none", "null"):
+        return None
+    if str in kinds:
+        return raw
+    kind = kinds[0]
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise OptionError(f"option {name!r} expects true or false, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise OptionError(f"option {name!r} expects {kind.__name__}, got {raw!r}") from None
+
+
+def resolve(model: str, scripts: Mapping[str, Behaviour]) -> tuple[str, Behaviour]:
+    """Return (base name, behaviour) for a model name as sent; OptionError if bad."""
+    base, options = split_name(model)
+    behaviour = scripts.get(base) or PRESETS.get(base) or Behaviour()
+    changes: dict[str, Any] = {}
+    for key, raw in options:
+        if key not in _FIELDS:
+            raise OptionError(f"unknown option {key!r} in model name {model!r}")
+        changes[key] = _convert(key, raw)
+    return base, dataclasses.replace(behaviour, **changes) if changes else behaviour
+
+
+def reply_words(behaviour: Behaviour, base: str, last_user: str) -> list[str]:
+    """The full reply as words, before any max_tokens truncation."""
+    if behaviour.reply == "echo":
+        return last_user.split()
+    if behaviour.reply != "words":
+        return behaviour.reply.split()
+    # Seeded by the base name (not the options) so adding latency or faults to a
+    # model name never changes what it says.
+    rng = random.Random(zlib.crc32(f"{base}{last_user}".encode()))
+    return [rng.choice(WORDS) for _ in range(max(0, behaviour.tokens))]

@@ -1,0 +1,374 @@
+"""The two wire formats the simulated provider speaks, as bytes and dicts.
+
+Nothing here does I/O or waits: ``server.py`` decides *when* each frame goes
+out; this module decides *what* each provider's JSON looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = ["ANTHROPIC", "OPENAI", "BadRequest", "Call", "Frame", "Reply", "Wire", "count_words"]
+
+
+class BadRequest(ValueError):
+    """The request body is not something this provider would accept."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """The parts of a generation request the simulation cares about."""
+
+    model: str  # exactly as sent, options included
+    stream: bool
+    include_usage: bool  # OpenAI stream_options.include_usage
+    input_tokens: int
+    last_user: str
+    max_tokens: int | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    words: list[str]
+    truncated: bool  # cut short by max_tokens
+
+    @property
+    def pieces(self) -> list[str]:
+        # One piece per word; later words carry their leading space, so the
+        # pieces (streamed deltas, or blocks) concatenate to the content exactly.
+        return [w if i == 0 else f" {w}" for i, w in enumerate(self.words)]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One HTTP chunk of an SSE stream."""
+
+    data: bytes
+    token: bool = False  # carries one output word (paced by ttft/tps, counted by cut/stall)
+    tail: bool = False  # finish reason / usage / end marker: withheld by cut and stall
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message content: a string, or a list of text parts/blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        ]
+        return " ".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages", [])
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("'messages' must be a list of objects")
+    return messages
+
+
+def _common(body: object) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required")
+    return body, model, _messages(body)
+
+
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# kind -> HTTP status; "bad_request" carries its own message (e.g. unknown option).
+STATUS = {
+    "429": 429,
+    "500": 500,
+    "503": 503,
+    "529": 529,
+    "401": 401,
+    "400": 400,
+    "context_length": 400,
+    "content_policy": 400,
+    "bad_request": 400,
+    "not_found": 404,
+}
+
+
+class Wire:
+    """Shared shape of the two providers; subclasses fill in the JSON."""
+
+    name = ""
+
+    def parse(self, body: object) -> Call:
+        raise NotImplementedError
+
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def body(self, call: Call, reply: Reply, *, finish: bool, usage: bool, blocks: int) -> bytes:
+        raise NotImplementedError
+
+    def frames(
+        self, call: Call, reply: Reply, *, finish: bool, done: bool, usage: bool, blocks: int
+    ) -> list[Frame]:
+        raise NotImplementedError
+
+    malformed = b""  # one SSE event whose data is not valid JSON
+
+    def error(
+        self, kind: str, call: Call | None, detail: str = "", key: str | None = None
+    ) -> tuple[int, bytes]:
+        """(status, JSON body) for a scripted failure or a request problem.
+
+        `key`, if given, is quoted in the message, as careless providers do.
+        """
+        tokens = call.input_tokens if call else 0
+        messages = {
+            "429": "Rate limit reached for requests (simulated).",
+            "500": "The server had an error while processing your request (simulated).",
+            "503": "The server is temporarily unavailable (simulated).",
+            "529": "Overloaded (simulated).",
+            "401": "Invalid API key provided (simulated).",
+            "400": "Bad request (simulated).",
+            "context_length": self.context_message(tokens),
+            "content_policy": "Request rejected by the content policy (simulated).",
+        }
+        message = detail or messages.get(kind, "Error (simulated).")
+        if key is not None:
+            message += f" API key sent: {key}"
+        return STATUS[kind], _dumps(self.error_body(kind, message)).encode()
+
+    def context_message(self, tokens: int) -> str:
+        raise NotImplementedError
+
+
+class _OpenAI(Wire):
+    name = "openai"
+    malformed = b'data: {"choices": [\n\n'
+
+    _TYPES: ClassVar[dict[str, tuple[str, str | None]]] = {  # kind -> (type, code)
+        "429": ("requests", "rate_limit_exceeded"),
+        "500": ("server_error", None),
+        "503": ("server_error", None),
+        "529": ("server_error", "overloaded"),
+        "401": ("invalid_request_error", "invalid_api_key"),
+        "context_length": ("invalid_request_error", "context_length_exceeded"),
+        "content_policy": ("invalid_request_error", "content_policy_violation"),
+        "not_found": ("invalid_request_error", "not_found"),
+    }
+
+    def context_message(self, tokens: int) -> str:
+        return (
+            f"This model's maximum context length is {max(0, tokens - 1)} tokens, "
+            f"but your messages resulted in {tokens} tokens (simulated)."
+        )
+
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        type_, code = self._TYPES.get(kind, ("invalid_request_error", None))
+        return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+    def parse(self, body: object) -> Call:
+        body, model, messages = _common(body)
+        options = body.get("stream_options") or {}
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        return Call(
+            model=model,
+            stream=bool(body.get("stream")),
+            include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+            input_tokens=sum(count_words(_text_of(m.get("content"))) for m in messages),
+            last_user=_last_user(messages),
+            max_tokens=limit if isinstance(limit, int) else None,
+        )
+
+    @staticmethod
+    def _usage(call: Call, reply: Reply) -> dict[str, int]:
+        out = len(reply.words)
+        return {
+            "prompt_tokens": call.input_tokens,
+            "completion_tokens": out,
+            "total_tokens": call.input_tokens + out,
+        }
+
+    @staticmethod
+    def _finish(reply: Reply) -> str:
+        return "length" if reply.truncated else "stop"
+
+    def body(self, call: Call, reply: Reply, *, finish: bool, usage: bool, blocks: int) -> bytes:
+        obj: dict[str, Any] = {
+            "id": f"chatcmpl-sim-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": call.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "finish_reason": self._finish(reply) if finish else None,
+                    "logprobs": None,
+                }
+            ],
+        }
+        if usage:
+            obj["usage"] = self._usage(call, reply)
+        return _dumps(obj).encode()
+
+    def frames(
+        self, call: Call, reply: Reply, *, finish: bool, done: bool, usage: bool, blocks: int
+    ) -> list[Frame]:
+        chunk_id = f"chatcmpl-sim-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            obj = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": call.model,
+                "choices": choices,
+                **extra,
+            }
+            return f"data: {_dumps(obj)}\n\n".encode()
+
+        def delta(d: dict[str, Any], reason: str | None = None) -> bytes:
+            return event([{"index": 0, "delta": d, "finish_reason": reason, "logprobs": None}])
+
+        role = delta({"role": "assistant", "content": ""})
+        pieces = reply.pieces
+        if not pieces:
+            frames = [Frame(role)]
+        else:
+            # The role chunk travels with the first word, so a client timing its
+            # first chunk measures the scripted time to first token.
+            frames = [Frame(role + delta({"content": pieces[0]}), token=True)]
+            frames += [Frame(delta({"content": p}), token=True) for p in pieces[1:]]
+        if finish:
+            frames.append(Frame(delta({}, self._finish(reply)), tail=True))
+        if usage and call.include_usage:
+            frames.append(Frame(event([], usage=self._usage(call, reply)), tail=True))
+        if done:
+            frames.append(Frame(b"data: [DONE]\n\n", tail=True))
+        return frames
+
+
+class _Anthropic(Wire):
+    name = "anthropic"
+    malformed = b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {\n\n'
+
+    _TYPES: ClassVar[dict[str, str]] = {
+        "429": "rate_limit_error",
+        "500": "api_error",
+        "503": "api_error",
+        "529": "overloaded_error",
+        "401": "authentication_error",
+        "not_found": "not_found_error",
+    }
+
+    def context_message(self, tokens: int) -> str:
+        return f"prompt is too long: {tokens} tokens > {max(0, tokens - 1)} maximum (simulated)"
+
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        type_ = self._TYPES.get(kind, "invalid_request_error")
+        return {"type": "error", "error": {"type": type_, "message": message}}
+
+    def parse(self, body: object) -> Call:
+        body, model, messages = _common(body)
+        limit = body.get("max_tokens")
+        words = count_words(_text_of(body.get("system")))
+        words += sum(count_words(_text_of(m.get("content"))) for m in messages)
+        return Call(
+            model=model,
+            stream=bool(body.get("stream")),
+            include_usage=True,
+            input_tokens=words,
+            last_user=_last_user(messages),
+            max_tokens=limit if isinstance(limit, int) else None,
+        )
+
+    @staticmethod
+    def _blocks(reply: Reply, blocks: int) -> list[list[str]]:
+        """Split the pieces into at most `blocks` contiguous, near-equal groups."""
+        pieces = reply.pieces
+        count = max(1, min(blocks, len(pieces)))
+        size, extra = divmod(len(pieces), count)
+        groups, start = [], 0
+        for i in range(count):
+            end = start + size + (1 if i < extra else 0)
+            groups.append(pieces[start:end])
+            start = end
+        return [g for g in groups if g]
+
+    @staticmethod
+    def _stop(reply: Reply) -> str:
+        return "max_tokens" if reply.truncated else "end_turn"
+
+    def _message(self, call: Call, content: list[dict[str, Any]], stop: str | None) -> dict:
+        return {
+            "id": f"msg_sim_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": call.model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+        }
+
+    def body(self, call: Call, reply: Reply, *, finish: bool, usage: bool, blocks: int) -> bytes:
+        content = [{"type": "text", "text": "".join(g)} for g in self._blocks(reply, blocks)]
+        obj = self._message(call, content, self._stop(reply) if finish else None)
+        obj["usage"] = {"input_tokens": call.input_tokens, "output_tokens": len(reply.words)}
+        return _dumps(obj).encode()
+
+    def frames(
+        self, call: Call, reply: Reply, *, finish: bool, done: bool, usage: bool, blocks: int
+    ) -> list[Frame]:
+        def event(name: str, obj: dict[str, Any]) -> bytes:
+            return f"event: {name}\ndata: {_dumps({'type': name, **obj})}\n\n".encode()
+
+        start = self._message(call, [], None)
+        start["usage"] = {"input_tokens": call.input_tokens, "output_tokens": 1}
+        frames = [Frame(event("message_start", {"message": start}) + event("ping", {}))]
+        for index, group in enumerate(self._blocks(reply, blocks)):
+            opening = event(
+                "content_block_start",
+                {"index": index, "content_block": {"type": "text", "text": ""}},
+            )
+            for i, piece in enumerate(group):
+                data = event(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "text_delta", "text": piece}},
+                )
+                frames.append(Frame(opening + data if i == 0 else data, token=True))
+            frames.append(Frame(event("content_block_stop", {"index": index})))
+        stop = self._stop(reply) if finish else None
+        delta = {
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": len(reply.words)},
+        }
+        frames.append(Frame(event("message_delta", delta), tail=True))
+        if done:
+            frames.append(Frame(event("message_stop", {}), tail=True))
+        return frames
+
+
+OPENAI: Wire = _OpenAI()
+ANTHROPIC: Wire = _Anthropic()

@@ -1,0 +1,154 @@
+"""Provider-neutral request and response types shared by every layer."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "Attempt",
+    "CompletionRequest",
+    "CompletionResponse",
+    "Message",
+    "Status",
+    "StreamEnd",
+    "as_messages",
+]
+
+Role = Literal["system", "user", "assistant"]
+Status = Literal["ok", "error", "cancelled", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """What a client sends: the conversation and the sampling settings."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    @property
+    def system(self) -> str | None:
+        parts = [m.content for m in self.messages if m.role == "system"]
+        return "\n\n".join(parts) if parts else None
+
+    @property
+    def prompt_text(self) -> str:
+        """The last user message: what a person would call the prompt."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.content
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The last item of a client stream: why it stopped and what it used.
+
+    Token counts are None when the provider reported none and nothing could
+    estimate them; ``estimated`` marks counts made locally rather than billed.
+    """
+
+    finish_reason: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at one model within a call."""
+
+    model: str
+    provider: str
+    status: Status
+    error: str | None = None
+    latency_ms: float | None = None
+    run_id: str | None = None
+
+
+@dataclass(slots=True)
+class CompletionResponse:
+    """One model's answer (or failure) with its usage, timing and cost.
+
+    ``model`` is the model that actually answered. ``cost`` is None when the
+    model is unpriced or its usage is unknown: missing, never 0.
+    """
+
+    content: str
+    model: str
+    provider: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+    cost: float | None = None
+    status: Status = "ok"
+    error: str | None = None
+    finish_reason: str | None = None
+    ttft_ms: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    cached: bool = False
+    run_id: str | None = None
+    route_reason: str | None = None
+    tokens_estimated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.input_tokens is None or self.output_tokens is None:
+            return None
+        return self.input_tokens + self.output_tokens
+
+    def footer(self) -> str:
+        """One line: model, tokens, time to first token, latency, cost."""
+        parts = [self.model]
+        if self.status != "ok":
+            parts.append(f"{self.status}: {self.error}")
+        approx = "~" if self.tokens_estimated else ""
+        if self.input_tokens is not None and self.output_tokens is not None:
+            parts.append(f"{approx}{self.input_tokens}→{approx}{self.output_tokens} tokens")
+        if self.ttft_ms is not None:
+            parts.append(f"ttft {self.ttft_ms:.0f} ms")
+        if self.latency_ms is not None:
+            parts.append(f"{self.latency_ms:.0f} ms")
+        parts.append("cost n/a" if self.cost is None else f"${self.cost:.6f}")
+        if self.cached:
+            parts.append("cached")
+        if self.route_reason:
+            parts.append(self.route_reason)
+        return " · ".join(parts)
+
+    def __str__(self) -> str:
+        return self.content
+
+    def _repr_markdown_(self) -> str:
+        return f"{self.content}\n\n<sub>{html.escape(self.footer())}</sub>"
+
+
+def as_messages(
+    prompt: str | Sequence[Message | dict[str, str]], system: str | None = None
+) -> tuple[Message, ...]:
+    """Normalise a prompt string or a list of chat messages into Messages."""
+    out: list[Message] = []
+    if system:
+        out.append(Message("system", system))
+    if isinstance(prompt, str):
+        out.append(Message("user", prompt))
+        return tuple(out)
+    for m in prompt:
+        if isinstance(m, Message):
+            out.append(m)
+        else:
+            out.append(Message(m["role"], m["content"]))  # type: ignore[arg-type]
+    return tuple(out)
