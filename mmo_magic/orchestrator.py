@@ -96,6 +96,11 @@ class Orchestrator:
         kwargs.setdefault("runlog", settings.runlog)
         return cls(catalogue, default, **kwargs)
 
+    @property
+    def session_id(self) -> str:
+        """Identifies this Python process in the run log (which outlives it)."""
+        return SESSION_ID
+
     # -- models ---------------------------------------------------------------
 
     @property
@@ -200,6 +205,8 @@ class Orchestrator:
         progress = _Progress()
         try:
             client = self._client(config)
+            # Time the model, not the first-use import and set-up of its SDK.
+            progress.started = time.perf_counter()
             await _consume(client, request, progress, on_text)
         except asyncio.CancelledError:
             self._finish(record, config, progress, None, status="cancelled")
