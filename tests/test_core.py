@@ -187,7 +187,8 @@ def test_canary_key_never_leaks(sim, monkeypatch, tmp_path, caplog, capsys):
         with pytest.raises(mmo.ProviderError) as info:
             orc.complete("hi", model=with_model_id(orc, name, "sim-fast?fail=401&echo_key=1"))
         outputs += [str(info.value), repr(info.value), info.value.message]
-    assert sim.last_request()["headers"].get("x-api-key") == "***"
+    sent = sim.last_request()["headers"]
+    assert sent.get("x-api-key", sent.get("authorization")) == "***"
     df = orc.runs.to_dataframe()
     outputs.append(df.to_csv())
     for suffix in ("csv", "jsonl", "parquet"):

@@ -1,8 +1,10 @@
 """What a simulated model does, decided from its name.
 
-A model name is ``BASE`` or ``BASE?key=value&key=value``. The options after
-``?`` override, in this order of precedence: the behaviour scripted for BASE with
+A model name is ``BASE`` or ``BASE?key=value&key=value`` (URL query syntax, so
+``+`` or ``%20`` is a space). Keys are the ``Behaviour`` field names. Options
+override, in this order: the behaviour scripted for BASE with
 ``SimServer.script``, else the built-in preset named BASE, else the defaults.
+An unknown key or a bad value gets HTTP 400 in the provider's error shape.
 
 Built-in presets:
 
@@ -14,9 +16,26 @@ Built-in presets:
 ``sim-overloaded`` ``fail=529`` (always overloaded)
 =================  ==========================================
 
+Replies: ``reply=words`` (default) gives ``tokens`` words from ``WORDS``, seeded
+by the base name and the last user message (so options never change the text);
+``reply=echo`` repeats the last user message's words; any other value is the
+literal reply (``reply=hello+world``). Content is the words joined by single
+spaces; each streamed delta is one word, later ones with a leading space. A
+request's max_tokens truncates the reply and makes the finish reason
+"length" (OpenAI) / "max_tokens" (Anthropic).
+
 Token accounting, which tests rely on: a token is a whitespace-separated word.
 Input tokens are the words of every message's text plus the system prompt;
 output tokens are the words the reply emits.
+
+Timing: ``latency_ms`` before the response headers, then ``ttft_ms`` before the
+first word, then one word every ``1/tps`` s. A JSON (non-streaming) answer
+is sent when the equivalent stream would have finished.
+
+``fail_times=N`` limits both ``fail`` and ``fault`` to the first N requests with
+that exact model name (counts restart on ``SimServer.reset``). Faults on a
+JSON request: reset and hang as for streams; stall/cut send half the promised
+body; malformed sends invalid JSON; no_finish has a null finish reason.
 """
 
 from __future__ import annotations
