@@ -211,3 +211,21 @@ def _wait(condition, timeout: float = 3.0, message=lambda: "") -> None:  # type:
     while not condition():
         assert time.monotonic() < deadline, f"condition not met in time {message()}"
         time.sleep(0.02)
+
+
+def test_records_carry_the_notebook_cell(orc):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns["orc"] = orc
+        shell.run_cell("1 + 1", store_history=True)
+        result = shell.run_cell("orc.complete('which cell am I in?', model='oa')", store_history=True)
+        assert result.success, result.error_in_exec
+        cell = result.execution_count
+        assert orc.runs.records()[-1].cell == cell
+        assert list(orc.runs.to_dataframe(cell=cell)["prompt"]) == ["which cell am I in?"]
+    finally:
+        InteractiveShell.clear_instance()
+    orc.complete("outside any cell", model="oa")
+    assert orc.runs.records()[-1].cell is None
