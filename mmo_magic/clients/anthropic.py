@@ -47,10 +47,7 @@ class AnthropicClient(ModelClient):
         }
         if request.system:
             body["system"] = request.system
-        temperature = (
-            request.temperature if request.temperature is not None else self.config.temperature
-        )
-        if temperature is not None:
+        if (temperature := self.temperature(request)) is not None:
             body["temperature"] = temperature
         return body
 
@@ -58,7 +55,7 @@ class AnthropicClient(ModelClient):
         input_tokens: int | None = None
         output_tokens: int | None = None
         stop_reason: str | None = None
-        try:
+        with self.errors_mapped():
             async with self._sdk.messages.with_streaming_response.create(
                 **self._body(request)
             ) as response:
@@ -87,11 +84,6 @@ class AnthropicClient(ModelClient):
                         break
                     elif kind == "error":
                         raise self._stream_failure(payload.get("error") or {})
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
         if stop_reason is None:
             raise self.stream_error("the stream ended without a stop reason (truncated)")
         yield StreamEnd(stop_reason, input_tokens, output_tokens)

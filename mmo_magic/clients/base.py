@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 from ..errors import ProviderError, StreamError
@@ -56,6 +57,21 @@ class ModelClient(abc.ABC):
         # A broken stream may well work on a second try.
         kw.setdefault("retryable", True)
         return StreamError(message, provider=self.config.provider, model=self.config.name, **kw)
+
+    def temperature(self, request: CompletionRequest) -> float | None:
+        """The call's temperature, else the model's; None leaves the provider default."""
+        return request.temperature if request.temperature is not None else self.config.temperature
+
+    @contextlib.contextmanager
+    def errors_mapped(self) -> Iterator[None]:
+        """Re-raise SDK and transport exceptions from the block as MMOErrors."""
+        try:
+            yield
+        except Exception as exc:
+            mapped = self.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def translate(self, exc: Exception) -> BaseException | None:
         """The MMOError for an exception raised while talking to the provider, if ours to map.

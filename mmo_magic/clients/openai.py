@@ -50,10 +50,7 @@ class OpenAIClient(ModelClient):
             "stream_options": {"include_usage": True},
             self.max_tokens_param: request.max_tokens or self.config.max_tokens,
         }
-        temperature = (
-            request.temperature if request.temperature is not None else self.config.temperature
-        )
-        if temperature is not None:
+        if (temperature := self.temperature(request)) is not None:
             body["temperature"] = temperature
         return body
 
@@ -61,7 +58,7 @@ class OpenAIClient(ModelClient):
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
         produced: list[str] = []
-        try:
+        with self.errors_mapped():
             async with self._sdk.chat.completions.with_streaming_response.create(
                 **self._body(request)
             ) as response:
@@ -83,11 +80,6 @@ class OpenAIClient(ModelClient):
                             # Usage is the last chunk: finish now rather than wait
                             # on a server that never sends [DONE].
                             break
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
         if finish_reason is None:
             raise self.stream_error("the stream ended without a finish reason (truncated)")
         yield self._end(finish_reason, usage, request, produced)
