@@ -26,6 +26,7 @@ from .errors import (
 )
 from .models import Catalogue, ModelConfig
 from .orchestrator import CompletionStream, Orchestrator
+from .pipeline import Pipeline, PipelineResult, PipelineStep
 from .runlog import RunLog, RunRecord
 from .types import Attempt, CompletionRequest, CompletionResponse, Message
 
@@ -47,6 +48,9 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelConfig",
     "Orchestrator",
+    "Pipeline",
+    "PipelineResult",
+    "PipelineStep",
     "ProviderError",
     "RunLog",
     "RunRecord",

@@ -6,6 +6,13 @@ directory. ``MMO_CONFIG=path`` replaces both. Example::
 
     default_model = "claude-haiku-4-5"
     runlog = "runs.sqlite3"            # where the run log lives (":memory:" for none)
+    cache = true                       # the response cache: true, false, or a file path
+    budget = 5.00                      # USD this orchestrator may spend
+
+    [routing]
+    default = "task"                   # the router model="auto" uses
+    [routing.tasks]                    # TaskRouter: task -> models, in preference order
+    coding = ["claude-sonnet-4-5", "gpt-5"]
 
     [models.gpt-4o]                    # override a built-in model's fields
     cost_per_1k_input = 0.0025
@@ -34,7 +41,8 @@ from .models import ModelConfig
 
 __all__ = ["Settings", "config_paths", "load_settings", "model_from_dict"]
 
-_TOP_LEVEL_KEYS = ("default_model", "runlog", "models")
+_TOP_LEVEL_KEYS = ("default_model", "runlog", "models", "cache", "budget", "routing")
+_ROUTING_KEYS = ("default", "tasks")
 _FIELD_TYPES = typing.get_type_hints(ModelConfig)
 _LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
@@ -47,6 +55,10 @@ class Settings:
     runlog: str | None = None
     # name -> fields as written; merged over a built-in model of that name, if any
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache: bool | str | None = None
+    budget: float | None = None
+    route: str | None = None
+    task_models: dict[str, list[str]] = field(default_factory=dict)
     sources: list[Path] = field(default_factory=list)
 
 
@@ -82,7 +94,21 @@ def load_settings(paths: list[Path] | None = None) -> Settings:
                 raise ConfigError(
                     f"{path}: unknown setting {key!r}.", hint=_did_you_mean(key, _TOP_LEVEL_KEYS)
                 )
-            if key == "models":
+            if key == "routing":
+                _read_routing(path, value, settings)
+            elif key == "cache":
+                if not isinstance(value, bool | str):
+                    raise ConfigError(
+                        f"{path}: cache must be true, false or a file path, got {_describe(value)}."
+                    )
+                settings.cache = value
+            elif key == "budget":
+                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                    raise ConfigError(
+                        f"{path}: budget must be a number of USD >= 0, got {_describe(value)}."
+                    )
+                settings.budget = float(value)
+            elif key == "models":
                 if not isinstance(value, dict):
                     raise ConfigError(f"{path}: 'models' must be a table ([models.NAME]).")
                 for name, fields in value.items():
@@ -115,6 +141,34 @@ def model_from_dict(
         return ModelConfig(**{"name": name, **fields})
     except TypeError as exc:  # a field ModelConfig does not have
         raise ConfigError(f"{source}: [models.{name}]: {exc}") from exc
+
+
+def _read_routing(path: Path, table: Any, settings: Settings) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'routing' must be a table ([routing]).")
+    for key, value in table.items():
+        if key not in _ROUTING_KEYS:
+            raise ConfigError(
+                f"{path}: [routing] unknown setting {key!r}.",
+                hint=_did_you_mean(key, _ROUTING_KEYS),
+            )
+        if key == "default":
+            if not isinstance(value, str):
+                raise ConfigError(
+                    f"{path}: [routing] default must be a string, got {_describe(value)}."
+                )
+            settings.route = value
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [routing.tasks] must be a table of task = model(s).")
+        for task, models in value.items():
+            names = [models] if isinstance(models, str) else models
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(
+                    f"{path}: [routing.tasks] {task} must be a model name or a list of them, "
+                    f"got {_describe(models)}."
+                )
+            settings.task_models[task] = names
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -11,8 +11,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .budget import Budget, Reservation
+from .cache import CachedAnswer, ResponseCache, cache_key
 from .clients import ModelClient, make_client
 from .errors import InvalidRequestError, MMOError, ProviderError
 from .loop import background_loop
@@ -20,11 +22,16 @@ from .models import Catalogue, ModelConfig
 from .runlog import RunLog, RunRecord
 from .types import CompletionRequest, CompletionResponse, Message, StreamEnd, as_messages
 
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, PipelineResult, PipelineStep
+    from .routing import RouteDecision, Router
+
 __all__ = ["CompletionStream", "Orchestrator"]
 
 Prompt = str | Sequence[Message | dict[str, str]]
 OnText = Callable[[str], None]
 SESSION_ID = uuid.uuid4().hex[:12]
+AUTO = "auto"  # the model name that asks a router to choose
 # Preferred defaults when the config names none: the first whose key is set.
 _DEFAULT_PREFERENCE = ("gpt-4o-mini", "claude-haiku-4-5", "sim-fast")
 
@@ -64,13 +71,26 @@ class Orchestrator:
         default_model: str | None = None,
         *,
         runlog: RunLog | str | os.PathLike[str] | None = None,
+        cache: ResponseCache | str | os.PathLike[str] | bool = True,
+        budget: float | None = None,
+        allow_unpriced: bool = False,
+        default_route: str = "complexity",
+        task_models: dict[str, list[str]] | None = None,
     ) -> None:
+        """``cache``: True (the default file), False, a path or a ResponseCache.
+        ``budget``: USD this orchestrator may spend (None: unlimited)."""
         if models is None:
             from .catalogue import builtin_models
 
             models = builtin_models()
         self.catalogue = models if isinstance(models, Catalogue) else Catalogue.of(models)
         self.runs = runlog if isinstance(runlog, RunLog) else RunLog(runlog)
+        self.cache = _make_cache(cache)
+        self.budget = Budget(budget)
+        self.allow_unpriced = allow_unpriced
+        self.default_route = default_route
+        self.task_models = task_models
+        self._routers: dict[str, Router] = {}
         self._clients: dict[str, ModelClient] = {}
         self._loop = background_loop
         if default_model is not None:
@@ -94,6 +114,12 @@ class Orchestrator:
             catalogue.add(model_from_dict(name, fields, base, source=source))
         default = os.environ.get("MMO_DEFAULT_MODEL") or settings.default_model
         kwargs.setdefault("runlog", settings.runlog)
+        if settings.cache is not None:
+            kwargs.setdefault("cache", settings.cache)
+        kwargs.setdefault("budget", settings.budget)
+        if settings.route is not None:
+            kwargs.setdefault("default_route", settings.route)
+        kwargs.setdefault("task_models", settings.task_models or None)
         return cls(catalogue, default, **kwargs)
 
     @property
@@ -118,6 +144,7 @@ class Orchestrator:
         if name is not None:
             self.catalogue.resolve(name)
         self._default_model = name
+        self._routers.clear()  # routers fall back to the default model
 
     def models(self) -> list[ModelConfig]:
         return list(self.catalogue)
@@ -125,6 +152,7 @@ class Orchestrator:
     def add_model(self, model: ModelConfig) -> None:
         self.catalogue.add(model)
         self._clients.pop(model.name, None)
+        self._routers.clear()
 
     # -- completing -----------------------------------------------------------
 
@@ -133,8 +161,11 @@ class Orchestrator:
     ) -> CompletionResponse:
         """The whole answer of ``model`` (default: ``default_model``) to ``prompt``.
 
-        Options: ``system``, ``temperature``, ``max_tokens``. Raises an MMOError
-        on failure; the failed attempt is still in ``runs``.
+        ``model="auto"`` (or ``route=...``) lets a router choose: "complexity",
+        "task", "cost", "rules", or a Router. Options: ``system``,
+        ``temperature``, ``max_tokens``, ``budget`` (USD for this call),
+        ``allow_unpriced``, ``cache`` (False to skip the response cache).
+        Raises an MMOError on failure; the failed attempt is still in ``runs``.
         """
         return self._loop.run(self.acomplete(prompt, model, **options))
 
@@ -143,18 +174,40 @@ class Orchestrator:
         prompt: Prompt,
         model: str | None = None,
         *,
+        route: str | Router | None = None,
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        budget: float | None = None,
+        allow_unpriced: bool | None = None,
+        cache: bool = True,
         on_text: OnText | None = None,
         kind: str = "complete",
+        group_id: str | None = None,
+        step: str | None = None,
     ) -> CompletionResponse:
         """Async twin of ``complete``. ``on_text`` is called (on the loop thread) per delta."""
-        cell = current_cell()
-        requested = model or self.default_model
-        return await self._loop.arun(
-            self._complete(prompt, requested, system, temperature, max_tokens, on_text, kind, cell)
+        if model is not None and model != AUTO and route is not None:
+            raise InvalidRequestError(
+                f"Both model={model!r} and route={route!r} were given.",
+                hint='Pass a model, or model="auto" with a route.',
+            )
+        call = _Call(
+            requested=model or (AUTO if route is not None else self.default_model),
+            route=route,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            budget=budget,
+            allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
+            use_cache=cache and self.cache is not None,
+            on_text=on_text,
+            kind=kind,
+            group_id=group_id,
+            step=step,
+            cell=current_cell(),
         )
+        return await self._loop.arun(self._complete(prompt, call))
 
     def stream(self, prompt: Prompt, model: str | None = None, **options: Any) -> CompletionStream:
         """Iterate over the answer's text as it arrives; ``.response`` holds the rest at the end."""
@@ -166,32 +219,135 @@ class Orchestrator:
         """Async twin of ``stream``: ``async for text in orc.astream(...)``."""
         return AsyncCompletionStream(self, prompt, model, options)
 
-    async def _complete(
+    # -- routing --------------------------------------------------------------
+
+    def route(
+        self, prompt: Prompt, route: str | Router | None = None, **options: Any
+    ) -> RouteDecision:
+        """Which model ``route`` would choose for ``prompt``, and why. Calls no model."""
+        request = _build_request(prompt, options.get("system"), None, options.get("max_tokens"))
+        return self._router(route).route(request, self.catalogue)
+
+    async def aroute(
+        self, prompt: Prompt, route: str | Router | None = None, **options: Any
+    ) -> RouteDecision:
+        """Async twin of ``route`` (routing is pure computation; nothing is awaited)."""
+        return self.route(prompt, route, **options)
+
+    def _router(self, route: str | Router | None) -> Router:
+        from .routing import Router, make_router
+
+        if isinstance(route, Router):
+            return route
+        name = route or self.default_route
+        router = self._routers.get(name)
+        if router is None:
+            router = self._routers[name] = make_router(
+                name, default=self.default_model, task_models=self.task_models
+            )
+        return router
+
+    # -- pipelines ------------------------------------------------------------
+
+    def run_pipeline(
         self,
-        prompt: Prompt,
-        requested: str,
-        system: str | None,
-        temperature: float | None,
-        max_tokens: int | None,
-        on_text: OnText | None,
-        kind: str,
-        cell: int | None,
-    ) -> CompletionResponse:
+        pipeline: Pipeline,
+        *,
+        on_step: Callable[[PipelineStep, CompletionResponse], None] | None = None,
+        **variables: Any,
+    ) -> PipelineResult:
+        """Run ``pipeline`` with template ``variables``; see ``mmo_magic.pipeline``."""
+        return self._loop.run(self.arun_pipeline(pipeline, on_step=on_step, **variables))
+
+    async def arun_pipeline(
+        self,
+        pipeline: Pipeline,
+        *,
+        on_step: Callable[[PipelineStep, CompletionResponse], None] | None = None,
+        **variables: Any,
+    ) -> PipelineResult:
+        """Async twin of ``run_pipeline``."""
+        from .pipeline import run_pipeline
+
+        async def call(
+            step: PipelineStep, prompt: str, system: str | None, group_id: str
+        ) -> CompletionResponse:
+            return await self.acomplete(
+                prompt, step.model, system=system, temperature=step.temperature,
+                max_tokens=step.max_tokens, kind="pipeline_step", group_id=group_id, step=step.name,
+            )  # fmt: skip
+
+        return await self._loop.arun(run_pipeline(pipeline, variables, call, on_step))
+
+    # -- one call -------------------------------------------------------------
+
+    async def _complete(self, prompt: Prompt, call: _Call) -> CompletionResponse:
         record = RunRecord(
-            kind=kind, requested_model=requested, prompt="", cell=cell, session_id=SESSION_ID,
-            temperature=temperature, max_tokens=max_tokens, status="error",
+            kind=call.kind, requested_model=call.requested, prompt="", cell=call.cell,
+            session_id=SESSION_ID, temperature=call.temperature, max_tokens=call.max_tokens,
+            status="error", group_id=call.group_id, step=call.step,
         )  # fmt: skip
         try:
-            request = _build_request(prompt, system, temperature, max_tokens)
+            request = _build_request(prompt, call.system, call.temperature, call.max_tokens)
             record.prompt, record.system = request.prompt_text, request.system
-            config = self.catalogue.resolve(requested)
+            if call.requested == AUTO:
+                decision = self._router(call.route).route(request, self.catalogue)
+                record.route_reason = f"{decision.router}: {decision.reason}"
+                config = self.catalogue.resolve(decision.model)
+            else:
+                config = self.catalogue.resolve(call.requested)
+            record.model, record.provider = config.name, config.provider
         except MMOError as exc:
             self._finish(record, None, _Progress(), exc)
             raise
-        response, error = await self._attempt(config, request, record, on_text)
+        max_tokens = call.max_tokens or config.max_tokens
+        temperature = call.temperature if call.temperature is not None else config.temperature
+        key = cache_key(config, request, max_tokens, temperature) if call.use_cache else None
+        if key is not None and self.cache is not None and (hit := self.cache.get(key)):
+            return self._from_cache(record, config, hit, call.on_text)
+        try:
+            reservation = self._authorize(config, request, max_tokens, call)
+        except MMOError as exc:
+            self._finish(record, config, _Progress(), exc)
+            raise
+        try:
+            response, error = await self._attempt(config, request, record, call.on_text)
+        finally:
+            self.budget.settle(reservation, record.cost)
         if error is not None:
             raise error
+        if key is not None and self.cache is not None:
+            self.cache.put(key, CachedAnswer(
+                response.content, response.finish_reason or "stop", response.input_tokens,
+                response.output_tokens, response.tokens_estimated,
+            ))  # fmt: skip
         return response
+
+    def _authorize(
+        self, config: ModelConfig, request: CompletionRequest, max_tokens: int, call: _Call
+    ) -> Reservation | None:
+        if self.budget.limit is None and call.budget is None:
+            return None  # no budget: skip counting tokens
+        from .routing import estimate_cost
+
+        estimate = estimate_cost(config, request, max_tokens)
+        return self.budget.authorize(
+            config, estimate, call_limit=call.budget, allow_unpriced=call.allow_unpriced
+        )
+
+    def _from_cache(
+        self, record: RunRecord, config: ModelConfig, hit: CachedAnswer, on_text: OnText | None
+    ) -> CompletionResponse:
+        """A cache hit: recorded like any call, with ``cached=True`` and no cost."""
+        progress = _Progress(parts=[hit.content])
+        progress.end = StreamEnd(
+            hit.finish_reason, hit.input_tokens, hit.output_tokens, hit.tokens_estimated
+        )
+        progress.ttft_ms = progress.elapsed_ms
+        if on_text is not None:
+            on_text(hit.content)
+        record.cached = True
+        return self._finish(record, config, progress, None, cost=0.0)
 
     async def _attempt(
         self,
@@ -201,7 +357,6 @@ class Orchestrator:
         on_text: OnText | None,
     ) -> tuple[CompletionResponse, MMOError | None]:
         """One try at one model, recorded whatever happens: (response, error or None)."""
-        record.model, record.provider = config.name, config.provider
         progress = _Progress()
         try:
             client = self._client(config)
@@ -222,13 +377,15 @@ class Orchestrator:
         progress: _Progress,
         error: MMOError | None,
         status: str | None = None,
+        cost: float | None = None,
     ) -> CompletionResponse:
         """Complete ``record`` from the attempt's progress, store it, and build the response."""
         end = progress.end
         content = "".join(progress.parts)
         input_tokens = end.input_tokens if end else None
         output_tokens = end.output_tokens if end else None
-        cost = config.cost(input_tokens, output_tokens) if config else None
+        if cost is None and config is not None:
+            cost = config.cost(input_tokens, output_tokens)
         if status is None:
             status = "ok" if error is None else _status_of(error)
         from datetime import UTC, datetime
@@ -259,6 +416,8 @@ class Orchestrator:
             ttft_ms=progress.ttft_ms,
             run_id=record.run_id,
             tokens_estimated=record.tokens_estimated,
+            cached=record.cached,
+            route_reason=record.route_reason,
         )
 
     def _client(self, config: ModelConfig) -> ModelClient:
@@ -279,6 +438,8 @@ class Orchestrator:
         if clients:
             self._loop.run(close_all())
         self.runs.close()
+        if self.cache is not None:
+            self.cache.close()
 
     def __enter__(self) -> Orchestrator:
         return self
@@ -292,6 +453,33 @@ class Orchestrator:
             f"<Orchestrator {models} models ({available} available), "
             f"default {self.default_model!r}>"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Everything about one call besides its prompt."""
+
+    requested: str
+    route: str | Router | None
+    system: str | None
+    temperature: float | None
+    max_tokens: int | None
+    budget: float | None
+    allow_unpriced: bool
+    use_cache: bool
+    on_text: OnText | None
+    kind: str
+    group_id: str | None
+    step: str | None
+    cell: int | None
+
+
+def _make_cache(cache: ResponseCache | str | os.PathLike[str] | bool) -> ResponseCache | None:
+    if isinstance(cache, ResponseCache):
+        return cache
+    if cache is False or os.environ.get("MMO_CACHE", "").lower() in ("off", "0", "false"):
+        return None
+    return ResponseCache(None if cache is True else cache)
 
 
 def _build_request(

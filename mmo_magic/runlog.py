@@ -74,6 +74,7 @@ class RunRecord:
     session_id: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    step: str | None = None  # the pipeline step, or the role of a judge call
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
@@ -83,7 +84,7 @@ _BOOL = ("tokens_estimated", "cached")
 _REDACTED = ("error", "prompt", "system", "response", "route_reason")
 
 _TEXT = ("run_id", "group_id", "error", "prompt", "system", "response", "route_reason")
-_CATEGORY = ("kind", "requested_model", "model", "provider", "status", "error_type")
+_CATEGORY = ("kind", "requested_model", "model", "provider", "status", "error_type", "step")
 # DataFrame dtype of each non-datetime column. Repeated values (model names,
 # statuses) are categories; everything else keeps missing values as <NA>.
 _DTYPES: dict[str, str] = {
@@ -134,6 +135,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX runs_cell ON runs (cell)",
         "CREATE INDEX runs_group_id ON runs (group_id)",
     ),
+    ("ALTER TABLE runs ADD COLUMN step TEXT",),
 ]
 
 _COLUMNS = ", ".join(FIELDS)

@@ -23,6 +23,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """Never touch the user's run log, config or real keys."""
     saved = dict(os.environ)
     os.environ["MMO_RUNLOG"] = str(tmp_path_factory.mktemp("runlog") / "runs.sqlite3")
+    os.environ["MMO_CACHE"] = str(tmp_path_factory.mktemp("cache") / "responses.sqlite3")
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MMO_CONFIG", "MMO_DEFAULT_MODEL"):
         os.environ.pop(name, None)
     os.chdir(tmp_path_factory.mktemp("cwd"))  # no stray mmo.toml
@@ -56,7 +57,7 @@ def sim_models(sim, *, priced: bool = True) -> list[mmo.ModelConfig]:  # type: i
 
 @pytest.fixture
 def orc(sim, keys) -> Iterator[mmo.Orchestrator]:  # type: ignore[no-untyped-def]
-    with mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:") as o:
+    with mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False) as o:
         yield o
 
 

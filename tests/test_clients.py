@@ -207,3 +207,11 @@ def _wait_for(condition, timeout: float = 3.0) -> None:  # type: ignore[no-untyp
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("name", ["oa", "an"])
+def test_temperature_reaches_the_wire(orc, sim, name):
+    orc.complete(PROMPT, model=with_model_id(orc, name, "sim-echo"), temperature=0.25)
+    assert sim.last_request("sim-echo")["body"]["temperature"] == 0.25
+    orc.complete(PROMPT, model=with_model_id(orc, name, "sim-fast"))
+    assert "temperature" not in sim.last_request("sim-fast")["body"]  # provider default

@@ -220,7 +220,9 @@ def test_records_carry_the_notebook_cell(orc):
     try:
         shell.user_ns["orc"] = orc
         shell.run_cell("1 + 1", store_history=True)
-        result = shell.run_cell("orc.complete('which cell am I in?', model='oa')", store_history=True)
+        result = shell.run_cell(
+            "orc.complete('which cell am I in?', model='oa')", store_history=True
+        )
         assert result.success, result.error_in_exec
         cell = result.execution_count
         assert orc.runs.records()[-1].cell == cell

@@ -240,16 +240,24 @@ def test_version_0_database_is_migrated(tmp_path: Path) -> None:
 
 def test_v1_database_gets_new_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "v1.sqlite3"
-    (record,) = sample()[:1]
+    with sqlite3.connect(path) as conn:  # a log written by the first release
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO runs (run_id, started_at, kind, requested_model, status, prompt)"
+            " VALUES ('r1', '2026-01-01T00:00:00.000000+00:00', 'complete', 'm', 'ok', 'hi')"
+        )
+        conn.execute("PRAGMA user_version = 1")
     with RunLog(path) as log:
-        log.add(record)
-    assert user_version(path) == 1
+        (old,) = log.records()
+        assert (old.run_id, old.prompt, old.step) == ("r1", "hi", None)
+    assert user_version(path) == len(MIGRATIONS)
 
     added = ("ALTER TABLE runs ADD COLUMN note TEXT", "CREATE INDEX runs_note ON runs (note)")
     monkeypatch.setattr(runlog, "MIGRATIONS", [*MIGRATIONS, added])
     with RunLog(path) as log:
-        assert log.records() == [record]
-    assert user_version(path) == 2
+        assert len(log) == 1
+    assert user_version(path) == len(MIGRATIONS) + 1
     with sqlite3.connect(path) as conn:
         assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
 
@@ -262,7 +270,7 @@ def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(runlog, "MIGRATIONS", [*MIGRATIONS, broken])
     with pytest.raises(sqlite3.OperationalError):
         RunLog(path)
-    assert user_version(path) == 1
+    assert user_version(path) == len(MIGRATIONS)
     with sqlite3.connect(path) as conn:
         assert "half_done" not in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
 

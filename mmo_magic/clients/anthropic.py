@@ -48,7 +48,9 @@ class AnthropicClient(ModelClient):
         if request.system:
             body["system"] = request.system
         if (temperature := self.temperature(request)) is not None:
-            body["temperature"] = temperature
+            # anthropic SDK 2.x dropped `temperature` from messages.create's
+            # signature; the field still goes on the wire for servers that take it.
+            body["extra_body"] = {"temperature": temperature}
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:

@@ -1,0 +1,87 @@
+"""Spending limits in USD, checked before a call is sent.
+
+A call is authorised against its worst case — its input tokens plus its
+``max_tokens`` of output at the model's prices — and that amount is reserved
+until the call ends, so concurrent calls (a race, a pipeline wave) cannot
+together overspend. When the call ends, the reservation is replaced by what
+the usage actually cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import BudgetExceededError
+from .models import ModelConfig
+
+__all__ = ["Budget", "Reservation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    amount: float
+
+
+class Budget:
+    """An orchestrator's budget: ``limit`` USD (None = unlimited), ``spent`` so far."""
+
+    def __init__(self, limit: float | None = None) -> None:
+        if limit is not None and limit < 0:
+            raise ValueError("a budget cannot be negative")
+        self.limit = limit
+        self.spent = 0.0
+        self._reserved = 0.0
+
+    @property
+    def left(self) -> float | None:
+        return None if self.limit is None else max(self.limit - self.spent - self._reserved, 0.0)
+
+    def authorize(
+        self,
+        model: ModelConfig,
+        estimate: float | None,
+        *,
+        call_limit: float | None = None,
+        allow_unpriced: bool = False,
+    ) -> Reservation | None:
+        """Reserve ``estimate`` or raise BudgetExceededError; None when no budget applies."""
+        if self.limit is None and call_limit is None:
+            return None
+        if estimate is None:
+            if allow_unpriced:
+                return None
+            raise BudgetExceededError(
+                f"Model {model.name!r} has no price, so a budget cannot bound what it costs.",
+                hint=(
+                    "Pass allow_unpriced=True to send it anyway, or set cost_per_1k_input and "
+                    f"cost_per_1k_output for [models.{model.name}] in mmo.toml."
+                ),
+            )
+        if call_limit is not None and estimate > call_limit:
+            raise BudgetExceededError(
+                f"This call to {model.name!r} could cost up to ${estimate:.6f}, over its "
+                f"budget of ${call_limit:.6f}.",
+                estimate=estimate,
+                hint="Lower max_tokens, pick a cheaper model, or raise the budget.",
+            )
+        left = self.left
+        if left is not None and estimate > left:
+            raise BudgetExceededError(
+                f"This call to {model.name!r} could cost up to ${estimate:.6f}, but only "
+                f"${left:.6f} of the ${self.limit:.6f} budget is left (${self.spent:.6f} spent).",
+                estimate=estimate,
+                hint="Lower max_tokens, pick a cheaper model, or raise the budget.",
+            )
+        self._reserved += estimate
+        return Reservation(estimate)
+
+    def settle(self, reservation: Reservation | None, cost: float | None) -> None:
+        """Release ``reservation`` and record what the call actually cost."""
+        if reservation is not None:
+            self._reserved = max(self._reserved - reservation.amount, 0.0)
+        if cost:
+            self.spent += cost
+
+    def __repr__(self) -> str:
+        limit = "unlimited" if self.limit is None else f"${self.limit:.4f}"
+        return f"<Budget {limit}, spent ${self.spent:.6f}>"

@@ -1,0 +1,170 @@
+"""A persistent response cache, so re-running a notebook costs nothing and answers the same.
+
+Keys are a SHA-256 of everything that changes a model's output: provider,
+model id, base URL, every message, and the sampling parameters. A cache file
+that SQLite cannot read is moved aside with a warning and a fresh cache is
+started: a broken cache must never break a call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .models import ModelConfig
+from .types import CompletionRequest
+
+__all__ = ["CacheWarning", "CachedAnswer", "ResponseCache", "cache_key"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY NOT NULL,
+    created_at REAL NOT NULL,
+    content TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    tokens_estimated INTEGER NOT NULL
+)
+"""
+_KEY_VERSION = 1  # bump when the key's ingredients change, so old entries stop matching
+
+
+class CacheWarning(UserWarning):
+    """The cache file was unusable and has been replaced by a fresh one."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    content: str
+    finish_reason: str
+    input_tokens: int | None
+    output_tokens: int | None
+    tokens_estimated: bool = False
+
+
+def cache_key(
+    config: ModelConfig, request: CompletionRequest, max_tokens: int, temperature: float | None
+) -> str:
+    """The cache key of sending ``request`` to ``config`` with these effective parameters."""
+    ingredients: dict[str, Any] = {
+        "v": _KEY_VERSION,
+        "provider": config.provider,
+        "model_id": config.model_id,
+        "base_url": config.base_url,
+        "messages": [[m.role, m.content] for m in request.messages],
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+    blob = json.dumps(ingredients, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _default_path() -> str:
+    explicit = os.environ.get("MMO_CACHE")
+    if explicit:
+        return explicit
+    import platformdirs
+
+    return str(Path(platformdirs.user_cache_dir("mmo_magic")) / "responses.sqlite3")
+
+
+class ResponseCache:
+    """Answers by cache key, in SQLite (``":memory:"`` for a throwaway cache)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = str(path) if path is not None else _default_path()
+        self._lock = threading.Lock()
+        self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute(_SCHEMA)
+            conn.execute("SELECT COUNT(*) FROM responses").fetchone()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def _set_aside(self, exc: Exception) -> None:
+        if self.path == ":memory:":
+            raise exc
+        broken = Path(self.path)
+        aside = broken.with_name(f"{broken.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{broken}{suffix}")
+            if source.exists():
+                source.replace(Path(f"{aside}{suffix}"))
+        warnings.warn(
+            f"The response cache {broken} was unreadable ({exc}); moved it to {aside.name} "
+            "and started a fresh cache.",
+            CacheWarning,
+            stacklevel=3,
+        )
+
+    def _run(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.DatabaseError as exc:  # corrupted while in use
+                self._conn.close()
+                self._set_aside(exc)
+                self._conn = self._connect()
+                return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def get(self, key: str) -> CachedAnswer | None:
+        rows = self._run(
+            "SELECT content, finish_reason, input_tokens, output_tokens, tokens_estimated"
+            " FROM responses WHERE key = ?",
+            (key,),
+        )
+        if not rows:
+            return None
+        content, finish_reason, input_tokens, output_tokens, estimated = rows[0]
+        return CachedAnswer(content, finish_reason, input_tokens, output_tokens, bool(estimated))
+
+    def put(self, key: str, answer: CachedAnswer) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                time.time(),
+                answer.content,
+                answer.finish_reason,
+                answer.input_tokens,
+                answer.output_tokens,
+                int(answer.tokens_estimated),
+            ),
+        )
+
+    def __len__(self) -> int:
+        return int(self._run("SELECT COUNT(*) FROM responses")[0][0])
+
+    def clear(self) -> None:
+        self._run("DELETE FROM responses")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"<ResponseCache {self.path} ({len(self)} answers)>"
