@@ -49,6 +49,8 @@ class MMOError(Exception):
 
         self.message = redact(message)
         self.hint = redact(hint) if hint else None
+        # Every try made before this error was raised (set by the orchestrator).
+        self.attempts: list[Attempt] = []
         super().__init__(self.message if not self.hint else f"{self.message} {self.hint}")
 
 
@@ -124,12 +126,12 @@ class AllModelsFailedError(MMOError):
     """Every model tried for one call failed; ``attempts`` holds each try."""
 
     def __init__(self, attempts: Sequence[Attempt]) -> None:
-        self.attempts = list(attempts)
-        tried = "; ".join(f"{a.model}: {a.error or a.status}" for a in self.attempts)
+        tried = "; ".join(f"{a.model}: {a.error or a.status}" for a in attempts)
         super().__init__(
-            f"All {len(self.attempts)} attempts failed ({tried}).",
+            f"All {len(attempts)} attempts failed ({tried}).",
             hint="See the run log (orc.runs.to_dataframe()) for every attempt.",
         )
+        self.attempts = list(attempts)
 
 
 class BudgetExceededError(MMOError):

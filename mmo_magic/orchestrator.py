@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import os
 import queue
 import sys
@@ -10,17 +12,26 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .budget import Budget, Reservation
 from .cache import CachedAnswer, ResponseCache, cache_key
 from .clients import ModelClient, make_client
-from .errors import InvalidRequestError, MMOError, ProviderError
+from .errors import AllModelsFailedError, InvalidRequestError, MMOError, ProviderError
 from .loop import background_loop
 from .models import Catalogue, ModelConfig
+from .reliability import CircuitBreaker, Next, RetryPolicy, next_step
 from .runlog import RunLog, RunRecord
-from .types import CompletionRequest, CompletionResponse, Message, StreamEnd, as_messages
+from .types import (
+    Attempt,
+    CompletionRequest,
+    CompletionResponse,
+    Message,
+    StreamEnd,
+    as_messages,
+)
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline, PipelineResult, PipelineStep
@@ -76,6 +87,9 @@ class Orchestrator:
         allow_unpriced: bool = False,
         default_route: str = "complexity",
         task_models: dict[str, list[str]] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_concurrency_per_provider: int = 8,
     ) -> None:
         """``cache``: True (the default file), False, a path or a ResponseCache.
         ``budget``: USD this orchestrator may spend (None: unlimited)."""
@@ -90,6 +104,10 @@ class Orchestrator:
         self.allow_unpriced = allow_unpriced
         self.default_route = default_route
         self.task_models = task_models
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self.max_concurrency_per_provider = max_concurrency_per_provider
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._routers: dict[str, Router] = {}
         self._clients: dict[str, ModelClient] = {}
         self._loop = background_loop
@@ -181,12 +199,19 @@ class Orchestrator:
         budget: float | None = None,
         allow_unpriced: bool | None = None,
         cache: bool = True,
+        fallbacks: Sequence[str] | None = None,
         on_text: OnText | None = None,
+        on_finish: Callable[[CompletionResponse], None] | None = None,
         kind: str = "complete",
         group_id: str | None = None,
         step: str | None = None,
     ) -> CompletionResponse:
-        """Async twin of ``complete``. ``on_text`` is called (on the loop thread) per delta."""
+        """Async twin of ``complete``.
+
+        ``fallbacks`` replaces the model's configured fallback chain for this
+        call. ``on_text`` is called per text delta and ``on_finish`` with each
+        attempt's response (ok, failed or cancelled), both on the loop thread.
+        """
         if model is not None and model != AUTO and route is not None:
             raise InvalidRequestError(
                 f"Both model={model!r} and route={route!r} were given.",
@@ -201,7 +226,9 @@ class Orchestrator:
             budget=budget,
             allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
             use_cache=cache and self.cache is not None,
+            fallbacks=fallbacks,
             on_text=on_text,
+            on_finish=on_finish,
             kind=kind,
             group_id=group_id,
             step=step,
@@ -282,46 +309,103 @@ class Orchestrator:
     # -- one call -------------------------------------------------------------
 
     async def _complete(self, prompt: Prompt, call: _Call) -> CompletionResponse:
-        record = RunRecord(
+        """One call: route, then try the model and its fallbacks under the retry policy."""
+        base = RunRecord(
             kind=call.kind, requested_model=call.requested, prompt="", cell=call.cell,
             session_id=SESSION_ID, temperature=call.temperature, max_tokens=call.max_tokens,
-            status="error", group_id=call.group_id, step=call.step,
+            status="error", group_id=call.group_id or uuid.uuid4().hex, step=call.step,
         )  # fmt: skip
         try:
             request = _build_request(prompt, call.system, call.temperature, call.max_tokens)
-            record.prompt, record.system = request.prompt_text, request.system
+            base.prompt, base.system = request.prompt_text, request.system
             if call.requested == AUTO:
                 decision = self._router(call.route).route(request, self.catalogue)
-                record.route_reason = f"{decision.router}: {decision.reason}"
-                config = self.catalogue.resolve(decision.model)
+                base.route_reason = f"{decision.router}: {decision.reason}"
+                primary = self.catalogue.resolve(decision.model)
             else:
-                config = self.catalogue.resolve(call.requested)
-            record.model, record.provider = config.name, config.provider
+                primary = self.catalogue.resolve(call.requested)
+            base.model, base.provider = primary.name, primary.provider
+            names = primary.fallbacks if call.fallbacks is None else call.fallbacks
+            chain = [primary, *(self.catalogue.resolve(n) for n in names if n != primary.name)]
         except MMOError as exc:
-            self._finish(record, None, _Progress(), exc)
+            self._finish(base, None, _Progress(), exc)
             raise
+        return await self._run_chain(chain, request, base, call)
+
+    async def _run_chain(
+        self, chain: list[ModelConfig], request: CompletionRequest, base: RunRecord, call: _Call
+    ) -> CompletionResponse:
+        attempts: list[Attempt] = []
+        errors: list[MMOError] = []
+        overflowed: int | None = None  # the context window a prompt was too long for
+        for config in chain:
+            if overflowed is not None and (config.context_window or 0) <= overflowed:
+                attempts.append(_skipped(config, "context window not larger"))
+                continue
+            if not self.breaker.allow(config.name):
+                attempts.append(_skipped(config, "circuit open"))
+                continue
+            retries = 0
+            while True:
+                record = dataclasses.replace(
+                    base, run_id=uuid.uuid4().hex, started_at=datetime.now(UTC),
+                    attempt=len(errors) + 1, model=config.name, provider=config.provider,
+                )  # fmt: skip
+                response, error = await self._try(config, request, record, call)
+                attempts.append(
+                    Attempt(config.name, config.provider, response.status, response.error,
+                            response.latency_ms, response.run_id)
+                )  # fmt: skip
+                if error is None:
+                    self.breaker.record_success(config.name)
+                    response.attempts = attempts
+                    return response
+                errors.append(error)
+                error.attempts = attempts
+                step = next_step(error)
+                if step in (Next.RETRY, Next.FAILOVER) and isinstance(error, ProviderError):
+                    self.breaker.record_failure(config.name)
+                if step is Next.STOP:
+                    raise error
+                if step is Next.RETRY and retries < config.max_retries:
+                    assert isinstance(error, ProviderError)
+                    delay = self.retry_policy.delay(retries + 1, error)
+                    if delay is not None and self.breaker.allow(config.name):
+                        retries += 1
+                        await asyncio.sleep(delay)
+                        continue
+                if step is Next.LARGER_CONTEXT:
+                    overflowed = config.context_window or 0
+                break
+        if len({a.model for a in attempts}) <= 1 and errors:
+            raise errors[-1]  # one model: its own error says more than a summary
+        failed = AllModelsFailedError(attempts)
+        failed.attempts = attempts
+        raise failed from (errors[-1] if errors else None)
+
+    async def _try(
+        self, config: ModelConfig, request: CompletionRequest, record: RunRecord, call: _Call
+    ) -> tuple[CompletionResponse, MMOError | None]:
+        """One attempt at one model: from the cache, or within the budget, recorded either way."""
         max_tokens = call.max_tokens or config.max_tokens
         temperature = call.temperature if call.temperature is not None else config.temperature
         key = cache_key(config, request, max_tokens, temperature) if call.use_cache else None
         if key is not None and self.cache is not None and (hit := self.cache.get(key)):
-            return self._from_cache(record, config, hit, call.on_text)
+            return self._from_cache(record, config, hit, call), None
         try:
             reservation = self._authorize(config, request, max_tokens, call)
         except MMOError as exc:
-            self._finish(record, config, _Progress(), exc)
-            raise
+            return self._finish(record, config, _Progress(), exc, on_finish=call.on_finish), exc
         try:
-            response, error = await self._attempt(config, request, record, call.on_text)
+            response, error = await self._attempt(config, request, record, call)
         finally:
             self.budget.settle(reservation, record.cost)
-        if error is not None:
-            raise error
-        if key is not None and self.cache is not None:
+        if error is None and key is not None and self.cache is not None:
             self.cache.put(key, CachedAnswer(
                 response.content, response.finish_reason or "stop", response.input_tokens,
                 response.output_tokens, response.tokens_estimated,
             ))  # fmt: skip
-        return response
+        return response, error
 
     def _authorize(
         self, config: ModelConfig, request: CompletionRequest, max_tokens: int, call: _Call
@@ -336,7 +420,7 @@ class Orchestrator:
         )
 
     def _from_cache(
-        self, record: RunRecord, config: ModelConfig, hit: CachedAnswer, on_text: OnText | None
+        self, record: RunRecord, config: ModelConfig, hit: CachedAnswer, call: _Call
     ) -> CompletionResponse:
         """A cache hit: recorded like any call, with ``cached=True`` and no cost."""
         progress = _Progress(parts=[hit.content])
@@ -344,31 +428,36 @@ class Orchestrator:
             hit.finish_reason, hit.input_tokens, hit.output_tokens, hit.tokens_estimated
         )
         progress.ttft_ms = progress.elapsed_ms
-        if on_text is not None:
-            on_text(hit.content)
+        if call.on_text is not None:
+            call.on_text(hit.content)
         record.cached = True
-        return self._finish(record, config, progress, None, cost=0.0)
+        return self._finish(record, config, progress, None, cost=0.0, on_finish=call.on_finish)
 
     async def _attempt(
-        self,
-        config: ModelConfig,
-        request: CompletionRequest,
-        record: RunRecord,
-        on_text: OnText | None,
+        self, config: ModelConfig, request: CompletionRequest, record: RunRecord, call: _Call
     ) -> tuple[CompletionResponse, MMOError | None]:
         """One try at one model, recorded whatever happens: (response, error or None)."""
         progress = _Progress()
+        done = functools.partial(self._finish, record, config, progress, on_finish=call.on_finish)
         try:
             client = self._client(config)
-            # Time the model, not the first-use import and set-up of its SDK.
-            progress.started = time.perf_counter()
-            await _consume(client, request, progress, on_text)
+            async with self._provider_slot(config.provider):
+                # Time the model, not the first-use import and set-up of its SDK.
+                progress.started = time.perf_counter()
+                await _consume(client, request, progress, call.on_text)
         except asyncio.CancelledError:
-            self._finish(record, config, progress, None, status="cancelled")
+            done(None, status="cancelled")
             raise
         except MMOError as exc:
-            return self._finish(record, config, progress, exc), exc
-        return self._finish(record, config, progress, None), None
+            return done(exc), exc
+        return done(None), None
+
+    def _provider_slot(self, provider: str) -> asyncio.Semaphore:
+        """Bounds the calls in flight to one provider (``max_concurrency_per_provider``)."""
+        slot = self._slots.get(provider)
+        if slot is None:
+            slot = self._slots[provider] = asyncio.Semaphore(self.max_concurrency_per_provider)
+        return slot
 
     def _finish(
         self,
@@ -378,6 +467,7 @@ class Orchestrator:
         error: MMOError | None,
         status: str | None = None,
         cost: float | None = None,
+        on_finish: Callable[[CompletionResponse], None] | None = None,
     ) -> CompletionResponse:
         """Complete ``record`` from the attempt's progress, store it, and build the response."""
         end = progress.end
@@ -386,10 +476,10 @@ class Orchestrator:
         output_tokens = end.output_tokens if end else None
         if cost is None and config is not None:
             cost = config.cost(input_tokens, output_tokens)
+            if error is not None and not progress.parts and config.priced:
+                cost = 0.0  # nothing was generated, so nothing was billed
         if status is None:
             status = "ok" if error is None else _status_of(error)
-        from datetime import UTC, datetime
-
         record.finished_at = datetime.now(UTC)
         record.status = status
         record.error_type = type(error).__name__ if error else None
@@ -402,7 +492,7 @@ class Orchestrator:
         record.latency_ms = progress.elapsed_ms
         record.ttft_ms = progress.ttft_ms
         self.runs.add(record)
-        return CompletionResponse(
+        response = CompletionResponse(
             content=content,
             model=config.name if config else record.requested_model,
             provider=config.provider if config else "",
@@ -419,6 +509,9 @@ class Orchestrator:
             cached=record.cached,
             route_reason=record.route_reason,
         )
+        if on_finish is not None:
+            on_finish(response)
+        return response
 
     def _client(self, config: ModelConfig) -> ModelClient:
         client = self._clients.get(config.name)
@@ -467,7 +560,9 @@ class _Call:
     budget: float | None
     allow_unpriced: bool
     use_cache: bool
+    fallbacks: Sequence[str] | None
     on_text: OnText | None
+    on_finish: Callable[[CompletionResponse], None] | None
     kind: str
     group_id: str | None
     step: str | None
@@ -480,6 +575,10 @@ def _make_cache(cache: ResponseCache | str | os.PathLike[str] | bool) -> Respons
     if cache is False or os.environ.get("MMO_CACHE", "").lower() in ("off", "0", "false"):
         return None
     return ResponseCache(None if cache is True else cache)
+
+
+def _skipped(config: ModelConfig, why: str) -> Attempt:
+    return Attempt(config.name, config.provider, "error", f"skipped: {why}")
 
 
 def _build_request(

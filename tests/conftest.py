@@ -45,7 +45,10 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 def sim_models(sim, *, priced: bool = True) -> list[mmo.ModelConfig]:  # type: ignore[no-untyped-def]
     """Three ways to reach the simulated provider: openai and anthropic SDKs, and a local server."""
-    prices = {"cost_per_1k_input": PRICE_IN, "cost_per_1k_output": PRICE_OUT} if priced else {}
+    prices: dict = (
+        {"cost_per_1k_input": PRICE_IN, "cost_per_1k_output": PRICE_OUT} if priced else {}
+    )
+    prices["max_retries"] = 0  # the reliability tests turn retries on where they test them
     return [
         mmo.ModelConfig("openai", "sim-fast", name="oa", base_url=sim.openai_base_url,
                         api_key_env=OPENAI_KEY_ENV, **prices),

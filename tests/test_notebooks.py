@@ -35,9 +35,10 @@ def test_quickstart_runs_offline_and_records_every_call(tmp_path):
     assert "Orchestrator" in text[0]
     assert "claude-sonnet-4-5" in text[1] and "gpt-4o" in text[1]
     assert "sim-slow" in text[3] and "ttft" in text[3]  # the footer line
-    failures = text[5].splitlines()
-    assert failures[0].startswith("ProviderError:") and "503" in failures[0]
-    assert failures[1].startswith("UnknownModelError:") and "gpt-4o-mini" in failures[1]
-    runs = text[6]
+    attempts = text[5].splitlines()
+    assert attempts[0].startswith("sim-flaky error") and "503" in attempts[0]
+    assert attempts[1] == "sim-flaky ok "
+    assert text[6].startswith("UnknownModelError:") and "gpt-4o-mini" in text[6]
+    runs = text[7]
     for model in ("sim-slow", "sim-flaky", "gpt-4o-mni"):
         assert model in runs

@@ -1,0 +1,130 @@
+"""The one retry, fallback and circuit-breaker policy.
+
+What happens after a failed attempt is decided here and only here, so every
+call behaves the same and every attempt lands in the run log:
+
+- retry the same model only when a retry can succeed (408, 409, 429, 5xx,
+  529, connection errors, broken streams), with exponential backoff and full
+  jitter, honouring ``retry-after`` / ``retry-after-ms`` up to a cap;
+- a timeout (a silent or stalled provider) fails over at once: retrying the
+  same route would only wait again;
+- ``context_length_exceeded`` fails over to the next model in the chain with
+  a larger context window;
+- an unusable model (401, 403, 404, no key) fails over to the next model;
+- any other 4xx (a content-policy refusal, a bad request) is final: another
+  model would refuse the same request, so the provider's reason propagates;
+- a model that keeps failing is skipped for a cooldown by its circuit
+  breaker, then probed once, and used again when the probe succeeds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import MissingAPIKeyError, MMOError, ProviderError
+
+__all__ = ["CircuitBreaker", "Next", "RetryPolicy", "next_step"]
+
+_UNUSABLE_STATUS = frozenset({401, 403, 404})
+
+
+class Next(Enum):
+    """What to do after a failed attempt."""
+
+    RETRY = "retry"  # the same model again, after a delay
+    FAILOVER = "failover"  # the next model of the chain
+    LARGER_CONTEXT = "larger_context"  # the next model with a larger context window
+    STOP = "stop"  # give up: the error is the answer
+
+
+def next_step(error: MMOError) -> Next:
+    if isinstance(error, MissingAPIKeyError):
+        return Next.FAILOVER
+    if not isinstance(error, ProviderError):
+        return Next.STOP
+    if error.code == "timeout":
+        return Next.FAILOVER
+    if error.code == "context_length_exceeded" or "prompt is too long" in error.message:
+        return Next.LARGER_CONTEXT
+    if error.retryable:
+        return Next.RETRY
+    if error.status in _UNUSABLE_STATUS:
+        return Next.FAILOVER
+    return Next.STOP
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait before retrying: ``base_delay_s * 2**(n-1)``, jittered, capped.
+
+    A provider's ``retry-after`` replaces the backoff but is capped at
+    ``max_retry_after_s``: a provider asking for minutes is failed over instead.
+    """
+
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    max_retry_after_s: float = 20.0
+
+    def delay(
+        self, retry: int, error: ProviderError, rng: random.Random | None = None
+    ) -> float | None:
+        """Seconds to wait before retry number ``retry`` (1-based); None: do not retry."""
+        if error.retry_after_s is not None:
+            if error.retry_after_s > self.max_retry_after_s:
+                return None
+            return error.retry_after_s
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1))
+        # Full jitter: clients that failed together do not retry together.
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class CircuitBreaker:
+    """Per-model breaker: ``threshold`` failures in a row open it for ``cooldown_s``.
+
+    Once the cooldown has passed, one probe is let through (half-open); its
+    success closes the breaker, its failure opens it again.
+    """
+
+    def __init__(self, threshold: int = 5, cooldown_s: float = 30.0) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self._failures: dict[str, int] = {}
+        self._opened_at: dict[str, float] = {}
+        self._probing: set[str] = set()
+
+    def state(self, model: str) -> str:
+        """ "closed", "open" or "half-open"."""
+        opened = self._opened_at.get(model)
+        if opened is None:
+            return "closed"
+        return "half-open" if time.monotonic() - opened >= self.cooldown_s else "open"
+
+    def allow(self, model: str) -> bool:
+        """Whether to send to ``model`` now (claims the single probe when half-open)."""
+        state = self.state(model)
+        if state == "closed":
+            return True
+        if state == "half-open" and model not in self._probing:
+            self._probing.add(model)
+            return True
+        return False
+
+    def record_success(self, model: str) -> None:
+        self._failures.pop(model, None)
+        self._opened_at.pop(model, None)
+        self._probing.discard(model)
+
+    def record_failure(self, model: str) -> None:
+        count = self._failures.get(model, 0) + 1
+        self._failures[model] = count
+        if model in self._probing or count >= self.threshold:
+            self._opened_at[model] = time.monotonic()
+        self._probing.discard(model)
+
+    def reset(self) -> None:
+        self._failures.clear()
+        self._opened_at.clear()
+        self._probing.clear()
