@@ -26,7 +26,9 @@ from .errors import (
 )
 from .models import Catalogue, ModelConfig
 from .orchestrator import CompletionStream, Orchestrator
+from .parallel import ConsensusResult, RaceResult
 from .pipeline import Pipeline, PipelineResult, PipelineStep
+from .reliability import CircuitBreaker, RetryPolicy
 from .runlog import RunLog, RunRecord
 from .types import Attempt, CompletionRequest, CompletionResponse, Message
 
@@ -38,10 +40,12 @@ __all__ = [
     "Attempt",
     "BudgetExceededError",
     "Catalogue",
+    "CircuitBreaker",
     "CompletionRequest",
     "CompletionResponse",
     "CompletionStream",
     "ConfigError",
+    "ConsensusResult",
     "InvalidRequestError",
     "MMOError",
     "Message",
@@ -52,6 +56,8 @@ __all__ = [
     "PipelineResult",
     "PipelineStep",
     "ProviderError",
+    "RaceResult",
+    "RetryPolicy",
     "RunLog",
     "RunRecord",
     "StreamError",

@@ -34,6 +34,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .parallel import ConsensusResult, RaceResult
     from .pipeline import Pipeline, PipelineResult, PipelineStep
     from .routing import RouteDecision, Router
 
@@ -246,6 +247,41 @@ class Orchestrator:
         """Async twin of ``stream``: ``async for text in orc.astream(...)``."""
         return AsyncCompletionStream(self, prompt, model, options)
 
+    # -- several models -------------------------------------------------------
+
+    def race(self, prompt: Prompt, models: Sequence[str], **options: Any) -> RaceResult:
+        """First successful answer wins; see ``mmo_magic.parallel.race`` (``hedge_ms``)."""
+        return self._loop.run(self.arace(prompt, models, **options))
+
+    async def arace(self, prompt: Prompt, models: Sequence[str], **options: Any) -> RaceResult:
+        from .parallel import race
+
+        return await self._loop.arun(race(self, prompt, models, **options))
+
+    def all(
+        self, prompt: Prompt, models: Sequence[str], **options: Any
+    ) -> list[CompletionResponse]:
+        """Every model's answer, in order, failures included (status "error")."""
+        return self._loop.run(self.aall(prompt, models, **options))
+
+    async def aall(
+        self, prompt: Prompt, models: Sequence[str], **options: Any
+    ) -> list[CompletionResponse]:
+        from .parallel import all_models
+
+        return await self._loop.arun(all_models(self, prompt, models, **options))
+
+    def consensus(self, prompt: Prompt, models: Sequence[str], **options: Any) -> ConsensusResult:
+        """Ask every model and pick one answer: ``judges=[...]``, ``strategy="judge"`` etc."""
+        return self._loop.run(self.aconsensus(prompt, models, **options))
+
+    async def aconsensus(
+        self, prompt: Prompt, models: Sequence[str], **options: Any
+    ) -> ConsensusResult:
+        from .parallel import consensus
+
+        return await self._loop.arun(consensus(self, prompt, models, **options))
+
     # -- routing --------------------------------------------------------------
 
     def route(
@@ -328,7 +364,7 @@ class Orchestrator:
             names = primary.fallbacks if call.fallbacks is None else call.fallbacks
             chain = [primary, *(self.catalogue.resolve(n) for n in names if n != primary.name)]
         except MMOError as exc:
-            self._finish(base, None, _Progress(), exc)
+            self._finish(base, None, _Progress(), exc, on_finish=call.on_finish)
             raise
         return await self._run_chain(chain, request, base, call)
 

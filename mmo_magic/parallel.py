@@ -1,0 +1,363 @@
+"""Several models at once: race (first good answer wins), all, and consensus with judges.
+
+These functions drive an Orchestrator's ``acomplete``, so every call of a
+race, a fan-out or a judge panel is a run record sharing one group id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import AllModelsFailedError, ConfigError, MMOError
+from .judges import (
+    TIE,
+    Tally,
+    Verdict,
+    VerdictError,
+    combine_swap,
+    judge_messages,
+    labels,
+    longest,
+    majority_answer,
+    parse_verdict,
+    repair_messages,
+    swapped,
+    tally,
+    unswap,
+)
+from .types import Attempt, CompletionResponse
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .orchestrator import Orchestrator, Prompt
+
+__all__ = ["ConsensusResult", "RaceResult", "all_models", "consensus", "race"]
+
+ModelText = Callable[[str, str], None]
+Strategy = str | Callable[[list[CompletionResponse]], "CompletionResponse | int | None"]
+
+
+@dataclass
+class RaceResult:
+    """The first successful answer, and what every model did (ok, error, cancelled)."""
+
+    winner: CompletionResponse | None
+    responses: list[CompletionResponse]
+    group_id: str
+
+    def __str__(self) -> str:
+        return self.winner.content if self.winner else ""
+
+    def _repr_html_(self) -> str:
+        return _responses_table(self.responses, self.winner, "race")
+
+
+@dataclass
+class ConsensusResult:
+    """The chosen answer, every candidate, and the judges' votes (judge x candidate)."""
+
+    winner: CompletionResponse | None
+    responses: list[CompletionResponse]
+    strategy: str
+    reason: str
+    group_id: str
+    votes: Tally | None = None
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    judge_errors: dict[str, MMOError] = field(default_factory=dict)
+    candidates: dict[str, str] = field(default_factory=dict)  # label -> model
+
+    def votes_frame(self) -> pd.DataFrame:
+        """The votes table as a DataFrame: one row per judge, one column per candidate model."""
+        import pandas as pd
+
+        if self.votes is None:
+            return pd.DataFrame()
+        frame = pd.DataFrame(self.votes.to_rows()).set_index("judge")
+        return frame.rename(columns=self.candidates)
+
+    def __str__(self) -> str:
+        return self.winner.content if self.winner else ""
+
+    def _repr_html_(self) -> str:
+        table = _responses_table(self.responses, self.winner, self.strategy)
+        return f"{table}<p>{html.escape(self.reason)}</p>"
+
+
+async def race(
+    orc: Orchestrator,
+    prompt: Prompt,
+    models: Sequence[str],
+    *,
+    hedge_ms: float | None = None,
+    on_text: ModelText | None = None,
+    **options: Any,
+) -> RaceResult:
+    """The first *successful* answer wins; losers are cancelled and their streams closed.
+
+    A model that fails does not end the race. With ``hedge_ms``, models start
+    one at a time: the next starts when no token has arrived ``hedge_ms``
+    after the last start, or at once when a running model fails.
+    """
+    _check_models(models)
+    group = uuid.uuid4().hex
+    last: dict[int, CompletionResponse] = {}
+    token_seen = asyncio.Event()
+    running: dict[asyncio.Task[CompletionResponse], int] = {}
+
+    def start(i: int) -> None:
+        def text(delta: str) -> None:
+            token_seen.set()
+            if on_text is not None:
+                on_text(models[i], delta)
+
+        coro = orc.acomplete(
+            prompt, models[i], kind="race", group_id=group, on_text=text,
+            on_finish=lambda r: last.__setitem__(i, r), **options,
+        )  # fmt: skip
+        running[asyncio.ensure_future(coro)] = i
+
+    started = 0
+    for _ in models if hedge_ms is None else models[:1]:
+        start(started)
+        started += 1
+    winner: CompletionResponse | None = None
+    try:
+        while running and winner is None:
+            hedging = hedge_ms is not None and started < len(models) and not token_seen.is_set()
+            done, _ = await asyncio.wait(
+                running,
+                timeout=hedge_ms / 1000 if hedging and hedge_ms is not None else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:  # the hedge timer fired: nobody has produced a token yet
+                start(started)
+                started += 1
+                continue
+            for task in done:
+                running.pop(task)
+                if task.exception() is None and winner is None:
+                    winner = task.result()
+            if winner is None and hedge_ms is not None and started < len(models):
+                start(started)  # a failure: the next model at once
+                started += 1
+    finally:
+        await _cancel(running)
+    responses = [last.get(i) or _not_run(m, "an earlier model won") for i, m in enumerate(models)]
+    result = RaceResult(winner, responses, group)
+    if winner is None:
+        raise _all_failed(responses, result)
+    return result
+
+
+async def all_models(
+    orc: Orchestrator,
+    prompt: Prompt,
+    models: Sequence[str],
+    *,
+    kind: str = "all",
+    group_id: str | None = None,
+    on_text: ModelText | None = None,
+    **options: Any,
+) -> list[CompletionResponse]:
+    """Every model's outcome, in the order given, failures included (never raises for them)."""
+    _check_models(models)
+    group = group_id or uuid.uuid4().hex
+    last: dict[int, CompletionResponse] = {}
+
+    def call(i: int) -> Any:
+        return orc.acomplete(
+            prompt, models[i], kind=kind, group_id=group,
+            on_text=None if on_text is None else (lambda t: on_text(models[i], t)),
+            on_finish=lambda r: last.__setitem__(i, r), **options,
+        )  # fmt: skip
+
+    tasks = [asyncio.ensure_future(call(i)) for i in range(len(models))]
+    try:
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await _cancel({t: i for i, t in enumerate(tasks) if not t.done()})
+    responses = []
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, CompletionResponse):
+            responses.append(outcome)
+        elif isinstance(outcome, MMOError):
+            responses.append(last.get(i) or _not_run(models[i], str(outcome), "error"))
+        else:
+            raise outcome  # a bug, not a model failure: let it show
+    return responses
+
+
+async def consensus(
+    orc: Orchestrator,
+    prompt: Prompt,
+    models: Sequence[str],
+    *,
+    judges: Sequence[str] = (),
+    strategy: Strategy = "judge",
+    swap: bool = True,
+    panel: str = "majority",
+    criteria: str | None = None,
+    **options: Any,
+) -> ConsensusResult:
+    """Ask every model, then pick one answer by ``strategy``.
+
+    "judge": each judge sees the answers anonymised and fenced, returns a
+    strictly parsed verdict (one repair attempt), optionally again in swapped
+    order (a verdict that flips is a tie); the panel votes by ``panel``
+    ("majority" or "borda"). "majority": the most common normalised answer.
+    "longest": the longest answer. A callable gets the ok responses and
+    returns the winner (or its index).
+    """
+    group = uuid.uuid4().hex
+    responses = await all_models(orc, prompt, models, kind="consensus", group_id=group, **options)
+    ok = [r for r in responses if r.ok]
+    if not ok:
+        raise _all_failed(responses, None)
+    name = strategy if isinstance(strategy, str) else getattr(strategy, "__name__", "custom")
+    result = ConsensusResult(None, responses, name, "", group)
+    if strategy == "judge":
+        await _judge(orc, prompt, ok, judges, swap, panel, criteria, result)
+    elif strategy == "majority":
+        index, counts = majority_answer([r.content for r in ok])
+        result.winner = None if index is None else ok[index]
+        result.reason = (
+            f"majority of normalised answers: {counts}"
+            if index is not None
+            else (f"no strict majority among normalised answers: {counts}")
+        )
+    elif strategy == "longest":
+        index = longest([r.content for r in ok])
+        result.winner = None if index is None else ok[index]
+        result.reason = "the longest answer (length says little about quality: a teaching baseline)"
+    elif callable(strategy):
+        pick = strategy(ok)
+        result.winner = ok[pick] if isinstance(pick, int) else pick
+        result.reason = f"chosen by {name}"
+    else:
+        raise ConfigError(
+            f"Unknown consensus strategy {strategy!r}.",
+            hint="Use 'judge', 'majority', 'longest' or a function of the responses.",
+        )
+    return result
+
+
+async def _judge(
+    orc: Orchestrator,
+    prompt: Prompt,
+    ok: list[CompletionResponse],
+    judges: Sequence[str],
+    swap: bool,
+    panel: str,
+    criteria: str | None,
+    result: ConsensusResult,
+) -> None:
+    if not judges:
+        raise ConfigError(
+            "strategy='judge' needs judges=[...].", hint="Or use strategy='majority'."
+        )
+    names = labels(len(ok))
+    result.candidates = {label: r.model for label, r in zip(names, ok, strict=True)}
+    if len(ok) == 1:
+        result.winner, result.reason = ok[0], "only one model answered"
+        return
+    question = prompt if isinstance(prompt, str) else _last_user_text(prompt)
+
+    async def verdict_of(judge: str, order: list[int], role: str) -> Verdict:
+        messages = judge_messages(question, [ok[i].content for i in order], criteria=criteria)
+        common: dict[str, Any] = {"kind": "judge", "group_id": result.group_id, "temperature": 0}
+        reply = await orc.acomplete(messages, judge, step=f"{role} {judge}", **common)
+        try:
+            verdict = parse_verdict(reply.content, names, judge=judge)
+        except VerdictError as error:  # one repair attempt, never a silent default
+            fixed = repair_messages(messages, reply.content, error)
+            reply = await orc.acomplete(fixed, judge, step=f"{role} {judge} (repair)", **common)
+            verdict = parse_verdict(reply.content, names, judge=judge)
+        return unswap(verdict, order, names)
+
+    async def judge_both_ways(judge: str) -> Verdict:
+        first = await verdict_of(judge, list(range(len(ok))), "judge")
+        if not swap:
+            return first
+        second = await verdict_of(judge, swapped(len(ok)), "judge swapped")
+        return combine_swap(first, second)
+
+    outcomes = await asyncio.gather(*(judge_both_ways(j) for j in judges), return_exceptions=True)
+    for judge, outcome in zip(judges, outcomes, strict=True):
+        if isinstance(outcome, Verdict):
+            result.verdicts[judge] = outcome
+        elif isinstance(outcome, MMOError):
+            result.judge_errors[judge] = outcome
+        else:
+            raise outcome
+    if not result.verdicts:
+        failures = "; ".join(f"{j}: {e}" for j, e in result.judge_errors.items())
+        result.reason = f"no judge gave a usable verdict ({failures})"
+        return
+    result.votes = tally(result.verdicts, names, method=panel)
+    if result.votes.winner == TIE:
+        result.reason = f"the judges' {panel} vote is a tie"
+        return
+    result.winner = ok[names.index(result.votes.winner)]
+    result.reason = (
+        f"{panel} of {len(result.verdicts)} judge(s)"
+        + (" with swap-order checks" if swap else "")
+        + f": {result.votes.winner} ({result.winner.model})"
+    )
+
+
+def _last_user_text(messages: Any) -> str:
+    for m in reversed(list(messages)):
+        role = m.role if hasattr(m, "role") else m.get("role")
+        if role == "user":
+            return str(m.content if hasattr(m, "content") else m.get("content"))
+    return ""
+
+
+def _check_models(models: Sequence[str]) -> None:
+    if isinstance(models, str) or not models:
+        raise ConfigError("Give a list of model names, e.g. models=['gpt-4o-mini', 'haiku'].")
+
+
+def _not_run(model: str, why: str, status: str = "cancelled") -> CompletionResponse:
+    return CompletionResponse(content="", model=model, provider="", status=status, error=why)  # type: ignore[arg-type]
+
+
+async def _cancel(tasks: dict[asyncio.Task[CompletionResponse], int]) -> None:
+    """Cancel ``tasks`` and wait until their requests are recorded and connections closed."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _all_failed(responses: list[CompletionResponse], result: Any) -> AllModelsFailedError:
+    attempts = [
+        Attempt(r.model, r.provider, r.status, r.error, r.latency_ms, r.run_id) for r in responses
+    ]
+    error = AllModelsFailedError(attempts)
+    error.result = result  # type: ignore[attr-defined]
+    return error
+
+
+def _responses_table(
+    responses: list[CompletionResponse], winner: CompletionResponse | None, title: str
+) -> str:
+    rows = []
+    for r in responses:
+        mark = " 🏆" if r is winner else ""
+        detail = r.footer() if r.ok else f"{r.status}: {r.error or ''}"
+        rows.append(
+            f"<tr><td><b>{html.escape(r.model)}</b>{mark}</td>"
+            f"<td><pre style='white-space:pre-wrap'>{html.escape(r.content)}</pre></td>"
+            f"<td>{html.escape(detail)}</td></tr>"
+        )
+    return (
+        f"<table><caption>{html.escape(title)}</caption>"
+        f"<tr><th>model</th><th>answer</th><th>details</th></tr>{''.join(rows)}</table>"
+    )
