@@ -478,7 +478,8 @@ class Orchestrator:
         try:
             client = self._client(config)
             async with self._provider_slot(config.provider):
-                # Time the model, not the first-use import and set-up of its SDK.
+                # Time the model, not the wait for a slot or the SDK's first-use set-up.
+                record.started_at = datetime.now(UTC)
                 progress.started = time.perf_counter()
                 await _consume(client, request, progress, call.on_text)
         except asyncio.CancelledError:

@@ -18,8 +18,10 @@ Built-in presets:
 
 Replies: ``reply=words`` (default) gives ``tokens`` words from ``WORDS``, seeded
 by the base name and the last user message (so options never change the text);
-``reply=echo`` repeats the last user message's words; any other value is the
-literal reply (``reply=hello+world``). Content is the words joined by single
+``reply=echo`` repeats the last user message's words; ``reply=judge`` answers
+as an LLM judge would, picking the fenced candidate that contains ``prefer``
+(``garble_times=N``: its first N verdicts are unparseable prose); any other
+value is the literal reply (``reply=hello+world``). Content is the words joined by single
 spaces; each streamed delta is one word, later ones with a leading space. A
 request's max_tokens truncates the reply and makes the finish reason
 "length" (OpenAI) / "max_tokens" (Anthropic).
@@ -41,7 +43,9 @@ body; malformed sends invalid JSON; no_finish has a null finish reason.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import re
 import typing
 import zlib
 from collections.abc import Mapping
@@ -103,6 +107,8 @@ class Behaviour:
     usage: bool = True  # False: OpenAI responses carry no usage at all
     hold_s: float = 60  # upper bound on how long hang/stall/no_done hold a connection
     echo_key: bool = False  # error messages quote the request's API key (leak tests)
+    prefer: str = ""  # reply=judge: the word that makes a candidate win
+    garble_times: int = 0  # reply=judge: the first N verdicts are prose with no JSON
 
     def __post_init__(self) -> None:
         # Scripts may say fail=429; query strings always give text. Keep one form.
@@ -164,10 +170,34 @@ def resolve(model: str, scripts: Mapping[str, Behaviour]) -> tuple[str, Behaviou
     return base, dataclasses.replace(behaviour, **changes) if changes else behaviour
 
 
-def reply_words(behaviour: Behaviour, base: str, last_user: str) -> list[str]:
-    """The full reply as words, before any max_tokens truncation."""
+_CANDIDATE = re.compile(r"<<<CANDIDATE ([A-Z]) (\w+)>>>(.*?)<<<END \1 \2>>>", re.DOTALL)
+
+
+def judge_verdict(prompt: str, prefer: str) -> str:
+    """A JSON verdict on the fenced candidates in ``prompt``: the first containing ``prefer``.
+
+    A scripted judge for tests and demos: it reads the candidates the way
+    mmo_magic.judges presents them and picks by content, so its verdict
+    survives a swap of the order (unlike a judge biased towards position).
+    """
+    candidates = [(m.group(1), m.group(3)) for m in _CANDIDATE.finditer(prompt)]
+    chosen = next(
+        (label for label, text in candidates if prefer.casefold() in text.casefold()), None
+    )
+    if chosen is None or not prefer:
+        return json.dumps({"winner": "tie", "reason": "no candidate stands out (simulated judge)"})
+    ranking = [chosen] + [label for label, _ in candidates if label != chosen]
+    return json.dumps({"winner": chosen, "ranking": ranking, "reason": f"it mentions {prefer}"})
+
+
+def reply_words(behaviour: Behaviour, base: str, last_user: str, seen: int = 1) -> list[str]:
+    """The reply's words before max_tokens truncation; ``seen`` numbers this model's requests."""
     if behaviour.reply == "echo":
         return last_user.split()
+    if behaviour.reply == "judge":
+        if seen <= behaviour.garble_times:
+            return ["I", "would", "say", "the", "first", "one", "is", "better,", "probably."]
+        return judge_verdict(last_user, behaviour.prefer).split()
     if behaviour.reply != "words":
         return behaviour.reply.split()
     # Seeded by the base name (not the options) so adding latency or faults to a

@@ -476,7 +476,7 @@ class SimServer:
             await ex.send_json(status, payload, extra)
             return
 
-        words = reply_words(behaviour, base, call.last_user)
+        words = reply_words(behaviour, base, call.last_user, seen)
         limit = call.max_tokens
         truncated = limit is not None and 0 <= limit < len(words)
         reply = Reply(words[:limit] if truncated else words, truncated)

@@ -1,0 +1,192 @@
+"""Retries, deadlines, fallbacks and the circuit breaker, counting what reached the wire."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import sim_models
+
+import mmo_magic as mmo
+
+FAST_RETRIES = mmo.RetryPolicy(base_delay_s=0.05, max_delay_s=0.2, max_retry_after_s=2)
+
+
+@pytest.fixture
+def orc(sim, keys):
+    with mmo.Orchestrator(
+        sim_models(sim), runlog=":memory:", cache=False, retry_policy=FAST_RETRIES,
+        breaker=mmo.CircuitBreaker(threshold=100),
+    ) as o:  # fmt: skip
+        yield o
+
+
+def model(orc, model_id: str, *, base: str = "oa", **fields) -> str:
+    """Register ``model_id`` (sim options) as a model with ``fields``; return its name."""
+    name = f"{base}:{model_id}"
+    fields.setdefault("max_retries", 2)
+    orc.add_model(orc.catalogue.resolve(base).replace(name=name, model_id=model_id, **fields))
+    return name
+
+
+def gaps(records) -> list[float]:
+    """Seconds between one attempt's end and the next one's start."""
+    return [(b.started_at - a.finished_at).total_seconds() for a, b in zip(records, records[1:])]
+
+
+def test_429_with_retry_after_is_honoured(orc, sim):
+    mid = "sim-fast?fail=429&retry_after=0.4&fail_times=1"
+    r = orc.complete("hi", model=model(orc, mid))
+    assert r.ok and sim.request_count(mid) == 2
+    assert [a.status for a in r.attempts] == ["error", "ok"]
+    records = orc.runs.records(group_id=orc.runs.records()[-1].group_id)
+    assert [rec.attempt for rec in records] == [1, 2]
+    assert gaps(records)[0] >= 0.4
+
+
+def test_persistent_429_without_retry_after_is_bounded_and_backs_off(orc, sim):
+    mid = "sim-fast?fail=429"
+    with pytest.raises(mmo.ProviderError) as info:
+        orc.complete("hi", model=model(orc, mid, max_retries=3))
+    assert sim.request_count(mid) == 4  # one try and three retries, then it stops
+    assert len(info.value.attempts) == 4
+    waits = gaps(orc.runs.records())
+    assert waits == sorted(waits) and waits[0] >= 0.025  # exponential: never hammering
+
+
+def test_retry_after_longer_than_the_cap_is_not_waited_for(orc, sim):
+    mid = "sim-fast?fail=429&retry_after=600"
+    started = time.monotonic()
+    with pytest.raises(mmo.ProviderError):
+        orc.complete("hi", model=model(orc, mid))
+    assert sim.request_count(mid) == 1 and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "fault", ["fail=500", "fail=529", "fault=reset", "fault=cut", "fault=malformed"]
+)
+def test_transient_failure_once_then_success(orc, sim, fault):
+    mid = f"sim-echo?{fault}&fail_times=1"
+    r = orc.complete("hello again", model=model(orc, mid, base="an"))
+    assert r.ok and r.content == "hello again" and sim.request_count(mid) == 2
+
+
+def test_persistent_503_falls_back_and_reports_the_answering_model(orc, sim):
+    down, up = "sim-fast?fail=503", "sim-echo"
+    fallback = model(orc, up, base="an", cost_per_1k_input=0.01, cost_per_1k_output=0.02)
+    primary = model(orc, down, max_retries=1, fallbacks=(fallback,))
+    r = orc.complete("where did this come from", model=primary)
+    assert r.model == fallback and r.provider == "anthropic"
+    assert r.content == "where did this come from" and r.output_tokens == 5
+    assert r.cost == pytest.approx((r.input_tokens * 0.01 + r.output_tokens * 0.02) / 1000)
+    assert [(a.model, a.status) for a in r.attempts] == [
+        (primary, "error"), (primary, "error"), (fallback, "ok"),
+    ]  # fmt: skip
+    assert sim.request_count(down) == 2 and sim.request_count(up) == 1
+    failed = [rec for rec in orc.runs.records() if rec.status == "error"]
+    assert [rec.cost for rec in failed] == [0.0, 0.0]  # nothing generated, nothing billed
+
+
+def test_per_call_fallbacks_replace_the_configured_chain(orc, sim):
+    primary = model(orc, "sim-fast?fail=500", max_retries=0, fallbacks=("an",))
+    r = orc.complete("x", model=primary, fallbacks=["lo"])
+    assert r.model == "lo" and sim.request_count("sim-fast") == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "deadline"),
+    [
+        ("fault=hang&hold_s=20", {"ttft_timeout_s": 0.3}),
+        ("ttft_ms=5000", {"ttft_timeout_s": 0.3}),
+        ("fault=stall&stall_after=2&hold_s=20", {"stall_timeout_s": 0.3}),
+    ],
+)
+def test_silent_provider_fails_over_after_its_first_timeout(orc, sim, fault, deadline):
+    silent = f"sim-fast?{fault}"
+    primary = model(orc, silent, fallbacks=("an",), **deadline)
+    started = time.monotonic()
+    r = orc.complete("are you there", model=primary)
+    assert r.ok and r.model == "an"
+    assert sim.request_count(silent) == 1  # not retried on the same route
+    assert [a.status for a in r.attempts] == ["timeout", "ok"]
+    assert time.monotonic() - started < 3
+
+
+def test_context_length_fails_over_to_a_larger_context_window(orc, sim):
+    small = model(orc, "sim-fast?small", context_window=4_000)
+    big = model(orc, "sim-echo", base="an", context_window=200_000)
+    primary = model(
+        orc, "sim-fast?fail=context_length", context_window=8_000, fallbacks=(small, big)
+    )
+    r = orc.complete("a very long prompt", model=primary)
+    assert r.model == big
+    assert sim.request_count("sim-fast?fail=context_length") == 1  # a 400: never retried
+    assert sim.request_count("sim-fast?small") == 0  # too small to help
+    assert "context window not larger" in r.attempts[1].error
+
+
+def test_content_policy_refusal_propagates_without_fallback(orc, sim):
+    primary = model(orc, "sim-fast?fail=content_policy", fallbacks=("an",))
+    with pytest.raises(mmo.ProviderError, match=r"(?i)policy") as info:
+        orc.complete("something forbidden", model=primary)
+    assert info.value.status == 400
+    assert sim.request_count() == 1
+
+
+def test_unusable_model_fails_over(orc, sim, monkeypatch):
+    monkeypatch.delenv("MMO_TEST_ANTHROPIC_KEY")
+    primary = model(orc, "sim-fast", base="an", fallbacks=("oa",))
+    r = orc.complete("hi", model=primary)
+    assert r.model == "oa" and "MMO_TEST_ANTHROPIC_KEY" in (r.attempts[0].error or "")
+
+
+def test_all_models_failing_raises_with_every_attempt(orc, sim):
+    primary = model(orc, "sim-fast?fail=503", max_retries=1, fallbacks=("oa:sim-fast?fail=500",))
+    model(orc, "sim-fast?fail=500", max_retries=0)
+    with pytest.raises(mmo.AllModelsFailedError) as info:
+        orc.complete("doomed", model=primary)
+    assert [a.status for a in info.value.attempts] == ["error"] * 3
+    assert len(orc.runs.records()) == 3
+
+
+def test_circuit_breaker_opens_then_probes_and_closes(sim, keys):
+    breaker = mmo.CircuitBreaker(threshold=2, cooldown_s=0.5)
+    with mmo.Orchestrator(
+        sim_models(sim), runlog=":memory:", cache=False, retry_policy=FAST_RETRIES, breaker=breaker
+    ) as orc:
+        down = "sim-fast?fail=503&fail_times=3"  # down for three requests, then recovers
+        primary = model(orc, down, max_retries=0, fallbacks=("an",))
+        for _ in range(2):
+            assert orc.complete("ping", model=primary).model == "an"
+        assert breaker.state(primary) == "open" and sim.request_count(down) == 2
+        r = orc.complete("ping", model=primary)
+        assert r.model == "an" and "circuit open" in r.attempts[0].error
+        assert sim.request_count(down) == 2  # skipped while open
+        time.sleep(0.6)
+        assert breaker.state(primary) == "half-open"
+        assert orc.complete("ping", model=primary).model == "an"  # the probe fails (3rd)
+        assert breaker.state(primary) == "open" and sim.request_count(down) == 3
+        time.sleep(0.6)
+        assert orc.complete("ping", model=primary).model == primary  # probe succeeds
+        assert breaker.state(primary) == "closed"
+
+
+def test_cancelled_call_is_not_retried(orc, sim):
+    import signal
+    import threading
+
+    mid = "sim-fast?fault=hang&hold_s=20"
+    name = model(orc, mid, fallbacks=("an",))
+    main = threading.main_thread().ident
+
+    def interrupt() -> None:
+        while sim.request_count(mid) < 1:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        orc.complete("wait", model=name)
+    assert sim.request_count() == 1  # neither retried nor failed over
+    assert orc.runs.records()[-1].status == "cancelled"
