@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from urllib.parse import quote
 
 import pytest
@@ -81,7 +82,7 @@ def test_all_respects_a_per_provider_concurrency_limit(sim, keys):
         names = [model(orc, f"sim-fast?latency_ms=150&n={i}") for i in range(3)]
         orc.all("one at a time", names)
         records = sorted(orc.runs.records(), key=lambda r: r.started_at)
-        for earlier, later in zip(records, records[1:]):
+        for earlier, later in itertools.pairwise(records):
             assert later.started_at >= earlier.finished_at  # never two in flight
 
 

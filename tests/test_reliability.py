@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -31,7 +32,7 @@ def model(orc, model_id: str, *, base: str = "oa", **fields) -> str:
 
 def gaps(records) -> list[float]:
     """Seconds between one attempt's end and the next one's start."""
-    return [(b.started_at - a.finished_at).total_seconds() for a, b in zip(records, records[1:])]
+    return [(b.started_at - a.finished_at).total_seconds() for a, b in itertools.pairwise(records)]
 
 
 def test_429_with_retry_after_is_honoured(orc, sim):
