@@ -29,6 +29,17 @@ from .orchestrator import CompletionStream, Orchestrator
 from .parallel import ConsensusResult, RaceResult
 from .pipeline import Pipeline, PipelineResult, PipelineStep
 from .reliability import CircuitBreaker, RetryPolicy
+from .routing import (
+    ComplexityRouter,
+    CostOptimizedRouter,
+    ModelRouter,
+    RouteDecision,
+    Router,
+    RoutingRule,
+    TaskRouter,
+    evaluate_router,
+    load_routing_prompts,
+)
 from .runlog import RunLog, RunRecord
 from .types import Attempt, CompletionRequest, CompletionResponse, Message
 
@@ -44,13 +55,16 @@ __all__ = [
     "CompletionRequest",
     "CompletionResponse",
     "CompletionStream",
+    "ComplexityRouter",
     "ConfigError",
     "ConsensusResult",
+    "CostOptimizedRouter",
     "InvalidRequestError",
     "MMOError",
     "Message",
     "MissingAPIKeyError",
     "ModelConfig",
+    "ModelRouter",
     "Orchestrator",
     "Pipeline",
     "PipelineResult",
@@ -58,10 +72,16 @@ __all__ = [
     "ProviderError",
     "RaceResult",
     "RetryPolicy",
+    "RouteDecision",
+    "Router",
+    "RoutingRule",
     "RunLog",
     "RunRecord",
     "StreamError",
+    "TaskRouter",
     "TemplateError",
     "UnknownModelError",
     "__version__",
+    "evaluate_router",
+    "load_routing_prompts",
 ]
