@@ -41,6 +41,7 @@ from .routing import (
     load_routing_prompts,
 )
 from .runlog import RunLog, RunRecord
+from .shared import get_orchestrator, use
 from .types import Attempt, CompletionRequest, CompletionResponse, Message
 
 __version__ = "0.1.0"
@@ -83,5 +84,23 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "evaluate_router",
+    "get_orchestrator",
+    "load_ipython_extension",
     "load_routing_prompts",
+    "unload_ipython_extension",
+    "use",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext mmo_magic``: register the magics (IPython is imported only now)."""
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext mmo_magic``: remove every magic and setting this extension added."""
+    from .magics import unload
+
+    unload(ipython)

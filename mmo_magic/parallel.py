@@ -50,12 +50,17 @@ class RaceResult:
     winner: CompletionResponse | None
     responses: list[CompletionResponse]
     group_id: str
+    # Set when a live view already showed this result, so Out[] stays one line.
+    shown: bool = field(default=False, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.winner.content if self.winner else ""
 
-    def _repr_html_(self) -> str:
-        return _responses_table(self.responses, self.winner, "race")
+    def __repr__(self) -> str:
+        return _summary("RaceResult", self.winner, self.responses)
+
+    def _repr_html_(self) -> str | None:
+        return None if self.shown else _responses_table(self.responses, self.winner, "race")
 
 
 @dataclass
@@ -71,6 +76,10 @@ class ConsensusResult:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     judge_errors: dict[str, MMOError] = field(default_factory=dict)
     candidates: dict[str, str] = field(default_factory=dict)  # label -> model
+    shown: bool = field(default=False, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return _summary("ConsensusResult", self.winner, self.responses)
 
     def votes_frame(self) -> pd.DataFrame:
         """The votes table as a DataFrame: one row per judge, one column per candidate model."""
@@ -84,7 +93,9 @@ class ConsensusResult:
     def __str__(self) -> str:
         return self.winner.content if self.winner else ""
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str | None:
+        if self.shown:
+            return None
         table = _responses_table(self.responses, self.winner, self.strategy)
         return f"{table}<p>{html.escape(self.reason)}</p>"
 
@@ -96,6 +107,7 @@ async def race(
     *,
     hedge_ms: float | None = None,
     on_text: ModelText | None = None,
+    on_result: Callable[[CompletionResponse], None] | None = None,
     **options: Any,
 ) -> RaceResult:
     """The first *successful* answer wins; losers are cancelled and their streams closed.
@@ -118,7 +130,7 @@ async def race(
 
         coro = orc.acomplete(
             prompt, models[i], kind="race", group_id=group, on_text=text,
-            on_finish=lambda r: last.__setitem__(i, r), **options,
+            on_finish=_keep(last, i, on_result), **options,
         )  # fmt: skip
         running[asyncio.ensure_future(coro)] = i
 
@@ -163,6 +175,7 @@ async def all_models(
     kind: str = "all",
     group_id: str | None = None,
     on_text: ModelText | None = None,
+    on_result: Callable[[CompletionResponse], None] | None = None,
     **options: Any,
 ) -> list[CompletionResponse]:
     """Every model's outcome, in the order given, failures included (never raises for them)."""
@@ -174,7 +187,7 @@ async def all_models(
         return orc.acomplete(
             prompt, models[i], kind=kind, group_id=group,
             on_text=None if on_text is None else (lambda t: on_text(models[i], t)),
-            on_finish=lambda r: last.__setitem__(i, r), **options,
+            on_finish=_keep(last, i, on_result), **options,
         )  # fmt: skip
 
     tasks = [asyncio.ensure_future(call(i)) for i in range(len(models))]
@@ -311,6 +324,21 @@ async def _judge(
     )
 
 
+def _keep(
+    last: dict[int, CompletionResponse],
+    index: int,
+    then: Callable[[CompletionResponse], None] | None,
+) -> Callable[[CompletionResponse], None]:
+    """An on_finish hook: remember model ``index``'s latest outcome, then tell ``then``."""
+
+    def keep(response: CompletionResponse) -> None:
+        last[index] = response
+        if then is not None:
+            then(response)
+
+    return keep
+
+
 def _last_user_text(messages: Any) -> str:
     for m in reversed(list(messages)):
         role = m.role if hasattr(m, "role") else m.get("role")
@@ -343,6 +371,14 @@ def _all_failed(responses: list[CompletionResponse], result: Any) -> AllModelsFa
     error = AllModelsFailedError(attempts)
     error.result = result  # type: ignore[attr-defined]
     return error
+
+
+def _summary(
+    kind: str, winner: CompletionResponse | None, responses: list[CompletionResponse]
+) -> str:
+    statuses = ", ".join(f"{r.model}: {r.status}" for r in responses)
+    won = winner.model if winner else None
+    return f"<{kind} winner={won!r} ({statuses})>"
 
 
 def _responses_table(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from urllib.parse import quote
 
 import pytest
@@ -33,7 +34,11 @@ def test_race_fastest_failing_then_next_successful_wins(orc, sim):
     assert [r.status for r in result.responses] == ["error", "ok", "cancelled"]
     assert [r.model for r in result.responses] == [failing, medium, slow]
     # The loser's HTTP stream was closed right after the win.
-    (gone,) = [d for d in sim.disconnects if d.model.startswith("sim-fast?ttft_ms=100")]
+    deadline = time.monotonic() + 2
+    while not (lost := [d for d in sim.disconnects if d.model.startswith("sim-fast?ttft_ms=100")]):
+        assert time.monotonic() < deadline, "the loser's stream was never closed"
+        time.sleep(0.01)
+    (gone,) = lost
     won_at = orc.runs.records(group_id=result.group_id)
     winner_record = next(r for r in won_at if r.model == medium)
     assert gone.phase == "streaming"
@@ -79,8 +84,8 @@ def test_all_respects_a_per_provider_concurrency_limit(sim, keys):
     with mmo.Orchestrator(
         sim_models(sim), runlog=":memory:", cache=False, max_concurrency_per_provider=1
     ) as orc:
-        names = [model(orc, f"sim-fast?latency_ms=150&n={i}") for i in range(3)]
-        orc.all("one at a time", names)
+        names = [model(orc, f"sim-fast?latency_ms=150&tokens={i + 1}") for i in range(3)]
+        assert all(r.ok for r in orc.all("one at a time", names))
         records = sorted(orc.runs.records(), key=lambda r: r.started_at)
         for earlier, later in itertools.pairwise(records):
             assert later.started_at >= earlier.finished_at  # never two in flight

@@ -21,8 +21,9 @@ by the base name and the last user message (so options never change the text);
 ``reply=echo`` repeats the last user message's words; ``reply=judge`` answers
 as an LLM judge would, picking the fenced candidate that contains ``prefer``
 (``garble_times=N``: its first N verdicts are unparseable prose); any other
-value is the literal reply (``reply=hello+world``). Content is the words joined by single
-spaces; each streamed delta is one word, later ones with a leading space. A
+value is the literal reply (``reply=hello+world``; line breaks are kept).
+Content is the words joined by single spaces; each streamed delta is one
+word, later ones with a leading space. A
 request's max_tokens truncates the reply and makes the finish reason
 "length" (OpenAI) / "max_tokens" (Anthropic).
 
@@ -199,7 +200,9 @@ def reply_words(behaviour: Behaviour, base: str, last_user: str, seen: int = 1) 
             return ["I", "would", "say", "the", "first", "one", "is", "better,", "probably."]
         return judge_verdict(last_user, behaviour.prefer).split()
     if behaviour.reply != "words":
-        return behaviour.reply.split()
+        # Literal text keeps its line breaks: each word carries the whitespace before it.
+        words = re.findall(r"\s*\S+", behaviour.reply)
+        return [words[0].lstrip(), *words[1:]] if words else []
     # Seeded by the base name (not the options) so adding latency or faults to a
     # model name never changes what it says.
     rng = random.Random(zlib.crc32(f"{base}{last_user}".encode()))

@@ -38,13 +38,14 @@ class Reply:
 
     @property
     def pieces(self) -> list[str]:
-        # One piece per word; later words carry their leading space, so the
-        # pieces (streamed deltas, or blocks) concatenate to the content exactly.
-        return [w if i == 0 else f" {w}" for i, w in enumerate(self.words)]
+        # One piece per word; later words carry their leading space (or their
+        # own whitespace, for literal replies with newlines), so the pieces
+        # (streamed deltas, or blocks) concatenate to the content exactly.
+        return [w if i == 0 or w[:1].isspace() else f" {w}" for i, w in enumerate(self.words)]
 
     @property
     def text(self) -> str:
-        return " ".join(self.words)
+        return "".join(self.pieces)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,274 @@
+"""The magics through a real InteractiveShell, against the simulated provider."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from urllib.parse import quote
+
+import pytest
+from conftest import sim_models
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import mmo_magic as mmo
+
+
+@pytest.fixture
+def orc(sim, keys):
+    with mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False) as o:
+        for base in ("oa", "an", "lo"):
+            for mid in ("sim-echo", "sim-fast?fail=500", "sim-slow?tokens=40&tps=20"):
+                o.add_model(o.catalogue.resolve(base).replace(name=f"{base}:{mid}", model_id=mid))
+        yield o
+
+
+@pytest.fixture
+def ip(orc):
+    shell = InteractiveShell.instance()
+    mmo.use(orc)
+    shell.run_line_magic("load_ext", "mmo_magic")
+    yield shell
+    shell.run_line_magic("unload_ext", "mmo_magic")
+    mmo.use(None)
+    InteractiveShell.clear_instance()
+
+
+def run(ip, magic: str, line: str, cell: str | None = None):
+    with capture_output() as cap:
+        if cell is None:
+            value = ip.run_line_magic(magic, line)
+        else:
+            value = ip.run_cell_magic(magic, line, cell)
+    return value, cap
+
+
+def texts(cap) -> list[str]:
+    """Every displayed output as text (markdown or plain)."""
+    out = []
+    for o in cap.outputs:
+        out.append(o.data.get("text/markdown") or o.data.get("text/plain", ""))
+    return out
+
+
+def test_mmo_streams_the_answer_and_ends_with_a_footer(ip, sim):
+    _, cap = run(ip, "mmo", "oa:sim-echo", "Tell me about owls")
+    shown = texts(cap)
+    assert shown[-2] == "Tell me about owls"
+    footer = shown[-1]
+    for field in ("oa:sim-echo", "4→4 tokens", "ttft", "ms", "$"):
+        assert field in footer
+    assert cap.stderr == ""
+
+
+def test_interpolation_and_literal_braces(ip, sim):
+    ip.user_ns["animal"] = "owl"
+    cell = 'Describe the {animal}. Keep {{braces}} and JSON {"a": 1} as written.'
+    run(ip, "mmo", "oa:sim-echo", cell)
+    sent = sim.last_request("sim-echo")["body"]["messages"][-1]["content"]
+    assert sent == 'Describe the owl. Keep {braces} and JSON {"a": 1} as written.'
+    run(ip, "mmo", "oa:sim-echo --no-interpolate", cell)
+    assert sim.last_request("sim-echo")["body"]["messages"][-1]["content"] == cell
+
+
+def test_missing_variable_is_one_line(ip, sim):
+    _, cap = run(ip, "mmo", "oa", "Hello {nobody_defined_this}")
+    assert cap.stderr.count("\n") == 1 and "TemplateError" in cap.stderr
+    assert "--no-interpolate" in cap.stderr and sim.request_count() == 0
+
+
+def test_out_variable_and_options_reach_the_wire(ip, sim):
+    run(
+        ip,
+        "mmo",
+        "an:sim-echo -o answer -s 'Be terse' --temperature 0.3 --max-tokens 3",
+        "a b c d e",
+    )
+    answer = ip.user_ns["answer"]
+    assert isinstance(answer, mmo.CompletionResponse) and answer.content == "a b c"
+    body = sim.last_request("sim-echo")["body"]
+    assert (body["system"], body["temperature"], body["max_tokens"]) == ("Be terse", 0.3, 3)
+
+
+def test_no_stream_shows_one_answer(ip):
+    _, cap = run(ip, "mmo", "oa:sim-echo --no-stream -f text", "plain words")
+    assert texts(cap) == ["plain words", texts(cap)[-1]]
+
+
+def replying(orc, text: str) -> str:
+    """A model (on the simulated provider) that answers ``text``; its name."""
+    name = f"says-{len(orc.catalogue)}"
+    mid = f"sim-fast?reply={quote(text)}"
+    orc.add_model(orc.catalogue.resolve("oa").replace(name=name, model_id=mid))
+    return name
+
+
+def test_format_code_offers_the_next_cell(ip, orc, monkeypatch):
+    offered = []
+    monkeypatch.setattr(ip, "set_next_input", lambda text, replace=False: offered.append(text))
+    model = replying(orc, "Here:\n```python\nprint(42)\n```\nDone.")
+    _, cap = run(ip, "mmo", f"{model} -f code", "code please")
+    assert offered == ["print(42)"]
+    assert texts(cap)[-2] == "```\nprint(42)\n```"
+
+
+def test_format_json(ip, orc):
+    model = replying(orc, '{"city": "Paris", "rank": 1}')
+    _, cap = run(ip, "mmo", f"{model} -f json", "as json")
+    assert any(o.data.get("application/json") == {"city": "Paris", "rank": 1} for o in cap.outputs)
+
+
+def test_route_and_task_options(ip, orc):
+    _, cap = run(ip, "mmo", "-r task -o r", "Write a Python function that sorts a list")
+    assert ip.user_ns["r"].route_reason.startswith("task:")
+    assert "task" in texts(cap)[-1]
+    run(ip, "mmo", "-t coding -o r2", "hello")
+    assert "task coding" in ip.user_ns["r2"].route_reason
+    _, cap = run(ip, "mmo", "-t cooking", "hello")
+    assert "Unknown task 'cooking'" in cap.stderr
+
+
+def test_fallback_budget_and_cache_options(ip, orc, sim):
+    run(ip, "mmo", "oa:sim-fast?fail=500 --fallback an:sim-echo -o r", "rescue me")
+    assert ip.user_ns["r"].model == "an:sim-echo"
+    _, cap = run(ip, "mmo", "oa --budget 0.0000001", "too expensive")
+    assert "BudgetExceededError" in cap.stderr and cap.stderr[-1] == "\n"
+    orc.cache = mmo.cache.ResponseCache(":memory:")
+    run(ip, "mmo", "lo:sim-echo", "cache me")
+    _, cap = run(ip, "mmo", "lo:sim-echo", "cache me")
+    assert "cached" in texts(cap)[-1]
+    before = sim.request_count()
+    run(ip, "mmo", "lo:sim-echo --no-cache", "cache me")
+    assert sim.request_count() == before + 1
+
+
+def test_errors_are_one_line_and_the_next_cell_works(ip, orc):
+    _, cap = run(ip, "mmo", "gpt-4o-mni", "hi")
+    assert cap.stderr.startswith("UnknownModelError") and cap.stderr.count("\n") == 1
+    _, cap = run(ip, "mmo", "oa", "   ")
+    assert cap.stderr.startswith("InvalidRequestError")
+    with pytest.raises(UsageError):
+        ip.run_cell_magic("mmo", "oa --temperature hot", "hi")
+    with pytest.raises(UsageError):
+        ip.run_cell_magic("mmo", "oa -f yaml", "hi")
+    _, cap = run(ip, "mmo", "oa:sim-echo", "still fine")
+    assert texts(cap)[-2] == "still fine"
+    assert [r.status for r in orc.runs.records()][-3:] == ["error", "error", "ok"]
+
+
+def test_unexpected_bugs_still_show_a_traceback(ip, orc, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(orc, "complete", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        ip.run_cell_magic("mmo", "oa --no-stream", "hi")
+
+
+def test_race_magic_shows_panels_and_returns_the_result(ip, sim):
+    value, _ = run(
+        ip, "mmo_race", "oa:sim-fast?fail=500,an:sim-echo,lo:sim-slow?tokens=40&tps=20 Who wins?"
+    )
+    assert isinstance(value, mmo.RaceResult) and value.winner.model == "an:sim-echo"
+    assert [r.status for r in value.responses] == ["error", "ok", "cancelled"]
+    assert value.winner.content == "Who wins?"
+    assert value._repr_html_() is None and "winner='an:sim-echo'" in repr(value)
+
+
+def test_race_cell_form_with_judges(ip, orc):
+    orc.add_model(
+        orc.catalogue.resolve("an").replace(
+            name="judge", model_id="sim-fast?reply=judge&prefer=second"
+        )
+    )
+    ip.run_cell_magic("mmo_race", "--judge judge -o res oa:sim-echo,lo", "the second one")
+    result = ip.user_ns["res"]
+    assert isinstance(result, mmo.ConsensusResult) and result.winner.model == "oa:sim-echo"
+    assert result.votes is not None and result.votes.winner == "A"
+    assert set(result.candidates.values()) == {"oa:sim-echo", "lo"}
+
+
+def test_mmo_all_and_consensus_options(ip):
+    run(ip, "mmo", "--all oa,an:sim-fast?fail=500 -o every", "hello")
+    assert [r.status for r in ip.user_ns["every"].responses] == ["ok", "error"]
+    run(ip, "mmo", "--consensus oa,an,lo --strategy longest -o c", "hello")
+    assert ip.user_ns["c"].strategy == "longest" and ip.user_ns["c"].winner is not None
+
+
+def test_runs_models_and_route_magics(ip, orc, sim, tmp_path):
+    run(ip, "mmo", "oa:sim-echo", "one")
+    run(ip, "mmo", "an:sim-echo", "two")
+    frame, _ = run(ip, "mmo_runs", "--last 2")
+    assert list(frame["prompt"]) == ["one", "two"]
+    target = tmp_path / "runs.csv"
+    _, cap = run(ip, "mmo_runs", f"--export {target}")
+    assert target.exists() and "Exported" in cap.stdout
+    models, _ = run(ip, "mmo_models", "")
+    assert {"oa", "an", "lo"} <= set(models["name"])
+    before = sim.request_count()
+    decision, _ = run(ip, "mmo_route", "-r task Translate 'good morning' into Japanese")
+    assert decision.label == "translation" and sim.request_count() == before
+
+
+def test_pipeline_magic(ip, sim):
+    cell = """
+[facts] oa:sim-echo
+Facts about {topic}.
+[summary] an:sim-echo max_tokens=50
+Summary of: {facts}
+"""
+    _, cap = run(ip, "mmo_pipeline", "topic=owls -o pipe", cell)
+    result = ip.user_ns["pipe"]
+    assert result.ok and result.outputs["summary"] == "Summary of: Facts about owls."
+    shown = [t for t in texts(cap) if t.startswith("**")]
+    assert shown[0].startswith("**facts** · oa:sim-echo") and shown[1].startswith("**summary**")
+    _, cap = run(ip, "mmo_pipeline", "", "no header here")
+    assert "ConfigError" in cap.stderr
+
+
+def test_config_traitlets_change_the_shared_orchestrator(ip, orc, sim):
+    ip.run_line_magic("config", "MMOMagics.default_model = 'an:sim-echo'")
+    _, cap = run(ip, "mmo", "", "who answers")
+    assert texts(cap)[-1].startswith("an:sim-echo")
+    ip.run_line_magic("config", "MMOMagics.budget = 0.5")
+    assert orc.budget.limit == 0.5
+    ip.run_line_magic("config", "MMOMagics.stream = False")
+    _, cap = run(ip, "mmo", "", "no stream")
+    assert len(cap.outputs) == 2
+
+
+def test_unload_leaves_nothing_behind(ip):
+    ip.run_line_magic("unload_ext", "mmo_magic")
+    for kind in ("line", "cell"):
+        assert not [n for n in ip.magics_manager.magics[kind] if n.startswith("mmo")]
+    assert not [c for c in ip.configurables if type(c).__name__ == "MMOMagics"]
+    ip.run_line_magic("load_ext", "mmo_magic")  # and it loads again
+    assert "mmo" in ip.magics_manager.magics["cell"]
+
+
+def test_interrupt_during_a_race_cancels_every_request(ip, orc, sim):
+    slow = ["oa:sim-slow?tokens=40&tps=20", "an:sim-slow?tokens=40&tps=20"]
+    for name, base in zip(slow, ("oa", "an"), strict=True):
+        mid = "sim-fast?ttft_ms=5000"
+        orc.add_model(orc.catalogue.resolve(base).replace(name=name, model_id=mid))
+    main = threading.main_thread().ident
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 10
+        while sim.request_count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    value, cap = run(ip, "mmo_race", ",".join(slow) + " wait for it")
+    assert value is None and "Stopped" in cap.stderr
+    deadline = time.monotonic() + 3
+    while len(sim.disconnects) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(sim.disconnects) == 2
+    assert [r.status for r in orc.runs.records()[-2:]] == ["cancelled", "cancelled"]
+    _, cap = run(ip, "mmo", "oa:sim-echo", "next cell")
+    assert texts(cap)[-2] == "next cell"
