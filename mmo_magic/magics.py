@@ -36,6 +36,7 @@ from .types import CompletionResponse
 __all__ = ["MMOMagics", "load", "parse_pipeline", "unload"]
 
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
+_OPTION_VALUE = re.compile(r"""\s*('[^']*'|"[^"]*"|\S+)""")
 _STEP = re.compile(r"^\[(?P<name>[A-Za-z_]\w*)\]\s+(?P<model>\S+)(?P<opts>.*)$")
 
 
@@ -64,6 +65,37 @@ def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
         elif isinstance(value, list):
             setattr(args, name, [_unquote(v) if isinstance(v, str) else v for v in value])
     return args
+
+
+def _split_prompt(magic: Callable[..., Any], line: str, positionals: int = 1) -> tuple[str, str]:
+    """(options and positionals, the prompt as written) of a line magic.
+
+    The prompt is free text (quotes, braces, dashes), so it is cut from the
+    line as written instead of being parsed: what follows the options and
+    the ``positionals`` arguments, verbatim.
+    """
+    parser = magic.parser  # type: ignore[attr-defined]
+    takes_value = {
+        flag: action.nargs != 0 for action in parser._actions for flag in action.option_strings
+    }
+    position, seen = 0, 0
+    for match in re.finditer(r"\S+", line):
+        if match.start() < position:
+            continue  # the value of the previous option
+        token = match.group()
+        flag = token.split("=", 1)[0]
+        if flag in takes_value:
+            if takes_value[flag] and "=" not in token:
+                value = _OPTION_VALUE.match(line, match.end())
+                position = value.end() if value else match.end()
+            else:
+                position = match.end()
+        elif seen < positionals:
+            seen += 1
+            position = match.end()
+        else:
+            return line[: match.start()], line[match.start() :].strip()
+    return line, ""
 
 
 def _unquote(value: str) -> str:
@@ -269,14 +301,21 @@ class MMOMagics(Magics):
     @argument("--no-cache", action="store_true")
     @argument("--no-interpolate", action="store_true")
     @argument("models", help="M1,M2,... the contestants")
-    @argument("prompt", nargs=argparse.REMAINDER, help="the prompt (line form)")
     @line_cell_magic
     @_friendly
     def mmo_race(self, line: str, cell: str | None = None) -> Any:
-        """Race models on one prompt, side by side; ``--judge`` adds a vote."""
-        args = _parse(self.mmo_race, line)
-        text = cell if cell is not None else line.split(args.models, 1)[1].strip()
-        prompt = self._prompt(text, args.no_interpolate)
+        """Race models on one prompt, side by side; ``--judge`` adds a vote.
+
+        Line form: ``%mmo_race [options] M1,M2 PROMPT`` (options may also
+        follow the models); cell form: ``%%mmo_race [options] M1,M2``.
+        """
+        head, rest = _split_prompt(self.mmo_race, line)
+        args = _parse(self.mmo_race, head)
+        if cell is None and not rest:
+            raise ConfigError("Give a prompt after the models, or use %%mmo_race with a cell.")
+        if cell is not None and rest:
+            raise ConfigError(f"Unexpected text after the models: {rest[:40]!r}.")
+        prompt = self._prompt(cell if cell is not None else rest, args.no_interpolate)
         judges = _models(args.judge)
         return self._race(
             prompt, _models(args.models), self._options(args), out=args.out, every=args.every,
@@ -356,13 +395,13 @@ class MMOMagics(Magics):
 
     @magic_arguments()
     @argument("-r", "--route", default=None, help="Router: complexity, task, cost, rules.")
-    @argument("prompt", nargs=argparse.REMAINDER)
     @line_cell_magic
     @_friendly
     def mmo_route(self, line: str, cell: str | None = None) -> Any:
         """Explain which model a router would choose, without calling any model."""
-        args = _parse(self.mmo_route, line)
-        prompt = cell if cell is not None else " ".join(args.prompt)
+        head, rest = _split_prompt(self.mmo_route, line, positionals=0)
+        args = _parse(self.mmo_route, head)
+        prompt = cell if cell is not None else rest
         return self.orc.route(prompt, args.route or self.route)
 
     # -- %%mmo_pipeline -----------------------------------------------------------

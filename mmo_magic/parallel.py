@@ -7,6 +7,7 @@ race, a fan-out or a judge panel is a run record sharing one group id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import uuid
 from collections.abc import Callable, Sequence
@@ -159,8 +160,14 @@ async def race(
                 start(started)  # a failure: the next model at once
                 started += 1
     finally:
+        stopped = set(running.values())
         await _cancel(running)
     responses = [last.get(i) or _not_run(m, "an earlier model won") for i, m in enumerate(models)]
+    for i in stopped:
+        # Stopped mid-call (perhaps waiting to retry after a failed attempt): cancelled.
+        responses[i] = dataclasses.replace(
+            responses[i], status="cancelled", error="another model answered first"
+        )
     result = RaceResult(winner, responses, group)
     if winner is None:
         raise _all_failed(responses, result)

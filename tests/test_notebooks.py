@@ -42,3 +42,28 @@ def test_quickstart_runs_offline_and_records_every_call(tmp_path):
     runs = text[7]
     for model in ("sim-slow", "sim-flaky", "gpt-4o-mni"):
         assert model in runs
+
+
+def widget_values(nb: nbformat.NotebookNode) -> list[str]:
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    return [m["state"].get("value", "") for m in state.values() if m["model_name"] == "HTMLModel"]
+
+
+@pytest.mark.timeout(300)
+def test_race_and_judges_notebook_saves_its_widget_state(tmp_path):
+    nb = run_notebook("race_and_judges.ipynb", tmp_path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = {i: outputs(c) for i, c in enumerate(code)}
+    assert "sim-slow" in text[1] and "ttft" in text[1]
+    assert "keep {this} in braces" in text[3]  # interpolation kept the JSON and {{this}}
+    assert "[('sim-fast', 'ok'), ('sim-slow', 'cancelled'), ('sim-flaky', 'cancelled')]" in text[6]
+    assert "fair-judge" in text[9] and "biased-judge" in text[9]
+    assert "position bias" in text[10] and "(geographer)" in text[10]
+    values = widget_values(nb)
+    # Each race panel holds its model's final answer; the winner carries the trophy.
+    assert any("Paris is the capital of France." in v for v in values)
+    assert any("Lyon, I think." in v for v in values)
+    assert any("<b>sim-fast</b>" in v and "🏆" in v for v in values)
+    assert any("<b>sim-slow</b>" in v and "cancelled" in v for v in values)
+    votes = [v for v in values if "votes" in v]
+    assert votes and "winner: geographer" in votes[0]
