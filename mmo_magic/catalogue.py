@@ -54,6 +54,23 @@ def _sim(name: str, description: str, tier: int) -> ModelConfig:
     )
 
 
+def _embedded(name: str, temperature: float, profile: str) -> ModelConfig:
+    # Profiles of one small local model, so races and judges have several local
+    # contestants; free to run (cost 0.0, not unpriced).
+    return ModelConfig(
+        provider="embedded",
+        model_id="SmolLM2-135M-Instruct",
+        name=name,
+        temperature=temperature,
+        max_tokens=256,
+        cost_per_1k_input=0.0,
+        cost_per_1k_output=0.0,
+        context_window=2048,
+        tier=1,
+        description=f"SmolLM2-135M-Instruct, embedded (llama.cpp), {profile} profile",
+    )
+
+
 def builtin_models() -> list[ModelConfig]:
     """A fresh list of the built-in models."""
     openai = "openai"
@@ -102,6 +119,8 @@ def builtin_models() -> list[ModelConfig]:
             ("haiku", "claude-haiku"),
         ),
         _per_1m(anthropic, "claude-3-5-haiku", "claude-3-5-haiku-20241022", 0.80, 4.00, 200_000, 1),
+        _embedded("smollm2", 0.2, "precise"),
+        _embedded("smollm2-creative", 0.9, "creative"),
         _sim("sim-fast", "answers at once", 1),
         _sim("sim-slow", "300 ms to first token, 40 tokens/s", 2),
         _sim("sim-echo", "repeats the prompt back", 1),

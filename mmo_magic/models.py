@@ -95,6 +95,10 @@ class ModelConfig:
     def unavailable_reason(self) -> str | None:
         if self.needs_key and read_key(self.api_key_env) is None:
             return f"{self.api_key_env} not set"
+        if self.provider == "embedded":
+            from .clients.embedded import missing_reason
+
+            return missing_reason()
         return None
 
     def replace(self, **changes: Any) -> ModelConfig:

@@ -45,7 +45,8 @@ OnText = Callable[[str], None]
 SESSION_ID = uuid.uuid4().hex[:12]
 AUTO = "auto"  # the model name that asks a router to choose
 # Preferred defaults when the config names none: the first whose key is set.
-_DEFAULT_PREFERENCE = ("gpt-4o-mini", "claude-haiku-4-5", "sim-fast")
+# With no key the embedded model answers for real; the simulated provider is the last resort.
+_DEFAULT_PREFERENCE = ("gpt-4o-mini", "claude-haiku-4-5", "smollm2", "sim-fast")
 
 
 def current_cell() -> int | None:

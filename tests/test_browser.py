@@ -1,0 +1,364 @@
+"""End to end in a real browser: JupyterLab runs race_and_judges.ipynb and shows the race widget.
+
+How the page is driven (the most robust way found):
+
+- JupyterLab is started with ``--LabApp.expose_app_in_browser=True``, so the page has
+  ``window.jupyterapp``. The test waits for the notebook's session to have a kernel that is
+  idle, then runs the command ``notebook:run-all-cells`` through ``app.commands`` — the same
+  command as the menu "Run → Run All Cells", without depending on menu layout or shortcuts.
+- First-start noise is switched off before the page loads: news and update checks
+  (``news_url=None``, ``NeverCheckForUpdate`` and the notification settings), and notebook
+  windowing (``windowingMode: none``) so every cell is in the DOM. Any modal dialog that still
+  appears (e.g. kernel selection) is accepted by a Playwright locator handler.
+- It waits for every code cell to have an execution count, then checks the DOM of the
+  ``%mmo_race sim-fast,sim-slow,sim-flaky`` output: one panel per model, each in a final state,
+  exactly one trophy, whose panel shows the answer; and the judges' votes table.
+
+The screenshot is saved to ``artifacts/race_widget.png`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO / "notebooks" / "race_and_judges.ipynb"
+ARTIFACTS = REPO / "artifacts"
+SCREENSHOT = ARTIFACTS / "race_widget.png"
+
+INSTALL_HINT = (
+    "needs Chromium, Playwright and JupyterLab: "
+    "`apt-get install -y chromium` and `pip install playwright jupyterlab` "
+    "(never `playwright install`: the test uses /usr/bin/chromium)"
+)
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RACE_MODELS = ("sim-fast", "sim-slow", "sim-flaky")
+FINAL_BADGES = ("done", "failed", "cancelled")
+SERVER_START_S = 60
+KERNEL_START_S = 60
+NOTEBOOK_RUN_S = 120
+
+
+def _chromium() -> str | None:
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+
+
+def _missing() -> str | None:
+    """Why this test cannot run here, or None."""
+    if _chromium() is None:
+        return "no chromium binary"
+    for module in ("playwright.sync_api", "jupyterlab"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module.split('.')[0]} is not installed"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _lab_settings(settings_dir: Path) -> None:
+    """User settings for a quiet lab: no news or update toasts, every cell rendered."""
+    _write_json(
+        settings_dir / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings",
+        {"fetchNews": "false", "checkForUpdates": False},
+    )
+    _write_json(
+        settings_dir / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings",
+        {"windowingMode": "none"},
+    )
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+class Lab:
+    def __init__(self, url: str, token: str, root: Path, log: Path) -> None:
+        self.url, self.token, self.root, self.log = url, token, root, log
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no server log)"
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A JupyterLab server on 127.0.0.1 serving a copy of the notebook; stopped afterwards."""
+    reason = _missing()
+    if reason:
+        pytest.skip(f"{reason}; this test {INSTALL_HINT}")
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    jupyter = tmp_path / "jupyter"
+    _lab_settings(jupyter / "lab-user-settings")
+    port, token = _free_port(), secrets.token_hex(24)
+    env = dict(os.environ)  # MMO_RUNLOG and friends from conftest: the user's log is untouched
+    env.update(
+        MMO_CACHE="off",  # the race must really run, not come from the response cache
+        JUPYTER_CONFIG_DIR=str(jupyter / "config"),
+        JUPYTER_RUNTIME_DIR=str(jupyter / "runtime"),
+        IPYTHONDIR=str(jupyter / "ipython"),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",  # jupyter_server 2
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.terminals_enabled=False",
+        "--ServerApp.allow_root=True",  # CI containers run as root
+        f"--LabApp.user_settings_dir={jupyter / 'lab-user-settings'}",
+        f"--LabApp.workspaces_dir={jupyter / 'lab-workspaces'}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",  # no PyPI queries
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, to drive the page
+    ]
+    log = tmp_path / "jupyterlab.log"
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    lab = Lab(url, token, root, log)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while _get(f"{url}/api/status?token={token}") != 200:
+            if server.poll() is not None:
+                pytest.fail(f"JupyterLab exited with {server.returncode}:\n{lab.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer in {SERVER_START_S} s:\n{lab.log_tail()}")
+            time.sleep(0.25)
+        yield lab
+    finally:
+        _stop(server, url, token)
+
+
+def _stop(server: subprocess.Popen[bytes], url: str, token: str) -> None:
+    """Shut the server down with its kernels; escalate to SIGTERM, then SIGKILL."""
+    if server.poll() is None:
+        request = urllib.request.Request(f"{url}/api/shutdown?token={token}", method="POST")
+        with contextlib.suppress(OSError):  # already stopping, or not answering: escalate below
+            urllib.request.urlopen(request, timeout=5).close()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(server.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    server.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
+
+# The notebook panel of race_and_judges.ipynb, found through the exposed application.
+_PANEL_JS = """
+() => {
+  const app = window.jupyterapp;
+  if (!app || !app.shell) return null;
+  for (const w of app.shell.widgets('main')) {
+    if (w.context && w.context.path === 'NOTEBOOK_NAME' && w.sessionContext) return w;
+  }
+  return null;
+}
+""".replace("NOTEBOOK_NAME", NOTEBOOK.name)
+
+_KERNEL_IDLE_JS = f"""
+() => {{
+  const panel = ({_PANEL_JS})();
+  const kernel = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return !!(kernel && kernel.status === 'idle' && panel.content.widgets.length > 0);
+}}
+"""
+
+_ACCEPT_DIALOGS_JS = """
+() => Array.from(document.querySelectorAll('.jp-Dialog')).map(dialog => {
+  const button = dialog.querySelector('.jp-Dialog-button.jp-mod-accept');
+  const title = (dialog.innerText || '').trim().split('\\n')[0];
+  if (button) button.click();
+  return title;
+})
+"""
+
+_RUN_ALL_JS = f"""
+async () => {{
+  const panel = ({_PANEL_JS})();
+  window.jupyterapp.shell.activateById(panel.id);
+  window.jupyterapp.shell.collapseLeft();
+  void window.jupyterapp.commands.execute('notebook:run-all-cells');
+}}
+"""
+
+_ALL_EXECUTED_JS = f"""
+() => {{
+  const panel = ({_PANEL_JS})();
+  const code = panel.content.widgets.filter(c => c.model.type === 'code');
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return code.length > 0 && code.every(c => c.model.executionCount !== null)
+      && !!kernel && kernel.status === 'idle';
+}}
+"""
+
+
+@pytest.mark.timeout(300)
+def test_race_widget_renders_in_jupyterlab(lab: Lab) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = _chromium()
+    assert chromium is not None
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)  # Playwright's 5 s default is tight on a busy CI box
+            # A modal dialog during a Playwright action or assertion: take its default.
+            page.add_locator_handler(page.locator(".jp-Dialog"), lambda: _accept_dialogs(page))
+            try:
+                page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
+                expect(page.locator(".jp-NotebookPanel .jp-Notebook")).to_be_visible()
+                _wait_for(page, _KERNEL_IDLE_JS, KERNEL_START_S, "an idle kernel")
+                timings["kernel idle"] = time.monotonic() - started
+                page.evaluate(_RUN_ALL_JS)
+                _wait_for(page, _ALL_EXECUTED_JS, NOTEBOOK_RUN_S, "every code cell to run")
+                timings["notebook ran"] = time.monotonic() - started
+                race = _check_race(page)
+                _check_votes(page)
+                # Race cell at the top of the notebook viewport, the judges' cell below it.
+                race.evaluate("el => el.scrollIntoView({block: 'start'})")
+                race.locator(".widget-gridbox").scroll_into_view_if_needed()
+                page.wait_for_timeout(300)  # let the scroll settle before the capture
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "race_widget_failure.png"), full_page=True)
+                print(f"JupyterLab log:\n{lab.log_tail()}")
+                raise
+        finally:
+            browser.close()
+
+    timings["total"] = time.monotonic() - started
+    print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
+    assert SCREENSHOT.stat().st_size > 10_000
+    with SCREENSHOT.open("rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _accept_dialogs(page: Page) -> None:
+    """Press the default button of each open JupyterLab dialog (e.g. "Select Kernel").
+
+    A DOM click, not a Playwright click: that would re-enter the locator handler.
+    """
+    for title in page.evaluate(_ACCEPT_DIALOGS_JS):
+        print(f"accepted a JupyterLab dialog: {title!r}")
+
+
+def _wait_for(page: Page, predicate: str, timeout_s: float, what: str) -> None:
+    """Poll a JavaScript predicate, accepting dialogs meanwhile (wait_for_function cannot)."""
+    deadline = time.monotonic() + timeout_s
+    dialogs = page.locator(".jp-Dialog")
+    while not page.evaluate(predicate):
+        if dialogs.count():
+            _accept_dialogs(page)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout_s} s")
+        page.wait_for_timeout(250)
+
+
+def _check_race(page: Page) -> Locator:
+    """Every panel of the three-model race is final; one trophy, on a panel with text."""
+    from playwright.sync_api import expect
+
+    cell = page.locator(".jp-CodeCell").filter(has_text="%mmo_race sim-fast,sim-slow,sim-flaky")
+    expect(cell).to_have_count(1)
+    panels = cell.locator(".widget-gridbox > .widget-vbox")
+    expect(panels).to_have_count(len(RACE_MODELS))
+    for model in RACE_MODELS:
+        name = page.locator("b", has_text=re.compile(rf"^{re.escape(model)}$"))
+        panel = panels.filter(has=name)
+        expect(panel).to_have_count(1)
+        header = panel.locator(".widget-html-content").first
+        expect(header).to_be_visible()
+        expect(header).to_contain_text(re.compile("|".join(FINAL_BADGES)))
+    winner = panels.filter(has_text="🏆")
+    expect(winner).to_have_count(1)
+    expect(winner).to_contain_text("sim-fast")  # it answers at once; the others are slower
+    expect(winner.locator("pre")).to_have_text(re.compile(r"\S"))
+    expect(winner.locator(".widget-html-content").first).to_contain_text("done")
+    expect(cell.locator(".widget-html-content", has_text="first successful answer")).to_be_visible()
+    # No cell failed.
+    expect(page.locator(".jp-OutputArea-output", has_text="Traceback")).to_have_count(0)
+    return cell
+
+
+def _check_votes(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    cell = page.locator(".jp-CodeCell").filter(has_text="%%mmo_race guesser,geographer")
+    expect(cell).to_have_count(1)
+    votes = cell.locator("table", has_text="votes")
+    expect(votes).to_be_visible()
+    expect(votes).to_contain_text("winner: geographer")
+    expect(votes).to_contain_text("fair-judge")
+    expect(votes).to_contain_text("biased-judge")
+    expect(cell.locator(".widget-gridbox pre", has_text="Paris is the capital")).to_be_visible()
