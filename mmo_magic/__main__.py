@@ -26,7 +26,9 @@ def demo(notebook: Path, save: Path | None) -> int:
         import nbformat
         from nbclient import NotebookClient
     except ImportError:
-        print("The demo needs the notebook extra: pip install 'mmo_magic[notebook]'", file=sys.stderr)
+        print(
+            "The demo needs the notebook extra: pip install 'mmo_magic[notebook]'", file=sys.stderr
+        )
         return 2
     if not notebook.is_file():
         print(f"No notebook at {notebook} (run from a clone of the repository).", file=sys.stderr)

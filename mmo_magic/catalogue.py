@@ -122,7 +122,7 @@ def builtin_models() -> list[ModelConfig]:
         _embedded("smollm2", 0.2, "precise"),
         _embedded("smollm2-creative", 0.9, "creative"),
         _sim("sim-fast", "answers at once", 1),
-        _sim("sim-slow", "300 ms to first token, 40 tokens/s", 2),
+        _sim("sim-slow", "600 ms to first token, 40 tokens/s", 2),
         _sim("sim-echo", "repeats the prompt back", 1),
         _sim("sim-flaky", "fails its first request with 503", 1),
     ]

@@ -15,6 +15,9 @@ call behaves the same and every attempt lands in the run log:
   model would refuse the same request, so the provider's reason propagates;
 - a model that keeps failing is skipped for a cooldown by its circuit
   breaker, then probed once, and used again when the probe succeeds.
+
+The breaker counts every failed attempt, retries included: a ``threshold``
+below ``max_retries + 1`` opens it in the middle of a call's retries.
 """
 
 from __future__ import annotations

@@ -117,6 +117,13 @@ class RouteDecision:
     def __str__(self) -> str:
         return f"{self.model} ← {self.reason}"
 
+    def _repr_markdown_(self) -> str:
+        cost = "n/a" if self.estimated_cost is None else f"~${self.estimated_cost:.6f}"
+        return (
+            f"**{self.model}** · router `{self.router}` · rule `{self.rule}` · est. {cost}\n\n"
+            f"{self.reason}"
+        )
+
 
 # -- tokens and cost: the one place routers estimate them ------------------------
 

@@ -9,12 +9,14 @@ How the page is driven (the most robust way found):
 - First-start noise is switched off before the page loads: news and update checks
   (``news_url=None``, ``NeverCheckForUpdate`` and the notification settings), and notebook
   windowing (``windowingMode: none``) so every cell is in the DOM. Any modal dialog that still
-  appears (e.g. kernel selection) is accepted by a Playwright locator handler.
+  appears (e.g. "Select Kernel") gets its default button pressed: while polling for the kernel
+  and the run, and by a Playwright locator handler during assertions.
 - It waits for every code cell to have an execution count, then checks the DOM of the
   ``%mmo_race sim-fast,sim-slow,sim-flaky`` output: one panel per model, each in a final state,
   exactly one trophy, whose panel shows the answer; and the judges' votes table.
 
-The screenshot is saved to ``artifacts/race_widget.png`` at the repository root.
+The screenshot is saved to ``artifacts/race_widget.png`` at the repository root (the trophy
+needs an emoji font to show in it: ``apt-get install -y fonts-noto-color-emoji``).
 """
 
 from __future__ import annotations

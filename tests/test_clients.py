@@ -215,3 +215,12 @@ def test_temperature_reaches_the_wire(orc, sim, name):
     assert sim.last_request("sim-echo")["body"]["temperature"] == 0.25
     orc.complete(PROMPT, model=with_model_id(orc, name, "sim-fast"))
     assert "temperature" not in sim.last_request("sim-fast")["body"]  # provider default
+
+
+def test_clients_are_reused_across_calls(orc, sim):
+    orc.add_model(mmo.ModelConfig("sim", "sim-fast", name="shared-sim"))  # the in-process sim
+    for name in ("oa", "an", "shared-sim"):
+        orc.complete(PROMPT, model=name)
+        first = orc._clients[name]
+        orc.complete(PROMPT + " again", model=name)
+        assert orc._clients[name] is first, name

@@ -21,13 +21,16 @@ def run_notebook(name: str, tmp_path: Path) -> nbformat.NotebookNode:
 
 
 def outputs(cell: nbformat.NotebookNode) -> str:
+    """A cell's text: stream chunks joined as printed, then each display's plain text or markdown.
+
+    HTML twins would only repeat the text; images are checked on their own.
+    """
     parts = []
     for out in cell.get("outputs", []):
         parts.append(out.get("text", ""))
-        # Text only: HTML twins would repeat it, and images are checked on their own.
         data = out.get("data", {})
-        parts.extend(str(data[k]) for k in ("text/plain", "text/markdown") if k in data)
-    return "\n".join(parts)
+        parts.extend(str(data[k]) + "\n" for k in ("text/plain", "text/markdown") if k in data)
+    return "".join(parts)
 
 
 def output_of(nb: nbformat.NotebookNode, marker: str) -> str:
@@ -145,7 +148,7 @@ def test_pipelines_notebook_runs_concurrently_and_keeps_braces(tmp_path):
     assert partial[:2] == ["ok: False", "failed step: report"]
     assert "HTTP 500" in partial[2]
     assert partial[3] == "outputs kept: ['analysis', 'questions', 'research']"
-    declared = output_of(nb, "%%mmo_pipeline")
+    declared = output_of(nb, "%%mmo_pipeline --name research")
     for step in ("**research** · sim-slow", "**questions** · sim-fast", "**report** · sim-echo"):
         assert step in declared
     assert "same report: True" in output_of(nb, "same report")

@@ -35,9 +35,13 @@ class SimClient(OpenAIClient):
     """A simulated model: a real HTTP round trip to the local simulated provider."""
 
     def __init__(self, config: ModelConfig) -> None:
+        wired = config
         if config.base_url is None:
-            config = config.replace(base_url=shared_sim_server().openai_base_url)
-        super().__init__(config)
+            wired = config.replace(base_url=shared_sim_server().openai_base_url)
+        super().__init__(wired)
+        # Keep the config as given: the orchestrator reuses a client only while
+        # its config is unchanged, and a rebuilt SDK client costs ~80 ms of CPU.
+        self.config = config
 
     def _api_key(self) -> str:
         return read_key(self.config.api_key_env) or "sim-key"

@@ -10,7 +10,7 @@ Built-in presets:
 
 =================  ==========================================
 ``sim-fast``       no delays at all (the defaults)
-``sim-slow``       ``ttft_ms=300``, ``tps=40``
+``sim-slow``       ``ttft_ms=600``, ``tps=40``
 ``sim-echo``       ``reply=echo``
 ``sim-flaky``      ``fail=503``, ``fail_times=1`` (fails once, then answers)
 ``sim-overloaded`` ``fail=529`` (always overloaded)
@@ -123,7 +123,7 @@ class Behaviour:
 
 PRESETS: dict[str, Behaviour] = {
     "sim-fast": Behaviour(),
-    "sim-slow": Behaviour(ttft_ms=300, tps=40),
+    "sim-slow": Behaviour(ttft_ms=600, tps=40),
     "sim-echo": Behaviour(reply="echo"),
     "sim-flaky": Behaviour(fail="503", fail_times=1),
     "sim-overloaded": Behaviour(fail="529"),
