@@ -21,6 +21,21 @@ def _text_of(output: Any) -> str:
     return str(data.get("text/markdown") or data.get("text/plain") or "")
 
 
+def _join_streams(outputs: list[Any]) -> list[str]:
+    """Each output's text, with consecutive stream pieces (a streamed print) joined."""
+    shown: list[str] = []
+    previous_was_stream = False
+    for output in outputs:
+        text = _text_of(output)
+        is_stream = output.get("output_type") == "stream"
+        if is_stream and previous_was_stream:
+            shown[-1] += text
+        else:
+            shown.append(text)
+        previous_was_stream = is_stream
+    return [text for text in shown if text.strip()]
+
+
 def demo(notebook: Path, save: Path | None) -> int:
     try:
         import nbformat
@@ -44,7 +59,7 @@ def demo(notebook: Path, save: Path | None) -> int:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        shown = [_text_of(o) for o in cell.get("outputs", []) if _text_of(o).strip()]
+        shown = _join_streams(cell.get("outputs", []))
         if not shown:
             continue
         print(f"In  │ {cell.source.splitlines()[0]}")
