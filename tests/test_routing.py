@@ -69,7 +69,17 @@ def both_keys(openai_only: None, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def catalogue() -> Catalogue:
-    return Catalogue.of(builtin_models())
+    # Hosted and simulated models only: whether the free embedded model is
+    # available depends on the machine (llama-cpp-python installed or not).
+    return Catalogue.of(m for m in builtin_models() if m.provider != "embedded")
+
+
+def test_cost_router_prefers_the_free_embedded_model_when_it_runs(no_keys: None) -> None:
+    everything = Catalogue.of(builtin_models())
+    if not everything.resolve("smollm2").available:
+        pytest.skip("the embedded model is not installed here")
+    decision = CostOptimizedRouter().route(request(SIMPLE), everything)
+    assert decision.model in ("smollm2", "smollm2-creative") and decision.estimated_cost == 0
 
 
 def request(text: str, *, system: str | None = None, max_tokens: int | None = None):  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ streaming.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import functools
@@ -126,33 +127,48 @@ def _load_engine(path: Path) -> _Engine:
                 model_path=str(path),
                 n_ctx=N_CTX,
                 n_threads=_threads(),
+                n_threads_batch=_threads(),
                 seed=SEED,
                 verbose=False,
             )
             # One thread per model serialises its generations (the context is not
             # thread-safe) without parking callers' threads on a lock.
             worker = concurrent.futures.ThreadPoolExecutor(1, f"mmo-embedded-{path.stem}")
+            if not _engines:
+                atexit.register(_close_engines)
             engine = _engines[path] = _Engine(llama, worker)
         return engine
 
 
+def _close_engines() -> None:
+    # Free the models while the interpreter is still whole: left to the garbage
+    # collector at shutdown, llama-cpp-python's finaliser fails noisily.
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.worker.shutdown(wait=True, cancel_futures=True)
+        engine.llama.close()
+
+
 def _threads() -> int:
-    # Every core this process may use: measured on 2 cores, 2 threads generate ~1.6x
-    # faster than llama-cpp-python's default (half the cores), and the event loop
-    # thread is mostly idle waiting on the queue. Capped: beyond ~8 the model is
-    # memory-bound and extra threads only contend.
+    # Half the usable cores (llama-cpp-python's default for generation), at most 8.
+    # llama.cpp's threads wait for each other at every layer, so one that shares its
+    # core with other work stalls them all. Measured on 2 cores, tokens/s of 1 vs 2
+    # threads: idle 36 vs 52, with one core busy elsewhere 38 vs 16; prompt
+    # evaluation likewise. A notebook's kernel and event loop share these cores.
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows
         cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    return max(1, min(cores // 2, 8))
 
 
 @functools.cache
 def _llama_class() -> type[Any]:
     import llama_cpp
 
-    class CountingLlama(llama_cpp.Llama):  # type: ignore[misc]
+    class CountingLlama(llama_cpp.Llama):
         """A Llama whose generation in progress can be counted and stopped.
 
         ``generate`` is where the exact prompt tokens (after the chat template)
@@ -204,6 +220,12 @@ def _generate(
     finish_reason: str | None = None
     llama.generation = run
     try:
+        # A clean context each time, so an answer depends only on the prompt and the
+        # settings, never on the call before: llama.cpp would reuse the previous call's
+        # matching prefix and evaluate the rest in a different batch layout, whose tiny
+        # numeric differences flip greedy picks (measured: the same prompt twice at
+        # temperature 0 gave two answers). The price is evaluating the whole prompt.
+        llama.reset()
         chunks = llama.create_chat_completion(**params, stream=True)
         with contextlib.closing(chunks):
             for chunk in chunks:
@@ -242,20 +264,22 @@ class EmbeddedClient(ModelClient):
     async def load(self) -> Any:
         """The loaded ``llama_cpp.Llama``, shared by every client of the same file.
 
-        Loads it on first use (in a thread: it takes a second or so), so
-        calling this ahead of time takes the load out of the first answer.
+        Loads it on first use (in a thread: it takes a fraction of a second),
+        so calling this ahead of time takes the load out of the first answer.
         """
+        return (await self._engine()).llama
+
+    async def _engine(self) -> _Engine:
         engine = _engines.get(self.path)
         if engine is None:
             try:
                 engine = await asyncio.to_thread(_load_engine, self.path)
             except Exception as exc:
                 raise self.fail(f"could not load {self.path.name}: {exc}") from exc
-        return engine.llama
+        return engine
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
-        await self.load()
-        engine = _engines[self.path]
+        engine = await self._engine()
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[_Item] = asyncio.Queue()
 
