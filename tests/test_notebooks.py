@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+from notebook_helpers import outputs, run_notebook
 
 
 def embedded_ready() -> bool:
     from mmo_magic.clients.embedded import missing_reason
 
     return missing_reason() is None
-
-
-def run_notebook(name: str, tmp_path: Path) -> nbformat.NotebookNode:
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    return nb
-
-
-def outputs(cell: nbformat.NotebookNode) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        parts.append(out.get("text", ""))
-        parts.extend(str(v) for v in out.get("data", {}).values())
-    return "\n".join(parts)
 
 
 @pytest.mark.timeout(300)

@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def run_notebook(name: str, tmp_path: Path) -> nbformat.NotebookNode:
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    return nb
-
-
-def outputs(cell: nbformat.NotebookNode) -> str:
-    """A cell's text: stream chunks joined as printed, then each display's plain text or markdown.
-
-    HTML twins would only repeat the text; images are checked on their own.
-    """
-    parts = []
-    for out in cell.get("outputs", []):
-        parts.append(out.get("text", ""))
-        data = out.get("data", {})
-        parts.extend(str(data[k]) + "\n" for k in ("text/plain", "text/markdown") if k in data)
-    return "".join(parts)
+from notebook_helpers import NOTEBOOKS, outputs, run_notebook
 
 
 def output_of(nb: nbformat.NotebookNode, marker: str) -> str:
