@@ -11,6 +11,8 @@ where first used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .catalogue import PRICES_AS_OF
 from .errors import (
     AllModelsFailedError,
@@ -29,22 +31,55 @@ from .orchestrator import CompletionStream, Orchestrator
 from .parallel import ConsensusResult, RaceResult
 from .pipeline import Pipeline, PipelineResult, PipelineStep
 from .reliability import CircuitBreaker, RetryPolicy
-from .routing import (
-    ComplexityRouter,
-    CostOptimizedRouter,
-    ModelRouter,
-    RouteDecision,
-    Router,
-    RoutingRule,
-    TaskRouter,
-    evaluate_router,
-    load_routing_prompts,
-)
 from .runlog import RunLog, RunRecord
 from .shared import get_orchestrator, use
 from .types import Attempt, CompletionRequest, CompletionResponse, Message
 
+if TYPE_CHECKING:
+    from .routing import (
+        ComplexityRouter,
+        CostOptimizedRouter,
+        ModelRouter,
+        RouteDecision,
+        Router,
+        RoutingRule,
+        TaskRouter,
+        evaluate_router,
+        load_routing_prompts,
+    )
+
 __version__ = "0.1.0"
+
+# The routers compile their task patterns on import (~90 ms): load them on first use.
+_LAZY = {
+    name: "routing"
+    for name in (
+        "ComplexityRouter",
+        "CostOptimizedRouter",
+        "ModelRouter",
+        "RouteDecision",
+        "Router",
+        "RoutingRule",
+        "TaskRouter",
+        "evaluate_router",
+        "load_routing_prompts",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmo_magic' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "PRICES_AS_OF",
