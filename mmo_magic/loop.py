@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import queue
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -100,6 +101,15 @@ def wait_interruptibly(future: concurrent.futures.Future[T]) -> T:
         try:
             return future.result(timeout=_POLL_S)
         except concurrent.futures.TimeoutError:
+            continue
+
+
+def get_interruptibly(items: queue.SimpleQueue[T]) -> T:
+    """``items.get()``, in short waits for the same reason as ``wait_interruptibly``."""
+    while True:
+        try:
+            return items.get(timeout=_POLL_S)
+        except queue.Empty:
             continue
 
 

@@ -20,7 +20,7 @@ from .budget import Budget, Reservation
 from .cache import CachedAnswer, ResponseCache, cache_key
 from .clients import ModelClient, make_client
 from .errors import AllModelsFailedError, InvalidRequestError, MMOError, ProviderError
-from .loop import background_loop
+from .loop import background_loop, get_interruptibly
 from .models import Catalogue, ModelConfig
 from .reliability import CircuitBreaker, Next, RetryPolicy, next_step
 from .runlog import RunLog, RunRecord
@@ -416,9 +416,7 @@ class Orchestrator:
                 break
         if len({a.model for a in attempts}) <= 1 and errors:
             raise errors[-1]  # one model: its own error says more than a summary
-        failed = AllModelsFailedError(attempts)
-        failed.attempts = attempts
-        raise failed from (errors[-1] if errors else None)
+        raise AllModelsFailedError(attempts) from (errors[-1] if errors else None)
 
     async def _try(
         self, config: ModelConfig, request: CompletionRequest, record: RunRecord, call: _Call
@@ -701,15 +699,6 @@ def _status_of(error: MMOError) -> str:
 _DONE = object()
 
 
-def _get_interruptibly(items: queue.SimpleQueue[Any]) -> Any:
-    # Short waits so a pending KeyboardInterrupt is raised promptly (see loop.wait_interruptibly).
-    while True:
-        try:
-            return items.get(timeout=0.1)
-        except queue.Empty:
-            continue
-
-
 class CompletionStream:
     """Text deltas as they arrive; after the loop, ``response`` is the CompletionResponse.
 
@@ -731,7 +720,7 @@ class CompletionStream:
         future = self._orc._loop.submit(coro)
         future.add_done_callback(lambda _: deltas.put(_DONE))
         try:
-            while (item := _get_interruptibly(deltas)) is not _DONE:
+            while (item := get_interruptibly(deltas)) is not _DONE:
                 yield item
             self.response = future.result()
         finally:
