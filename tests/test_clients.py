@@ -224,3 +224,12 @@ def test_clients_are_reused_across_calls(orc, sim):
         first = orc._clients[name]
         orc.complete(PROMPT + " again", model=name)
         assert orc._clients[name] is first, name
+
+
+@pytest.mark.parametrize("name", ["oa", "an", "lo"])
+def test_calls_reuse_one_connection(orc, sim, name):
+    """A finished answer's stream is read to its end, so the next call reuses the connection."""
+    for _ in range(3):
+        assert orc.complete(PROMPT, model=name, cache=False).ok
+    assert sim.request_count() == 3
+    assert sim.connections == 1

@@ -9,7 +9,7 @@ from ..errors import MissingAPIKeyError
 from ..models import ModelConfig
 from ..secrets import read_key
 from ..types import CompletionRequest, StreamEnd
-from .base import ModelClient, StreamItem, sse_events
+from .base import ModelClient, StreamItem, read_to_end, sse_events
 
 __all__ = ["AnthropicClient"]
 
@@ -49,19 +49,26 @@ class AnthropicClient(ModelClient):
             body["system"] = request.system
         if (temperature := self.temperature(request)) is not None:
             # anthropic SDK 2.x dropped `temperature` from messages.create's
-            # signature; the field still goes on the wire for servers that take it.
-            body["extra_body"] = {"temperature": temperature}
+            # signature; the body goes in extra_body, so it still reaches the wire.
+            body["temperature"] = temperature
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         input_tokens: int | None = None
         output_tokens: int | None = None
         stop_reason: str | None = None
+        body = self._body(request)
         with self.errors_mapped():
+            # As for OpenAI: the wire-form body skips the SDK's TypedDict transform.
             async with self._sdk.messages.with_streaming_response.create(
-                **self._body(request)
+                model=body.pop("model"),
+                max_tokens=body["max_tokens"],
+                messages=(),
+                stream=True,
+                extra_body=body,
             ) as response:
-                async for event, data in sse_events(response.iter_lines()):
+                events = sse_events(response.iter_lines())
+                async for event, data in events:
                     payload = self.decode(data)
                     kind = payload.get("type", event)
                     if kind == "content_block_delta":
@@ -79,13 +86,13 @@ class AnthropicClient(ModelClient):
                             "output_tokens", output_tokens
                         )
                         if stop_reason:
-                            # Only message_stop can follow: finish now rather than
-                            # wait on a server that never sends it.
-                            break
+                            break  # only message_stop can follow: the answer is complete
                     elif kind == "message_stop":
                         break
                     elif kind == "error":
                         raise self._stream_failure(payload.get("error") or {})
+                if stop_reason is not None:
+                    await read_to_end(events)
         if stop_reason is None:
             raise self.stream_error("the stream ended without a stop reason (truncated)")
         yield StreamEnd(stop_reason, input_tokens, output_tokens)

@@ -121,6 +121,27 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | Non
         yield event, "\n".join(data)
 
 
+# How long a complete answer waits for the rest of its stream ([DONE], end of body).
+_TAIL_WAIT_S = 0.25
+
+
+async def read_to_end(events: AsyncIterator[tuple[str | None, str]]) -> None:
+    """Read what follows a complete answer, so the connection goes back to the pool.
+
+    An HTTP/1.1 connection can be reused only once its response is read to the
+    end; closing it early cost a new TCP connection per call. The tail is
+    normally already buffered; a server that holds the stream open after the
+    usage chunk costs at most _TAIL_WAIT_S, then the connection is dropped.
+    """
+    import httpx  # here: importing mmo_magic loads no HTTP stack
+
+    # The answer is complete: a tail that breaks only costs the connection.
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, OSError):
+        async with asyncio.timeout(_TAIL_WAIT_S):
+            async for _event in events:
+                pass
+
+
 def map_sdk_error(exc: BaseException, config: ModelConfig) -> ProviderError:
     """The ProviderError for an ``openai`` or ``anthropic`` SDK exception.
 

@@ -10,7 +10,7 @@ from ..models import ModelConfig
 from ..secrets import read_key
 from ..tokens import count_message_tokens, count_tokens
 from ..types import CompletionRequest, StreamEnd
-from .base import ModelClient, StreamItem, sse_events
+from .base import ModelClient, StreamItem, read_to_end, sse_events
 
 __all__ = ["LocalClient", "OpenAIClient"]
 
@@ -58,11 +58,15 @@ class OpenAIClient(ModelClient):
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
         produced: list[str] = []
+        body = self._body(request)
         with self.errors_mapped():
+            # The body is already in wire form, so it goes in extra_body: the SDK
+            # walks typed parameters through its TypedDict transform, ~0.6 ms a call.
             async with self._sdk.chat.completions.with_streaming_response.create(
-                **self._body(request)
+                model=body.pop("model"), messages=(), stream=True, extra_body=body
             ) as response:
-                async for _event, data in sse_events(response.iter_lines()):
+                events = sse_events(response.iter_lines())
+                async for _event, data in events:
                     if data == "[DONE]":
                         break
                     chunk = self.decode(data)
@@ -77,9 +81,9 @@ class OpenAIClient(ModelClient):
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                         if finish_reason:
-                            # Usage is the last chunk: finish now rather than wait
-                            # on a server that never sends [DONE].
-                            break
+                            break  # usage is the last chunk: the answer is complete
+                if finish_reason is not None:
+                    await read_to_end(events)
         if finish_reason is None:
             raise self.stream_error("the stream ended without a finish reason (truncated)")
         yield self._end(finish_reason, usage, request, produced)

@@ -230,6 +230,7 @@ class SimServer:
         self._disconnects: list[Disconnect] = []
         self._scripts: dict[str, Behaviour] = {}
         self._request_ids = 0
+        self._accepted = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -329,6 +330,12 @@ class SimServer:
             return dict(found) if found else None
 
     @property
+    def connections(self) -> int:
+        """TCP connections accepted (a client that reuses its connections opens few)."""
+        with self._lock:
+            return self._accepted
+
+    @property
     def disconnects(self) -> list[Disconnect]:
         with self._lock:
             return list(self._disconnects)
@@ -341,7 +348,7 @@ class SimServer:
             self._scripts[model] = behaviour
 
     def reset(self, *, scripts: bool = False) -> None:
-        """Forget counts, requests and disconnects (and so fail_times restarts).
+        """Forget counts, requests, connections and disconnects (so fail_times restarts).
 
         scripts=True also forgets what script() registered.
         """
@@ -349,6 +356,7 @@ class SimServer:
             self._requests.clear()
             self._last.clear()
             self._disconnects.clear()
+            self._accepted = 0
             if scripts:
                 self._scripts.clear()
 
@@ -362,6 +370,8 @@ class SimServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        with self._lock:
+            self._accepted += 1
         try:
             while True:
                 try:
