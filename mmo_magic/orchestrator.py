@@ -9,7 +9,6 @@ import os
 import queue
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from .errors import AllModelsFailedError, InvalidRequestError, MMOError, Provide
 from .loop import background_loop, get_interruptibly
 from .models import Catalogue, ModelConfig
 from .reliability import CircuitBreaker, Next, RetryPolicy, next_step
-from .runlog import RunLog, RunRecord
+from .runlog import RunLog, RunRecord, new_id
 from .types import (
     Attempt,
     CompletionRequest,
@@ -42,7 +41,7 @@ __all__ = ["CompletionStream", "Orchestrator"]
 
 Prompt = str | Sequence[Message | dict[str, str]]
 OnText = Callable[[str], None]
-SESSION_ID = uuid.uuid4().hex[:12]
+SESSION_ID = new_id()[:12]
 AUTO = "auto"  # the model name that asks a router to choose
 # Preferred defaults when the config names none: the first whose key is set.
 # With no key the embedded model answers for real; the simulated provider is the last resort.
@@ -350,7 +349,7 @@ class Orchestrator:
         base = RunRecord(
             kind=call.kind, requested_model=call.requested, prompt="", cell=call.cell,
             session_id=SESSION_ID, temperature=call.temperature, max_tokens=call.max_tokens,
-            status="error", group_id=call.group_id or uuid.uuid4().hex, step=call.step,
+            status="error", group_id=call.group_id or new_id(), step=call.step,
         )  # fmt: skip
         try:
             request = _build_request(prompt, call.system, call.temperature, call.max_tokens)
@@ -385,7 +384,7 @@ class Orchestrator:
             retries = 0
             while True:
                 record = dataclasses.replace(
-                    base, run_id=uuid.uuid4().hex, started_at=datetime.now(UTC),
+                    base, run_id=new_id(), started_at=datetime.now(UTC),
                     attempt=len(errors) + 1, model=config.name, provider=config.provider,
                 )  # fmt: skip
                 response, error = await self._try(config, request, record, call)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from .judges import (
     tally,
     unswap,
 )
+from .runlog import new_id
 from .types import Attempt, CompletionResponse
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ async def race(
     after the last start, or at once when a running model fails.
     """
     _check_models(models)
-    group = uuid.uuid4().hex
+    group = new_id()
     last: dict[int, CompletionResponse] = {}
     token_seen = asyncio.Event()
     running: dict[asyncio.Task[CompletionResponse], int] = {}
@@ -187,7 +187,7 @@ async def all_models(
 ) -> list[CompletionResponse]:
     """Every model's outcome, in the order given, failures included (never raises for them)."""
     _check_models(models)
-    group = group_id or uuid.uuid4().hex
+    group = group_id or new_id()
     last: dict[int, CompletionResponse] = {}
 
     def call(i: int) -> Any:
@@ -234,7 +234,7 @@ async def consensus(
     "longest": the longest answer. A callable gets the ok responses and
     returns the winner (or its index).
     """
-    group = uuid.uuid4().hex
+    group = new_id()
     responses = await all_models(orc, prompt, models, kind="consensus", group_id=group, **options)
     ok = [r for r in responses if r.ok]
     if not ok:

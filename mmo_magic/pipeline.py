@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import html
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, MMOError, TemplateError
+from .runlog import new_id
 from .templates import Template
 from .types import CompletionResponse
 
@@ -134,7 +134,7 @@ async def run_pipeline(
     on_step: Callable[[PipelineStep, CompletionResponse], None] | None = None,
 ) -> PipelineResult:
     """Run ``pipeline``; ``call(step, prompt, system, group_id)`` makes each model call."""
-    result = PipelineResult(pipeline.name, group_id=uuid.uuid4().hex)
+    result = PipelineResult(pipeline.name, group_id=new_id())
     values: dict[str, Any] = dict(variables)
     for wave in pipeline.waves(list(values)):
 

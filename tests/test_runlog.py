@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -441,3 +442,21 @@ def test_canary_key_never_stored_or_exported(
         out = log.export(tmp_path / name)
         assert CANARY.encode() not in out.read_bytes(), name
     assert CANARY not in pd.read_parquet(tmp_path / "runs.parquet").to_csv()
+
+
+def test_ids_are_unique_hex_and_differ_in_a_forked_child() -> None:
+    from mmo_magic.runlog import new_id
+
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child[:20] != ids[0][:20] and child not in ids
