@@ -28,14 +28,14 @@ from .errors import (
 )
 from .models import Catalogue, ModelConfig
 from .orchestrator import CompletionStream, Orchestrator
-from .parallel import ConsensusResult, RaceResult
-from .pipeline import Pipeline, PipelineResult, PipelineStep
 from .reliability import CircuitBreaker, RetryPolicy
 from .runlog import RunLog, RunRecord
 from .shared import get_orchestrator, use
 from .types import Attempt, CompletionRequest, CompletionResponse, Message
 
 if TYPE_CHECKING:
+    from .parallel import ConsensusResult, RaceResult
+    from .pipeline import Pipeline, PipelineResult, PipelineStep
     from .routing import (
         ComplexityRouter,
         CostOptimizedRouter,
@@ -50,20 +50,25 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# The routers compile their task patterns on import (~90 ms): load them on first use.
+# Loaded on first use: the routers compile their task patterns on import
+# (~90 ms); races, judges and pipelines are not needed by every session.
 _LAZY = {
-    name: "routing"
-    for name in (
-        "ComplexityRouter",
-        "CostOptimizedRouter",
-        "ModelRouter",
-        "RouteDecision",
-        "Router",
-        "RoutingRule",
-        "TaskRouter",
-        "evaluate_router",
-        "load_routing_prompts",
-    )
+    **dict.fromkeys(("ConsensusResult", "RaceResult"), "parallel"),
+    **dict.fromkeys(("Pipeline", "PipelineResult", "PipelineStep"), "pipeline"),
+    **dict.fromkeys(
+        (
+            "ComplexityRouter",
+            "CostOptimizedRouter",
+            "ModelRouter",
+            "RouteDecision",
+            "Router",
+            "RoutingRule",
+            "TaskRouter",
+            "evaluate_router",
+            "load_routing_prompts",
+        ),
+        "routing",
+    ),
 }
 
 

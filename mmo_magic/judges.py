@@ -27,7 +27,6 @@ import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from .errors import ConfigError, MMOError
@@ -535,6 +534,8 @@ def _unwrap(text: str) -> str:
 def _canonical_number(token: str) -> str:
     if not _NUMBER.fullmatch(token):
         return token
+    from decimal import Decimal
+
     value = Decimal(token.replace(",", ""))
     if value == 0:
         return "0"  # also folds "-0" and "0.00"

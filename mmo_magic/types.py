@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -133,6 +132,8 @@ class CompletionResponse:
         return self.content
 
     def _repr_markdown_(self) -> str:
+        import html
+
         return f"{self.content}\n\n<sub>{html.escape(self.footer())}</sub>"
 
 
