@@ -21,6 +21,15 @@ directory. ``MMO_CONFIG=path`` replaces both. Example::
     provider = "local"
     model_id = "llama3.2"
     base_url = "http://localhost:11434/v1"
+
+    [server]                           # mmo-serve (mmo_magic.server)
+    host = "127.0.0.1"                 # anything but loopback needs client keys
+    port = 8000
+    keys_env = "MY_SERVICE_KEYS"       # a variable holding key1,key2 (besides MMO_SERVER_KEYS)
+    max_body_bytes = 1000000           # larger request bodies get 413
+    max_tokens_cap = 4096              # a request asking for more max_tokens gets 400
+    cors_origins = ["https://app.example.com"]
+    graceful_shutdown_s = 10           # how long in-flight requests may finish on shutdown
 """
 
 from __future__ import annotations
@@ -39,12 +48,35 @@ from typing import Any
 from .errors import ConfigError
 from .models import ModelConfig
 
-__all__ = ["Settings", "config_paths", "load_settings", "model_from_dict"]
+__all__ = ["ServerSettings", "Settings", "config_paths", "load_settings", "model_from_dict"]
 
-_TOP_LEVEL_KEYS = ("default_model", "runlog", "models", "cache", "budget", "routing")
+_TOP_LEVEL_KEYS = ("default_model", "runlog", "models", "cache", "budget", "routing", "server")
 _ROUTING_KEYS = ("default", "tasks")
 _FIELD_TYPES = typing.get_type_hints(ModelConfig)
 _LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+@dataclass
+class ServerSettings:
+    """The ``[server]`` table: how ``mmo-serve`` listens and what it accepts.
+
+    Client keys are never written in a config file: ``keys_env`` names an
+    environment variable holding them (comma-separated), read beside
+    ``MMO_SERVER_KEYS``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    keys_env: str | None = None
+    max_body_bytes: int = 1_000_000
+    max_tokens_cap: int = 4096
+    cors_origins: tuple[str, ...] = ()
+    graceful_shutdown_s: float = 10.0
+
+
+_SERVER_TYPES = typing.get_type_hints(ServerSettings)
+# Settings that must be positive: a zero port, body limit or cap would refuse everything.
+_SERVER_POSITIVE = ("port", "max_body_bytes", "max_tokens_cap")
 
 
 @dataclass
@@ -59,6 +91,7 @@ class Settings:
     budget: float | None = None
     route: str | None = None
     task_models: dict[str, list[str]] = field(default_factory=dict)
+    server: ServerSettings = field(default_factory=ServerSettings)
     sources: list[Path] = field(default_factory=list)
 
 
@@ -96,6 +129,8 @@ def load_settings(paths: list[Path] | None = None) -> Settings:
                 )
             if key == "routing":
                 _read_routing(path, value, settings)
+            elif key == "server":
+                _read_server(path, value, settings)
             elif key == "cache":
                 if not isinstance(value, bool | str):
                     raise ConfigError(
@@ -169,6 +204,27 @@ def _read_routing(path: Path, table: Any, settings: Settings) -> None:
                     f"got {_describe(models)}."
                 )
             settings.task_models[task] = names
+
+
+def _read_server(path: Path, table: Any, settings: Settings) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'server' must be a table ([server]).")
+    for key, value in table.items():
+        if key not in _SERVER_TYPES:
+            raise ConfigError(
+                f"{path}: [server] unknown setting {key!r}.",
+                hint=_did_you_mean(key, _SERVER_TYPES),
+            )
+        annotation = _SERVER_TYPES[key]
+        if not _matches(value, annotation):
+            raise ConfigError(
+                f"{path}: [server] {key} must be {_type_name(annotation)}, got {_describe(value)}."
+            )
+        if key in _SERVER_POSITIVE and value <= 0:
+            raise ConfigError(f"{path}: [server] {key} must be > 0, got {value!r}.")
+        if key == "graceful_shutdown_s" and value < 0:
+            raise ConfigError(f"{path}: [server] {key} must be >= 0, got {value!r}.")
+        setattr(settings.server, key, tuple(value) if isinstance(value, list) else value)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
