@@ -19,6 +19,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
+from _common import Check, print_checks, save
+
 from mmo_magic import routing
 from mmo_magic.catalogue import builtin_models
 from mmo_magic.models import Catalogue
@@ -88,10 +90,33 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    rows = []
     for name, action in cases:
         rate, median_us, p90_us = measure(action, requests, args.rounds)
         cached_rate, _, _ = measure(action, requests, args.rounds, cached=True)
         print(f"{name:32} {rate:12,.0f} {median_us:12.1f} {p90_us:9.1f} {cached_rate:27,.0f}")
+        rows.append(
+            {
+                "router": name.strip(),
+                "decisions_per_s": rate,
+                "median_us": median_us,
+                "p90_us": p90_us,
+                "decisions_per_s_tokens_cached": cached_rate,
+            }
+        )
+    checks = [
+        Check(
+            f"routing: {r['router']}",
+            r["decisions_per_s"],
+            "decisions/s",
+            "",
+            None,
+            f"{r['median_us']:.0f} µs each",
+        )
+        for r in rows[:4]
+    ]
+    print_checks(checks)
+    save("routing", vars(args), rows, checks)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ from .types import CompletionResponse
 
 __all__ = ["RaceView"]
 
-# At most ~20 widget updates per second per panel: each one is a comm message to the browser.
-PUSH_INTERVAL_S = 0.05
+# Each text update is a comm message to the browser: at most 20 per second per
+# panel, counting a stream's first words and its final exact text (1/0.055 s
+# ~ 18, plus those two; benchmarks/widgets.py counts them).
+PUSH_INTERVAL_S = 0.055
 _ERROR_KEEP = 200  # characters of an error shown on a panel: one line, not a traceback
 
 _BADGE_COLOURS = {

@@ -626,6 +626,10 @@ def test_no_done_openai_holds_after_usage(sim: SimServer) -> None:
     assert json.loads(data[-2])["choices"][0]["finish_reason"] == "stop"
     assert json.loads(data[-1])["usage"]["completion_tokens"] == 12
     assert wait_for_disconnect(sim).phase == "streaming"
+    # The same record over HTTP, for a provider running in another process.
+    (seen,) = httpx.get(sim.base_url + "/sim/disconnects").json()
+    assert seen["phase"] == "streaming" and seen["model"] == "m?fault=no_done&hold_s=5"
+    assert seen["at"] == sim.disconnects[0].at
 
 
 def test_no_done_anthropic_stops_before_message_stop(sim: SimServer) -> None:

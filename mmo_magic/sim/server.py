@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import json
 import socket
@@ -409,6 +410,10 @@ class SimServer:
             await ex.send_json(200, b'{"status":"ok","simulated":true}')
         elif request.path == "/v1/models" and request.method == "GET":
             await ex.send_json(200, self._models())
+        elif request.path == "/sim/disconnects" and request.method == "GET":
+            # For a provider in another process (python -m mmo_magic.sim), e.g. benchmarks.
+            found = [dataclasses.asdict(d) for d in self.disconnects]
+            await ex.send_json(200, json.dumps(found).encode())
         else:
             status = 405 if wire is not None else 404
             message = f"{request.method} {request.path}: no such endpoint (simulated)"

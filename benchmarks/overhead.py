@@ -1,0 +1,368 @@
+"""What the orchestrator adds to one call, against the raw SDK and LiteLLM's Router.
+
+    python benchmarks/overhead.py [--calls 400] [--tokens 20] [--requests 5000] [--concurrency 100]
+
+The simulated provider runs in its own process with no latency (``sim-fast``:
+no delays, ``--tokens`` words streamed). Every client streams the answer
+and reads it to the end, so all do the same work on the wire:
+
+- ``AsyncOpenAI`` (raw SDK): ``chat.completions.create(stream=True,
+  stream_options={"include_usage": True})``, text deltas joined;
+- ``Orchestrator.acomplete``: mmo_magic with its defaults: the run log on
+  disk, retries, breaker and deadlines on; the response cache off (a hit
+  would skip the provider); awaited from the caller's loop, so each call
+  also crosses to mmo_magic's background loop and back, as in a notebook;
+- mmo_magic's OpenAI client alone (``ModelClient.stream``), the transport
+  under the orchestrator: the orchestrator minus this is what orchestration
+  itself costs (routing, deadlines, retry bookkeeping, the run record);
+- LiteLLM ``Router.acompletion(stream=True)`` with one deployment;
+- for reference, the raw SDK without streaming.
+
+Part 1, per call: the clients take turns call by call (so drifts in the
+machine's speed hit all alike), after a warm-up. "Added" is a client's
+median (and p99) minus the raw SDK's. mmo_magic's client reads the SDK's raw
+SSE lines instead of building a pydantic object per chunk, so it can be
+faster than the raw SDK; the LiteLLM comparison therefore sets LiteLLM's
+added latency (over the raw SDK) against orchestration's own cost (over
+mmo_magic's client), whichever of ours is larger.
+
+Part 2, throughput: ``--requests`` calls at ``--concurrency`` in flight, raw SDK
+vs orchestrator, each in a fresh process so its peak RSS is its own. The
+orchestrator gets ``max_concurrency_per_provider=--concurrency``: its default
+of 8 per provider protects real rate limits and would be the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from _common import Check, median, percentile, print_checks, print_table, save, sim_process
+
+KEY_ENV = "MMO_BENCH_SIM_KEY"
+os.environ.setdefault(KEY_ENV, "sim-benchmark-key")
+# LiteLLM fetches its price map from the internet at import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+Call = Callable[[], Awaitable[str]]
+MESSAGES = [{"role": "user", "content": "Say something about benchmarks."}]
+
+
+def model_id(tokens: int) -> str:
+    return f"sim-fast?tokens={tokens}"
+
+
+def raw_sdk(base_url: str, tokens: int) -> tuple[Call, Call]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key=os.environ[KEY_ENV], max_retries=0)
+
+    async def streamed() -> str:
+        stream = await client.chat.completions.create(
+            model=model_id(tokens),
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        return "".join(parts)
+
+    async def whole() -> str:
+        response = await client.chat.completions.create(model=model_id(tokens), messages=MESSAGES)  # type: ignore[arg-type]
+        return response.choices[0].message.content or ""
+
+    return streamed, whole
+
+
+def orchestrator(base_url: str, tokens: int, concurrency: int, runlog: str) -> tuple[Call, Any]:
+    import mmo_magic as mmo
+
+    orc = mmo.Orchestrator(
+        [
+            mmo.ModelConfig(
+                "openai", model_id(tokens), name="sim", base_url=base_url, api_key_env=KEY_ENV
+            )
+        ],
+        default_model="sim",
+        runlog=runlog,
+        cache=False,
+        max_concurrency_per_provider=concurrency,
+    )
+
+    async def call() -> str:
+        return (await orc.acomplete(MESSAGES[0]["content"])).content
+
+    return call, orc
+
+
+def mmo_client(base_url: str, tokens: int) -> Call:
+    import mmo_magic as mmo
+    from mmo_magic.clients import make_client
+    from mmo_magic.types import CompletionRequest, Message
+
+    client = make_client(
+        mmo.ModelConfig("openai", model_id(tokens), base_url=base_url, api_key_env=KEY_ENV)
+    )
+    request = CompletionRequest(messages=(Message("user", MESSAGES[0]["content"]),))
+
+    async def call() -> str:
+        return "".join([item async for item in client.stream(request) if isinstance(item, str)])
+
+    return call
+
+
+def litellm_router(base_url: str, tokens: int) -> Call:
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    router = litellm.Router(
+        model_list=[
+            {
+                "model_name": "sim",
+                "litellm_params": {
+                    "model": f"openai/{model_id(tokens)}",
+                    "api_base": base_url,
+                    "api_key": os.environ[KEY_ENV],
+                },
+            }
+        ],
+        num_retries=0,
+    )
+
+    async def call() -> str:
+        response = await router.acompletion(model="sim", messages=MESSAGES, stream=True)
+        parts = [c.choices[0].delta.content or "" async for c in response if c.choices]  # type: ignore[union-attr]
+        return "".join(parts)
+
+    return call
+
+
+async def per_call(calls: dict[str, Call], rounds: int, warmup: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(warmup + rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            text = await call()
+            elapsed = time.perf_counter() - start
+            if not text:
+                raise RuntimeError(f"{name} returned no text")
+            if i >= warmup:
+                times[name].append(elapsed * 1000)
+    return times
+
+
+async def run_throughput(call: Call, requests: int, concurrency: int) -> float:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            await call()
+
+    await asyncio.gather(*(one() for _ in range(min(200, requests))))  # warm-up: open connections
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(requests)))
+    return requests / (time.perf_counter() - start)
+
+
+def throughput_worker(which: str, base_url: str, args: argparse.Namespace) -> None:
+    """One throughput run in this (fresh) process; prints one JSON line."""
+    before = rss_mb("VmRSS")
+    with tempfile.TemporaryDirectory() as tmp:
+        if which == "raw":
+            call, _ = raw_sdk(base_url, args.tokens)
+            rate = asyncio.run(run_throughput(call, args.requests, args.concurrency))
+            records = None
+        else:
+            call, orc = orchestrator(base_url, args.tokens, args.concurrency, f"{tmp}/runs.sqlite3")
+            rate = asyncio.run(run_throughput(call, args.requests, args.concurrency))
+            records = len(orc.runs)
+            orc.close()
+    print(
+        json.dumps(
+            {
+                "rate": rate,
+                "peak_rss_mb": rss_mb("VmHWM"),
+                "start_rss_mb": before,
+                "records": records,
+            }
+        )
+    )
+
+
+def rss_mb(field: str) -> float:
+    """This process's resident set (VmRSS) or its peak (VmHWM), in MB.
+
+    Not ru_maxrss: Linux carries that over from the parent across fork and exec.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=400, help="timed calls per client")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--throughput-worker", choices=["raw", "mmo"], help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.throughput_worker:
+        throughput_worker(args.throughput_worker, args.base_url, args)
+        return
+
+    with sim_process() as base_url, tempfile.TemporaryDirectory() as tmp:
+        streamed, whole = raw_sdk(base_url, args.tokens)
+        mmo_call, orc = orchestrator(base_url, args.tokens, 8, str(Path(tmp) / "runs.sqlite3"))
+        calls: dict[str, Call] = {
+            "raw AsyncOpenAI (stream)": streamed,
+            "Orchestrator.acomplete": mmo_call,
+            "mmo_magic OpenAIClient alone": mmo_client(base_url, args.tokens),
+        }
+        if not args.skip_litellm:
+            calls["LiteLLM Router.acompletion (stream)"] = litellm_router(base_url, args.tokens)
+        calls["raw AsyncOpenAI (no stream, reference)"] = whole
+        times = asyncio.run(per_call(calls, args.calls, args.warmup))
+        orc.close()
+
+        base = times["raw AsyncOpenAI (stream)"]
+        rows = []
+        for name, values in times.items():
+            rows.append(
+                {
+                    "client": name,
+                    "median_ms": median(values),
+                    "p99_ms": percentile(values, 99),
+                    "added_median_ms": median(values) - median(base),
+                    "added_p99_ms": percentile(values, 99) - percentile(base, 99),
+                }
+            )
+        print_table(
+            f"Per call: {args.calls} calls each, {args.tokens} tokens streamed,"
+            " simulated provider at zero latency",
+            ("client", "median ms", "p99 ms", "added median ms", "added p99 ms"),
+            [tuple(r.values()) for r in rows],
+        )
+
+        workers = {}
+        for which in ("raw", "mmo"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--throughput-worker",
+                    which,
+                    "--base-url",
+                    base_url,
+                    "--requests",
+                    str(args.requests),
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--tokens",
+                    str(args.tokens),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            workers[which] = json.loads(out.stdout.strip().splitlines()[-1])
+        ratio = workers["mmo"]["rate"] / workers["raw"]["rate"]
+        print_table(
+            f"Throughput: {args.requests:,} requests, {args.concurrency} in flight,"
+            " each client in its own process",
+            ("client", "requests/s", "peak RSS MB", "RSS at start MB", "run records"),
+            [
+                (
+                    "raw AsyncOpenAI (stream)",
+                    workers["raw"]["rate"],
+                    workers["raw"]["peak_rss_mb"],
+                    workers["raw"]["start_rss_mb"],
+                    "-",
+                ),
+                (
+                    "Orchestrator.acomplete",
+                    workers["mmo"]["rate"],
+                    workers["mmo"]["peak_rss_mb"],
+                    workers["mmo"]["start_rss_mb"],
+                    workers["mmo"]["records"],
+                ),
+            ],
+        )
+
+    by_name = {r["client"]: r for r in rows}
+    ours = by_name["Orchestrator.acomplete"]
+    transport = by_name["mmo_magic OpenAIClient alone"]
+    layer = ours["median_ms"] - transport["median_ms"]
+    checks = [
+        Check(
+            "added latency vs raw SDK, median",
+            ours["added_median_ms"],
+            "ms",
+            "<= 1 ms",
+            ours["added_median_ms"] <= 1.0,
+        ),
+        Check("added latency vs raw SDK, p99", ours["added_p99_ms"], "ms", "", None),
+        Check(
+            "orchestration layer alone, median",
+            layer,
+            "ms",
+            "",
+            None,
+            "orchestrator minus its own client",
+        ),
+    ]
+    lite = next((r for r in rows if r["client"].startswith("LiteLLM")), None)
+    if lite:
+        # Floored at 1 µs: on a noisy run our difference can come out at or below zero.
+        ours_added = max(ours["added_median_ms"], layer, 0.001)
+        factor = lite["added_median_ms"] / ours_added
+        checks.append(
+            Check(
+                "LiteLLM Router overhead / ours (median)",
+                factor,
+                "x",
+                ">= 5x",
+                factor >= 5,
+                f"LiteLLM adds {lite['added_median_ms']:.2f} ms, we {ours_added:.2f} ms",
+            )
+        )
+    checks.append(
+        Check(
+            "throughput, orchestrator / raw SDK",
+            ratio,
+            "",
+            ">= 0.8",
+            ratio >= 0.8,
+            f"{workers['mmo']['rate']:.0f} vs {workers['raw']['rate']:.0f} req/s",
+        )
+    )
+    checks.append(
+        Check(
+            "peak RSS at 100 in flight, orchestrator",
+            workers["mmo"]["peak_rss_mb"],
+            "MB",
+            "",
+            None,
+            f"raw SDK {workers['raw']['peak_rss_mb']:.0f} MB",
+        )
+    )
+    print_checks(checks)
+    save("overhead", vars(args), [*rows, {"throughput": workers}], checks)
+
+
+if __name__ == "__main__":
+    main()
