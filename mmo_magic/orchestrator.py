@@ -238,7 +238,12 @@ class Orchestrator:
         return await self._loop.arun(self._complete(prompt, call))
 
     def stream(self, prompt: Prompt, model: str | None = None, **options: Any) -> CompletionStream:
-        """Iterate over the answer's text as it arrives; ``.response`` holds the rest at the end."""
+        """Iterate over the answer's text as it arrives; ``.response`` holds the rest at the end.
+
+        Failures before the first text are retried and fail over as in
+        ``complete``; a failure after text has been yielded is raised, since
+        a retry would repeat text the caller already has.
+        """
         return CompletionStream(self, prompt, model, options)
 
     def astream(
@@ -401,7 +406,9 @@ class Orchestrator:
                 step = next_step(error)
                 if step in (Next.RETRY, Next.FAILOVER) and isinstance(error, ProviderError):
                     self.breaker.record_failure(config.name)
-                if step is Next.STOP:
+                if step is Next.STOP or (call.kind == "stream" and response.content):
+                    # A stream's caller has shown the text so far and cannot take it back:
+                    # a retry or fallback would append a second answer to the first.
                     raise error
                 if step is Next.RETRY and retries < config.max_retries:
                     assert isinstance(error, ProviderError)

@@ -191,3 +191,28 @@ def test_cancelled_call_is_not_retried(orc, sim):
         orc.complete("wait", model=name)
     assert sim.request_count() == 1  # neither retried nor failed over
     assert orc.runs.records()[-1].status == "cancelled"
+
+
+def test_a_stream_that_breaks_after_text_is_not_restarted(orc, sim):
+    """Text already yielded cannot be taken back: no retry or fallback appends a second answer."""
+    broken = "sim-echo?fault=cut&cut_after=3"
+    primary = model(orc, broken, base="an", max_retries=2, fallbacks=("oa",))
+    stream = orc.stream("one two three four five", model=primary)
+    seen: list[str] = []
+    with pytest.raises(mmo.StreamError):
+        for text in stream:
+            seen.append(text)
+    assert "".join(seen) == "one two three"
+    assert sim.request_count(broken) == 1 and sim.request_count("sim-fast") == 0
+    assert [r.status for r in orc.runs.records()] == ["error"]
+    # The same failure with nothing shown yet still fails over; so does complete().
+    r = orc.complete("one two three four five", model=primary)
+    assert r.ok and r.model == "oa" and sim.request_count(broken) == 4
+
+
+def test_a_stream_failing_before_its_first_text_still_fails_over(orc, sim):
+    primary = model(orc, "sim-fast?fail=503", max_retries=0, fallbacks=("an",))
+    stream = orc.stream("hello", model=primary)
+    text = "".join(stream)
+    assert stream.response is not None and stream.response.model == "an"
+    assert text == stream.response.content
