@@ -18,8 +18,9 @@ and reads it to the end, so all do the same work on the wire:
 - LiteLLM ``Router.acompletion(stream=True)`` with one deployment;
 - for reference, the raw SDK without streaming.
 
-Part 1, per call: the clients take turns call by call (so drifts in the
-machine's speed hit all alike), after a warm-up. "Added" is a client's
+Part 1, per call: the clients take turns call by call, in a new random
+order each round (so drifts in the machine's speed, and the garbage one
+client leaves for the next to collect, hit all alike), after a warm-up. "Added" is a client's
 median (and p99) minus the raw SDK's. mmo_magic's client reads the SDK's raw
 SSE lines instead of building a pydantic object per chunk, so it can be
 faster than the raw SDK; the LiteLLM comparison therefore sets LiteLLM's
@@ -38,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -149,8 +151,13 @@ def litellm_router(base_url: str, tokens: int) -> Call:
 
 async def per_call(calls: dict[str, Call], rounds: int, warmup: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls.items())
+    shuffle = random.Random(7).shuffle
     for i in range(warmup + rounds):
-        for name, call in calls.items():
+        # A new order each round: whoever follows the allocation-heavy raw SDK
+        # call pays for its garbage collection, so no client may always follow it.
+        shuffle(order)
+        for name, call in order:
             start = time.perf_counter()
             text = await call()
             elapsed = time.perf_counter() - start
