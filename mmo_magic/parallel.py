@@ -101,6 +101,19 @@ class ConsensusResult:
         return f"{table}<p>{html.escape(self.reason)}</p>"
 
 
+# Loop turns a just-started call gets before the next one starts, enough for
+# its request to be written (measured: 5 sufficed). Started all at once, the
+# calls' set-ups (~2-3 ms of CPU each) interleave and every request, the
+# first-listed model's too, reaches the wire late: four models added ~9 ms to
+# the winner's time to first token.
+_SEND_TURNS = 8
+
+
+async def _let_it_send() -> None:
+    for _ in range(_SEND_TURNS):
+        await asyncio.sleep(0)
+
+
 async def race(
     orc: Orchestrator,
     prompt: Prompt,
@@ -139,6 +152,7 @@ async def race(
     for _ in models if hedge_ms is None else models[:1]:
         start(started)
         started += 1
+        await _let_it_send()
     winner: CompletionResponse | None = None
     try:
         while running and winner is None:
