@@ -67,8 +67,9 @@ def main() -> None:
         if done.returncode != 0:
             failed.append(name)
 
+    # Every saved result, so that re-running one benchmark (--only) keeps the others' lines.
     summary = []
-    for name in chosen:
+    for name in [*BENCHMARKS, "embedded"]:
         path = RESULTS / f"{name}.json"
         if name not in failed and path.exists():
             summary.extend(
