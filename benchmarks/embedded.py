@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _common import Check, save
+
 import mmo_magic as mmo
 from mmo_magic.clients import embedded
 
@@ -191,6 +193,23 @@ def main() -> None:
     )
     if retokenized:
         print("* answered differently from the clean context; tokens counted by tokenizing")
+    overhead = (fresh_rate - mmo_rate) / fresh_rate * 100
+    checks = [
+        Check("embedded: tokens/s through mmo_magic", mmo_rate, "tokens/s", "", None,
+              f"llama-cpp-python alone {fresh_rate:.1f} on the same clean-context work"),
+        Check("embedded: mmo_magic's cost in tokens/s", overhead, "%", "", None,
+              f"{(plain_rate - mmo_rate) / plain_rate * 100:+.1f}% vs reusing the prompt prefix"),
+    ]  # fmt: skip
+    rows = [
+        {
+            "path": name,
+            "tokens_per_s": medians[name],
+            "ms_per_call": statistics.median(per_call[name]),
+            "ttft_ms": statistics.median(ttfts[name]),
+        }
+        for name in paths
+    ]
+    save("embedded", vars(args), rows, checks)
 
 
 if __name__ == "__main__":
