@@ -5,7 +5,8 @@ into it at the client boundary (``raise ... from exc``)::
 
     MMOError
     ├── ConfigError              bad mmo.toml, wrong types, bad arguments
-    │   └── UnknownModelError    a model name nobody knows (suggests close names)
+    │   ├── UnknownModelError    a model name nobody knows (suggests close names)
+    │   └── NoModelAvailableError  a router found no model it may use (no key, no local model)
     ├── InvalidRequestError      an empty prompt, a bad parameter value
     ├── MissingAPIKeyError       the key's environment variable is unset
     ├── ProviderError            the provider answered with an error, or never answered
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidRequestError",
     "MMOError",
     "MissingAPIKeyError",
+    "NoModelAvailableError",
     "ProviderError",
     "StreamError",
     "TemplateError",
@@ -70,6 +72,10 @@ class UnknownModelError(ConfigError):
             else "List the known models with Orchestrator.models() or %mmo_models."
         )
         super().__init__(f"Unknown model {name!r}.", hint=hint)
+
+
+class NoModelAvailableError(ConfigError):
+    """A router had no model to choose: none has its key set, none is local or simulated."""
 
 
 class InvalidRequestError(MMOError):

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import BudgetExceededError, ConfigError, UnknownModelError
+from .errors import BudgetExceededError, ConfigError, NoModelAvailableError, UnknownModelError
 from .models import Catalogue, ModelConfig
 from .tokens import count_message_tokens, encoding_name_for
 from .types import CompletionRequest, Message
@@ -314,10 +314,10 @@ def _cheapest(catalogue: Catalogue, trail: _Trail, min_tier: int = 1) -> ModelCo
     return next((m for m in _by_price(catalogue, min_tier) if trail.fits(m) is None), None)
 
 
-def _nothing_available(catalogue: Catalogue) -> ConfigError:
+def _nothing_available(catalogue: Catalogue) -> NoModelAvailableError:
     missing = sorted({m.unavailable_reason for m in catalogue if m.unavailable_reason})
     detail = f" ({', '.join(missing)})" if missing else ""
-    return ConfigError(
+    return NoModelAvailableError(
         f"No model is available to route to{detail}.",
         hint="Set a provider key (e.g. OPENAI_API_KEY) or add a local or sim model.",
     )

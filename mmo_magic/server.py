@@ -64,6 +64,7 @@ from .errors import (
     InvalidRequestError,
     MissingAPIKeyError,
     MMOError,
+    NoModelAvailableError,
     ProviderError,
     StreamError,
     UnknownModelError,
@@ -313,7 +314,7 @@ def _classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
     """(HTTP status, OpenAI error type, code, param) for an orchestrator error."""
     if isinstance(exc, UnknownModelError):
         return 404, "invalid_request_error", "model_not_found", "model"
-    if isinstance(exc, MissingAPIKeyError):
+    if isinstance(exc, MissingAPIKeyError | NoModelAvailableError):
         return 503, "service_unavailable", "model_unavailable", "model"
     if isinstance(exc, BudgetExceededError):
         return 402, "insufficient_quota", "budget_exceeded", None

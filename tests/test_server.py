@@ -328,6 +328,19 @@ async def test_a_keyless_server_serves_loopback_clients_only(sim_server, keys):
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "loopback_only"
 
 
+def test_a_router_with_no_usable_model_is_a_503_naming_the_missing_key():
+    keyless = mmo.ModelConfig("openai", "gpt-4o-mini", api_key_env="MMO_TEST_UNSET_KEY")
+    with (
+        mmo.Orchestrator([keyless], runlog=":memory:", cache=False) as orc,
+        serving(create_app(orc, keys=[])) as url,
+    ):
+        out = httpx.post(f"{url}/v1/chat/completions", json=chat("auto"))
+    assert out.status_code == 503, out.text
+    error = out.json()["error"]
+    assert error["type"] == "service_unavailable"
+    assert "No model is available" in error["message"] and "MMO_TEST_UNSET_KEY" in error["message"]
+
+
 def test_cors_is_off_unless_origins_are_configured(sim_server, keys):
     preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
     with mmo.Orchestrator(sim_models(sim_server), runlog=":memory:", cache=False) as orc:
