@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable
 
-__all__ = ["read_key", "redact", "redactor", "register_key_env"]
+__all__ = ["read_key", "redact", "redactor", "register_key_env", "register_secret"]
 
 # Variables whose values are secrets even if no model names them.
 _SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.IGNORECASE)
@@ -19,11 +19,19 @@ _SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.IGNORECASE)
 _KEY_SHAPE = re.compile(r"\b(sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{12,})")
 _MIN_SECRET_LEN = 8
 _key_envs: set[str] = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+# Secrets that are no variable's whole value (one key of a comma-separated list).
+_values: set[str] = set()
 
 
 def register_key_env(name: str) -> None:
     """Treat the value of environment variable ``name`` as a secret from now on."""
     _key_envs.add(name)
+
+
+def register_secret(value: str) -> None:
+    """Treat ``value`` itself as a secret from now on (for keys not held whole in a variable)."""
+    if len(value) >= _MIN_SECRET_LEN:
+        _values.add(value)
 
 
 def read_key(env_var: str | None) -> str | None:
@@ -46,6 +54,7 @@ def _secret_values() -> list[str]:
         names = frozenset(n for n in os.environ if _SECRET_NAME.search(n))
         _secret_names = (len(os.environ), names)
     values = [v for n in names | _key_envs if len(v := os.environ.get(n, "")) >= _MIN_SECRET_LEN]
+    values.extend(_values)
     # Longest first so a key that contains another is removed whole.
     return sorted(values, key=len, reverse=True)
 

@@ -72,7 +72,7 @@ from .errors import (
 from .orchestrator import AUTO, Orchestrator
 from .routing import ROUTERS, ModelRouter, Router, RoutingRule, TaskRouter
 from .runlog import new_id
-from .secrets import redact
+from .secrets import redact, register_secret
 from .types import CompletionResponse
 
 __all__ = ["create_app", "main"]
@@ -771,6 +771,8 @@ def create_app(
     owned = orchestrator is None
     orc = orchestrator if orchestrator is not None else Orchestrator.from_config()
     client_keys = tuple(keys) if keys is not None else _client_keys(settings)
+    for key in client_keys:  # MMO_SERVER_KEYS holds several: redact each, not just the list
+        register_secret(key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

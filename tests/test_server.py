@@ -668,3 +668,13 @@ def test_mmo_serve_answers_and_finishes_in_flight_requests_on_shutdown(sim_serve
     with mmo.RunLog(runlog) as log:
         (record,) = log.records()
     assert (record.model, record.status, record.step) == ("slow", "ok", "service")
+
+
+def test_each_client_key_is_redacted_like_a_provider_key(sim_server, keys):
+    from mmo_magic.secrets import redact
+
+    client_keys = ["client-key-one-1234567", "client-key-two-7654321"]
+    with mmo.Orchestrator(sim_models(sim_server), runlog=":memory:", cache=False) as orc:
+        create_app(orc, keys=client_keys)
+    # A comma-separated list is no variable's whole value: each key is known on its own.
+    assert redact(f"sent {client_keys[1]} by mistake") == "sent *** by mistake"
