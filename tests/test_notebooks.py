@@ -56,3 +56,20 @@ def test_race_and_judges_notebook_saves_its_widget_state(tmp_path):
     assert any("<b>sim-slow</b>" in v and "cancelled" in v for v in values)
     votes = [v for v in values if "votes" in v]
     assert votes and "winner: geographer" in votes[0]
+
+
+@pytest.mark.timeout(300)
+def test_readme_main_job_python_m_mmo_magic_demo(tmp_path):
+    """README's first command ends in `python -m mmo_magic demo`: it runs and reports each cell."""
+    import subprocess
+    import sys
+
+    saved = tmp_path / "quickstart-run.ipynb"
+    done = subprocess.run(
+        [sys.executable, "-m", "mmo_magic", "demo", "--save", str(saved)],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("In  │") >= 6 and "UnknownModelError" in done.stdout
+    executed = nbformat.read(saved, as_version=4)
+    assert all(c.get("outputs") for c in executed.cells if c.cell_type == "code")
