@@ -5,9 +5,9 @@ pipeline step — becomes one ``RunRecord``. ``RunLog`` writes it to SQLite,
 so the log survives a kernel restart, and turns it into a typed pandas
 DataFrame or a CSV / Parquet / JSONL file for analysis.
 
-Writes are group commits: ``add`` queues the record and wakes a writer
-thread, which waits ~20 ms for more, then writes everything queued in one
-transaction. A record is on disk about 20 ms after its call ends; a busy log
+Writes are group commits: ``add`` queues the record and wakes the writer
+thread (one for every log of the process), which waits ~20 ms for more, then
+writes each log's queue in one transaction. A record is on disk about 20 ms after its call ends; a busy log
 batches. Every read first writes what is queued, and so do ``close`` and
 interpreter exit. One commit per record, on the caller's thread, capped the
 log at ~4,000 records/s and put a disk write on every model call's path.
@@ -294,8 +294,6 @@ class RunLog:
         self._lock = threading.Lock()  # the connection; held while a batch is taken and written
         self._queue_lock = threading.Lock()  # _queued
         self._queued: list[RunRecord] = []
-        self._wake = threading.Event()
-        self._writer: threading.Thread | None = None
         self.closed = False
         # isolation_level=None: we open each batch's transaction ourselves,
         # and migrations manage their own.
@@ -312,8 +310,7 @@ class RunLog:
         except BaseException:
             self._conn.close()
             raise
-        # At exit, write what is queued; a weak reference, so the log can still be collected.
-        atexit.register(_write_at_exit, weakref.ref(self))
+        _writer.watch(self)
 
     def __repr__(self) -> str:
         return f"RunLog({self.path!r})"
@@ -328,15 +325,7 @@ class RunLog:
         """Store ``record`` (its free text redacted). Re-adding a run_id replaces it."""
         with self._queue_lock:
             self._queued.append(record)
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=_write_in_background,
-                    args=(weakref.ref(self), self._wake),
-                    name="mmo-magic-runlog",
-                    daemon=True,
-                )
-                self._writer.start()
-        self._wake.set()
+        _writer.wake()
 
     def flush(self) -> None:
         """Write every queued record now (reads do this themselves)."""
@@ -486,39 +475,59 @@ class RunLog:
         with self._lock:
             self._conn.close()
             self.closed = True
-        self._wake.set()  # lets the writer thread end
 
 
-def _write_at_exit(log_ref: weakref.ref[RunLog]) -> None:
-    log = log_ref()
-    if log is not None:
-        log._write_queued_safely()
+class _Writer:
+    """One daemon thread that writes every open log's queue, and the exit hook.
 
+    Woken by ``add``, it waits ``GATHER_S`` for more records, then writes each
+    log's queue in one transaction: a commit per call cost the caller's thread
+    ~0.3 ms of GIL contention. Logs are held weakly, so an unclosed log can
+    still be collected.
+    """
 
-_GATHER_S = 0.02
+    GATHER_S = 0.02
 
+    def __init__(self) -> None:
+        self._logs: weakref.WeakSet[RunLog] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._woken = threading.Event()
+        self._thread: threading.Thread | None = None
+        atexit.register(self.write_all)
 
-def _write_in_background(log_ref: weakref.ref[RunLog], wake: threading.Event) -> None:
-    """The writer thread: write what is queued whenever woken, until the log is gone."""
-    while True:
-        # The timeout lets the thread notice a log that was collected without close().
-        woken = wake.wait(timeout=5.0)
-        log = log_ref()
-        if log is None or log.closed:
-            return
-        if woken:
-            # Gather what arrives in the next moment into the same transaction: a
-            # commit per call cost the caller's thread ~0.3 ms of GIL contention.
-            time.sleep(_GATHER_S)
-            wake.clear()
+    def watch(self, log: RunLog) -> None:
+        with self._lock:
+            self._logs.add(log)
+
+    def wake(self) -> None:
+        if self._thread is None or not self._thread.is_alive():  # none yet, or lost to a fork
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, name="mmo-magic-runlog", daemon=True
+                    )
+                    self._thread.start()
+        self._woken.set()
+
+    def _run(self) -> None:
+        while True:
+            self._woken.wait()
+            time.sleep(self.GATHER_S)
+            self._woken.clear()
+            self.write_all()
+
+    def write_all(self) -> None:
+        with self._lock:
+            logs = [log for log in self._logs if not log.closed]
+        for log in logs:
             try:
-                log.flush()
-            except sqlite3.ProgrammingError:  # closed
-                return
+                log._write_queued_safely()
             except sqlite3.Error as exc:  # kept queued; the next add or read tries again
                 message = f"mmo_magic could not write the run log {log.path}: {exc}"
                 warnings.warn(message, stacklevel=1)
-        del log
+
+
+_writer = _Writer()
 
 
 def _json_dict(record: RunRecord) -> dict[str, Any]:
