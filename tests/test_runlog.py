@@ -460,3 +460,14 @@ def test_ids_are_unique_hex_and_differ_in_a_forked_child() -> None:
     os.close(read)
     os.close(write)
     assert child[:20] != ids[0][:20] and child not in ids
+
+
+def test_one_writer_thread_serves_every_log() -> None:
+    logs = [RunLog(":memory:") for _ in range(20)]
+    for i, log in enumerate(logs):
+        log.add(make(i))
+    writers = [t for t in threading.enumerate() if t.name == "mmo-magic-runlog"]
+    assert len(writers) == 1
+    assert [len(log) for log in logs] == [1] * 20
+    for log in logs:
+        log.close()
