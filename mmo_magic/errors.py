@@ -129,15 +129,20 @@ class StreamError(ProviderError):
 
 
 class AllModelsFailedError(MMOError):
-    """Every model tried for one call failed; ``attempts`` holds each try."""
+    """Every model tried for one call failed; ``attempts`` holds each try.
 
-    def __init__(self, attempts: Sequence[Attempt]) -> None:
+    ``errors`` holds the error of each failed attempt when the caller had them
+    (a service maps "every model was rate limited" to 429 from them).
+    """
+
+    def __init__(self, attempts: Sequence[Attempt], errors: Sequence[MMOError] = ()) -> None:
         tried = "; ".join(f"{a.model}: {a.error or a.status}" for a in attempts)
         super().__init__(
             f"All {len(attempts)} attempts failed ({tried}).",
             hint="See the run log (orc.runs.to_dataframe()) for every attempt.",
         )
         self.attempts = list(attempts)
+        self.errors = list(errors)
 
 
 class BudgetExceededError(MMOError):

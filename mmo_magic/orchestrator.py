@@ -422,7 +422,7 @@ class Orchestrator:
                 break
         if len({a.model for a in attempts}) <= 1 and errors:
             raise errors[-1]  # one model: its own error says more than a summary
-        raise AllModelsFailedError(attempts) from (errors[-1] if errors else None)
+        raise AllModelsFailedError(attempts, errors) from (errors[-1] if errors else None)
 
     async def _try(
         self, config: ModelConfig, request: CompletionRequest, record: RunRecord, call: _Call

@@ -331,6 +331,8 @@ def _classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
     if isinstance(exc, AllModelsFailedError):
         if exc.attempts and all(a.status == "timeout" for a in exc.attempts):
             return 504, "timeout", "timeout", None
+        if exc.errors and all(getattr(e, "status", None) == 429 for e in exc.errors):
+            return 429, "rate_limit_error", "rate_limit_exceeded", None  # every model said so
         return 502, "upstream_error", "all_models_failed", None
     return 500, "server_error", None, None
 

@@ -444,6 +444,15 @@ async def test_unknown_models_get_404_with_suggestions(service):
         await service.sdk().chat.completions.create(model="gpt-locl", messages=USER)
 
 
+def test_every_model_rate_limited_is_a_429(service, sim):
+    backup = service.model("sim-fast?fail=429&retry_after=0", base="an", max_retries=0)
+    first = service.model("sim-fast?fail=429&retry_after=0", max_retries=0, fallbacks=(backup,))
+    out = service.post("/v1/complete", {"prompt": "hi", "model": first})
+    assert out.status_code == 429, out.text
+    assert out.json()["error"]["type"] == "rate_limit_error"
+    assert sim.request_count("sim-fast?fail=429&retry_after=0") == 2  # both were tried
+
+
 async def test_an_outage_fails_over_to_the_fallback_model(service, sim):
     backup = service.model("sim-echo", base="an")
     down = service.model("sim-fast?fail=503", fallbacks=(backup,))
@@ -507,6 +516,13 @@ def test_provider_failures_map_to_their_status(service, model_id, fields, status
         (mmo.BudgetExceededError("over budget"), 402),
         (mmo.AllModelsFailedError([mmo.Attempt("a", "sim", "timeout")]), 504),
         (mmo.AllModelsFailedError([mmo.Attempt("a", "sim", "error", "HTTP 500")]), 502),
+        (
+            mmo.AllModelsFailedError(
+                [mmo.Attempt("a", "sim", "error"), mmo.Attempt("b", "sim", "error")],
+                [mmo.ProviderError("slow down", provider="sim", model=m, status=429) for m in "ab"],
+            ),
+            429,
+        ),
         (mmo.StreamError("cut", provider="sim", model="a", retryable=True), 502),
         (mmo.MMOError("something else"), 500),
     ],
