@@ -7,10 +7,11 @@ DataFrame or a CSV / Parquet / JSONL file for analysis.
 
 Writes are group commits: ``add`` queues the record and wakes the writer
 thread (one for every log of the process), which waits ~20 ms for more, then
-writes each log's queue in one transaction. A record is on disk about 20 ms after its call ends; a busy log
-batches. Every read first writes what is queued, and so do ``close`` and
-interpreter exit. One commit per record, on the caller's thread, capped the
-log at ~4,000 records/s and put a disk write on every model call's path.
+writes each log's queue in one transaction. A record is on disk about 20 ms
+after its call ends; a busy log batches. Every read first writes what is
+queued, and so do ``close`` and interpreter exit. One commit per record, on
+the caller's thread, capped the log at ~4,000 records/s and put a disk write
+on every model call's path.
 
 The schema is versioned: ``MIGRATIONS`` is an append-only list of SQL
 statement groups and ``PRAGMA user_version`` holds how many have run.
