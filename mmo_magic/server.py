@@ -66,7 +66,6 @@ from .errors import (
     MMOError,
     NoModelAvailableError,
     ProviderError,
-    StreamError,
     UnknownModelError,
 )
 from .orchestrator import AUTO, Orchestrator
@@ -559,52 +558,34 @@ async def _unless_disconnected(request: Request, call: Awaitable[T]) -> T:
 
 _DONE = object()
 OnText = Callable[[str], None]
-OnFinish = Callable[[CompletionResponse], None]
 
 
 class _Relay:
-    """One orchestrator call's text deltas and attempt outcomes, on the server's loop.
+    """One orchestrator call's text deltas, on the server's loop.
 
-    The orchestrator calls back on its own loop thread; items cross over with
-    ``call_soon_threadsafe``, in order, and ``_DONE`` follows the last one.
+    The orchestrator calls back on its own loop thread; deltas cross over with
+    ``call_soon_threadsafe``, in order, and ``_DONE`` follows the last one. A
+    streamed call that breaks after text was sent is not retried (the
+    orchestrator's rule for ``kind="stream"``), so no text is ever sent twice.
     """
 
-    def __init__(
-        self, start: Callable[[OnText, OnFinish], Coroutine[Any, Any, CompletionResponse]]
-    ) -> None:
+    def __init__(self, start: Callable[[OnText], Coroutine[Any, Any, CompletionResponse]]) -> None:
         here = asyncio.get_running_loop()
         self._items: asyncio.Queue[Any] = asyncio.Queue()
 
         def put(item: Any) -> None:
             here.call_soon_threadsafe(self._items.put_nowait, item)
 
-        self.task = asyncio.ensure_future(start(put, put))
+        self.task = asyncio.ensure_future(start(put))
         self.task.add_done_callback(lambda _: self._items.put_nowait(_DONE))
-        self.sent_text = False
 
     async def next_text(self) -> str | None:
-        """The next delta, or None once the call has answered; raises its error.
-
-        An attempt that fails after text was sent ends the stream with a
-        StreamError: a retry or a fallback would send its answer after the
-        broken one, and the client cannot take text back.
-        """
-        while True:
-            item = await self._items.get()
-            if item is _DONE:
-                self.task.result()
-                return None
-            if isinstance(item, str):
-                self.sent_text = True
-                return item
-            if item.status != "ok" and self.sent_text:
-                self.cancel()
-                raise StreamError(
-                    f"the answer broke off ({item.error}); the text already sent is "
-                    "incomplete and was not retried, so that no text repeats",
-                    provider=item.provider,
-                    model=item.model,
-                )
+        """The next delta, or None once the call has answered; raises its error."""
+        item = await self._items.get()
+        if item is _DONE:
+            self.task.result()
+            return None
+        return str(item)
 
     def result(self) -> CompletionResponse:
         return self.task.result()
@@ -946,9 +927,7 @@ async def _start_stream(
 ) -> Response:
     """Stream the answer as SSE; a call failing before its first token gets a plain HTTP error."""
     relay = _Relay(
-        lambda on_text, on_finish: orc.acomplete(
-            messages, model, on_text=on_text, on_finish=on_finish, kind="stream", **options
-        )
+        lambda on_text: orc.acomplete(messages, model, on_text=on_text, kind="stream", **options)
     )
     try:
         first = await _unless_disconnected(request, relay.next_text())

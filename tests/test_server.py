@@ -472,17 +472,18 @@ async def test_an_outage_fails_over_to_the_fallback_model(service, sim):
     assert sim.request_count("sim-fast?fail=503") == 3
 
 
-async def test_a_stream_broken_after_text_ends_in_an_error_not_a_repeat(service):
+async def test_a_stream_broken_after_text_ends_in_an_error_not_a_repeat(service, sim):
     backup = service.model("sim-echo", base="an")
     broken = service.model("sim-echo?fault=cut&cut_after=3", fallbacks=(backup,))
     stream = await service.sdk().chat.completions.create(
         model=broken, messages=[{"role": "user", "content": "one two three four five"}], stream=True
     )
     text = ""
-    with pytest.raises(openai.APIError, match="broke off"):
+    with pytest.raises(openai.APIError, match="broke mid-stream"):
         async for chunk in stream:
             text += chunk.choices[0].delta.content or ""
     assert text == "one two three"  # what was sent stays sent; nothing is sent twice
+    assert sim.request_count("sim-echo") == 0  # the fallback was never asked
 
 
 @pytest.mark.parametrize(
