@@ -33,7 +33,6 @@ import sqlite3
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -295,7 +294,6 @@ class RunLog:
         self._lock = threading.Lock()  # the connection; held while a batch is taken and written
         self._queue_lock = threading.Lock()  # _queued
         self._queued: list[RunRecord] = []
-        self.closed = False
         # isolation_level=None: we open each batch's transaction ourselves,
         # and migrations manage their own.
         self._conn = sqlite3.connect(
@@ -311,7 +309,6 @@ class RunLog:
         except BaseException:
             self._conn.close()
             raise
-        _writer.watch(self)
 
     def __repr__(self) -> str:
         return f"RunLog({self.path!r})"
@@ -326,7 +323,7 @@ class RunLog:
         """Store ``record`` (its free text redacted). Re-adding a run_id replaces it."""
         with self._queue_lock:
             self._queued.append(record)
-        _writer.wake()
+        _writer.wake(self)
 
     def flush(self) -> None:
         """Write every queued record now (reads do this themselves)."""
@@ -475,39 +472,33 @@ class RunLog:
         self._write_queued_safely()
         with self._lock:
             self._conn.close()
-            self.closed = True
 
 
 class _Writer:
-    """One daemon thread that writes every open log's queue, and the exit hook.
+    """One daemon thread that writes the queue of every log with records waiting.
 
     Woken by ``add``, it waits ``GATHER_S`` for more records, then writes each
-    log's queue in one transaction: a commit per call cost the caller's thread
-    ~0.3 ms of GIL contention. Logs are held weakly, so an unclosed log can
-    still be collected.
+    waiting log's queue in one transaction: a commit per call cost the
+    caller's thread ~0.3 ms of GIL contention. At exit it writes what is left.
     """
 
     GATHER_S = 0.02
 
     def __init__(self) -> None:
-        self._logs: weakref.WeakSet[RunLog] = weakref.WeakSet()
+        self._waiting: set[RunLog] = set()
         self._lock = threading.Lock()
         self._woken = threading.Event()
         self._thread: threading.Thread | None = None
         atexit.register(self.write_all)
 
-    def watch(self, log: RunLog) -> None:
+    def wake(self, log: RunLog) -> None:
         with self._lock:
-            self._logs.add(log)
-
-    def wake(self) -> None:
-        if self._thread is None or not self._thread.is_alive():  # none yet, or lost to a fork
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(
-                        target=self._run, name="mmo-magic-runlog", daemon=True
-                    )
-                    self._thread.start()
+            self._waiting.add(log)
+            if self._thread is None or not self._thread.is_alive():  # none yet, or lost to a fork
+                self._thread = threading.Thread(
+                    target=self._run, name="mmo-magic-runlog", daemon=True
+                )
+                self._thread.start()
         self._woken.set()
 
     def _run(self) -> None:
@@ -519,7 +510,7 @@ class _Writer:
 
     def write_all(self) -> None:
         with self._lock:
-            logs = [log for log in self._logs if not log.closed]
+            logs, self._waiting = self._waiting, set()
         for log in logs:
             try:
                 log._write_queued_safely()
