@@ -168,6 +168,13 @@ def test_records_survive_reopen(tmp_path: Path) -> None:
         assert again.records() == sample()
 
 
+def prompts_after_child(code: str, path: Path) -> list[str]:
+    """Run ``code`` in a new interpreter (given the log's path), then read the log it left."""
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=ROOT)
+    with RunLog(path) as log:
+        return [r.prompt for r in log.records()]
+
+
 def test_add_reaches_disk_without_flush_or_close(tmp_path: Path) -> None:
     """The writer thread commits a record on its own: a kernel that dies later keeps it.
 
@@ -188,9 +195,7 @@ def test_add_reaches_disk_without_flush_or_close(tmp_path: Path) -> None:
         "    time.sleep(0.01)\n"
         "os._exit(0)\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=ROOT)
-    with RunLog(path) as log:
-        assert [r.prompt for r in log.records()] == ["crash"]
+    assert prompts_after_child(code, path) == ["crash"]
 
 
 def test_queued_records_are_written_at_exit(tmp_path: Path) -> None:
@@ -202,9 +207,7 @@ def test_queued_records_are_written_at_exit(tmp_path: Path) -> None:
         "for i in range(2000):\n"
         "    log.add(RunRecord(requested_model='m', status='ok', prompt=str(i)))\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=ROOT)
-    with RunLog(path) as log:
-        assert [r.prompt for r in log.records()] == [str(i) for i in range(2000)]
+    assert prompts_after_child(code, path) == [str(i) for i in range(2000)]
 
 
 def test_file_database_uses_wal(log: RunLog) -> None:
