@@ -109,8 +109,14 @@ def main() -> None:
     load_mmo = time.perf_counter() - start
     start = time.perf_counter()
     settings = {"n_threads": ours.n_threads, "n_threads_batch": ours.n_threads_batch}
-    plain: Any = llama_cpp.Llama(
-        model_path=str(path), n_ctx=ours.n_ctx(), seed=embedded.SEED, verbose=False, **settings
+    # With the same loading settings as mmo_magic (weight repacking off: see load_llama).
+    plain: Any = embedded.load_llama(
+        llama_cpp.Llama,
+        model_path=str(path),
+        n_ctx=ours.n_ctx(),
+        seed=embedded.SEED,
+        verbose=False,
+        **settings,
     )
     load_direct = time.perf_counter() - start
     # The clean-context path runs mmo_magic's own loaded model, so that the two differ

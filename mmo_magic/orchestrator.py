@@ -49,10 +49,21 @@ _DEFAULT_PREFERENCE = ("gpt-4o-mini", "claude-haiku-4-5", "smollm2", "sim-fast")
 
 
 def current_cell() -> int | None:
-    """The notebook execution count, when running under IPython (never imports it)."""
+    """The number the notebook shows beside the running cell, under IPython (never imports it).
+
+    ``shell.execution_count`` is the wrong source: IPython 9 increments it before
+    the cell runs and IPython 8 after, so it names this cell on one and the next
+    on the other. The cell's own ``ExecutionResult`` carries its number on both;
+    the display hook holds it while the cell's code runs. Between cells (a worker
+    thread a cell started, still going) it is the last cell that ran.
+    """
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    count = getattr(shell, "execution_count", None)
+    if shell is None:
+        return None
+    running = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    result = running if running is not None else getattr(shell, "last_execution_result", None)
+    count = getattr(result, "execution_count", None)
     return count if isinstance(count, int) else None
 
 

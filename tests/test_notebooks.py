@@ -73,3 +73,33 @@ def test_readme_main_job_python_m_mmo_magic_demo(tmp_path):
     assert done.stdout.count("In  │") >= 6 and "UnknownModelError" in done.stdout
     executed = nbformat.read(saved, as_version=4)
     assert all(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+
+
+@pytest.mark.timeout(180)
+def test_run_records_carry_the_number_shown_beside_their_cell(tmp_path):
+    """In a real kernel, each record's ``cell`` is the cell's execution count: sync, async, from a
+    worker thread the cell started, and before and after ``%load_ext mmo_magic``."""
+    from nbclient import NotebookClient
+
+    cells = {
+        "setup": "import threading\nimport mmo_magic as mmo\n"
+        "orc = mmo.Orchestrator(mmo.Orchestrator.from_config().catalogue, runlog=':memory:',"
+        " cache=False)",
+        "sync": "orc.complete('sync', model='sim-fast').status",
+        "async": "(await orc.acomplete('async', model='sim-fast')).status",
+        "thread": "t = threading.Thread(target=orc.complete, args=('thread',),"
+        " kwargs={'model': 'sim-fast'})\nt.start()\nt.join()",
+        "load": "%load_ext mmo_magic",
+        "after load_ext": "orc.complete('after load_ext', model='sim-fast').status",
+        "report": "print({r.prompt: r.cell for r in orc.runs.records()})",
+    }
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells.values()]
+    nb.cells.insert(2, nbformat.v4.new_code_cell("1 + 1"))  # numbers and positions part ways
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute(cwd=str(tmp_path))
+    count = {source: c.execution_count for source, c in zip(cells.values(), nb.cells[:2] +
+             nb.cells[3:], strict=True)}  # fmt: skip
+    recorded = eval(outputs(nb.cells[-1]))
+    expected = {name: count[cells[name]] for name in ("sync", "async", "thread", "after load_ext")}
+    assert recorded == expected
+    assert len(set(expected.values())) == 4

@@ -123,7 +123,8 @@ def _load_engine(path: Path) -> _Engine:
     with _engines_lock:
         engine = _engines.get(path)
         if engine is None:
-            llama = _llama_class()(
+            llama = load_llama(
+                _llama_class(),
                 model_path=str(path),
                 n_ctx=N_CTX,
                 n_threads=_threads(),
@@ -138,6 +139,36 @@ def _load_engine(path: Path) -> _Engine:
                 atexit.register(_close_engines)
             engine = _engines[path] = _Engine(llama, worker)
         return engine
+
+
+def load_llama(llama_class: type[Any], **params: Any) -> Any:
+    """Construct ``llama_class`` (a ``llama_cpp.Llama``) with weight repacking turned off.
+
+    llama.cpp moves weights into "extra buffer types" on CPUs that have them; on
+    CPUs with AMX (Sapphire Rapids and later) that path segfaults at the first
+    decode (ggml-org/llama.cpp#20824, measured here with llama-cpp-python 0.3.36).
+    Llama() has no argument for it, so the default parameters it starts from are
+    swapped for one construction. Older releases without the field are unaffected.
+    """
+    import llama_cpp.llama_cpp as native
+
+    default_params = native.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        model_params = default_params()
+        if hasattr(model_params, "use_extra_bufts"):
+            model_params.use_extra_bufts = False
+        return model_params
+
+    with _construction_lock:
+        native.llama_model_default_params = without_extra_buffers
+        try:
+            return llama_class(**params)
+        finally:
+            native.llama_model_default_params = default_params
+
+
+_construction_lock = threading.Lock()
 
 
 def _close_engines() -> None:
