@@ -36,7 +36,7 @@ from typing import Any
 from _common import Check, save
 
 import mmo_magic as mmo
-from mmo_magic.clients import embedded
+from mmo_magic.providers import embedded
 
 PROMPTS = [
     "What is the capital of France?",

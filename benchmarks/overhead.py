@@ -112,8 +112,8 @@ def orchestrator(base_url: str, tokens: int, concurrency: int, runlog: str) -> t
 
 def mmo_client(base_url: str, tokens: int) -> Call:
     import mmo_magic as mmo
-    from mmo_magic.clients import make_client
-    from mmo_magic.types import CompletionRequest, Message
+    from mmo_magic.core.completion import CompletionRequest, Message
+    from mmo_magic.providers import make_client
 
     client = make_client(
         mmo.ModelConfig("openai", model_id(tokens), base_url=base_url, api_key_env=KEY_ENV)
@@ -133,8 +133,8 @@ def instant_client_cost(tokens: int, calls: int = 3000) -> tuple[float, float]:
     the orchestrator's client table by hand: benchmarks may reach inside.
     """
     import mmo_magic as mmo
-    from mmo_magic.clients.base import ModelClient
-    from mmo_magic.types import StreamEnd
+    from mmo_magic.core.completion import StreamEnd
+    from mmo_magic.providers.base import ModelClient
 
     class Instant(ModelClient):
         async def stream(self, request: Any) -> Any:

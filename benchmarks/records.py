@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _common import Check, print_checks, print_table, save
 
-from mmo_magic.runlog import _COLUMNS, _INSERT, RunLog, RunRecord, _to_row
+from mmo_magic.storage.runlog import _COLUMNS, _INSERT, RunLog, RunRecord, _to_row
 
 MODELS = ["gpt-4o-mini", "claude-haiku-4-5", "smollm2", "gpt-4o"]
 STATUSES = ["ok"] * 17 + ["error", "timeout", "cancelled"]

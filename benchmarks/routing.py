@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 
 from _common import Check, print_checks, save
 
-from mmo_magic import routing
-from mmo_magic.catalogue import builtin_models
-from mmo_magic.models import Catalogue
-from mmo_magic.tokens import count_message_tokens
-from mmo_magic.types import CompletionRequest, Message
+from mmo_magic.core.catalogue import builtin_models
+from mmo_magic.core.completion import CompletionRequest, Message
+from mmo_magic.core.models import Catalogue
+from mmo_magic.core.pricing import count_message_tokens
+from mmo_magic.routing import routers as routing
 
 
 def measure(

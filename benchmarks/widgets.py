@@ -29,7 +29,7 @@ from _common import Check, median, print_checks, print_table, save, sim_process
 from comm.base_comm import BaseComm
 
 import mmo_magic as mmo
-from mmo_magic.widgets import RaceView, _Panel
+from mmo_magic.notebook.widgets import RaceView, _Panel
 
 KEY_ENV = "MMO_BENCH_SIM_KEY"
 os.environ.setdefault(KEY_ENV, "sim-benchmark-key")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .catalogue import PRICES_AS_OF
-from .errors import (
+from .core.catalogue import PRICES_AS_OF
+from .core.completion import Attempt, CompletionRequest, CompletionResponse, Message
+from .core.errors import (
     AllModelsFailedError,
     BudgetExceededError,
     ConfigError,
@@ -27,16 +28,15 @@ from .errors import (
     TemplateError,
     UnknownModelError,
 )
-from .models import Catalogue, ModelConfig
-from .orchestrator import CompletionStream, Orchestrator
-from .reliability import CircuitBreaker, RetryPolicy
-from .runlog import RunLog, RunRecord
-from .shared import get_orchestrator, use
-from .types import Attempt, CompletionRequest, CompletionResponse, Message
+from .core.models import Catalogue, ModelConfig
+from .orchestration.orchestrator import CompletionStream, Orchestrator
+from .orchestration.reliability import CircuitBreaker, RetryPolicy
+from .orchestration.session import get_orchestrator, use
+from .storage.runlog import RunLog, RunRecord
 
 if TYPE_CHECKING:
-    from .parallel import ConsensusResult, RaceResult
-    from .pipeline import Pipeline, PipelineResult, PipelineStep
+    from .orchestration.parallel import ConsensusResult, RaceResult
+    from .orchestration.pipeline import Pipeline, PipelineResult, PipelineStep
     from .routing import (
         ComplexityRouter,
         CostOptimizedRouter,
@@ -49,13 +49,14 @@ if TYPE_CHECKING:
         load_routing_prompts,
     )
 
-__version__ = "0.1.0"
+from . import _moved
+from .core import __version__
 
 # Loaded on first use: the routers compile their task patterns on import
 # (~90 ms); races, judges and pipelines are not needed by every session.
 _LAZY = {
-    **dict.fromkeys(("ConsensusResult", "RaceResult"), "parallel"),
-    **dict.fromkeys(("Pipeline", "PipelineResult", "PipelineStep"), "pipeline"),
+    **dict.fromkeys(("ConsensusResult", "RaceResult"), "orchestration.parallel"),
+    **dict.fromkeys(("Pipeline", "PipelineResult", "PipelineStep"), "orchestration.pipeline"),
     **dict.fromkeys(
         (
             "ComplexityRouter",
@@ -74,13 +75,20 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
+    if (
+        name in _moved.MOVED_MODULES
+    ):  # mmo.pipeline.research_pipeline and the other old module paths
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'mmo_magic' has no attribute {name!r}")
+
+
+_moved.install_moved_module_finder()
 
 
 def __dir__() -> list[str]:
@@ -136,13 +144,13 @@ __all__ = [
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext mmo_magic``: register the magics (IPython is imported only now)."""
-    from .magics import load
+    from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: object) -> None:
     """``%unload_ext mmo_magic``: remove every magic and setting this extension added."""
-    from .magics import unload
+    from .notebook.magics import unload
 
     unload(ipython)

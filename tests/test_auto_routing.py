@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mmo_magic as mmo
-from mmo_magic.clients.sim import shared_sim_server
+from mmo_magic.providers.sim import shared_sim_server
 
 CODE_PROMPT = "Write a Python function that reverses a linked list, with type hints."
 

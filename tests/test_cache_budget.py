@@ -6,8 +6,8 @@ import pytest
 from conftest import PRICE_IN, PRICE_OUT, sim_models
 
 import mmo_magic as mmo
-from mmo_magic.cache import CachedAnswer, CacheWarning, ResponseCache
-from mmo_magic.tokens import count_message_tokens
+from mmo_magic.core.pricing import count_message_tokens
+from mmo_magic.storage.cache import CachedAnswer, CacheWarning, ResponseCache
 
 
 @pytest.fixture

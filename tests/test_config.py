@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mmo_magic as mmo
-from mmo_magic.catalogue import builtin_models
+from mmo_magic.core.catalogue import builtin_models
 
 
 def write(path: Path, text: str) -> Path:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 import mmo_magic as mmo
-from mmo_magic.clients import embedded
-from mmo_magic.clients.embedded import EmbeddedClient, missing_reason, model_path
-from mmo_magic.types import CompletionRequest, Message, StreamEnd
+from mmo_magic.core.completion import CompletionRequest, Message, StreamEnd
+from mmo_magic.providers import embedded
+from mmo_magic.providers.embedded import EmbeddedClient, missing_reason, model_path
 
 pytest.importorskip(
     "llama_cpp",

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import mmo_magic as mmo
-from mmo_magic.judges import (
+from mmo_magic.orchestration.judges import (
     TIE,
     Verdict,
     VerdictError,
@@ -448,7 +448,7 @@ def test_longest():
 
 def test_import_loads_no_heavy_dependencies():
     code = (
-        "import sys, mmo_magic.judges\n"
+        "import sys, mmo_magic.orchestration.judges\n"
         "print(sorted(m for m in ('pandas', 'openai', 'anthropic', 'IPython') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -458,7 +458,7 @@ def test_import_loads_no_heavy_dependencies():
 
 
 def test_all_is_complete():
-    import mmo_magic.judges as judges
+    import mmo_magic.orchestration.judges as judges
 
     public = {
         name

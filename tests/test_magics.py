@@ -14,6 +14,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import mmo_magic as mmo
+from mmo_magic.storage.cache import ResponseCache
 
 
 @pytest.fixture
@@ -135,7 +136,7 @@ def test_fallback_budget_and_cache_options(ip, orc, sim):
     assert ip.user_ns["r"].model == "an:sim-echo"
     _, cap = run(ip, "mmo", "oa --budget 0.0000001", "too expensive")
     assert "BudgetExceededError" in cap.stderr and cap.stderr[-1] == "\n"
-    orc.cache = mmo.cache.ResponseCache(":memory:")
+    orc.cache = ResponseCache(":memory:")
     run(ip, "mmo", "lo:sim-echo", "cache me")
     _, cap = run(ip, "mmo", "lo:sim-echo", "cache me")
     assert "cached" in texts(cap)[-1]

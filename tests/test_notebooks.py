@@ -8,7 +8,7 @@ from notebook_helpers import outputs, run_notebook
 
 
 def embedded_ready() -> bool:
-    from mmo_magic.clients.embedded import missing_reason
+    from mmo_magic.providers.embedded import missing_reason
 
     return missing_reason() is None
 

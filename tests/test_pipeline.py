@@ -8,8 +8,8 @@ import pytest
 from conftest import with_model_id
 
 import mmo_magic as mmo
-from mmo_magic.pipeline import research_pipeline
-from mmo_magic.templates import Template
+from mmo_magic.core.templates import Template
+from mmo_magic.orchestration.pipeline import research_pipeline
 
 
 def test_template_inserts_values_verbatim():

@@ -12,10 +12,11 @@ import sys
 
 import pytest
 
-from mmo_magic.catalogue import builtin_models
-from mmo_magic.errors import BudgetExceededError, ConfigError
-from mmo_magic.models import Catalogue, ModelConfig
-from mmo_magic.routing import (
+from mmo_magic.core.catalogue import builtin_models
+from mmo_magic.core.completion import CompletionRequest, Message
+from mmo_magic.core.errors import BudgetExceededError, ConfigError
+from mmo_magic.core.models import Catalogue, ModelConfig
+from mmo_magic.routing.routers import (
     _PATTERNS,
     TASKS,
     ComplexityRouter,
@@ -33,7 +34,6 @@ from mmo_magic.routing import (
     make_router,
     seed_rules,
 )
-from mmo_magic.types import CompletionRequest, Message
 
 FAKE_OPENAI = "sk-test-routing-openai-000000"
 FAKE_ANTHROPIC = "sk-ant-test-routing-0000000"
@@ -615,5 +615,5 @@ def test_evaluate_router_names_missing_columns() -> None:
 
 
 def test_importing_routing_does_not_import_pandas() -> None:
-    code = "import sys, mmo_magic.routing; assert 'pandas' not in sys.modules"
+    code = "import sys, mmo_magic.routing.routers; assert 'pandas' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mmo_magic import runlog
-from mmo_magic.errors import ConfigError
-from mmo_magic.runlog import FIELDS, MIGRATIONS, RunLog, RunRecord
+from mmo_magic.core.errors import ConfigError
+from mmo_magic.storage import runlog
+from mmo_magic.storage.runlog import FIELDS, MIGRATIONS, RunLog, RunRecord
 
 CANARY = "sk-canary-0123456789abcdef"
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -184,7 +184,7 @@ def test_add_reaches_disk_without_flush_or_close(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite3"
     code = (
         "import os, sqlite3, sys, time\n"
-        "from mmo_magic.runlog import RunLog, RunRecord\n"
+        "from mmo_magic.storage.runlog import RunLog, RunRecord\n"
         "log = RunLog(sys.argv[1])\n"
         "log.add(RunRecord(requested_model='auto', status='ok', prompt='crash'))\n"
         "assert 'pandas' not in sys.modules\n"  # recording never loads pandas
@@ -202,7 +202,7 @@ def test_queued_records_are_written_at_exit(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite3"
     code = (
         "import sys\n"
-        "from mmo_magic.runlog import RunLog, RunRecord\n"
+        "from mmo_magic.storage.runlog import RunLog, RunRecord\n"
         "log = RunLog(sys.argv[1])\n"
         "for i in range(2000):\n"
         "    log.add(RunRecord(requested_model='m', status='ok', prompt=str(i)))\n"
@@ -448,7 +448,7 @@ def test_canary_key_never_stored_or_exported(
 
 
 def test_ids_are_unique_hex_and_differ_in_a_forked_child() -> None:
-    from mmo_magic.runlog import new_id
+    from mmo_magic.storage.runlog import new_id
 
     ids = [new_id() for _ in range(1000)]
     assert len(set(ids)) == 1000

@@ -25,8 +25,8 @@ import uvicorn
 from conftest import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, PRICE_IN, sim_models
 
 import mmo_magic as mmo
-from mmo_magic.config import ServerSettings, load_settings
-from mmo_magic.server import _classify, create_app
+from mmo_magic.core.config import ServerSettings, load_settings
+from mmo_magic.service.app import _classify, create_app
 
 KEY = "client-key-0123456789abcdef"
 OTHER_KEY = "second-client-key-ghijklmnop"
@@ -308,7 +308,7 @@ def test_refuses_to_listen_beyond_loopback_without_keys(tmp_path, how):
     where = ["--host", "0.0.0.0"] if how == "flag" else ["--config", str(config)]
     env = {k: v for k, v in os.environ.items() if k != "MMO_SERVER_KEYS"}
     done = subprocess.run(
-        [sys.executable, "-m", "mmo_magic.server", *where, "--port", str(free_port())],
+        [sys.executable, "-m", "mmo_magic.service.app", *where, "--port", str(free_port())],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
@@ -647,7 +647,7 @@ def test_mmo_serve_answers_and_finishes_in_flight_requests_on_shutdown(sim_serve
         base_url = "{sim_server.openai_base_url}"
     """))  # fmt: skip
     script = Path(sys.executable).with_name("mmo-serve")  # the console script, when installed
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.server"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.service.app"]
     port, runlog = free_port(), tmp_path / "runs.sqlite3"
     env = {**os.environ, "MMO_CACHE": "off"}
     env.pop("MMO_SERVER_KEYS", None)
@@ -688,7 +688,7 @@ def test_mmo_serve_answers_and_finishes_in_flight_requests_on_shutdown(sim_serve
 
 
 def test_each_client_key_is_redacted_like_a_provider_key(sim_server, keys):
-    from mmo_magic.secrets import redact
+    from mmo_magic.core.redaction import redact
 
     client_keys = ["client-key-one-1234567", "client-key-two-7654321"]
     with mmo.Orchestrator(sim_models(sim_server), runlog=":memory:", cache=False) as orc:

@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from mmo_magic.errors import ConfigError
-from mmo_magic.judges import TIE, Tally
-from mmo_magic.parallel import ConsensusResult, RaceResult
-from mmo_magic.types import CompletionResponse
-from mmo_magic.widgets import PUSH_INTERVAL_S, RaceView
+from mmo_magic.core.completion import CompletionResponse
+from mmo_magic.core.errors import ConfigError
+from mmo_magic.notebook.widgets import PUSH_INTERVAL_S, RaceView
+from mmo_magic.orchestration.judges import TIE, Tally
+from mmo_magic.orchestration.parallel import ConsensusResult, RaceResult
 
 
 def response(model: str, content: str = "", **fields: object) -> CompletionResponse:
@@ -279,7 +279,8 @@ def test_layout_columns_and_repeated_models() -> None:
 def test_importing_mmo_magic_does_not_import_ipywidgets() -> None:
     code = (
         "import sys, mmo_magic\n"
-        "bad = [m for m in ('ipywidgets', 'IPython', 'mmo_magic.widgets') if m in sys.modules]\n"
+        "heavy = ('ipywidgets', 'IPython', 'mmo_magic.notebook.widgets')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

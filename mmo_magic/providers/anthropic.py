@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..errors import MissingAPIKeyError
-from ..models import ModelConfig
-from ..secrets import read_key
-from ..types import CompletionRequest, StreamEnd
+from ..core.completion import CompletionRequest, StreamEnd
+from ..core.errors import MissingAPIKeyError
+from ..core.models import ModelConfig
+from ..core.redaction import read_key
 from .base import ModelClient, StreamItem, read_to_end, sse_events
 
 __all__ = ["AnthropicClient"]

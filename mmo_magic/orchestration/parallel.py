@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import AllModelsFailedError, ConfigError, MMOError
+from ..core.completion import Attempt, CompletionResponse
+from ..core.errors import AllModelsFailedError, ConfigError, MMOError
+from ..storage.runlog import new_id
 from .judges import (
     TIE,
     Tally,
@@ -30,8 +32,6 @@ from .judges import (
     tally,
     unswap,
 )
-from .runlog import new_id
-from .types import Attempt, CompletionResponse
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .secrets import redactor
+from ..core.redaction import redactor
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,7 +248,7 @@ def _default_path() -> str:
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
-    from .errors import ConfigError
+    from ..core.errors import ConfigError
 
     def version() -> int:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -435,7 +435,7 @@ class RunLog:
 
     def export(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
         """Write every record to ``path`` as csv, parquet or jsonl (from the suffix by default)."""
-        from .errors import ConfigError
+        from ..core.errors import ConfigError
 
         target = Path(path).expanduser()
         fmt = (format or target.suffix).lower().lstrip(".")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, UnknownModelError
-from .secrets import read_key
+from .redaction import read_key
 
 __all__ = ["PROVIDERS", "Catalogue", "ModelConfig"]
 
@@ -96,7 +96,7 @@ class ModelConfig:
         if self.needs_key and read_key(self.api_key_env) is None:
             return f"{self.api_key_env} not set"
         if self.provider == "embedded":
-            from .clients.embedded import missing_reason
+            from .local_model import missing_reason
 
             return missing_reason()
         return None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..models import ModelConfig
+from ..core.errors import ConfigError
+from ..core.models import ModelConfig
 from .base import ModelClient, StreamItem
 
 __all__ = ["ModelClient", "StreamItem", "make_client"]

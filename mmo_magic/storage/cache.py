@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .models import ModelConfig
-from .types import CompletionRequest
+from ..core.completion import CompletionRequest
+from ..core.models import ModelConfig
 
 __all__ = ["CacheWarning", "CachedAnswer", "ResponseCache", "cache_key"]
 

@@ -25,13 +25,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import JSON, Markdown, display
 from traitlets import Bool, Float, Unicode, observe
 
-from .errors import ConfigError, MMOError
-from .loop import background_loop, wait_interruptibly
-from .orchestrator import Orchestrator
-from .pipeline import Pipeline, PipelineStep
-from .shared import get_orchestrator
-from .templates import Template
-from .types import CompletionResponse
+from ..core.completion import CompletionResponse
+from ..core.errors import ConfigError, MMOError
+from ..core.loop import background_loop, wait_interruptibly
+from ..core.templates import Template
+from ..orchestration.orchestrator import Orchestrator
+from ..orchestration.pipeline import Pipeline, PipelineStep
+from ..orchestration.session import get_orchestrator
 
 __all__ = ["MMOMagics", "load", "parse_pipeline", "unload"]
 
@@ -224,7 +224,7 @@ class MMOMagics(Magics):
     def _target(self, args: argparse.Namespace) -> tuple[str | None, Any]:
         """(model, route) for ``orc.complete`` from MODEL, -r and -t."""
         if args.task:
-            from .routing import ModelRouter, RoutingRule, TaskRouter
+            from ..routing.routers import ModelRouter, RoutingRule, TaskRouter
 
             task_models = TaskRouter(task_models=self.orc.task_models).task_models
             if args.task not in task_models:
@@ -335,7 +335,7 @@ class MMOMagics(Magics):
         strategy: str | None = None,
         hedge_ms: float | None = None,
     ) -> Any:
-        from .parallel import RaceResult
+        from ..orchestration.parallel import RaceResult
         from .widgets import RaceView
 
         if len(models) < 1:

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, MMOError, TemplateError
-from .runlog import new_id
-from .templates import Template
-from .types import CompletionResponse
+from ..core.completion import CompletionResponse
+from ..core.errors import ConfigError, MMOError, TemplateError
+from ..core.templates import Template
+from ..storage.runlog import new_id
 
 __all__ = ["Pipeline", "PipelineResult", "PipelineStep", "research_pipeline"]
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, MMOError
-from .secrets import redact
+from ..core.errors import ConfigError, MMOError
+from ..core.redaction import redact
 
 __all__ = [
     "TIE",

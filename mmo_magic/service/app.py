@@ -55,9 +55,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
-from .config import ServerSettings, load_settings
-from .errors import (
+from ..core import __version__
+from ..core.completion import CompletionResponse
+from ..core.config import ServerSettings, load_settings
+from ..core.errors import (
     AllModelsFailedError,
     BudgetExceededError,
     ConfigError,
@@ -68,11 +69,10 @@ from .errors import (
     ProviderError,
     UnknownModelError,
 )
-from .orchestrator import AUTO, Orchestrator
-from .routing import ROUTERS, ModelRouter, Router, RoutingRule, TaskRouter
-from .runlog import new_id
-from .secrets import redact, register_secret
-from .types import CompletionResponse
+from ..core.redaction import redact, register_secret
+from ..orchestration.orchestrator import AUTO, Orchestrator
+from ..routing.routers import ROUTERS, ModelRouter, Router, RoutingRule, TaskRouter
+from ..storage.runlog import new_id
 
 __all__ = ["create_app", "main"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from ..models import ModelConfig
-from ..secrets import read_key
+from ..core.models import ModelConfig
+from ..core.redaction import read_key
 from .openai import OpenAIClient
 
 if TYPE_CHECKING:

@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 
-from .errors import ConfigError
-from .judges import TIE, Tally
-from .parallel import ConsensusResult, RaceResult
-from .types import CompletionResponse
+from ..core.completion import CompletionResponse
+from ..core.errors import ConfigError
+from ..orchestration.judges import TIE, Tally
+from ..orchestration.parallel import ConsensusResult, RaceResult
 
 __all__ = ["RaceView"]
 

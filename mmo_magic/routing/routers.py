@@ -44,10 +44,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import BudgetExceededError, ConfigError, NoModelAvailableError, UnknownModelError
-from .models import Catalogue, ModelConfig
-from .tokens import count_message_tokens, encoding_name_for
-from .types import CompletionRequest, Message
+from ..core.completion import CompletionRequest, Message
+from ..core.errors import BudgetExceededError, ConfigError, NoModelAvailableError, UnknownModelError
+from ..core.models import Catalogue, ModelConfig
+from ..core.pricing import count_message_tokens, encoding_name_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -331,7 +331,7 @@ def _as_request(request: CompletionRequest | str) -> CompletionRequest:
 
 @functools.cache
 def _builtin_catalogue() -> Catalogue:
-    from .catalogue import builtin_models
+    from ..core.catalogue import builtin_models
 
     return Catalogue.of(builtin_models())
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .types import Attempt
+    from .completion import Attempt
 
 __all__ = [
     "AllModelsFailedError",
@@ -47,7 +47,7 @@ class MMOError(Exception):
     """Base of every mmo_magic error. ``hint`` says what to do about it."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        from .secrets import redact
+        from .redaction import redact
 
         self.message = redact(message)
         self.hint = redact(hint) if hint else None

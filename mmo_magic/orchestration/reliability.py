@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import MissingAPIKeyError, MMOError, ProviderError
+from ..core.errors import MissingAPIKeyError, MMOError, ProviderError
 
 __all__ = ["CircuitBreaker", "Next", "RetryPolicy", "next_step"]
 

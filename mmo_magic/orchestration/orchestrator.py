@@ -15,15 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .budget import Budget, Reservation
-from .cache import CachedAnswer, ResponseCache, cache_key
-from .clients import ModelClient, make_client
-from .errors import AllModelsFailedError, InvalidRequestError, MMOError, ProviderError
-from .loop import background_loop, get_interruptibly
-from .models import Catalogue, ModelConfig
-from .reliability import CircuitBreaker, Next, RetryPolicy, next_step
-from .runlog import RunLog, RunRecord, new_id
-from .types import (
+from ..core.completion import (
     Attempt,
     CompletionRequest,
     CompletionResponse,
@@ -31,11 +23,19 @@ from .types import (
     StreamEnd,
     as_messages,
 )
+from ..core.errors import AllModelsFailedError, InvalidRequestError, MMOError, ProviderError
+from ..core.loop import background_loop, get_interruptibly
+from ..core.models import Catalogue, ModelConfig
+from ..providers import ModelClient, make_client
+from ..storage.cache import CachedAnswer, ResponseCache, cache_key
+from ..storage.runlog import RunLog, RunRecord, new_id
+from .budget import Budget, Reservation
+from .reliability import CircuitBreaker, Next, RetryPolicy, next_step
 
 if TYPE_CHECKING:
+    from ..routing.routers import RouteDecision, Router
     from .parallel import ConsensusResult, RaceResult
     from .pipeline import Pipeline, PipelineResult, PipelineStep
-    from .routing import RouteDecision, Router
 
 __all__ = ["CompletionStream", "Orchestrator"]
 
@@ -106,7 +106,7 @@ class Orchestrator:
         """``cache``: True (the default file), False, a path or a ResponseCache.
         ``budget``: USD this orchestrator may spend (None: unlimited)."""
         if models is None:
-            from .catalogue import builtin_models
+            from ..core.catalogue import builtin_models
 
             models = builtin_models()
         self.catalogue = models if isinstance(models, Catalogue) else Catalogue.of(models)
@@ -133,8 +133,8 @@ class Orchestrator:
 
         ``MMO_DEFAULT_MODEL`` overrides the configured default model.
         """
-        from .catalogue import builtin_models
-        from .config import load_settings, model_from_dict
+        from ..core.catalogue import builtin_models
+        from ..core.config import load_settings, model_from_dict
 
         settings = load_settings(None if path is None else [Path(path)])
         catalogue = Catalogue.of(builtin_models())
@@ -314,7 +314,7 @@ class Orchestrator:
         return self.route(prompt, route, **options)
 
     def _router(self, route: str | Router | None) -> Router:
-        from .routing import Router, make_router
+        from ..routing.routers import Router, make_router
 
         if isinstance(route, Router):
             return route
@@ -464,7 +464,7 @@ class Orchestrator:
     ) -> Reservation | None:
         if self.budget.limit is None and call.budget is None:
             return None  # no budget: skip counting tokens
-        from .routing import estimate_cost
+        from ..routing.routers import estimate_cost
 
         estimate = estimate_cost(config, request, max_tokens)
         return self.budget.authorize(

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BudgetExceededError
-from .models import ModelConfig
+from ..core.errors import BudgetExceededError
+from ..core.models import ModelConfig
 
 __all__ = ["Budget", "Reservation"]
 

@@ -21,9 +21,9 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
-from ..errors import ProviderError, StreamError
-from ..models import ModelConfig
-from ..types import CompletionRequest, StreamEnd
+from ..core.completion import CompletionRequest, StreamEnd
+from ..core.errors import ProviderError, StreamError
+from ..core.models import ModelConfig
 
 __all__ = ["ModelClient", "StreamItem", "map_sdk_error", "sse_events"]
 

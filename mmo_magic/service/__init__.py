@@ -1,0 +1,1 @@
+"""The HTTP service (mmo-serve): the only layer that imports fastapi, starlette or uvicorn."""
