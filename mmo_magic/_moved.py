@@ -43,7 +43,7 @@ MOVED_MODULES = {
     "reliability": "orchestration.reliability",
     "runlog": "storage.runlog",
     "secrets": "core.redaction",
-    "server": "service.app",
+    "server": "service",
     "shared": "orchestration.session",
     "templates": "core.templates",
     "tokens": "core.pricing",

@@ -18,6 +18,7 @@ import pytest
 from mmo_magic.core.errors import ConfigError
 from mmo_magic.storage import runlog
 from mmo_magic.storage.runlog import FIELDS, MIGRATIONS, RunLog, RunRecord
+from mmo_magic.storage.sqlite import open_database
 
 CANARY = "sk-canary-0123456789abcdef"
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -474,3 +475,39 @@ def test_one_writer_thread_serves_every_log() -> None:
     assert [len(log) for log in logs] == [1] * 20
     for log in logs:
         log.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"this is not a database at all " * 200, b"SQLite format 3\x00" + b"\xff" * 3000],
+    ids=["garbage", "truncated"],
+)
+def test_an_unreadable_run_log_is_set_aside_and_a_fresh_one_started(tmp_path, damage):
+    path = tmp_path / "runs.sqlite3"
+    path.write_bytes(damage)
+    with pytest.warns(
+        runlog.RunLogWarning, match=r"unreadable.*moved it to runs\.sqlite3\.corrupt-"
+    ):
+        log = RunLog(path)
+    with log:
+        log.add(RunRecord(requested_model="m", status="ok", prompt="after the damage"))
+        assert [r.prompt for r in log.records()] == ["after the damage"]
+    (aside,) = tmp_path.glob("runs.sqlite3.corrupt-*")
+    assert aside.read_bytes() == damage  # kept for the user, not deleted
+
+
+def test_a_locked_run_log_is_left_alone(tmp_path):
+    path = tmp_path / "runs.sqlite3"
+    RunLog(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process mid-migration, say
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            open_database(
+                str(path), lambda c: c.execute("BEGIN IMMEDIATE"), what="run log",
+                category=runlog.RunLogWarning, timeout=0.1,
+            )  # fmt: skip
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not list(tmp_path.glob("*.corrupt-*"))

@@ -14,7 +14,6 @@ import os
 import sqlite3
 import threading
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from ..core.completion import CompletionRequest
 from ..core.models import ModelConfig
+from .sqlite import IN_MEMORY, is_corrupt, open_database, set_aside
 
 __all__ = ["CacheWarning", "CachedAnswer", "ResponseCache", "cache_key"]
 
@@ -78,6 +78,11 @@ def _default_path() -> str:
     return str(Path(platformdirs.user_cache_dir("mmo_magic")) / "responses.sqlite3")
 
 
+def _setup(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA)
+    conn.execute("SELECT COUNT(*) FROM responses").fetchone()  # reads the file: fails if corrupt
+
+
 class ResponseCache:
     """Answers by cache key, in SQLite (``":memory:"`` for a throwaway cache)."""
 
@@ -87,48 +92,20 @@ class ResponseCache:
         self._conn = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            self._set_aside(exc)
-            return self._connect()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            conn.execute(_SCHEMA)
-            conn.execute("SELECT COUNT(*) FROM responses").fetchone()
-        except sqlite3.DatabaseError:
-            conn.close()
-            raise
-        return conn
-
-    def _set_aside(self, exc: Exception) -> None:
-        if self.path == ":memory:":
-            raise exc
-        broken = Path(self.path)
-        aside = broken.with_name(f"{broken.name}.corrupt-{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(f"{broken}{suffix}")
-            if source.exists():
-                source.replace(Path(f"{aside}{suffix}"))
-        warnings.warn(
-            f"The response cache {broken} was unreadable ({exc}); moved it to {aside.name} "
-            "and started a fresh cache.",
-            CacheWarning,
-            stacklevel=3,
-        )
+        if self.path != IN_MEMORY:
+            self.path = str(Path(self.path).expanduser())
+        return open_database(self.path, _setup, what="response cache", category=CacheWarning)
 
     def _run(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             try:
                 return self._conn.execute(sql, tuple(params)).fetchall()
             except sqlite3.DatabaseError as exc:  # corrupted while in use
+                if self.path == IN_MEMORY or not is_corrupt(exc):
+                    raise
                 self._conn.close()
-                self._set_aside(exc)
-                self._conn = self._connect()
+                set_aside(self.path, exc, what="response cache", category=CacheWarning)
+                self._conn = self._open()
                 return self._conn.execute(sql, tuple(params)).fetchall()
 
     def get(self, key: str) -> CachedAnswer | None:

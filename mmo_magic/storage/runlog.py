@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.redaction import redactor
+from .sqlite import open_database
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MIGRATIONS", "RunLog", "RunRecord"]
+__all__ = ["MIGRATIONS", "RunLog", "RunLogWarning", "RunRecord"]
 
 
 def _now() -> datetime:
@@ -275,6 +276,19 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
+class RunLogWarning(UserWarning):
+    """The run log could not be used as it was (a broken file set aside, records kept queued)."""
+
+
+def _prepare(conn: sqlite3.Connection, *, path: str, in_memory: bool) -> None:
+    if not in_memory:
+        # WAL lets readers (another kernel, a DataFrame load) run beside
+        # the writer; NORMAL skips an fsync per commit, safe with WAL.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    _migrate(conn, path)
+
+
 class RunLog:
     """Every run record, persisted in SQLite (batched, see the module docstring).
 
@@ -290,25 +304,16 @@ class RunLog:
         in_memory = self.path == ":memory:"
         if not in_memory:
             self.path = str(Path(self.path).expanduser())
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # the connection; held while a batch is taken and written
         self._queue_lock = threading.Lock()  # _queued
         self._queued: list[RunRecord] = []
-        # isolation_level=None: we open each batch's transaction ourselves,
-        # and migrations manage their own.
-        self._conn = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=10
+        # Batches open their own transactions; migrations manage theirs.
+        self._conn = open_database(
+            self.path,
+            functools.partial(_prepare, path=self.path, in_memory=in_memory),
+            what="run log",
+            category=RunLogWarning,
         )
-        try:
-            if not in_memory:
-                # WAL lets readers (another kernel, a DataFrame load) run beside
-                # the writer; NORMAL skips an fsync per commit, safe with WAL.
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-            _migrate(self._conn, self.path)
-        except BaseException:
-            self._conn.close()
-            raise
 
     def __repr__(self) -> str:
         return f"RunLog({self.path!r})"
@@ -516,7 +521,7 @@ class _Writer:
                 log._write_queued_safely()
             except sqlite3.Error as exc:  # kept queued; the next add or read tries again
                 message = f"mmo_magic could not write the run log {log.path}: {exc}"
-                warnings.warn(message, stacklevel=1)
+                warnings.warn(message, RunLogWarning, stacklevel=1)
 
 
 _writer = _Writer()
