@@ -129,23 +129,18 @@ def mmo_client(base_url: str, tokens: int) -> Call:
 def instant_client_cost(tokens: int, calls: int = 3000) -> tuple[float, float]:
     """Orchestration code alone: µs per call with a client that answers at once, no I/O.
 
-    (on mmo_magic's own loop, awaited from another loop). The client is put in
-    the orchestrator's client table by hand: benchmarks may reach inside.
+    Measured on mmo_magic's own loop and awaited from another loop, with a model
+    function (the in-process test double) whose answer is ready.
     """
     import mmo_magic as mmo
     from mmo_magic.core.completion import StreamEnd
-    from mmo_magic.providers.base import ModelClient
+    from mmo_magic.providers import register_function
 
-    class Instant(ModelClient):
-        async def stream(self, request: Any) -> Any:
-            for _ in range(tokens):
-                yield "word "
-            yield StreamEnd("stop", 8, tokens)
-
-    config = mmo.ModelConfig("openai", "instant", name="instant", api_key_env=KEY_ENV)
+    answer = [*["word "] * tokens, StreamEnd("stop", 8, tokens)]
+    register_function("instant", lambda request: answer)
+    config = mmo.ModelConfig("function", "instant", name="instant")
     with tempfile.TemporaryDirectory() as tmp:
         orc = mmo.Orchestrator([config], runlog=f"{tmp}/runs.sqlite3", cache=False)
-        orc._clients["instant"] = Instant(orc.catalogue.resolve("instant"))
 
         async def many() -> float:
             for _ in range(200):

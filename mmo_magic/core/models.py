@@ -12,7 +12,8 @@ from .redaction import read_key
 
 __all__ = ["PROVIDERS", "Catalogue", "ModelConfig"]
 
-PROVIDERS = ("openai", "anthropic", "local", "sim", "embedded")
+# "function": a Python function registered in-process (mmo_magic.providers.function).
+PROVIDERS = ("openai", "anthropic", "local", "sim", "embedded", "function")
 _DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
