@@ -48,7 +48,32 @@ from typing import Any
 from .errors import ConfigError
 from .models import ModelConfig
 
-__all__ = ["ServerSettings", "Settings", "config_paths", "load_settings", "model_from_dict"]
+__all__ = [
+    "ENVIRONMENT",
+    "ServerSettings",
+    "Settings",
+    "cache_from_env",
+    "config_paths",
+    "default_cache_path",
+    "default_runlog_path",
+    "load_settings",
+    "model_from_dict",
+]
+
+# Every MMO_* variable the package reads, and what it means. Each is read in one
+# function of this module (or, for the two that belong to one component alone,
+# beside that component: MMO_EMBEDDED_MODEL in core.local_model, MMO_SERVER_KEYS
+# in the service).
+ENVIRONMENT = {
+    "MMO_CONFIG": "a mmo.toml to read instead of the user's and the working directory's",
+    "MMO_DEFAULT_MODEL": "the default model, over mmo.toml's default_model",
+    "MMO_RUNLOG": "the run log's file (':memory:' keeps it in memory only)",
+    "MMO_CACHE": "the response cache: off/0/false, on/1/true, or its file",
+    "MMO_EMBEDDED_MODEL": "a .gguf file for the embedded model, instead of the shipped one",
+    "MMO_SERVER_KEYS": "comma-separated client keys mmo-serve accepts",
+}
+_OFF = ("off", "0", "false", "no")
+_ON = ("on", "1", "true", "yes")
 
 _TOP_LEVEL_KEYS = ("default_model", "runlog", "models", "cache", "budget", "routing", "server")
 _ROUTING_KEYS = ("default", "tasks")
@@ -93,6 +118,37 @@ class Settings:
     task_models: dict[str, list[str]] = field(default_factory=dict)
     server: ServerSettings = field(default_factory=ServerSettings)
     sources: list[Path] = field(default_factory=list)
+
+
+def cache_from_env() -> bool | str | None:
+    """``MMO_CACHE``: False (off), True (on, at the default file), a file path, or None (unset)."""
+    value = os.environ.get("MMO_CACHE", "").strip()
+    if not value:
+        return None
+    if value.lower() in _OFF:
+        return False
+    if value.lower() in _ON:
+        return True
+    return value
+
+
+def default_cache_path() -> str:
+    """The response cache's file: ``MMO_CACHE`` when it names one, else the user cache directory."""
+    setting = cache_from_env()
+    if isinstance(setting, str):
+        return setting
+    import platformdirs
+
+    return str(Path(platformdirs.user_cache_dir("mmo_magic")) / "responses.sqlite3")
+
+
+def default_runlog_path() -> str:
+    """The run log's file: ``MMO_RUNLOG``, else ``runs.sqlite3`` in the user data directory."""
+    if explicit := os.environ.get("MMO_RUNLOG"):
+        return explicit
+    import platformdirs
+
+    return str(Path(platformdirs.user_data_dir("mmo_magic")) / "runs.sqlite3")
 
 
 def config_paths(cwd: Path | None = None) -> list[Path]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.completion import CompletionRequest
+from ..core.config import default_cache_path
 from ..core.models import ModelConfig
 from .sqlite import IN_MEMORY, is_corrupt, open_database, set_aside
 
@@ -69,15 +70,6 @@ def cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _default_path() -> str:
-    explicit = os.environ.get("MMO_CACHE")
-    if explicit:
-        return explicit
-    import platformdirs
-
-    return str(Path(platformdirs.user_cache_dir("mmo_magic")) / "responses.sqlite3")
-
-
 def _setup(conn: sqlite3.Connection) -> None:
     conn.execute(_SCHEMA)
     conn.execute("SELECT COUNT(*) FROM responses").fetchone()  # reads the file: fails if corrupt
@@ -87,7 +79,7 @@ class ResponseCache:
     """Answers by cache key, in SQLite (``":memory:"`` for a throwaway cache)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = str(path) if path is not None else _default_path()
+        self.path = str(path) if path is not None else default_cache_path()
         self._lock = threading.Lock()
         self._conn = self._open()
 

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.config import default_runlog_path
 from ..core.redaction import redactor
 from .sqlite import open_database
 
@@ -239,15 +240,6 @@ def _from_row(row: Sequence[Any]) -> RunRecord:
     return RunRecord(**values)
 
 
-def _default_path() -> str:
-    env = os.environ.get("MMO_RUNLOG")
-    if env:
-        return env
-    import platformdirs
-
-    return str(Path(platformdirs.user_data_dir("mmo_magic")) / "runs.sqlite3")
-
-
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
     from ..core.errors import ConfigError
 
@@ -300,7 +292,7 @@ class RunLog:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = _default_path() if path is None else os.fspath(path)
+        self.path = default_runlog_path() if path is None else os.fspath(path)
         in_memory = self.path == ":memory:"
         if not in_memory:
             self.path = str(Path(self.path).expanduser())
