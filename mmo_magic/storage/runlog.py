@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
-import itertools
 import json
 import os
 import sqlite3
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import default_runlog_path
+from ..core.ids import new_id
 from ..core.redaction import redactor
 from .sqlite import open_database
 
@@ -51,28 +51,6 @@ __all__ = ["MIGRATIONS", "RunLog", "RunLogWarning", "RunRecord"]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class _Ids:
-    """Unique 32-hex-digit ids: a random per-process prefix and a counter.
-
-    uuid4() reads os.urandom for every id, ~14 µs a call on a VM, and a call
-    makes several ids; this reads it once per process (again after a fork).
-    """
-
-    def __init__(self) -> None:
-        self.reseed()
-        os.register_at_fork(after_in_child=self.reseed)
-
-    def reseed(self) -> None:
-        self._prefix = os.urandom(10).hex()
-        self._count = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._count) & 0xFFFFFFFFFFFF:012x}"
-
-
-new_id = _Ids()
 
 
 @dataclass(slots=True, kw_only=True)
