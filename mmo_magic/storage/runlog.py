@@ -5,13 +5,22 @@ pipeline step — becomes one ``RunRecord``. ``RunLog`` writes it to SQLite,
 so the log survives a kernel restart, and turns it into a typed pandas
 DataFrame or a CSV / Parquet / JSONL file for analysis.
 
-Writes are group commits: ``add`` queues the record and wakes the writer
-thread (one for every log of the process), which waits ~20 ms for more, then
-writes each log's queue in one transaction. A record is on disk about 20 ms
-after its call ends; a busy log batches. Every read first writes what is
-queued, and so do ``close`` and interpreter exit. One commit per record, on
-the caller's thread, capped the log at ~4,000 records/s and put a disk write
-on every model call's path.
+Writes are group commits: ``add`` queues the record, wakes the writer thread
+(one for every log of the process) and returns a future that completes when
+the transaction holding the record has committed. The orchestrator waits for
+it before a call returns, so a returned call is a recorded call even if the
+process is killed right after. The writer takes everything queued, commits it
+in one transaction and starts again: while one commit runs, the records of
+concurrent calls gather for the next, so a busy log batches and an idle one
+commits at once. (It used to wait 20 ms for more before each commit: a killed
+kernel lost about a third of its recent records. One commit per record, on
+the caller's thread, capped the log at ~4,000 records/s.) Every read first
+writes what is queued, and so do ``close`` and interpreter exit.
+
+The writer survives anything a record can do: text is made storable on the
+way in (lone surrogates replaced), a record SQLite still refuses is dropped
+alone with a warning, and a log that cannot be written (a full disk, a
+read-only file) keeps its records queued, warns once, and still reads.
 
 The schema is versioned: ``MIGRATIONS`` is an append-only list of SQL
 statement groups and ``PRAGMA user_version`` holds how many have run.
@@ -24,13 +33,13 @@ recording calls from a plain script stays cheap.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import json
 import os
 import sqlite3
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -41,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.config import default_runlog_path
 from ..core.ids import new_id
 from ..core.redaction import redactor
+from ..core.text import storable
 from .sqlite import open_database
 
 if TYPE_CHECKING:
@@ -202,6 +212,9 @@ def _to_row(record: RunRecord, scrub: Callable[[str], str] | None = None) -> lis
     row = [getattr(record, name) for name in FIELDS]
     for i in _DATETIME_AT:
         row[i] = _iso(row[i])
+    for i, value in enumerate(row):
+        if isinstance(value, str) and not value.isascii():
+            row[i] = storable(value)
     for i in _REDACTED_AT:
         if row[i]:
             row[i] = scrub(row[i])
@@ -246,6 +259,20 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
+_Queued = tuple["RunRecord", "concurrent.futures.Future[None]"]
+
+
+# The log cannot be written now (full, read-only, locked, closed), as opposed to one
+# record it refuses.
+_UNWRITABLE = (sqlite3.OperationalError, sqlite3.ProgrammingError)
+
+
+def _settle(batch: list[_Queued]) -> None:
+    for _, committed in batch:
+        if not committed.done():
+            committed.set_result(None)
+
+
 class RunLogWarning(UserWarning):
     """The run log could not be used as it was (a broken file set aside, records kept queued)."""
 
@@ -276,7 +303,8 @@ class RunLog:
             self.path = str(Path(self.path).expanduser())
         self._lock = threading.Lock()  # the connection; held while a batch is taken and written
         self._queue_lock = threading.Lock()  # _queued
-        self._queued: list[RunRecord] = []
+        self._queued: list[_Queued] = []
+        self._write_failed = False  # warned about it: warn again only after a write worked
         # Batches open their own transactions; migrations manage theirs.
         self._conn = open_database(
             self.path,
@@ -294,11 +322,17 @@ class RunLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, record: RunRecord) -> None:
-        """Store ``record`` (its free text redacted). Re-adding a run_id replaces it."""
+    def add(self, record: RunRecord) -> concurrent.futures.Future[None]:
+        """Store ``record`` (its free text redacted). Re-adding a run_id replaces it.
+
+        The future completes when the record is committed, or when writing failed
+        (the record then stays queued for the next try, and a warning says why).
+        """
+        committed: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._queue_lock:
-            self._queued.append(record)
+            self._queued.append((record, committed))
         _writer.wake(self)
+        return committed
 
     def flush(self) -> None:
         """Write every queued record now (reads do this themselves)."""
@@ -313,7 +347,37 @@ class RunLog:
         if not batch:
             return
         scrub = redactor()
-        rows = [_to_row(record, scrub) for record in batch]
+        try:
+            self._insert([_to_row(record, scrub) for record, _ in batch])
+        except _UNWRITABLE as exc:
+            self._keep_queued(batch, exc)
+            return
+        except Exception:  # one record SQLite refuses must not take the others down
+            for i, (record, _) in enumerate(batch):
+                try:
+                    self._insert([_to_row(record, scrub)])
+                except _UNWRITABLE as exc:
+                    self._keep_queued(batch[i:], exc)
+                    _settle(batch[:i])
+                    return
+                except Exception as exc:
+                    warnings.warn(
+                        f"mmo_magic could not save run record {record.run_id} ({exc!r}); "
+                        "the others are saved.",
+                        RunLogWarning,
+                        stacklevel=1,
+                    )
+        self._write_failed = False
+        _settle(batch)
+
+    def _keep_queued(self, batch: list[_Queued], exc: sqlite3.Error) -> None:
+        """A full disk, a read-only or locked file, a closed log: keep the records queued."""
+        with self._queue_lock:
+            self._queued[:0] = batch
+        self._warn_once(f"mmo_magic could not write the run log {self.path}: {exc}")
+        _settle(batch)  # the callers go on; their records wait here
+
+    def _insert(self, rows: list[list[Any]]) -> None:
         try:
             self._conn.execute("BEGIN")
             self._conn.executemany(_INSERT, rows)
@@ -321,9 +385,12 @@ class RunLog:
         except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            with self._queue_lock:  # keep them for the next try: lose nothing
-                self._queued[:0] = batch
             raise
+
+    def _warn_once(self, message: str) -> None:
+        if not self._write_failed:
+            self._write_failed = True
+            warnings.warn(message, RunLogWarning, stacklevel=1)
 
     def _write_queued_safely(self) -> None:
         with contextlib.suppress(sqlite3.ProgrammingError):  # closed, nothing left to write
@@ -452,12 +519,9 @@ class RunLog:
 class _Writer:
     """One daemon thread that writes the queue of every log with records waiting.
 
-    Woken by ``add``, it waits ``GATHER_S`` for more records, then writes each
-    waiting log's queue in one transaction: a commit per call cost the
-    caller's thread ~0.3 ms of GIL contention. At exit it writes what is left.
+    Woken by ``add``, it writes each waiting log's queue in one transaction and
+    goes round again while records keep arriving. At exit it writes what is left.
     """
-
-    GATHER_S = 0.02
 
     def __init__(self) -> None:
         self._waiting: set[RunLog] = set()
@@ -479,7 +543,6 @@ class _Writer:
     def _run(self) -> None:
         while True:
             self._woken.wait()
-            time.sleep(self.GATHER_S)
             self._woken.clear()
             self.write_all()
 
@@ -489,9 +552,12 @@ class _Writer:
         for log in logs:
             try:
                 log._write_queued_safely()
-            except sqlite3.Error as exc:  # kept queued; the next add or read tries again
-                message = f"mmo_magic could not write the run log {log.path}: {exc}"
-                warnings.warn(message, RunLogWarning, stacklevel=1)
+            except Exception as exc:  # the thread must outlive anything one log does
+                warnings.warn(
+                    f"mmo_magic could not write the run log {log.path}: {exc!r}",
+                    RunLogWarning,
+                    stacklevel=1,
+                )
 
 
 _writer = _Writer()
