@@ -21,11 +21,12 @@ from collections.abc import Callable, Sequence
 
 from _common import Check, print_checks, save
 
+from mmo_magic import routing
+from mmo_magic.core import pricing
 from mmo_magic.core.catalogue import builtin_models
 from mmo_magic.core.completion import CompletionRequest, Message
 from mmo_magic.core.models import Catalogue
 from mmo_magic.core.pricing import count_message_tokens
-from mmo_magic.routing import routers as routing
 
 
 def measure(
@@ -43,7 +44,7 @@ def measure(
     clock = time.perf_counter
     for _ in range(rounds):
         if not cached:
-            routing._TOKEN_CACHE.clear()  # count tokens afresh, as for new prompts
+            pricing._TOKEN_CACHE.clear()  # count tokens afresh, as for new prompts
         round_start = clock()
         for r in requests:
             start = clock()
@@ -70,7 +71,7 @@ def main() -> None:
         f"{available} of {len(catalogue)} catalogue models available\n"
     )
 
-    rules, task = routing.ModelRouter(), routing.TaskRouter()
+    rules, task = routing.RulesRouter(), routing.TaskRouter()
     complexity, cost = routing.ComplexityRouter(), routing.CostOptimizedRouter()
     cases: list[tuple[str, Callable[[CompletionRequest], object]]] = [
         ("rules (seed rules)", lambda r: rules.route(r, catalogue)),

