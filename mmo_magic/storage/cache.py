@@ -43,8 +43,11 @@ CREATE TABLE IF NOT EXISTS responses (
 _KEY_VERSION = 1  # bump when the key's ingredients change, so old entries stop matching
 
 
+_BUSY_WAIT_S = 1.0
+
+
 class CacheWarning(UserWarning):
-    """The cache file was unusable and has been replaced by a fresh one."""
+    """The cache was set aside as corrupt, or cannot be used now and calls go without it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +97,11 @@ class ResponseCache:
     def _open(self) -> sqlite3.Connection:
         if self.path != IN_MEMORY:
             self.path = str(Path(self.path).expanduser())
-        return open_database(self.path, _setup, what="response cache", category=CacheWarning)
+        # A cache is worth a short wait only: a call goes without it sooner than
+        # wait on another process's lock (the run log waits 10 s).
+        return open_database(
+            self.path, _setup, what="response cache", category=CacheWarning, timeout=_BUSY_WAIT_S
+        )
 
     def _run(self, sql: str, params: Iterable[Any] = ()) -> list[Any] | None:
         """The rows of ``sql``; None when the cache cannot be used now (busy, full, read-only).
