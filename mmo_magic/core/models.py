@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,14 +61,11 @@ class ModelConfig:
             set_(self, "name", self.model_id)
         if self.api_key_env is None and self.provider in _DEFAULT_KEY_ENV:
             set_(self, "api_key_env", _DEFAULT_KEY_ENV[self.provider])
-        set_(self, "fallbacks", tuple(self.fallbacks))
-        set_(self, "aliases", tuple(self.aliases))
-        for price in ("cost_per_1k_input", "cost_per_1k_output"):
-            value = getattr(self, price)
-            if value is not None and value < 0:
-                raise ConfigError(f"Model {self.name!r}: {price} must be >= 0, got {value}.")
-        if self.max_tokens <= 0:
-            raise ConfigError(f"Model {self.name!r}: max_tokens must be > 0.")
+        for names in ("fallbacks", "aliases"):
+            set_(self, names, _model_names(self.name, names, getattr(self, names)))
+        for field_name, (kind, low, low_allowed, optional) in _NUMBERS.items():
+            _check_number(self.name, field_name, getattr(self, field_name), kind, low, low_allowed,
+                          optional)  # fmt: skip
 
     @property
     def priced(self) -> bool:
@@ -104,6 +102,48 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+
+# field -> (type, lowest value, whether the lowest value itself is allowed, None allowed)
+_NUMBERS: dict[str, tuple[type, float, bool, bool]] = {
+    "max_tokens": (int, 1, True, False),
+    "temperature": (float, 0, True, True),
+    "cost_per_1k_input": (float, 0, True, True),
+    "cost_per_1k_output": (float, 0, True, True),
+    "context_window": (int, 1, True, True),
+    "timeout_s": (float, 0, False, False),
+    "ttft_timeout_s": (float, 0, False, True),
+    "stall_timeout_s": (float, 0, False, True),
+    "max_retries": (int, 0, True, False),
+    "tier": (int, 0, True, True),
+}
+
+
+def _check_number(
+    model: str, name: str, value: Any, kind: type, low: float, low_allowed: bool, optional: bool
+) -> None:
+    """A finite number of the right kind at or above its bound (NaN would silently disable it)."""
+    if value is None and optional:
+        return
+    right_kind = isinstance(value, int) if kind is int else isinstance(value, int | float)
+    if isinstance(value, bool) or not right_kind or not math.isfinite(value):
+        wanted = "a whole number" if kind is int else "a finite number"
+        raise ConfigError(f"Model {model!r}: {name} must be {wanted}, got {value!r}.")
+    if value < low or (value == low and not low_allowed):
+        bound = f">= {low:g}" if low_allowed else f"> {low:g}"
+        raise ConfigError(f"Model {model!r}: {name} must be {bound}, got {value!r}.")
+
+
+def _model_names(model: str, field_name: str, value: Any) -> tuple[str, ...]:
+    # A lone string is one name: tuple("fast2") would be five one-letter models.
+    names = (value,) if isinstance(value, str) else tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(
+                f"Model {model!r}: {field_name} must be model names, got {name!r}.",
+                hint=f'For example {field_name}=["gpt-4o-mini"].',
+            )
+    return names
 
 
 @dataclass

@@ -19,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
@@ -53,6 +54,7 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
+    query: str = ""
 
 
 class _ClientGone(Exception):
@@ -81,7 +83,8 @@ async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
     body = await reader.readexactly(length) if length else b""
     connection = headers.get("connection", "").lower()
     keep_alive = connection != "close" and (version != "HTTP/1.0" or connection == "keep-alive")
-    return _Request(method, target.split("?", 1)[0], headers, body, keep_alive)
+    path, _, query = target.partition("?")
+    return _Request(method, path, headers, body, keep_alive, query)
 
 
 def _status_line(status: int) -> bytes:
@@ -409,7 +412,8 @@ class SimServer:
         elif request.path == "/health" and request.method == "GET":
             await ex.send_json(200, b'{"status":"ok","simulated":true}')
         elif request.path == "/v1/models" and request.method == "GET":
-            await ex.send_json(200, self._models())
+            after = urllib.parse.parse_qs(request.query).get("after_id", [None])[0]
+            await ex.send_json(200, self._models(after))
         elif request.path == "/sim/disconnects" and request.method == "GET":
             # For a provider in another process (python -m mmo_magic.sim), e.g. benchmarks.
             found = [dataclasses.asdict(d) for d in self.disconnects]
@@ -420,9 +424,12 @@ class SimServer:
             body = {"error": {"type": "not_found_error", "message": message}}
             await ex.send_json(status, json.dumps(body).encode())
 
-    def _models(self) -> bytes:
+    def _models(self, after_id: str | None = None) -> bytes:
+        """One page with every model; the page after the last (``after_id``) is empty."""
         with self._lock:
             names = sorted({*PRESETS, *self._scripts})
+        if after_id is not None:
+            names = [name for name in names if name > after_id]
         # Fields of both providers' list formats, so either SDK can read it.
         data = [
             {
@@ -436,8 +443,8 @@ class SimServer:
             }
             for name in names
         ]
-        page = {"object": "list", "data": data, "has_more": False}
-        page.update(first_id=names[0], last_id=names[-1])
+        page: dict[str, object] = {"object": "list", "data": data, "has_more": False}
+        page.update(first_id=names[0] if names else None, last_id=names[-1] if names else None)
         return json.dumps(page).encode()
 
     def _record(self, request: _Request, body: object, model: str | None) -> int:
