@@ -171,3 +171,27 @@ def test_default_model_prefers_what_has_a_key(monkeypatch):
     assert orc.default_model == offline
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-123456789")
     assert orc.default_model == "claude-haiku-4-5"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("timeout_s", float("nan"), "finite number"),
+        ("timeout_s", 0, "> 0"),
+        ("max_tokens", float("nan"), "whole number"),
+        ("max_tokens", True, "whole number"),
+        ("max_retries", -1, ">= 0"),
+        ("cost_per_1k_input", float("inf"), "finite number"),
+        ("temperature", "hot", "finite number"),
+        ("stall_timeout_s", -2.0, "> 0"),
+    ],
+)
+def test_model_config_numbers_are_checked(field, value, says):
+    with pytest.raises(mmo.ConfigError, match=f"{field} must be .*{says}"):
+        mmo.ModelConfig("openai", "gpt-x", **{field: value})
+
+
+def test_a_lone_fallback_name_is_one_model_not_its_letters():
+    assert mmo.ModelConfig("openai", "gpt-x", fallbacks="fast2").fallbacks == ("fast2",)
+    with pytest.raises(mmo.ConfigError, match="fallbacks must be model names"):
+        mmo.ModelConfig("openai", "gpt-x", fallbacks=["ok", None])
