@@ -9,6 +9,7 @@ import pytest
 
 import mmo_magic as mmo
 from mmo_magic.core.catalogue import builtin_models
+from mmo_magic.core.config import load_settings
 
 
 def write(path: Path, text: str) -> Path:
@@ -195,3 +196,16 @@ def test_a_lone_fallback_name_is_one_model_not_its_letters():
     assert mmo.ModelConfig("openai", "gpt-x", fallbacks="fast2").fallbacks == ("fast2",)
     with pytest.raises(mmo.ConfigError, match="fallbacks must be model names"):
         mmo.ModelConfig("openai", "gpt-x", fallbacks=["ok", None])
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-1.0"])
+def test_a_budget_that_would_not_limit_is_refused(tmp_path, budget):
+    (tmp_path / "mmo.toml").write_text(f"budget = {budget}\n")
+    with pytest.raises(mmo.ConfigError, match="budget must be a number of USD >= 0"):
+        load_settings([tmp_path / "mmo.toml"])
+
+
+def test_a_binary_config_file_is_one_clear_error(tmp_path):
+    (tmp_path / "mmo.toml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")
+    with pytest.raises(mmo.ConfigError, match=r"mmo\.toml: not a TOML file"):
+        load_settings([tmp_path / "mmo.toml"])

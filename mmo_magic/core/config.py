@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -194,7 +195,7 @@ def load_settings(paths: list[Path] | None = None) -> Settings:
                     )
                 settings.cache = value
             elif key == "budget":
-                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                if not _is_number(value) or not math.isfinite(value) or value < 0:
                     raise ConfigError(
                         f"{path}: budget must be a number of USD >= 0, got {_describe(value)}."
                     )
@@ -293,8 +294,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
         line = f":{where.group(1)}" if where else ""
         reason = _LINE.sub("", text).strip()
         raise ConfigError(f"{path}{line}: invalid TOML: {reason}.") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a TOML file (byte {exc.start} is not UTF-8 text).",
+            hint="mmo.toml is a text file; see README's 'Models and configuration'.",
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}.") from exc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_fields(path: Path, name: str, fields: dict[str, Any]) -> None:
