@@ -17,7 +17,12 @@ __all__ = ["read_key", "redact", "redactor", "register_key_env", "register_secre
 _SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.IGNORECASE)
 # Shapes of provider keys, for keys that came from somewhere other than the environment.
 _KEY_SHAPE = re.compile(r"\b(sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{12,})")
+# Values of variables that only *look* secret (by name) count from 8 characters: a
+# short value such as FEATURE_TOKEN=on would otherwise be starred out of every text.
+# Keys we know are keys (a model's api_key_env, registered secrets) count from 4:
+# below that, starring every occurrence would wreck ordinary text for no protection.
 _MIN_SECRET_LEN = 8
+_MIN_KEY_LEN = 4
 _key_envs: set[str] = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
 # Secrets that are no variable's whole value (one key of a comma-separated list).
 _values: set[str] = set()
@@ -30,7 +35,7 @@ def register_key_env(name: str) -> None:
 
 def register_secret(value: str) -> None:
     """Treat ``value`` itself as a secret from now on (for keys not held whole in a variable)."""
-    if len(value) >= _MIN_SECRET_LEN:
+    if len(value) >= _MIN_KEY_LEN:
         _values.add(value)
 
 
@@ -53,7 +58,8 @@ def _secret_values() -> list[str]:
     if count != len(os.environ):
         names = frozenset(n for n in os.environ if _SECRET_NAME.search(n))
         _secret_names = (len(os.environ), names)
-    values = [v for n in names | _key_envs if len(v := os.environ.get(n, "")) >= _MIN_SECRET_LEN]
+    values = [v for n in names - _key_envs if len(v := os.environ.get(n, "")) >= _MIN_SECRET_LEN]
+    values += [v for n in _key_envs if len(v := os.environ.get(n, "").strip()) >= _MIN_KEY_LEN]
     values.extend(_values)
     # Longest first so a key that contains another is removed whole.
     return sorted(values, key=len, reverse=True)
