@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import warnings
-from types import ModuleType
+from types import CodeType, ModuleType
 
 __all__ = ["MOVED_MODULES", "install_moved_module_finder"]
 
@@ -77,6 +78,16 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         """Nothing to run: the module was imported at its new path."""
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        """For ``python -m mmo_magic.<old>``: the code ``-m`` would run at the new path."""
+        new = f"{_PACKAGE}.{MOVED_MODULES[fullname.partition('.')[2]]}"
+        spec = importlib.util.find_spec(new)
+        if spec is not None and spec.submodule_search_locations is not None:  # a package
+            spec = importlib.util.find_spec(f"{new}.__main__")
+        if spec is None or not isinstance(spec.loader, importlib.abc.InspectLoader):
+            return None
+        return spec.loader.get_code(spec.name)
 
 
 def install_moved_module_finder() -> None:

@@ -26,7 +26,8 @@ from conftest import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, PRICE_IN, sim_models
 
 import mmo_magic as mmo
 from mmo_magic.core.config import ServerSettings, load_settings
-from mmo_magic.service.app import _classify, create_app
+from mmo_magic.service import create_app
+from mmo_magic.service.errors import classify
 
 KEY = "client-key-0123456789abcdef"
 OTHER_KEY = "second-client-key-ghijklmnop"
@@ -177,7 +178,7 @@ async def test_health_is_public_and_models_lists_the_catalogue_and_the_routers(s
         ({"routing": "specific", "model": "an"}, "an", None),
         ({"routing": "auto", "route": "cost"}, None, "cost: "),
         ({"model": "auto:complexity"}, None, "complexity: "),
-        ({"task_type": "coding"}, "an", "task_type coding"),
+        ({"task_type": "coding"}, "an", "rule 'task coding'"),
         ({"routing": "task_type"}, "an", "task: task coding"),  # detected from the prompt
     ],
 )
@@ -308,7 +309,7 @@ def test_refuses_to_listen_beyond_loopback_without_keys(tmp_path, how):
     where = ["--host", "0.0.0.0"] if how == "flag" else ["--config", str(config)]
     env = {k: v for k, v in os.environ.items() if k != "MMO_SERVER_KEYS"}
     done = subprocess.run(
-        [sys.executable, "-m", "mmo_magic.service.app", *where, "--port", str(free_port())],
+        [sys.executable, "-m", "mmo_magic.service", *where, "--port", str(free_port())],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
@@ -529,7 +530,7 @@ def test_provider_failures_map_to_their_status(service, model_id, fields, status
     ],
 )
 def test_the_rest_of_the_status_table(error, status):
-    assert _classify(error)[0] == status
+    assert classify(error)[0] == status
 
 
 def test_an_unexpected_error_is_a_generic_500(service, monkeypatch):
@@ -647,7 +648,7 @@ def test_mmo_serve_answers_and_finishes_in_flight_requests_on_shutdown(sim_serve
         base_url = "{sim_server.openai_base_url}"
     """))  # fmt: skip
     script = Path(sys.executable).with_name("mmo-serve")  # the console script, when installed
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.service.app"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.service"]
     port, runlog = free_port(), tmp_path / "runs.sqlite3"
     env = {**os.environ, "MMO_CACHE": "off"}
     env.pop("MMO_SERVER_KEYS", None)

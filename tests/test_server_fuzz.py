@@ -16,7 +16,7 @@ from conftest import sim_models
 from hypothesis import HealthCheck, given, settings
 
 import mmo_magic as mmo
-from mmo_magic.service.app import PUBLIC_PATHS, create_app
+from mmo_magic.service import PUBLIC_PATHS, create_app
 
 schemathesis = pytest.importorskip("schemathesis", minversion="4.0")
 from schemathesis.checks import not_a_server_error  # noqa: E402

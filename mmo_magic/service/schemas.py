@@ -1,0 +1,269 @@
+"""The service's request and response bodies (pydantic), and answers shaped into them.
+
+These models are the OpenAPI schema the service publishes (``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..core.completion import Attempt, CompletionResponse
+from ..routing import ROUTERS
+
+__all__ = [
+    "ERROR_RESPONSES",
+    "MAX_MODELS",
+    "AttemptOut",
+    "CallDetails",
+    "ChatCompletionOut",
+    "ChatMessage",
+    "ChatMessageOut",
+    "ChatRequest",
+    "ChoiceOut",
+    "CompleteRequest",
+    "CompletionOut",
+    "ErrorDetail",
+    "ErrorOut",
+    "ManyOut",
+    "ModelOut",
+    "ModelsOut",
+    "UsageOut",
+    "VotesOut",
+    "attempt_out",
+    "completion_out",
+    "details_out",
+    "finish_reason",
+    "usage_out",
+]
+
+MAX_MODELS = 8  # models (or judges) one request may fan out to
+# Anthropic's finish reasons, in OpenAI's words.
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+# -- request and response bodies ----------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    # Strict: "5" is not an integer and true is not a number; a client bug gets a 400.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class CompleteRequest(_Strict):
+    """``POST /v1/complete``. ``routing`` defaults to "task_type" when ``task_type`` is
+    given, else "specific" when ``model`` is, else "auto"."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"prompt": "Why is the sky blue?", "routing": "auto"}]}
+    )
+
+    prompt: str = Field(min_length=1)
+    routing: Literal["auto", "specific", "task_type", "parallel", "race", "consensus"] | None = None
+    model: str | None = Field(None, description="a name, an alias, 'auto' or 'auto:ROUTER'")
+    models: list[str] | None = Field(None, min_length=1, max_length=MAX_MODELS)
+    task_type: str | None = Field(None, description="coding, math, writing... (routing=task_type)")
+    route: str | None = Field(
+        None, description="the router for routing=auto: " + ", ".join(ROUTERS)
+    )
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    system: str | None = None
+    judges: list[str] | None = Field(None, min_length=1, max_length=MAX_MODELS)
+    strategy: Literal["judge", "majority", "longest"] | None = None
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class AttemptOut(_Out):
+    model: str
+    provider: str
+    status: str
+    error: str | None = None
+    latency_ms: float | None = None
+    run_id: str | None = None
+
+
+class CallDetails(_Out):
+    """What the orchestrator knows about a call beyond its text."""
+
+    provider: str
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    cost: float | None = Field(None, description="USD; null when unpriced or unknown, never 0")
+    route_reason: str | None = None
+    attempts: list[AttemptOut] = []
+    cached: bool = False
+    run_id: str | None = None
+    tokens_estimated: bool = False
+
+
+class CompletionOut(CallDetails):
+    content: str
+    model: str = Field(description="the model that actually answered")
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    status: str = "ok"
+    error: str | None = None
+    finish_reason: str | None = None
+
+
+class VotesOut(_Out):
+    method: str
+    winner: str | None = Field(description="the winning candidate's label; null for a tie")
+    candidates: dict[str, str] = Field(description="label -> model")
+    points: dict[str, dict[str, float]] = Field(description="judge -> label -> points")
+
+
+class ManyOut(_Out):
+    """Several models at once: every model's outcome, and the winner if the mode picks one."""
+
+    routing: Literal["parallel", "race", "consensus"]
+    group_id: str
+    winner: CompletionOut | None = None
+    responses: list[CompletionOut]
+    reason: str | None = None
+    votes: VotesOut | None = None
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """OpenAI's chat completion request; fields we do not use are accepted and ignored."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"model": "auto", "messages": [{"role": "user", "content": "Hi"}]}]
+        },
+    )
+    model: str = Field(min_length=1, description="a name, an alias, 'auto' or 'auto:ROUTER'")
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(None, ge=1, le=1, description="only one choice is supported")
+    tools: list[dict[str, Any]] | None = Field(None, description="not supported: must be empty")
+
+
+class ChatMessageOut(_Out):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChoiceOut(_Out):
+    index: int = 0
+    message: ChatMessageOut
+    finish_reason: str
+    logprobs: None = None
+
+
+class UsageOut(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionOut(_Out):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChoiceOut]
+    usage: UsageOut | None = None
+    mmo: CallDetails = Field(description="mmo_magic's details: cost, timing, attempts, run id")
+
+
+class ModelOut(_Out):
+    """An OpenAI model entry, with our catalogue fields beside the standard ones."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str
+    kind: Literal["model", "router"]
+    provider: str | None = None
+    model_id: str | None = None
+    aliases: list[str] = []
+    available: bool
+    unavailable_reason: str | None = None
+    cost_per_1k_input: float | None = None
+    cost_per_1k_output: float | None = None
+    context_window: int | None = None
+    description: str = ""
+
+
+class ModelsOut(_Out):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+class ErrorDetail(_Out):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    attempts: list[AttemptOut] | None = None
+
+
+class ErrorOut(_Out):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorOut, "description": "A bad request, a missing key, an unknown model"},
+    "5XX": {"model": ErrorOut, "description": "Every model failed, or timed out"},
+}
+
+
+# -- shaping answers ---------------------------------------------------------------------------
+
+
+def attempt_out(a: Attempt) -> AttemptOut:
+    return AttemptOut.model_validate(dataclasses.asdict(a))
+
+
+def completion_out(r: CompletionResponse) -> CompletionOut:
+    return CompletionOut.model_validate(dataclasses.asdict(r))
+
+
+def details_out(r: CompletionResponse) -> CallDetails:
+    return CallDetails.model_validate(dataclasses.asdict(r))
+
+
+def usage_out(r: CompletionResponse) -> UsageOut | None:
+    if r.input_tokens is None or r.output_tokens is None:
+        return None  # unknown is missing, never 0
+    return UsageOut(
+        prompt_tokens=r.input_tokens,
+        completion_tokens=r.output_tokens,
+        total_tokens=r.input_tokens + r.output_tokens,
+    )
+
+
+def finish_reason(r: CompletionResponse) -> str:
+    """The answer's finish reason in OpenAI's words ("stop" when the provider gave none)."""
+    reason = r.finish_reason or "stop"
+    return _FINISH.get(reason, reason)
