@@ -221,9 +221,9 @@ def test_clients_are_reused_across_calls(orc, sim):
     orc.add_model(mmo.ModelConfig("sim", "sim-fast", name="shared-sim"))  # the in-process sim
     for name in ("oa", "an", "shared-sim"):
         orc.complete(PROMPT, model=name)
-        first = orc._clients[name]
+        first = orc._engine.clients[name]
         orc.complete(PROMPT + " again", model=name)
-        assert orc._clients[name] is first, name
+        assert orc._engine.clients[name] is first, name
 
 
 @pytest.mark.parametrize("name", ["oa", "an", "lo"])

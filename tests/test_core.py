@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import OPENAI_KEY_ENV, sim_models, with_model_id
@@ -64,6 +66,73 @@ def test_empty_prompt_is_refused_and_recorded(orc, sim, prompt):
 def test_bad_parameters_are_refused(orc, options, match):
     with pytest.raises(mmo.InvalidRequestError, match=match):
         orc.complete("hi", **options)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda orc: orc.complete("hi", max_token=5),
+        lambda orc: orc.stream("hi", max_token=5),
+        lambda orc: orc.race("hi", ["oa", "an"], max_token=5),
+        lambda orc: orc.all("hi", ["oa", "an"], max_token=5),
+        lambda orc: orc.consensus("hi", ["oa", "an"], max_token=5),
+        lambda orc: orc.route("hi", max_token=5),
+    ],
+    ids=["complete", "stream", "race", "all", "consensus", "route"],
+)
+def test_a_misspelt_option_is_refused_naming_the_right_one(orc, sim, call):
+    with pytest.raises(mmo.InvalidRequestError, match="'max_token'") as info:
+        call(orc)
+    assert info.value.hint == "Did you mean 'max_tokens'?"
+    assert sim.request_count() == 0
+
+
+def test_a_misspelt_method_parameter_is_suggested_too(orc, sim):
+    with pytest.raises(mmo.InvalidRequestError) as info:
+        orc.race("hi", ["oa", "an"], hedge=100)
+    assert info.value.hint == "Did you mean 'hedge_ms'?"
+
+
+@pytest.mark.parametrize("internal", ["kind", "group_id", "step", "on_finish"])
+def test_the_engine_plumbing_is_not_a_public_option(orc, sim, internal):
+    with pytest.raises(mmo.InvalidRequestError, match=internal):
+        orc.complete("hi", **{internal: None})
+    assert sim.request_count() == 0
+
+
+def test_mypy_catches_a_misspelt_option(monkeypatch):
+    api = pytest.importorskip("mypy.api")
+    monkeypatch.setenv("MYPYPATH", str(Path(mmo.__file__).parents[1]))
+    snippet = textwrap.dedent(
+        """\
+        import mmo_magic as mmo
+        orc = mmo.Orchestrator()
+        orc.complete("hi", max_tokens=5, system="Be brief", route=None, cache=False)
+        orc.complete("hi", max_token=5)
+        orc.race("hi", ["a", "b"], hedge_ms=100, temprature=0.2)
+        orc.all("hi", ["a", "b"], group_id="g")
+        """
+    )
+    flags = ["--no-incremental", f"--cache-dir={os.devnull}", "--follow-imports=silent"]
+    out, _, _ = api.run([*flags, "--ignore-missing-imports", "-c", snippet])
+    errors = [line for line in out.splitlines() if line.startswith("<string>:") and "error" in line]
+    assert [e.split(":")[1] for e in errors] == ["4", "5", "6"], out
+    assert 'did you mean "max_tokens"' in errors[0] and 'did you mean "temperature"' in errors[1]
+    assert '"group_id"' in errors[2]
+
+
+def test_calls_inside_recorded_as_carry_its_step(orc):
+    from mmo_magic.orchestration.engine import recorded_as
+
+    with recorded_as("service"):
+        orc.complete("one", model="oa")
+        orc.all("two", ["oa", "an"])
+        "".join(orc.stream("three", model="an"))
+    orc.complete("four", model="oa")
+    assert [(r.prompt, r.step) for r in orc.runs.records()] == [
+        ("one", "service"), ("two", "service"), ("two", "service"), ("three", "service"),
+        ("four", None),
+    ]  # fmt: skip
 
 
 def test_messages_with_bad_shape_are_refused(orc):

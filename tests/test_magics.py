@@ -129,6 +129,8 @@ def test_route_and_task_options(ip, orc):
     assert "task coding" in ip.user_ns["r2"].route_reason
     _, cap = run(ip, "mmo", "-t cooking", "hello")
     assert "Unknown task 'cooking'" in cap.stderr
+    _, cap = run(ip, "mmo", "-t codng", "hello")
+    assert "InvalidRequestError" in cap.stderr and "Did you mean 'coding'?" in cap.stderr
 
 
 def test_fallback_budget_and_cache_options(ip, orc, sim):
@@ -175,7 +177,13 @@ def test_race_magic_shows_panels_and_returns_the_result(ip, sim):
     assert isinstance(value, mmo.RaceResult) and value.winner.model == "an:sim-echo"
     assert [r.status for r in value.responses] == ["error", "ok", "cancelled"]
     assert value.winner.content == "Who wins?"
-    assert value._repr_html_() is None and "winner='an:sim-echo'" in repr(value)
+    # The live view already shows every answer: Out[] is the one-line text form, no table.
+    shown, _ = ip.display_formatter.format(value)
+    assert "text/html" not in shown and "winner='an:sim-echo'" in shown["text/plain"]
+    assert "<table>" in value._repr_html_()  # the result itself is unchanged
+    # A result no live view showed (made in code, say) still displays as a table.
+    other, _ = ip.display_formatter.format(mmo.RaceResult(None, value.responses, "g"))
+    assert "<table>" in other["text/html"]
 
 
 def test_race_cell_form_with_judges(ip, orc):
@@ -245,6 +253,9 @@ def test_unload_leaves_nothing_behind(ip):
     for kind in ("line", "cell"):
         assert not [n for n in ip.magics_manager.magics[kind] if n.startswith("mmo")]
     assert not [c for c in ip.configurables if type(c).__name__ == "MMOMagics"]
+    html = ip.display_formatter.formatters["text/html"]
+    assert not [k for k in html.deferred_printers if k[0].startswith("mmo_magic")]
+    assert not [t for t in html.type_printers if t.__module__.startswith("mmo_magic")]
     ip.run_line_magic("load_ext", "mmo_magic")  # and it loads again
     assert "mmo" in ip.magics_manager.magics["cell"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from urllib.parse import quote
@@ -78,6 +79,38 @@ def test_all_returns_every_outcome_in_order(orc, sim):
     assert [r.model for r in responses] == ["an", bad, "lo", "no-such-model"]
     assert "Unknown model" in responses[3].error
     assert len({r.group_id for r in orc.runs.records()}) == 1
+    # Each response carries the group id its records share: no need to pass one in.
+    (group,) = {r.group_id for r in responses}
+    assert group == orc.runs.records()[0].group_id
+    assert len(orc.runs.records(group_id=group)) == 4
+
+
+def test_races_work_over_any_completer():
+    """parallel needs no Orchestrator: a function completing a prompt with a model will do."""
+    from mmo_magic.orchestration.calls import CallContext
+    from mmo_magic.orchestration.parallel import all_models, race
+
+    seen: list[CallContext] = []
+
+    async def complete(prompt, model, options, context):  # type: ignore[no-untyped-def]
+        seen.append(context)
+        await asyncio.sleep(0.2 if model == "slow" else 0)
+        status = "error" if model == "broken" else "ok"
+        response = mmo.CompletionResponse(
+            f"{model}: {prompt}", model, "fake", status=status, group_id=context.group_id
+        )
+        context.on_finish(response)  # every attempt's outcome, as the engine reports it
+        if model == "broken":
+            raise mmo.ProviderError("down", provider="fake", model=model, status=503)
+        return response
+
+    result = asyncio.run(race(complete, "hi", ["broken", "slow", "quick"], max_tokens=3))
+    assert result.winner.content == "quick: hi"
+    assert [r.status for r in result.responses] == ["error", "cancelled", "ok"]
+    assert {c.kind for c in seen} == {"race"} and {c.group_id for c in seen} == {result.group_id}
+    responses = asyncio.run(all_models(complete, "hi", ["quick", "slow"]))
+    assert [r.content for r in responses] == ["quick: hi", "slow: hi"]
+    assert seen[-1].kind == "all" and responses[0].group_id == responses[1].group_id
 
 
 def test_all_respects_a_per_provider_concurrency_limit(sim, keys):

@@ -58,9 +58,56 @@ def test_persistent_429_without_retry_after_is_bounded_and_backs_off(orc, sim):
 def test_retry_after_longer_than_the_cap_is_not_waited_for(orc, sim):
     mid = "sim-fast?fail=429&retry_after=600"
     started = time.monotonic()
-    with pytest.raises(mmo.ProviderError):
+    with pytest.raises(mmo.ProviderError) as info:
         orc.complete("hi", model=model(orc, mid))
     assert sim.request_count(mid) == 1 and time.monotonic() - started < 5
+    # The client reports what the server asked for; only the policy's cap decides.
+    assert info.value.retry_after_s == 600
+
+
+def provider_error(status=None, code=None, cls=mmo.ProviderError, **kw) -> mmo.ProviderError:  # type: ignore[no-untyped-def]
+    return cls("x", provider="p", model="m", status=status, code=code, **kw)
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (provider_error(429), True),
+        (provider_error(408), True),
+        (provider_error(409), True),
+        (provider_error(500), True),
+        (provider_error(529, "overloaded_error"), True),
+        (provider_error(400, "content_policy_violation"), False),
+        (provider_error(401), False),
+        (provider_error(404), False),
+        (provider_error(code="timeout"), True),
+        (provider_error(code="connection_error"), True),
+        (provider_error(cls=mmo.StreamError), True),
+        (provider_error(code="api_error"), False),
+        (provider_error(retryable=True), True),  # a custom client that knows better
+    ],
+)
+def test_one_place_says_what_is_retryable(error, retryable):
+    from mmo_magic.orchestration.reliability import retryable as is_retryable
+
+    assert is_retryable(error) is retryable
+
+
+def test_failover_decisions_for_one_chain():
+    from mmo_magic.orchestration.reliability import Failover, Next
+
+    failover = Failover(mmo.RetryPolicy(base_delay_s=0.01), mmo.CircuitBreaker(threshold=100))
+    small = mmo.ModelConfig("sim", "a", context_window=8_000, max_retries=1)
+    smaller = small.replace(name="b", context_window=4_000)
+    busy = provider_error(429, retry_after_s=0.5)
+    first = failover.after_failure(small, busy, retries=0)
+    assert (first.next, first.delay_s) == (Next.RETRY, 0.5) and busy.retryable
+    assert failover.after_failure(small, busy, retries=1).next is Next.FAILOVER  # retries used up
+    assert failover.after_failure(small, busy, retries=0, text_shown=True).next is Next.STOP
+    too_long = provider_error(400, "context_length_exceeded")
+    assert failover.after_failure(small, too_long, retries=0).next is Next.FAILOVER
+    assert failover.skip(smaller) == "context window not larger"
+    assert failover.after_failure(small, provider_error(400), retries=0).next is Next.STOP
 
 
 @pytest.mark.parametrize(

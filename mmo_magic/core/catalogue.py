@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from .models import ModelConfig
 
-__all__ = ["PRICES_AS_OF", "builtin_models"]
+__all__ = ["DEFAULT_MODEL_PREFERENCE", "PRICES_AS_OF", "builtin_models"]
 
 PRICES_AS_OF = "2025-11"
+
+# The default model when the config names none: the first of these that is available
+# (its key is set). With no key the embedded model answers for real; the simulated
+# provider is the last resort.
+DEFAULT_MODEL_PREFERENCE = ("gpt-4o-mini", "claude-haiku-4-5", "smollm2", "sim-fast")
 
 
 def _per_1m(

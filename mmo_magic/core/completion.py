@@ -11,6 +11,7 @@ __all__ = [
     "CompletionRequest",
     "CompletionResponse",
     "Message",
+    "Prompt",
     "Status",
     "StreamEnd",
     "as_messages",
@@ -24,6 +25,10 @@ Status = Literal["ok", "error", "cancelled", "timeout"]
 class Message:
     role: Role
     content: str
+
+
+# What users pass as a prompt: a string, or chat messages (Message or {"role", "content"} dicts).
+Prompt = str | Sequence[Message | dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,9 @@ class CompletionResponse:
     """One model's answer (or failure) with its usage, timing and cost.
 
     ``model`` is the model that actually answered. ``cost`` is None when the
-    model is unpriced or its usage is unknown: missing, never 0.
+    model is unpriced or its usage is unknown: missing, never 0. ``group_id``
+    is shared by every call of one race, fan-out, consensus or pipeline (and
+    by the attempts of one call): ``runs.records(group_id=...)`` finds them.
     """
 
     content: str
@@ -98,6 +105,7 @@ class CompletionResponse:
     run_id: str | None = None
     route_reason: str | None = None
     tokens_estimated: bool = False
+    group_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,9 +145,7 @@ class CompletionResponse:
         return f"{self.content}\n\n<sub>{html.escape(self.footer())}</sub>"
 
 
-def as_messages(
-    prompt: str | Sequence[Message | dict[str, str]], system: str | None = None
-) -> tuple[Message, ...]:
+def as_messages(prompt: Prompt, system: str | None = None) -> tuple[Message, ...]:
     """Normalise a prompt string or a list of chat messages into Messages."""
     out: list[Message] = []
     if system:

@@ -16,7 +16,7 @@ import queue
 import re
 import sys
 import time
-import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +29,7 @@ from ..core.completion import CompletionResponse
 from ..core.errors import ConfigError, MMOError
 from ..core.loop import background_loop, wait_interruptibly
 from ..core.templates import Template
+from ..orchestration.calls import CallOptions
 from ..orchestration.orchestrator import Orchestrator
 from ..orchestration.pipeline import Pipeline, PipelineStep
 from ..orchestration.session import get_orchestrator
@@ -38,6 +39,10 @@ __all__ = ["MMOMagics", "load", "parse_pipeline", "unload"]
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 _OPTION_VALUE = re.compile(r"""\s*('[^']*'|"[^"]*"|\S+)""")
 _STEP = re.compile(r"^\[(?P<name>[A-Za-z_]\w*)\]\s+(?P<model>\S+)(?P<opts>.*)$")
+# The results a live view already shows in full: their Out[] is their one-line text
+# form, not the same answers again as a table. Kept by id, so results stay plain data.
+_SHOWN_LIVE: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+_LIVE_RESULTS = ("mmo_magic.orchestration.parallel", ("RaceResult", "ConsensusResult"))
 
 
 def _friendly(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -208,8 +213,8 @@ class MMOMagics(Magics):
         where = "the cell (use --no-interpolate to send braces as written)"
         return Template(cell).render(self.ip.user_ns, where=where)
 
-    def _options(self, args: argparse.Namespace) -> dict[str, Any]:
-        options: dict[str, Any] = {
+    def _options(self, args: argparse.Namespace) -> CallOptions:
+        options: CallOptions = {
             "system": args.system,
             "temperature": args.temperature,
             "max_tokens": args.max_tokens,
@@ -224,21 +229,18 @@ class MMOMagics(Magics):
     def _target(self, args: argparse.Namespace) -> tuple[str | None, Any]:
         """(model, route) for ``orc.complete`` from MODEL, -r and -t."""
         if args.task:
-            from ..routing.routers import ModelRouter, RoutingRule, TaskRouter
+            from ..routing import task_router
 
-            task_models = TaskRouter(task_models=self.orc.task_models).task_models
-            if args.task not in task_models:
-                raise ConfigError(
-                    f"Unknown task {args.task!r}.", hint=f"Known: {', '.join(sorted(task_models))}."
-                )
-            rule = RoutingRule(name=f"task {args.task}", models=list(task_models[args.task]))
-            return "auto", ModelRouter([rule], default=self.orc.default_model)
+            orc = self.orc
+            return "auto", task_router(
+                args.task, task_models=orc.task_models, default=orc.default_model
+            )
         if args.route or args.model == "auto":
             return "auto", args.route or self.route
         return args.model or self.default_model, None
 
     def _stream(
-        self, prompt: str, model: str | None, route: Any, options: dict[str, Any], fmt: str
+        self, prompt: str, model: str | None, route: Any, options: CallOptions, fmt: str
     ) -> CompletionResponse:
         handle = display(Markdown("…"), display_id=True)
         stream = self.orc.stream(prompt, model, route=route, **options)
@@ -276,11 +278,13 @@ class MMOMagics(Magics):
         if name:
             self.ip.user_ns[name] = value
 
-    def _many(self, prompt: str, args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    def _many(self, prompt: str, args: argparse.Namespace, options: CallOptions) -> Any:
         if args.race:
             return self._race(prompt, _models(args.race), options, out=args.out)
         if args.all_models:
-            return self._race(prompt, _models(args.all_models), options, out=args.out, every=True)
+            return self._race(
+                prompt, _models(args.all_models), options, out=args.out, all_models=True
+            )
         judges = _models(args.judge or self.judge)
         return self._race(
             prompt, _models(args.consensus), options, out=args.out, judges=judges,
@@ -291,7 +295,7 @@ class MMOMagics(Magics):
 
     @magic_arguments()
     @argument("--judge", default=None, metavar="J1,J2", help="Judges: consensus by vote.")
-    @argument("--all", dest="every", action="store_true", help="Let every model finish.")
+    @argument("--all", dest="all_models", action="store_true", help="Let every model finish.")
     @argument("--strategy", default=None, help="With judges: judge, majority or longest.")
     @argument("--hedge-ms", type=float, default=None, help="Start models one by one.")
     @argument("-s", "--system", default=None)
@@ -318,7 +322,8 @@ class MMOMagics(Magics):
         prompt = self._prompt(cell if cell is not None else rest, args.no_interpolate)
         judges = _models(args.judge)
         return self._race(
-            prompt, _models(args.models), self._options(args), out=args.out, every=args.every,
+            prompt, _models(args.models), self._options(args), out=args.out,
+            all_models=args.all_models,
             judges=judges, strategy=args.strategy or ("judge" if judges else None),
             hedge_ms=args.hedge_ms,
         )  # fmt: skip
@@ -327,10 +332,10 @@ class MMOMagics(Magics):
         self,
         prompt: str,
         models: list[str],
-        options: dict[str, Any],
+        options: CallOptions,
         *,
         out: str | None = None,
-        every: bool = False,
+        all_models: bool = False,
         judges: list[str] | None = None,
         strategy: str | None = None,
         hedge_ms: float | None = None,
@@ -340,25 +345,29 @@ class MMOMagics(Magics):
 
         if len(models) < 1:
             raise ConfigError("Name the models to compare, e.g. sim-fast,sim-slow.")
-        consensus = strategy is not None
-        view = RaceView(models, title=_title(prompt), show_votes=consensus)
+        view = RaceView(models, title=_title(prompt), show_votes=strategy is not None)
         display(view.widget)
-        hooks = {"on_text": view.on_text, "on_result": view.on_finish}
+        on_text, on_result = view.on_text, view.on_finish
         result: Any = None
         try:
-            if consensus:
+            if strategy is not None:
                 result = self.orc.consensus(
-                    prompt, models, judges=judges or [], strategy=strategy, **hooks, **options
-                )
+                    prompt, models, judges=judges or [], strategy=strategy, on_text=on_text,
+                    on_result=on_result, **options,
+                )  # fmt: skip
                 view.set_votes(result)
-            elif every:
-                group = uuid.uuid4().hex
-                responses = self.orc.all(prompt, models, group_id=group, **hooks, **options)
+            elif all_models:
+                responses = self.orc.all(
+                    prompt, models, on_text=on_text, on_result=on_result, **options
+                )
                 ok = [r for r in responses if r.ok]
                 fastest = min(ok, key=lambda r: r.latency_ms or 0.0) if ok else None
-                result = RaceResult(fastest, responses, group)
+                result = RaceResult(fastest, responses, responses[0].group_id or "")
             else:
-                result = self.orc.race(prompt, models, hedge_ms=hedge_ms, **hooks, **options)
+                result = self.orc.race(
+                    prompt, models, hedge_ms=hedge_ms, on_text=on_text, on_result=on_result,
+                    **options,
+                )  # fmt: skip
         except MMOError as exc:
             view.finish(getattr(exc, "result", None))
             raise
@@ -366,7 +375,7 @@ class MMOMagics(Magics):
             view.finish(None)
             raise
         view.finish(result)
-        result.shown = True  # the widget already shows it: keep Out[] to one line
+        _SHOWN_LIVE[id(result)] = result  # the widget already shows it: keep Out[] to one line
         self._store(out, result)
         return result
 
@@ -540,6 +549,11 @@ def _title(prompt: str) -> str:
     return first if len(first) <= 80 else first[:77] + "…"
 
 
+def _html_unless_shown_live(result: Any) -> str | None:
+    """A race or consensus result's HTML, unless a live view already shows it."""
+    return None if _SHOWN_LIVE.get(id(result)) is result else result._repr_html_()
+
+
 def load(shell: Any) -> None:
     """Register the magics and make ``%config MMOMagics`` work."""
     if any(isinstance(c, MMOMagics) for c in shell.configurables):
@@ -547,6 +561,10 @@ def load(shell: Any) -> None:
     magics = MMOMagics(shell=shell, parent=shell)
     shell.register_magics(magics)
     shell.configurables.append(magics)
+    html_formatter = shell.display_formatter.formatters["text/html"]
+    module, names = _LIVE_RESULTS
+    for name in names:  # by name: races are not imported until one is run
+        html_formatter.for_type_by_name(module, name, _html_unless_shown_live)
 
 
 def unload(shell: Any) -> None:
@@ -557,3 +575,7 @@ def unload(shell: Any) -> None:
             manager.magics[kind].pop(name, None)
     manager.registry.pop("MMOMagics", None)
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, MMOMagics)]
+    html_formatter = shell.display_formatter.formatters["text/html"]
+    module, names = _LIVE_RESULTS
+    for name in names:
+        html_formatter.pop(f"{module}.{name}", None)

@@ -1,6 +1,6 @@
 """LLM-as-judge and consensus voting: the pure logic, with no I/O.
 
-The orchestrator builds a prompt with ``judge_messages``, sends it to each
+``parallel.consensus`` builds a prompt with ``judge_messages``, sends it to each
 judge model, reads the reply with ``parse_verdict`` (asking once more with
 ``repair_messages`` when the reply is unusable), maps a swapped-order verdict
 back with ``unswap``, merges the two orders with ``combine_swap`` and counts a

@@ -1,7 +1,8 @@
 """Several models at once: race (first good answer wins), all, and consensus with judges.
 
-These functions drive an Orchestrator's ``acomplete``, so every call of a
-race, a fan-out or a judge panel is a run record sharing one group id.
+These functions work over a ``Completer`` (the call engine's ``complete``), so
+every call of a race, an ``all`` or a judge panel is a run record, and every
+response carries the group id they share.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import dataclasses
 import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from ..core.completion import Attempt, CompletionResponse
+from ..core.completion import Attempt, CompletionResponse, Prompt, Status
 from ..core.errors import AllModelsFailedError, ConfigError, MMOError
-from ..storage.runlog import new_id
+from ..core.ids import new_id
+from .calls import CallContext, CallOptions, Completer, ModelText, OnFinish
 from .judges import (
     TIE,
     Tally,
@@ -36,11 +38,8 @@ from .judges import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .orchestrator import Orchestrator, Prompt
+__all__ = ["ConsensusResult", "RaceResult", "Strategy", "all_models", "consensus", "race"]
 
-__all__ = ["ConsensusResult", "RaceResult", "all_models", "consensus", "race"]
-
-ModelText = Callable[[str, str], None]
 Strategy = str | Callable[[list[CompletionResponse]], "CompletionResponse | int | None"]
 
 
@@ -51,8 +50,6 @@ class RaceResult:
     winner: CompletionResponse | None
     responses: list[CompletionResponse]
     group_id: str
-    # Set when a live view already showed this result, so Out[] stays one line.
-    shown: bool = field(default=False, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.winner.content if self.winner else ""
@@ -60,8 +57,8 @@ class RaceResult:
     def __repr__(self) -> str:
         return _summary("RaceResult", self.winner, self.responses)
 
-    def _repr_html_(self) -> str | None:
-        return None if self.shown else _responses_table(self.responses, self.winner, "race")
+    def _repr_html_(self) -> str:
+        return _responses_table(self.responses, self.winner, "race")
 
 
 @dataclass
@@ -77,7 +74,6 @@ class ConsensusResult:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     judge_errors: dict[str, MMOError] = field(default_factory=dict)
     candidates: dict[str, str] = field(default_factory=dict)  # label -> model
-    shown: bool = field(default=False, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return _summary("ConsensusResult", self.winner, self.responses)
@@ -94,9 +90,7 @@ class ConsensusResult:
     def __str__(self) -> str:
         return self.winner.content if self.winner else ""
 
-    def _repr_html_(self) -> str | None:
-        if self.shown:
-            return None
+    def _repr_html_(self) -> str:
         table = _responses_table(self.responses, self.winner, self.strategy)
         return f"{table}<p>{html.escape(self.reason)}</p>"
 
@@ -115,14 +109,14 @@ async def _let_it_send() -> None:
 
 
 async def race(
-    orc: Orchestrator,
+    complete: Completer,
     prompt: Prompt,
     models: Sequence[str],
     *,
     hedge_ms: float | None = None,
     on_text: ModelText | None = None,
-    on_result: Callable[[CompletionResponse], None] | None = None,
-    **options: Any,
+    on_result: OnFinish | None = None,
+    **options: Unpack[CallOptions],
 ) -> RaceResult:
     """The first *successful* answer wins; losers are cancelled and their streams closed.
 
@@ -142,11 +136,8 @@ async def race(
             if on_text is not None:
                 on_text(models[i], delta)
 
-        coro = orc.acomplete(
-            prompt, models[i], kind="race", group_id=group, on_text=text,
-            on_finish=_keep(last, i, on_result), **options,
-        )  # fmt: skip
-        running[asyncio.ensure_future(coro)] = i
+        context = CallContext("race", group, on_text=text, on_finish=_keep(last, i, on_result))
+        running[asyncio.ensure_future(complete(prompt, models[i], options, context))] = i
 
     started = 0
     for _ in models if hedge_ms is None else models[:1]:
@@ -176,7 +167,9 @@ async def race(
     finally:
         stopped = set(running.values())
         await _cancel(running)
-    responses = [last.get(i) or _not_run(m, "an earlier model won") for i, m in enumerate(models)]
+    responses = [
+        last.get(i) or _not_run(m, group, "an earlier model won") for i, m in enumerate(models)
+    ]
     for i in stopped:
         # Stopped mid-call (perhaps waiting to retry after a failed attempt): cancelled.
         responses[i] = dataclasses.replace(
@@ -189,27 +182,38 @@ async def race(
 
 
 async def all_models(
-    orc: Orchestrator,
+    complete: Completer,
     prompt: Prompt,
     models: Sequence[str],
     *,
-    kind: str = "all",
-    group_id: str | None = None,
     on_text: ModelText | None = None,
-    on_result: Callable[[CompletionResponse], None] | None = None,
-    **options: Any,
+    on_result: OnFinish | None = None,
+    **options: Unpack[CallOptions],
 ) -> list[CompletionResponse]:
     """Every model's outcome, in the order given, failures included (never raises for them)."""
+    return await _every(complete, prompt, models, "all", new_id(), on_text, on_result, options)
+
+
+async def _every(
+    complete: Completer,
+    prompt: Prompt,
+    models: Sequence[str],
+    kind: str,
+    group: str,
+    on_text: ModelText | None,
+    on_result: OnFinish | None,
+    options: CallOptions,
+) -> list[CompletionResponse]:
+    """``all_models``, recorded as ``kind`` in ``group`` (consensus asks its candidates so)."""
     _check_models(models)
-    group = group_id or new_id()
     last: dict[int, CompletionResponse] = {}
 
     def call(i: int) -> Any:
-        return orc.acomplete(
-            prompt, models[i], kind=kind, group_id=group,
-            on_text=None if on_text is None else (lambda t: on_text(models[i], t)),
-            on_finish=_keep(last, i, on_result), **options,
+        context = CallContext(
+            kind, group, on_text=None if on_text is None else (lambda t: on_text(models[i], t)),
+            on_finish=_keep(last, i, on_result),
         )  # fmt: skip
+        return complete(prompt, models[i], options, context)
 
     tasks = [asyncio.ensure_future(call(i)) for i in range(len(models))]
     try:
@@ -221,14 +225,14 @@ async def all_models(
         if isinstance(outcome, CompletionResponse):
             responses.append(outcome)
         elif isinstance(outcome, MMOError):
-            responses.append(last.get(i) or _not_run(models[i], str(outcome), "error"))
+            responses.append(last.get(i) or _not_run(models[i], group, str(outcome), "error"))
         else:
             raise outcome  # a bug, not a model failure: let it show
     return responses
 
 
 async def consensus(
-    orc: Orchestrator,
+    complete: Completer,
     prompt: Prompt,
     models: Sequence[str],
     *,
@@ -237,7 +241,9 @@ async def consensus(
     swap: bool = True,
     panel: str = "majority",
     criteria: str | None = None,
-    **options: Any,
+    on_text: ModelText | None = None,
+    on_result: OnFinish | None = None,
+    **options: Unpack[CallOptions],
 ) -> ConsensusResult:
     """Ask every model, then pick one answer by ``strategy``.
 
@@ -249,14 +255,16 @@ async def consensus(
     returns the winner (or its index).
     """
     group = new_id()
-    responses = await all_models(orc, prompt, models, kind="consensus", group_id=group, **options)
+    responses = await _every(
+        complete, prompt, models, "consensus", group, on_text, on_result, options
+    )
     ok = [r for r in responses if r.ok]
     if not ok:
         raise _all_failed(responses, None)
     name = strategy if isinstance(strategy, str) else getattr(strategy, "__name__", "custom")
     result = ConsensusResult(None, responses, name, "", group)
     if strategy == "judge":
-        await _judge(orc, prompt, ok, judges, swap, panel, criteria, result)
+        await _judge(complete, prompt, ok, judges, swap, panel, criteria, result)
     elif strategy == "majority":
         index, counts = majority_answer([r.content for r in ok])
         result.winner = None if index is None else ok[index]
@@ -282,7 +290,7 @@ async def consensus(
 
 
 async def _judge(
-    orc: Orchestrator,
+    complete: Completer,
     prompt: Prompt,
     ok: list[CompletionResponse],
     judges: Sequence[str],
@@ -304,13 +312,15 @@ async def _judge(
 
     async def verdict_of(judge: str, order: list[int], role: str) -> Verdict:
         messages = judge_messages(question, [ok[i].content for i in order], criteria=criteria)
-        common: dict[str, Any] = {"kind": "judge", "group_id": result.group_id, "temperature": 0}
-        reply = await orc.acomplete(messages, judge, step=f"{role} {judge}", **common)
+        options: CallOptions = {"temperature": 0}
+        context = CallContext("judge", result.group_id, step=f"{role} {judge}")
+        reply = await complete(messages, judge, options, context)
         try:
             verdict = parse_verdict(reply.content, names, judge=judge)
         except VerdictError as error:  # one repair attempt, never a silent default
             fixed = repair_messages(messages, reply.content, error)
-            reply = await orc.acomplete(fixed, judge, step=f"{role} {judge} (repair)", **common)
+            context = dataclasses.replace(context, step=f"{context.step} (repair)")
+            reply = await complete(fixed, judge, options, context)
             verdict = parse_verdict(reply.content, names, judge=judge)
         return unswap(verdict, order, names)
 
@@ -345,11 +355,7 @@ async def _judge(
     )
 
 
-def _keep(
-    last: dict[int, CompletionResponse],
-    index: int,
-    then: Callable[[CompletionResponse], None] | None,
-) -> Callable[[CompletionResponse], None]:
+def _keep(last: dict[int, CompletionResponse], index: int, then: OnFinish | None) -> OnFinish:
     """An on_finish hook: remember model ``index``'s latest outcome, then tell ``then``."""
 
     def keep(response: CompletionResponse) -> None:
@@ -373,8 +379,8 @@ def _check_models(models: Sequence[str]) -> None:
         raise ConfigError("Give a list of model names, e.g. models=['gpt-4o-mini', 'haiku'].")
 
 
-def _not_run(model: str, why: str, status: str = "cancelled") -> CompletionResponse:
-    return CompletionResponse(content="", model=model, provider="", status=status, error=why)  # type: ignore[arg-type]
+def _not_run(model: str, group: str, why: str, status: Status = "cancelled") -> CompletionResponse:
+    return CompletionResponse("", model, "", status=status, error=why, group_id=group)
 
 
 async def _cancel(tasks: dict[asyncio.Task[CompletionResponse], int]) -> None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.completion import CompletionResponse
 from ..core.errors import ConfigError, MMOError, TemplateError
+from ..core.ids import new_id
 from ..core.templates import Template
-from ..storage.runlog import new_id
+from .calls import CallContext, CallOptions, Completer
 
 __all__ = ["Pipeline", "PipelineResult", "PipelineStep", "research_pipeline"]
 
@@ -124,16 +125,13 @@ class PipelineResult:
         )
 
 
-StepCall = Callable[[PipelineStep, str, str | None, str], Awaitable[CompletionResponse]]
-
-
 async def run_pipeline(
     pipeline: Pipeline,
     variables: Mapping[str, Any],
-    call: StepCall,
+    complete: Completer,
     on_step: Callable[[PipelineStep, CompletionResponse], None] | None = None,
 ) -> PipelineResult:
-    """Run ``pipeline``; ``call(step, prompt, system, group_id)`` makes each model call."""
+    """Run ``pipeline`` with ``complete`` making each step's call (kind "pipeline_step")."""
     result = PipelineResult(pipeline.name, group_id=new_id())
     values: dict[str, Any] = dict(variables)
     for wave in pipeline.waves(list(values)):
@@ -142,7 +140,13 @@ async def run_pipeline(
             where = f"step {step.name!r}"
             prompt = Template(step.prompt_template).render(values, where=where)
             system = Template(step.system).render(values, where=where) if step.system else None
-            response = await call(step, prompt, system, result.group_id)
+            options: CallOptions = {
+                "system": system,
+                "temperature": step.temperature,
+                "max_tokens": step.max_tokens,
+            }
+            context = CallContext("pipeline_step", result.group_id, step=step.name)
+            response = await complete(prompt, step.model, options, context)
             result.responses[step.output_key] = response
             result.outputs[step.output_key] = response.content
             if on_step is not None:

@@ -1,11 +1,14 @@
 """The one retry, fallback and circuit-breaker policy.
 
 What happens after a failed attempt is decided here and only here, so every
-call behaves the same and every attempt lands in the run log:
+call behaves the same and every attempt lands in the run log. Clients report
+what the provider said (HTTP status, error code, ``retry-after`` as sent);
+these rules decide what it means:
 
 - retry the same model only when a retry can succeed (408, 409, 429, 5xx,
   529, connection errors, broken streams), with exponential backoff and full
-  jitter, honouring ``retry-after`` / ``retry-after-ms`` up to a cap;
+  jitter, honouring ``retry-after`` / ``retry-after-ms`` up to a cap
+  (``RetryPolicy.max_retry_after_s``, the only one);
 - a timeout (a silent or stalled provider) fails over at once: retrying the
   same route would only wait again;
 - ``context_length_exceeded`` fails over to the next model in the chain with
@@ -14,7 +17,9 @@ call behaves the same and every attempt lands in the run log:
 - any other 4xx (a content-policy refusal, a bad request) is final: another
   model would refuse the same request, so the provider's reason propagates;
 - a model that keeps failing is skipped for a cooldown by its circuit
-  breaker, then probed once, and used again when the probe succeeds.
+  breaker, then probed once, and used again when the probe succeeds;
+- a stream that has already shown text is neither retried nor failed over:
+  the caller cannot take the text back, and a second answer would follow it.
 
 The breaker counts every failed attempt, retries included: a ``threshold``
 below ``max_retries + 1`` opens it in the middle of a call's retries.
@@ -27,10 +32,21 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from ..core.errors import MissingAPIKeyError, MMOError, ProviderError
+from ..core.errors import MissingAPIKeyError, MMOError, ProviderError, StreamError
+from ..core.models import ModelConfig
 
-__all__ = ["CircuitBreaker", "Next", "RetryPolicy", "next_step"]
+__all__ = [
+    "CircuitBreaker",
+    "Decision",
+    "Failover",
+    "Next",
+    "RetryPolicy",
+    "next_step",
+    "retryable",
+]
 
+_RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx, 529 "overloaded" included
+_RETRYABLE_CODES = frozenset({"timeout", "connection_error"})
 _UNUSABLE_STATUS = frozenset({401, 403, 404})
 
 
@@ -43,7 +59,19 @@ class Next(Enum):
     STOP = "stop"  # give up: the error is the answer
 
 
+def retryable(error: ProviderError) -> bool:
+    """Whether sending the same request again can succeed.
+
+    By HTTP status when there is one; without one, a broken stream, a timeout
+    or a failed connection can, and so can an error its client marked retryable.
+    """
+    if error.status is not None:
+        return error.status in _RETRYABLE_STATUS or error.status >= 500
+    return isinstance(error, StreamError) or error.code in _RETRYABLE_CODES or error.retryable
+
+
 def next_step(error: MMOError) -> Next:
+    """What to do after ``error``, before counting retries and breakers (see ``Failover``)."""
     if isinstance(error, MissingAPIKeyError):
         return Next.FAILOVER
     if not isinstance(error, ProviderError):
@@ -52,7 +80,7 @@ def next_step(error: MMOError) -> Next:
         return Next.FAILOVER
     if error.code == "context_length_exceeded" or "prompt is too long" in error.message:
         return Next.LARGER_CONTEXT
-    if error.retryable:
+    if retryable(error):
         return Next.RETRY
     if error.status in _UNUSABLE_STATUS:
         return Next.FAILOVER
@@ -131,3 +159,62 @@ class CircuitBreaker:
         self._failures.clear()
         self._opened_at.clear()
         self._probing.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a failed attempt: ``next``, and for a retry how long to wait first."""
+
+    next: Next
+    delay_s: float = 0.0
+
+
+class Failover:
+    """These rules applied to one call's chain of models (the model, then its fallbacks).
+
+    The engine asks ``skip`` before trying a model, and ``after_failure`` after
+    each failed attempt; it reports successes with ``succeeded``.
+    """
+
+    def __init__(self, policy: RetryPolicy, breaker: CircuitBreaker) -> None:
+        self.policy = policy
+        self.breaker = breaker
+        self.overflowed: int | None = None  # the context window a prompt was too long for
+
+    def skip(self, config: ModelConfig) -> str | None:
+        """Why ``config`` is not worth trying now (None: try it)."""
+        if self.overflowed is not None and (config.context_window or 0) <= self.overflowed:
+            return "context window not larger"
+        if not self.breaker.allow(config.name):
+            return "circuit open"
+        return None
+
+    def succeeded(self, config: ModelConfig) -> None:
+        self.breaker.record_success(config.name)
+
+    def after_failure(
+        self, config: ModelConfig, error: MMOError, retries: int, *, text_shown: bool = False
+    ) -> Decision:
+        """RETRY (after ``delay_s``), FAILOVER to the next model, or STOP and raise ``error``.
+
+        ``retries``: how many times this model was already retried in this call.
+        ``text_shown``: the caller has already shown some of this attempt's text.
+        A ProviderError's ``retryable`` is set to this policy's answer.
+        """
+        if isinstance(error, ProviderError):
+            error.retryable = retryable(error)
+        step = next_step(error)
+        if step in (Next.RETRY, Next.FAILOVER) and isinstance(error, ProviderError):
+            self.breaker.record_failure(config.name)
+        if step is Next.STOP or text_shown:
+            # A stream's caller has shown the text so far and cannot take it back:
+            # a retry or fallback would append a second answer to the first.
+            return Decision(Next.STOP)
+        if step is Next.RETRY and retries < config.max_retries:
+            assert isinstance(error, ProviderError)
+            delay = self.policy.delay(retries + 1, error)
+            if delay is not None and self.breaker.allow(config.name):
+                return Decision(Next.RETRY, delay)
+        if step is Next.LARGER_CONTEXT:
+            self.overflowed = config.context_window or 0
+        return Decision(Next.FAILOVER)

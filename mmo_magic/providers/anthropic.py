@@ -13,8 +13,18 @@ from .base import ModelClient, StreamItem, read_to_end, sse_events
 
 __all__ = ["AnthropicClient"]
 
-# In-stream error types that a retry can get past (the HTTP status was already 200).
-_RETRYABLE_STREAM_ERRORS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+# The HTTP status each in-stream error type stands for (the response itself was a 200),
+# as Anthropic documents them; whether to retry is orchestration.reliability's call.
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
 
 
 class AnthropicClient(ModelClient):
@@ -99,12 +109,10 @@ class AnthropicClient(ModelClient):
 
     def _stream_failure(self, error: dict[str, Any]) -> Exception:
         kind = str(error.get("type", "error"))
-        status = _RETRYABLE_STREAM_ERRORS.get(kind)
         return self.fail(
             f"{kind}: {error.get('message', 'error event in stream')}",
-            status=status,
+            status=_STREAM_ERROR_STATUS.get(kind),
             code=kind,
-            retryable=status is not None,
         )
 
     async def aclose(self) -> None:

@@ -28,8 +28,6 @@ from ..core.models import ModelConfig
 __all__ = ["ModelClient", "StreamItem", "map_sdk_error", "sse_events"]
 
 StreamItem = str | StreamEnd
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-_MAX_RETRY_AFTER_S = 60.0
 
 
 class ModelClient(abc.ABC):
@@ -53,8 +51,6 @@ class ModelClient(abc.ABC):
         return ProviderError(message, provider=self.config.provider, model=self.config.name, **kw)
 
     def stream_error(self, message: str, **kw: Any) -> StreamError:
-        # A broken stream may well work on a second try.
-        kw.setdefault("retryable", True)
         return StreamError(message, provider=self.config.provider, model=self.config.name, **kw)
 
     def temperature(self, request: CompletionRequest) -> float | None:
@@ -146,7 +142,8 @@ def map_sdk_error(exc: BaseException, config: ModelConfig) -> ProviderError:
 
     Both SDKs share one shape (APIStatusError with ``status_code``, ``body``
     and ``response``; APITimeoutError; APIConnectionError), so one mapping
-    serves both.
+    serves both. It reports what the provider said (status, code,
+    ``retry-after``); whether to retry is ``orchestration.reliability``'s call.
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
 
@@ -156,25 +153,21 @@ def map_sdk_error(exc: BaseException, config: ModelConfig) -> ProviderError:
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         message, code = _error_detail(getattr(exc, "body", None), str(exc))
-        retryable = status in _RETRYABLE_STATUS or status >= 500
         hint = _status_hint(status, code, config)
         return error(
             message,
             status=status,
             code=code,
-            retryable=retryable,
             retry_after_s=_retry_after(getattr(exc, "response", None)),
             hint=hint,
         )
     if "APITimeoutError" in names:
-        return error("the request timed out", retryable=True, code="timeout")
+        return error("the request timed out", code="timeout")
     if "APIConnectionError" in names:
         cause = exc.__cause__ or exc.__context__
         detail = f": {type(cause).__name__}" if cause else ""
         where = config.base_url or "the provider"
-        return error(
-            f"could not connect to {where}{detail}", retryable=True, code="connection_error"
-        )
+        return error(f"could not connect to {where}{detail}", code="connection_error")
     return error(f"{type(exc).__name__}: {exc}")
 
 
@@ -199,7 +192,10 @@ def _status_hint(status: int, code: str | None, config: ModelConfig) -> str | No
 
 
 def _retry_after(response: Any) -> float | None:
-    """Seconds the provider asked us to wait (retry-after-ms, retry-after), capped."""
+    """Seconds the provider asked us to wait (retry-after-ms, retry-after), as it said.
+
+    Not capped here: ``RetryPolicy.max_retry_after_s`` decides how long is too long.
+    """
     headers = getattr(response, "headers", None)
     if headers is None:
         return None
@@ -221,4 +217,4 @@ def _retry_after(response: Any) -> float | None:
                 seconds = None
     if seconds is None:
         return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
+    return max(seconds, 0.0)  # a date already past: no wait

@@ -1,0 +1,521 @@
+"""The call engine: one call from prompt to recorded answer.
+
+``CallEngine.complete`` is the one entry point (a ``Completer``): the
+Orchestrator's ``complete``, its streams, races, judges and pipelines all
+call it. It routes, then tries the model and its fallbacks under the rules of
+``reliability``, each attempt from the cache or within the budget, under the
+model's deadlines, and records every attempt in the run log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..core.completion import (
+    Attempt,
+    CompletionRequest,
+    CompletionResponse,
+    Prompt,
+    StreamEnd,
+    as_messages,
+)
+from ..core.errors import AllModelsFailedError, InvalidRequestError, MMOError, ProviderError
+from ..core.ids import new_id
+from ..core.loop import BackgroundLoop, background_loop
+from ..core.models import Catalogue, ModelConfig
+from ..providers import ModelClient, make_client
+from ..storage.cache import CachedAnswer, ResponseCache, cache_key
+from ..storage.runlog import RunLog, RunRecord
+from .budget import Budget, Reservation
+from .calls import CallContext, CallOptions, OnFinish, OnText
+from .reliability import CircuitBreaker, Failover, Next, RetryPolicy
+
+if TYPE_CHECKING:
+    from ..routing import Router
+
+__all__ = ["AUTO", "SESSION_ID", "CallEngine", "build_request", "current_cell", "recorded_as"]
+
+SESSION_ID = new_id()[:12]
+AUTO = "auto"  # the model name that asks a router to choose
+
+# The ``step`` of the run records of calls that set none (see ``recorded_as``).
+_step: contextvars.ContextVar[str | None] = contextvars.ContextVar("mmo_step", default=None)
+
+
+@contextlib.contextmanager
+def recorded_as(step: str) -> Iterator[None]:
+    """Record the calls started inside the block with ``step`` (unless they set their own).
+
+    For a front end that labels all its calls, e.g. the HTTP service's "service".
+    The label follows the calls onto the background loop: a coroutine submitted
+    there runs in a copy of the submitting context.
+    """
+    token = _step.set(step)
+    try:
+        yield
+    finally:
+        _step.reset(token)
+
+
+def current_cell() -> int | None:
+    """The number the notebook shows beside the running cell, under IPython (never imports it).
+
+    ``shell.execution_count`` is the wrong source: IPython 9 increments it before
+    the cell runs and IPython 8 after, so it names this cell on one and the next
+    on the other. The cell's own ``ExecutionResult`` carries its number on both;
+    the display hook holds it while the cell's code runs. Between cells (a worker
+    thread a cell started, still going) it is the last cell that ran.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return None
+    running = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    result = running if running is not None else getattr(shell, "last_execution_result", None)
+    count = getattr(result, "execution_count", None)
+    return count if isinstance(count, int) else None
+
+
+_PLAIN = CallContext()  # a call of its own, recorded as "complete", watched by nobody
+
+
+@dataclass
+class _Progress:
+    """What one attempt has produced so far: kept even when it fails."""
+
+    started: float = field(default_factory=time.perf_counter)
+    parts: list[str] = field(default_factory=list)
+    ttft_ms: float | None = None
+    end: StreamEnd | None = None
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Everything about one call besides its prompt."""
+
+    requested: str
+    route: str | Router | None
+    system: str | None
+    temperature: float | None
+    max_tokens: int | None
+    budget: float | None
+    allow_unpriced: bool
+    use_cache: bool
+    fallbacks: Sequence[str] | None
+    on_text: OnText | None
+    on_finish: OnFinish | None
+    kind: str
+    group_id: str | None
+    step: str | None
+    cell: int | None
+    # One per run record of this call: done once the record is committed.
+    committed: list[concurrent.futures.Future[None]] = field(default_factory=list)
+
+
+class CallEngine:
+    """Runs calls for an Orchestrator, which owns it and hands out its ``complete``.
+
+    ``router`` gives the Router for a ``route`` (None: the default route) and
+    ``default_model`` the model to use when a call names none: both stay the
+    Orchestrator's, which users configure.
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        *,
+        runs: RunLog,
+        cache: ResponseCache | None,
+        budget: Budget,
+        allow_unpriced: bool,
+        retry_policy: RetryPolicy,
+        breaker: CircuitBreaker,
+        max_concurrency_per_provider: int,
+        router: Callable[[str | Router | None], Router],
+        default_model: Callable[[], str],
+        loop: BackgroundLoop = background_loop,
+    ) -> None:
+        self.catalogue = catalogue
+        self.runs = runs
+        self.cache = cache
+        self.budget = budget
+        self.allow_unpriced = allow_unpriced
+        self.retry_policy = retry_policy
+        self.breaker = breaker
+        self.max_concurrency_per_provider = max_concurrency_per_provider
+        self.router = router
+        self.default_model = default_model
+        self.loop = loop
+        self.clients: dict[str, ModelClient] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    async def complete(
+        self,
+        prompt: Prompt,
+        model: str | None,
+        options: CallOptions,
+        context: CallContext = _PLAIN,
+        *,
+        route: str | Router | None = None,
+    ) -> CompletionResponse:
+        """One call, run on the background loop: ``model`` (None: the default), or a router's
+        choice when ``model`` is "auto" or a ``route`` is given."""
+        if model is not None and model != AUTO and route is not None:
+            raise InvalidRequestError(
+                f"Both model={model!r} and route={route!r} were given.",
+                hint='Pass a model, or model="auto" with a route.',
+            )
+        allow_unpriced = options.get("allow_unpriced")
+        call = _Call(
+            requested=model or (AUTO if route is not None else self.default_model()),
+            route=route,
+            system=options.get("system"),
+            temperature=options.get("temperature"),
+            max_tokens=options.get("max_tokens"),
+            budget=options.get("budget"),
+            allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
+            use_cache=options.get("cache", True) and self.cache is not None,
+            fallbacks=options.get("fallbacks"),
+            on_text=context.on_text,
+            on_finish=context.on_finish,
+            kind=context.kind,
+            group_id=context.group_id,
+            step=context.step or _step.get(),
+            cell=current_cell(),
+        )
+        return await self.loop.arun(self._complete(prompt, call))
+
+    async def _complete(self, prompt: Prompt, call: _Call) -> CompletionResponse:
+        """One call, returning or raising only once its run records are committed.
+
+        A returned call is a recorded call, even if the process dies right after
+        (concurrent calls share one commit: see ``storage.runlog``). A cancelled
+        call does not wait: its records are queued and written all the same.
+        """
+        try:
+            response = await self._route_and_run(prompt, call)
+        except MMOError:
+            await _committed(call)
+            raise
+        await _committed(call)
+        return response
+
+    async def _route_and_run(self, prompt: Prompt, call: _Call) -> CompletionResponse:
+        """One call: route, then try the model and its fallbacks under the retry policy."""
+        base = RunRecord(
+            kind=call.kind, requested_model=call.requested, prompt="", cell=call.cell,
+            session_id=SESSION_ID, temperature=call.temperature, max_tokens=call.max_tokens,
+            status="error", group_id=call.group_id or new_id(), step=call.step,
+        )  # fmt: skip
+        try:
+            request = build_request(prompt, call.system, call.temperature, call.max_tokens)
+            base.prompt, base.system = request.prompt_text, request.system
+            if call.requested == AUTO:
+                decision = self.router(call.route).route(request, self.catalogue)
+                base.route_reason = f"{decision.router}: {decision.reason}"
+                primary = self.catalogue.resolve(decision.model)
+            else:
+                primary = self.catalogue.resolve(call.requested)
+            base.model, base.provider = primary.name, primary.provider
+            names = primary.fallbacks if call.fallbacks is None else call.fallbacks
+            chain = [primary, *(self.catalogue.resolve(n) for n in names if n != primary.name)]
+        except MMOError as exc:
+            self._finish(call, base, None, _Progress(), exc)
+            raise
+        return await self._run_chain(chain, request, base, call)
+
+    async def _run_chain(
+        self, chain: list[ModelConfig], request: CompletionRequest, base: RunRecord, call: _Call
+    ) -> CompletionResponse:
+        attempts: list[Attempt] = []
+        errors: list[MMOError] = []
+        failover = Failover(self.retry_policy, self.breaker)
+        for config in chain:
+            if (why := failover.skip(config)) is not None:
+                attempts.append(_skipped(config, why))
+                continue
+            retries = 0
+            while True:
+                record = dataclasses.replace(
+                    base, run_id=new_id(), started_at=datetime.now(UTC),
+                    attempt=len(errors) + 1, model=config.name, provider=config.provider,
+                )  # fmt: skip
+                response, error = await self._try(config, request, record, call)
+                attempts.append(
+                    Attempt(config.name, config.provider, response.status, response.error,
+                            response.latency_ms, response.run_id)
+                )  # fmt: skip
+                if error is None:
+                    failover.succeeded(config)
+                    response.attempts = attempts
+                    return response
+                errors.append(error)
+                error.attempts = attempts
+                shown = call.kind == "stream" and bool(response.content)
+                decision = failover.after_failure(config, error, retries, text_shown=shown)
+                if decision.next is Next.STOP:
+                    raise error
+                if decision.next is Next.RETRY:
+                    retries += 1
+                    await asyncio.sleep(decision.delay_s)
+                    continue
+                break
+        if len({a.model for a in attempts}) <= 1 and errors:
+            raise errors[-1]  # one model: its own error says more than a summary
+        raise AllModelsFailedError(attempts, errors) from (errors[-1] if errors else None)
+
+    async def _try(
+        self, config: ModelConfig, request: CompletionRequest, record: RunRecord, call: _Call
+    ) -> tuple[CompletionResponse, MMOError | None]:
+        """One attempt at one model: from the cache, or within the budget, recorded either way."""
+        max_tokens = call.max_tokens or config.max_tokens
+        temperature = call.temperature if call.temperature is not None else config.temperature
+        key = cache_key(config, request, max_tokens, temperature) if call.use_cache else None
+        if key is not None and self.cache is not None and (hit := self.cache.get(key)):
+            return self._from_cache(record, config, hit, call), None
+        try:
+            reservation = self._authorize(config, request, max_tokens, call)
+        except MMOError as exc:
+            return self._finish(call, record, config, _Progress(), exc), exc
+        try:
+            response, error = await self._attempt(config, request, record, call)
+        finally:
+            self.budget.settle(reservation, record.cost)
+        if error is None and key is not None and self.cache is not None:
+            self.cache.put(key, CachedAnswer(
+                response.content, response.finish_reason or "stop", response.input_tokens,
+                response.output_tokens, response.tokens_estimated,
+            ))  # fmt: skip
+        return response, error
+
+    def _authorize(
+        self, config: ModelConfig, request: CompletionRequest, max_tokens: int, call: _Call
+    ) -> Reservation | None:
+        if self.budget.limit is None and call.budget is None:
+            return None  # no budget: skip counting tokens
+        from ..core.pricing import estimate_cost
+
+        estimate = estimate_cost(config, request, max_tokens)
+        return self.budget.authorize(
+            config, estimate, call_limit=call.budget, allow_unpriced=call.allow_unpriced
+        )
+
+    def _from_cache(
+        self, record: RunRecord, config: ModelConfig, hit: CachedAnswer, call: _Call
+    ) -> CompletionResponse:
+        """A cache hit: recorded like any call, with ``cached=True`` and no cost."""
+        progress = _Progress(parts=[hit.content])
+        progress.end = StreamEnd(
+            hit.finish_reason, hit.input_tokens, hit.output_tokens, hit.tokens_estimated
+        )
+        progress.ttft_ms = progress.elapsed_ms
+        if call.on_text is not None:
+            call.on_text(hit.content)
+        record.cached = True
+        return self._finish(call, record, config, progress, None, cost=0.0)
+
+    async def _attempt(
+        self, config: ModelConfig, request: CompletionRequest, record: RunRecord, call: _Call
+    ) -> tuple[CompletionResponse, MMOError | None]:
+        """One try at one model, recorded whatever happens: (response, error or None)."""
+        progress = _Progress()
+        done = functools.partial(self._finish, call, record, config, progress)
+        try:
+            client = self._client(config)
+            async with self._provider_slot(config.provider):
+                # Time the model, not the wait for a slot or the SDK's first-use set-up.
+                record.started_at = datetime.now(UTC)
+                progress.started = time.perf_counter()
+                await _consume(client, request, progress, call.on_text)
+        except asyncio.CancelledError:
+            done(None, status="cancelled")
+            raise
+        except MMOError as exc:
+            return done(exc), exc
+        return done(None), None
+
+    def _provider_slot(self, provider: str) -> asyncio.Semaphore:
+        """Bounds the calls in flight to one provider (``max_concurrency_per_provider``)."""
+        slot = self._slots.get(provider)
+        if slot is None:
+            slot = self._slots[provider] = asyncio.Semaphore(self.max_concurrency_per_provider)
+        return slot
+
+    def _finish(
+        self,
+        call: _Call,
+        record: RunRecord,
+        config: ModelConfig | None,
+        progress: _Progress,
+        error: MMOError | None,
+        status: str | None = None,
+        cost: float | None = None,
+    ) -> CompletionResponse:
+        """Complete ``record`` from the attempt's progress, store it, and build the response."""
+        end = progress.end
+        content = "".join(progress.parts)
+        input_tokens = end.input_tokens if end else None
+        output_tokens = end.output_tokens if end else None
+        if cost is None and config is not None:
+            cost = config.cost(input_tokens, output_tokens)
+            if error is not None and not progress.parts and config.priced:
+                cost = 0.0  # nothing was generated, so nothing was billed
+        if status is None:
+            status = "ok" if error is None else _status_of(error)
+        record.finished_at = datetime.now(UTC)
+        record.status = status
+        record.error_type = type(error).__name__ if error else None
+        record.error = str(error) if error else None
+        record.response = content
+        record.finish_reason = end.finish_reason if end else None
+        record.input_tokens, record.output_tokens = input_tokens, output_tokens
+        record.tokens_estimated = bool(end and end.estimated)
+        record.cost = cost
+        record.latency_ms = progress.elapsed_ms
+        record.ttft_ms = progress.ttft_ms
+        call.committed.append(self.runs.add(record))
+        response = CompletionResponse(
+            content=content,
+            model=config.name if config else record.requested_model,
+            provider=config.provider if config else "",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=record.latency_ms,
+            cost=cost,
+            status=status,  # type: ignore[arg-type]
+            error=record.error,
+            finish_reason=record.finish_reason,
+            ttft_ms=progress.ttft_ms,
+            run_id=record.run_id,
+            tokens_estimated=record.tokens_estimated,
+            cached=record.cached,
+            route_reason=record.route_reason,
+            group_id=record.group_id,
+        )
+        if call.on_finish is not None:
+            call.on_finish(response)
+        return response
+
+    def _client(self, config: ModelConfig) -> ModelClient:
+        client = self.clients.get(config.name)
+        if client is None or client.config != config:
+            client = self.clients[config.name] = make_client(config)
+        return client
+
+    def forget_client(self, name: str) -> None:
+        """Drop model ``name``'s client (its config changed): the next call builds a new one."""
+        self.clients.pop(name, None)
+
+    def close_clients(self) -> None:
+        """Close every client's connections."""
+        clients, self.clients = list(self.clients.values()), {}
+
+        async def close_all() -> None:
+            await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+        if clients:
+            self.loop.run(close_all())
+
+
+async def _committed(call: _Call) -> None:
+    """Wait until every run record of ``call`` is committed."""
+    for committed in call.committed:
+        if not committed.done():
+            await asyncio.wrap_future(committed)
+
+
+def _skipped(config: ModelConfig, why: str) -> Attempt:
+    return Attempt(config.name, config.provider, "error", f"skipped: {why}")
+
+
+def build_request(
+    prompt: Prompt, system: str | None, temperature: float | None, max_tokens: int | None
+) -> CompletionRequest:
+    """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it."""
+    if not isinstance(prompt, str | list | tuple):
+        raise InvalidRequestError(
+            f"A prompt must be a string or a list of messages, not {type(prompt).__name__}."
+        )
+    try:
+        messages = as_messages(prompt, system)
+    except (KeyError, TypeError) as exc:
+        raise InvalidRequestError(
+            "Messages must be dicts with 'role' and 'content' (or mmo_magic.Message)."
+        ) from exc
+    request = CompletionRequest(messages, max_tokens=max_tokens, temperature=temperature)
+    if not request.prompt_text.strip():
+        raise InvalidRequestError(
+            "The prompt is empty.", hint="Write something for the model to answer."
+        )
+    if max_tokens is not None and max_tokens <= 0:
+        raise InvalidRequestError(f"max_tokens must be > 0, got {max_tokens}.")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise InvalidRequestError(f"temperature must be between 0 and 2, got {temperature}.")
+    return request
+
+
+async def _consume(
+    client: ModelClient, request: CompletionRequest, progress: _Progress, on_text: OnText | None
+) -> None:
+    """Drain ``client.stream`` into ``progress`` under the model's deadlines.
+
+    Deadlines: total (``timeout_s``), time to first token (``ttft_timeout_s``)
+    and stall between deltas (``stall_timeout_s``), all on one rescheduled
+    timer so the per-chunk cost stays a single heap operation.
+    """
+    config = client.config
+    loop = asyncio.get_running_loop()
+    total_at = loop.time() + config.timeout_s
+    watch_gaps = config.ttft_timeout_s is not None or config.stall_timeout_s is not None
+
+    def deadline() -> float:
+        gap = config.ttft_timeout_s if progress.ttft_ms is None else config.stall_timeout_s
+        return total_at if gap is None else min(total_at, loop.time() + gap)
+
+    stream = client.stream(request)
+    try:
+        async with asyncio.timeout_at(deadline()) as timer:
+            async for item in stream:
+                if isinstance(item, StreamEnd):
+                    progress.end = item
+                    continue
+                if progress.ttft_ms is None:
+                    progress.ttft_ms = progress.elapsed_ms
+                progress.parts.append(item)
+                if on_text is not None:
+                    on_text(item)
+                if watch_gaps:
+                    timer.reschedule(deadline())
+    except TimeoutError as exc:
+        raise _timeout_error(config, progress, loop.time() >= total_at) from exc
+    finally:
+        await stream.aclose()
+
+
+def _timeout_error(config: ModelConfig, progress: _Progress, total: bool) -> ProviderError:
+    if total:
+        what = f"no complete answer within timeout_s={config.timeout_s:g}"
+    elif progress.ttft_ms is None:
+        what = f"no first token within ttft_timeout_s={config.ttft_timeout_s:g}"
+    else:
+        what = f"stream stalled: nothing for stall_timeout_s={config.stall_timeout_s:g}"
+    return ProviderError(what, provider=config.provider, model=config.name, code="timeout")
+
+
+def _status_of(error: MMOError) -> str:
+    return "timeout" if getattr(error, "code", None) == "timeout" else "error"
