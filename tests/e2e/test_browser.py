@@ -43,7 +43,7 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "race_and_judges.ipynb"
 ARTIFACTS = REPO / "artifacts"
 SCREENSHOT = ARTIFACTS / "race_widget.png"

@@ -22,7 +22,7 @@ from mmo_magic.storage.sqlite import open_database
 
 CANARY = "sk-canary-0123456789abcdef"
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make(n: int = 0, **kw: object) -> RunRecord:

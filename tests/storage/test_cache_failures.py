@@ -13,7 +13,7 @@ from conftest import sim_models
 import mmo_magic as mmo
 from mmo_magic.storage.cache import CachedAnswer, CacheWarning, ResponseCache
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ANSWER = CachedAnswer("forty-two", "stop", 3, 1)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from mmo_magic.storage.runlog import RunLog, RunLogWarning, RunRecord
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CALLS = 20
 TRIALS = 12  # per way of dying; each trial is a fresh interpreter
 
