@@ -97,6 +97,9 @@ class ServerSettings:
     max_body_bytes: int = 1_000_000
     max_tokens_cap: int = 4096
     cors_origins: tuple[str, ...] = ()
+    # Host header values served besides the loopback names: "example.com", "example.com:8000"
+    # or "*" (any). Without client keys only these and loopback; with keys, checked if given.
+    allowed_hosts: tuple[str, ...] = ()
     graceful_shutdown_s: float = 10.0
 
 
@@ -281,6 +284,13 @@ def _read_server(path: Path, table: Any, settings: Settings) -> None:
             raise ConfigError(f"{path}: [server] {key} must be > 0, got {value!r}.")
         if key == "graceful_shutdown_s" and value < 0:
             raise ConfigError(f"{path}: [server] {key} must be >= 0, got {value!r}.")
+        if key == "allowed_hosts":
+            for host in value:
+                if not host.strip() or any(c in host for c in "/@ \t"):
+                    raise ConfigError(
+                        f"{path}: [server] allowed_hosts: {host!r} is not a host name.",
+                        hint='Give names or addresses, e.g. ["example.com", "10.0.0.5:8000"].',
+                    )
         setattr(settings.server, key, tuple(value) if isinstance(value, list) else value)
 
 

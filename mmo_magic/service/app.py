@@ -7,28 +7,34 @@ Endpoints::
     POST /v1/chat/completions   OpenAI-compatible, streaming included: any OpenAI client works
     GET  /v1/models             OpenAI's model list; each entry carries our catalogue fields
     GET  /v1/models/{name}      one entry of that list
-    GET  /health                liveness; needs no key
+    GET  /health                liveness (HEAD too); needs no key
 
 Every call goes through the Orchestrator, so routers, retries, fallbacks,
 budgets and the run log work as they do in a notebook; the service's calls
 are recorded with ``step="service"``. A ``model`` may be a name, an alias,
 ``auto`` (the default router) or ``auto:ROUTER`` (``auto:task``, ``auto:cost``...).
 
-Security (``auth``): a bearer key, or loopback clients only. ``max_tokens``
-over ``max_tokens_cap`` gets 400, CORS is off unless origins are configured.
+Security (``auth``): a bearer key, or loopback clients naming a loopback
+host only (``allowed_hosts`` adds hosts). ``max_tokens`` over
+``max_tokens_cap`` gets 400, CORS is off unless origins are configured.
 Errors (``errors``) have OpenAI's shape, ``{"error": {"message", "type",
-"param", "code"}}``, and never carry a traceback or an API key.
+"param", "code"}}``, and never carry a traceback, an API key or an
+upstream's address (``scrub``). Shutdown (``shutdown``) lets calls in flight
+finish within the grace, then ends the rest in a way a client can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -63,6 +69,8 @@ from .schemas import (
     finish_reason,
     usage_out,
 )
+from .scrub import Scrubber
+from .shutdown import Drain
 from .streaming import start_stream
 
 __all__ = ["create_app"]
@@ -98,8 +106,12 @@ def create_app(
     on shutdown).
 
     ``keys``: the client keys; None reads ``MMO_SERVER_KEYS`` and ``settings.keys_env``.
-    With no keys only loopback clients are served. ``settings``: body limit,
-    max_tokens cap and CORS origins (``[server]`` in mmo.toml).
+    With no keys only loopback clients naming a loopback host (or one of
+    ``settings.allowed_hosts``) are served. ``settings``: body limit,
+    max_tokens cap, allowed hosts and CORS origins (``[server]`` in mmo.toml).
+
+    ``app.state.drain`` (``shutdown.Drain``) is the shutdown state: a server
+    calls ``drain.begin(grace_s)`` when it starts stopping (``mmo-serve`` does).
     """
     settings = settings or ServerSettings()
     owned = orchestrator is None
@@ -122,10 +134,16 @@ def create_app(
         docs_url=None,  # the docs page loads scripts from a CDN; the schema is at /openapi.json
         redoc_url=None,
     )
+    drain = Drain()
+    scrub = Scrubber(orc.models)
     app.state.orchestrator = orc
-    install_error_handlers(app)
+    app.state.drain = drain
+    install_error_handlers(app, scrub)
     app.add_middleware(_RecordedAsService)
-    app.add_middleware(Gate, keys=accepted, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Gate, keys=accepted, max_body_bytes=settings.max_body_bytes,
+        allowed_hosts=settings.allowed_hosts, drain=drain,
+    )  # fmt: skip
     if settings.cors_origins:  # added last, so outermost: preflights need no key
         app.add_middleware(
             CORSMiddleware,
@@ -138,6 +156,9 @@ def create_app(
     @app.get("/health", responses=ERROR_RESPONSES)
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    # HEAD: GET's status and headers, no body (load balancers and uptime checks use it).
+    app.head("/health", include_in_schema=False)(health)
 
     @app.get("/v1/models", response_model=ModelsOut, responses=ERROR_RESPONSES)
     async def list_models() -> ModelsOut:
@@ -160,7 +181,7 @@ def create_app(
             "task_type" if body.task_type else "specific" if body.model else "auto"
         )
         if routing in ("parallel", "race", "consensus"):
-            return await unless_disconnected(request, _many(orc, body, routing, options))
+            return await unless_disconnected(request, _many(orc, body, routing, options, scrub))
         if body.models:
             raise InvalidRequestError(
                 f"models is for routing='parallel', 'race' or 'consensus', not {routing!r}.",
@@ -168,7 +189,7 @@ def create_app(
             )
         model, route = _single(orc, body, routing)
         call = orc.acomplete(body.prompt, model, route=route, **options)
-        return completion_out(await unless_disconnected(request, call))
+        return completion_out(await unless_disconnected(request, call), scrub)
 
     @app.post(
         "/v1/chat/completions",
@@ -180,6 +201,7 @@ def create_app(
         _check_cap(max_tokens, settings.max_tokens_cap)
         if body.tools:
             raise InvalidRequestError("tools are not supported by this server.")
+        await _check_unicode(request)
         messages = _messages(body.messages)
         model, route = _target(body.model)
         options: dict[str, Any] = {
@@ -187,7 +209,7 @@ def create_app(
         }  # fmt: skip
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await start_stream(request, orc, messages, model, options, include_usage)
+            return await start_stream(request, orc, messages, model, options, include_usage, scrub)
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
         return ChatCompletionOut(
             id=f"chatcmpl-{response.run_id or new_id()}",
@@ -200,7 +222,7 @@ def create_app(
                 )
             ],
             usage=usage_out(response),
-            mmo=details_out(response),
+            mmo=details_out(response, scrub),
         )
 
     return app
@@ -228,7 +250,11 @@ def _single(orc: Orchestrator, body: CompleteRequest, routing: str) -> tuple[str
 
 
 async def _many(
-    orc: Orchestrator, body: CompleteRequest, routing: str, options: dict[str, Any]
+    orc: Orchestrator,
+    body: CompleteRequest,
+    routing: str,
+    options: dict[str, Any],
+    scrub: Scrubber,
 ) -> ManyOut:
     if not body.models:
         raise InvalidRequestError(f"routing={routing!r} needs models=[...].")
@@ -244,13 +270,14 @@ async def _many(
         group = responses[0].group_id  # the fan-out's: every response carries it
         assert group is not None
         return ManyOut(
-            routing="parallel", group_id=group, responses=[completion_out(r) for r in responses]
-        )
+            routing="parallel", group_id=group,
+            responses=[completion_out(r, scrub) for r in responses],
+        )  # fmt: skip
     if routing == "race":
         race = await orc.arace(body.prompt, body.models, **options)
         return ManyOut(
-            routing="race", group_id=race.group_id, winner=_maybe(race.winner),
-            responses=[completion_out(r) for r in race.responses],
+            routing="race", group_id=race.group_id, winner=_maybe(race.winner, scrub),
+            responses=[completion_out(r, scrub) for r in race.responses],
         )  # fmt: skip
     strategy = body.strategy or ("judge" if body.judges else "majority")
     result = await orc.aconsensus(
@@ -267,8 +294,9 @@ async def _many(
         )
     return ManyOut(
         routing="consensus", group_id=result.group_id,
-        winner=_maybe(result.winner),
-        responses=[completion_out(r) for r in result.responses], reason=result.reason, votes=votes,
+        winner=_maybe(result.winner, scrub),
+        responses=[completion_out(r, scrub) for r in result.responses], reason=result.reason,
+        votes=votes,
     )  # fmt: skip
 
 
@@ -286,6 +314,35 @@ def _check_cap(max_tokens: int | None, cap: int) -> None:
             f"max_tokens={max_tokens} is over this server's limit of {cap}.",
             hint=f"Ask for at most {cap} tokens.",
         )
+
+
+# A JSON escape of a UTF-16 surrogate: only a body with one can hold a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+async def _check_unicode(request: Request) -> None:
+    """A 400 for a string holding a lone surrogate (JSON's ``"\\ud800"``) anywhere in the body.
+
+    Valid JSON, but not text: no provider can be sent it. The body is read
+    once by FastAPI (``request.json()`` returns its copy); only a body with a
+    surrogate escape is searched.
+    """
+    if not _SURROGATE_ESCAPE.search(await request.body()):
+        return
+    todo: deque[tuple[tuple[str | int, ...], Any]] = deque([((), await request.json())])
+    while todo:  # breadth-first, without recursion: nesting depth is the client's choice
+        path, value = todo.popleft()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                error = {"type": "string_unicode", "loc": ("body", *path), "msg": "", "input": None}
+                raise RequestValidationError([error]) from None
+        elif isinstance(value, dict):
+            todo.extend(((*path, key), key) for key in value)  # a key is text too
+            todo.extend(((*path, key), item) for key, item in value.items())
+        elif isinstance(value, list):
+            todo.extend(((*path, i), item) for i, item in enumerate(value))
 
 
 def _messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
@@ -327,5 +384,5 @@ def _model_entries(orc: Orchestrator) -> list[ModelOut]:
     return entries
 
 
-def _maybe(r: CompletionResponse | None) -> CompletionOut | None:
-    return None if r is None else completion_out(r)
+def _maybe(r: CompletionResponse | None, scrub: Scrubber) -> CompletionOut | None:
+    return None if r is None else completion_out(r, scrub)

@@ -1,10 +1,20 @@
-"""The gate: client keys, loopback-only serving and body size, before FastAPI sees anything.
+"""The gate: shutdown, client keys, loopback-only serving, allowed hosts and body size,
+before FastAPI sees anything.
 
 Clients send ``Authorization: Bearer KEY``; keys come from
 ``MMO_SERVER_KEYS`` (comma-separated) and from the variable ``[server]
-keys_env`` names, never from a file. Without keys the service listens on
-loopback only. Bodies over ``max_body_bytes`` get 413 before they are parsed.
-``PUBLIC_PATHS`` need no key.
+keys_env`` names, never from a file. ``PUBLIC_PATHS`` need no key; the
+OpenAPI schema is not among them (README: "The service").
+
+Without keys the service listens on loopback only, serves loopback clients
+only, and answers only requests whose ``Host`` is a loopback name
+(``localhost``, ``127.0.0.1``, ``[::1]``, any port) or one of
+``allowed_hosts``: a web page that rebinds its own domain name to 127.0.0.1
+(DNS rebinding) sends its own name as ``Host``, and is refused. With keys,
+``Host`` is checked only when ``allowed_hosts`` is given.
+
+Bodies over ``max_body_bytes`` get 413 before they are parsed. While the
+service shuts down (``shutdown.Drain``), every new request gets 503.
 """
 
 from __future__ import annotations
@@ -21,12 +31,23 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.config import ServerSettings
-from .errors import error_response
+from .errors import error_response, shutting_down_response
+from .scrub import ECHO_LIMIT
+from .shutdown import Drain
 
-__all__ = ["KEYS_ENV", "PUBLIC_PATHS", "Gate", "client_keys", "declare_security", "is_loopback"]
+__all__ = [
+    "KEYS_ENV",
+    "PUBLIC_PATHS",
+    "Gate",
+    "allowed_host_problem",
+    "client_keys",
+    "declare_security",
+    "is_loopback",
+]
 
 KEYS_ENV = "MMO_SERVER_KEYS"
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health"})
+ANY_HOST = "*"  # as an allowed host: any Host at all (behind a proxy that checks it)
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
@@ -41,6 +62,35 @@ def is_loopback(host: str) -> bool:
     return (mapped or address).is_loopback
 
 
+def _split_host(value: str) -> tuple[str, str | None]:
+    """``"Example.com:8000"`` -> ``("example.com", "8000")``; ``"[::1]"`` -> ``("[::1]", None)``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, _, rest = value.partition("]")
+        host += "]"
+        port = rest[1:] if rest.startswith(":") else (rest or None)
+    else:
+        host, colon, port_text = value.partition(":")
+        port = port_text if colon else None
+    return host.rstrip("."), port
+
+
+def allowed_host_problem(entry: str) -> str | None:
+    """Why ``entry`` is not an allowed host (``--allowed-host``), or None if it is one."""
+    if entry == ANY_HOST:
+        return None
+    host, port = _split_host(entry)
+    if not host or "/" in entry or "@" in entry or any(c.isspace() for c in entry.strip()):
+        return f"{entry!r} is not a host name: give a name or address, e.g. example.com"
+    if port is not None and not port.isdigit():
+        return f"{entry!r} has a bad port: give host or host:port, e.g. example.com:8000"
+    return None
+
+
+def _host_matches(host: str, port: str | None, allowed: tuple[tuple[str, str | None], ...]) -> bool:
+    return any(host == a and (a_port is None or a_port == port) for a, a_port in allowed)
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -49,24 +99,63 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class Gate:
-    """Pure ASGI middleware: checks the client's key, then the body size, then lets FastAPI in.
+    """Pure ASGI middleware: refuses requests while shutting down, checks the client (and
+    its ``Host``), its key, then the body size, then lets FastAPI in.
 
     The given key is compared with ``hmac.compare_digest`` against every key, so
     timing reveals neither which key nor how much of one matched. Without
-    keys, only loopback clients are served. A body over the limit is refused
-    from its Content-Length, or (chunked) after reading at most the limit.
+    keys, only loopback clients naming a loopback or allowed host are served.
+    A body over the limit is refused from its Content-Length, or (chunked)
+    after reading at most the limit.
     """
 
-    def __init__(self, app: ASGIApp, *, keys: Sequence[str], max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: Sequence[str],
+        max_body_bytes: int,
+        allowed_hosts: Sequence[str] = (),
+        drain: Drain | None = None,
+    ) -> None:
         self.app = app
         self.keys = tuple(k.encode() for k in keys)
         self.max_body_bytes = max_body_bytes
+        self.drain = drain
+        self.any_host = ANY_HOST in allowed_hosts
+        self.allowed_hosts = tuple(_split_host(h) for h in allowed_hosts if h != ANY_HOST)
+        # Host must be a loopback name or an allowed one: always without keys, and with
+        # keys when allowed hosts are given.
+        self.check_host = not self.any_host and (not self.keys or bool(self.allowed_hosts))
+        self._host_ok: dict[str, bool] = {}  # Host header -> allowed; a client sends few
+
+    def _allowed(self, given: str) -> bool:
+        ok = self._host_ok.get(given)
+        if ok is None:
+            host, port = _split_host(given)
+            ok = is_loopback(host) or _host_matches(host, port, self.allowed_hosts)
+            if len(self._host_ok) >= 256:  # bounded: Host is the client's to choose
+                self._host_ok.clear()
+            self._host_ok[given] = ok
+        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = None if scope["path"] in PUBLIC_PATHS else self._refusal(scope)
+        refusal: Response | None = None
+        if self.drain is not None and self.drain.draining:
+            refusal = shutting_down_response()
+        else:
+            public = scope["path"] in PUBLIC_PATHS
+            if self.keys:
+                refusal = self._host_refusal(scope)
+                if refusal is None and not public:
+                    refusal = self._key_refusal(scope)
+            else:
+                refusal = None if public else self._client_refusal(scope)
+                if refusal is None:
+                    refusal = self._host_refusal(scope)
         if refusal is None:
             refusal, receive = await self._limit_body(scope, receive)
         if refusal is not None:
@@ -74,17 +163,42 @@ class Gate:
             return
         await self.app(scope, receive, send)
 
-    def _refusal(self, scope: Scope) -> Response | None:
-        if not self.keys:
-            client = scope.get("client")
-            if client and is_loopback(client[0]):
-                return None
-            return error_response(
-                403,
-                "This server has no client keys, so it serves loopback clients only.",
-                "permission_error",
-                code="loopback_only",
+    def _client_refusal(self, scope: Scope) -> Response | None:
+        client = scope.get("client")
+        if client and is_loopback(client[0]):
+            return None
+        return error_response(
+            403,
+            "This server has no client keys, so it serves loopback clients only.",
+            "permission_error",
+            code="loopback_only",
+        )
+
+    def _host_refusal(self, scope: Scope) -> Response | None:
+        if not self.check_host:
+            return None
+        given = _header(scope, b"host") or ""
+        if self._allowed(given):
+            return None
+        host, _ = _split_host(given)
+        shown = given if len(given) <= ECHO_LIMIT else f"{given[:ECHO_LIMIT]}…"
+        name = host if len(host) <= ECHO_LIMIT and not allowed_host_problem(host) else "HOST"
+        if self.keys:
+            why = "it is not one of this server's allowed hosts"
+        else:
+            why = (
+                "this server has no client keys, so it answers only to localhost, 127.0.0.1 "
+                "and [::1] (a guard against DNS rebinding)"
             )
+        return error_response(
+            403,
+            f"Host {shown!r} is not allowed: {why}. To allow it, start mmo-serve with "
+            f"--allowed-host {name} (or add it to [server] allowed_hosts in mmo.toml).",
+            "permission_error",
+            code="host_not_allowed",
+        )
+
+    def _key_refusal(self, scope: Scope) -> Response | None:
         scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
         given = token.strip().encode("latin-1")
         matched = False

@@ -1,7 +1,13 @@
 """``mmo-serve``: the service on uvicorn, from the command line (``--help``).
 
 Run it with ``mmo-serve`` or ``python -m mmo_magic.service``. Without client
-keys it refuses any host but loopback.
+keys it refuses to listen on anything but loopback, and answers only requests
+naming a loopback host (``--allowed-host`` adds others).
+
+On SIGTERM or SIGINT it stops accepting requests, gives those in flight
+``graceful_shutdown_s`` to finish, then cuts the rest (``shutdown``): a stream
+ends with an error event and ``[DONE]``, a request not yet answered gets 503
+with Retry-After. uvicorn gets ``FLUSH_S`` more to send those endings.
 """
 
 from __future__ import annotations
@@ -11,19 +17,27 @@ import dataclasses
 import logging
 import math
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.config import load_settings
 from ..core.errors import ConfigError, MMOError
 from ..orchestration.orchestrator import Orchestrator
 from .app import create_app
-from .auth import KEYS_ENV, client_keys, is_loopback
+from .auth import KEYS_ENV, allowed_host_problem, client_keys, is_loopback
+from .shutdown import Drain
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
+
+FLUSH_S = 1.0  # after the grace: time to send the cut requests their endings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         help="allow browser calls from ORIGIN (repeatable)",
     )  # fmt: skip
     parser.add_argument(
+        "--allowed-host", action="append", default=[], metavar="HOST",
+        help="also answer requests whose Host is HOST or HOST:PORT ('*': any); without keys "
+        "only localhost, 127.0.0.1 and [::1] are answered (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     return parser
@@ -56,9 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
+    for entry in args.allowed_host:
+        if problem := allowed_host_problem(entry):
+            print(f"mmo-serve: --allowed-host {problem}.", file=sys.stderr)
+            return 2
     settings = dataclasses.replace(
-        settings, host=host, port=port, cors_origins=(*settings.cors_origins, *args.cors_origin)
-    )
+        settings, host=host, port=port,
+        cors_origins=(*settings.cors_origins, *args.cors_origin),
+        allowed_hosts=(*settings.allowed_hosts, *args.allowed_host),
+    )  # fmt: skip
     keys = client_keys(settings)
     if not keys and not is_loopback(host):
         print(
@@ -80,24 +105,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     access = f"keys required ({len(keys)})" if keys else "no keys: loopback clients only"
     logger.info("serving %r; %s; run log %s", orc, access, orc.runs.path)
+    app = create_app(orc, keys=keys, settings=settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        # The drain cuts what is left at the grace; uvicorn's own limit comes after it.
+        timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown_s + FLUSH_S),
+    )
+    server = _draining_server(config, app.state.drain, settings.graceful_shutdown_s)
     # uvicorn shuts down gracefully on SIGINT or SIGTERM, then raises that signal again.
     # SIGTERM then raises KeyboardInterrupt too, so both end here, and the exit is clean.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        uvicorn.run(
-            create_app(orc, keys=keys, settings=settings),
-            host=host,
-            port=port,
-            log_level=args.log_level,
-            # In-flight requests (streams included) get this long to finish on shutdown.
-            timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown_s),
-        )
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
         orc.close()
-    return 0
+    return 0 if server.started else 1
+
+
+def _draining_server(config: uvicorn.Config, drain: Drain, grace_s: float) -> uvicorn.Server:
+    """A uvicorn server that starts ``drain`` as it starts shutting down."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            drain.begin(grace_s)
+            await super().shutdown(sockets)
+
+    return DrainingServer(config)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,16 +1,17 @@
 """The package's errors (``mmo_magic.core.errors``) as HTTP responses in OpenAI's shape.
 
 Every error body is ``{"error": {"message", "type", "param", "code"}}``
-(plus ``attempts`` when models were tried), and never carries a traceback or
-an API key: messages go through ``redact``, and unexpected exceptions become
-a generic 500 whose details stay in the server's log.
+(plus ``attempts`` when models were tried), and never carries a traceback,
+an API key, an upstream's address or a large echo of the request: messages
+go through ``redact`` and ``scrub``, and unexpected exceptions become a
+generic 500 whose details stay in the server's log.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +32,8 @@ from ..core.errors import (
 from ..core.redaction import redact
 from .disconnect import ClientDisconnected
 from .schemas import AttemptOut, CompleteRequest, ErrorDetail, ErrorOut, attempt_out
+from .scrub import ECHO_LIMIT, shorten
+from .shutdown import RETRY_AFTER_S, ShuttingDown
 
 __all__ = [
     "classify",
@@ -38,6 +41,7 @@ __all__ = [
     "install_error_handlers",
     "mmo_error_response",
     "server_error",
+    "shutting_down_response",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     detail = ErrorDetail(
-        message=redact(message), type=kind, param=param, code=code, attempts=attempts
+        message=shorten(redact(message)), type=kind, param=param, code=code, attempts=attempts
     )
     # OpenAI's four fields always (null when unknown); attempts only when there were some.
     body = ErrorOut(error=detail).model_dump(
@@ -67,6 +71,26 @@ def server_error() -> JSONResponse:
     """The 500 for a bug: its details go to the server's log, never to the client."""
     return error_response(
         500, "Internal server error; the server logged the details.", "server_error"
+    )
+
+
+def shutting_down_response(*, started: bool = False) -> JSONResponse:
+    """The 503 for a request refused or cut by shutdown, so it can be sent again.
+
+    ``started``: the error event ending a stream cut by shutdown, not a request refused.
+    """
+    message = (
+        "The server is shutting down: this answer was cut before it finished; send the "
+        "request again."
+        if started
+        else "The server is shutting down and did not answer this request; send it again."
+    )
+    return error_response(
+        503,
+        message,
+        "service_unavailable",
+        code="server_shutting_down",
+        headers={"retry-after": str(RETRY_AFTER_S), "connection": "close"},
     )
 
 
@@ -97,7 +121,8 @@ def classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
     return 500, "server_error", None, None
 
 
-def mmo_error_response(exc: MMOError) -> JSONResponse:
+def mmo_error_response(exc: MMOError, scrub: Callable[[str], str]) -> JSONResponse:
+    """``exc`` as its HTTP error; ``scrub`` hides upstream addresses (``scrub.Scrubber``)."""
     status, kind, code, param = classify(exc)
     message = str(exc)
     # Hints written for notebook users, rewritten for a client of the service.
@@ -111,7 +136,11 @@ def mmo_error_response(exc: MMOError) -> JSONResponse:
     headers = None
     if isinstance(exc, ProviderError) and exc.status == 429 and exc.retry_after_s is not None:
         headers = {"retry-after": f"{max(1, round(exc.retry_after_s))}"}
-    attempts = [attempt_out(a) for a in exc.attempts] or None
+    attempts = [attempt_out(a, scrub) for a in exc.attempts] or None
+    public = scrub(message)
+    if public != shorten(message):  # the server's log keeps what the client cannot see
+        logger.warning("%s (sent as: %s)", message, public)
+    message = public
     return error_response(
         status, message, kind, param=param, code=code, attempts=attempts, headers=headers
     )
@@ -123,6 +152,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = errors[0]
     location = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(location) or None
+    if first["type"] == "string_unicode":  # JSON's "\ud800": valid JSON, but no text
+        return (
+            f"{param or 'body'}: not valid Unicode text (it has an unpaired surrogate, "
+            "such as \\ud800); send the text as UTF-8.",
+            param,
+        )
     if first["type"] == "json_invalid":
         reason = first.get("ctx", {}).get("error", "decode error")
         return f"The request body is not valid JSON: {reason}.", None
@@ -139,10 +174,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return message, param
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, scrub: Callable[[str], str]) -> None:
     async def on_mmo_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MMOError)
-        return mmo_error_response(exc)
+        return mmo_error_response(exc, scrub)
 
     async def on_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -152,11 +187,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        message = f"{exc.detail}: {request.method} {request.url.path}."
+        path = request.url.path
+        path = path if len(path) <= ECHO_LIMIT else f"{path[:ECHO_LIMIT]}…"
+        message = f"{exc.detail}: {request.method} {path}."
         return error_response(exc.status_code, message, kind, headers=exc.headers)
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # nobody is listening; for the access log
+
+    async def on_shutdown(request: Request, exc: Exception) -> Response:
+        return shutting_down_response()
 
     async def on_bug(request: Request, exc: Exception) -> Response:
         logger.error("Unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
@@ -166,4 +206,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(ClientDisconnected, on_disconnect)
+    app.add_exception_handler(ShuttingDown, on_shutdown)
     app.add_exception_handler(Exception, on_bug)

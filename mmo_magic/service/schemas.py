@@ -6,6 +6,7 @@ These models are the OpenAPI schema the service publishes (``/openapi.json``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -239,18 +240,28 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 # -- shaping answers ---------------------------------------------------------------------------
+# ``scrub`` (``scrub.Scrubber``) cleans the errors providers wrote: no upstream address leaves.
 
 
-def attempt_out(a: Attempt) -> AttemptOut:
-    return AttemptOut.model_validate(dataclasses.asdict(a))
+def _scrubbed(fields: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
+    if fields.get("error"):
+        fields["error"] = scrub(fields["error"])
+    for attempt in fields.get("attempts") or ():
+        if attempt.get("error"):
+            attempt["error"] = scrub(attempt["error"])
+    return fields
 
 
-def completion_out(r: CompletionResponse) -> CompletionOut:
-    return CompletionOut.model_validate(dataclasses.asdict(r))
+def attempt_out(a: Attempt, scrub: Callable[[str], str]) -> AttemptOut:
+    return AttemptOut.model_validate(_scrubbed(dataclasses.asdict(a), scrub))
 
 
-def details_out(r: CompletionResponse) -> CallDetails:
-    return CallDetails.model_validate(dataclasses.asdict(r))
+def completion_out(r: CompletionResponse, scrub: Callable[[str], str]) -> CompletionOut:
+    return CompletionOut.model_validate(_scrubbed(dataclasses.asdict(r), scrub))
+
+
+def details_out(r: CompletionResponse, scrub: Callable[[str], str]) -> CallDetails:
+    return CallDetails.model_validate(_scrubbed(dataclasses.asdict(r), scrub))
 
 
 def usage_out(r: CompletionResponse) -> UsageOut | None:
