@@ -10,7 +10,8 @@ into it at the client boundary (``raise ... from exc``)::
     ├── InvalidRequestError      an empty prompt, a bad parameter value
     ├── MissingAPIKeyError       the key's environment variable is unset
     ├── ProviderError            the provider answered with an error, or never answered
-    │   └── StreamError          the stream was cut, stalled, or malformed
+    │   ├── StreamError          the stream was cut, stalled, or malformed
+    │   └── CircuitOpenError     not sent: the model kept failing (says when to retry)
     ├── AllModelsFailedError     every model of a call failed (carries every attempt)
     ├── BudgetExceededError      the call would spend more than is left
     └── TemplateError            a template names a variable that has no value
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AllModelsFailedError",
     "BudgetExceededError",
+    "CircuitOpenError",
     "ConfigError",
     "InvalidRequestError",
     "MMOError",
@@ -63,7 +65,7 @@ class ConfigError(MMOError):
 class UnknownModelError(ConfigError):
     """A model name that is neither a configured model nor an alias."""
 
-    def __init__(self, name: str, known: Iterable[str]) -> None:
+    def __init__(self, name: str, known: Iterable[str], *, where: str | None = None) -> None:
         self.name = name
         self.suggestions = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.5)
         hint = (
@@ -71,7 +73,8 @@ class UnknownModelError(ConfigError):
             if self.suggestions
             else "List the known models with Orchestrator.models() or %mmo_models."
         )
-        super().__init__(f"Unknown model {name!r}.", hint=hint)
+        place = f" {where}" if where else ""
+        super().__init__(f"Unknown model {name!r}{place}.", hint=hint)
 
 
 class NoModelAvailableError(ConfigError):
@@ -126,6 +129,24 @@ class ProviderError(MMOError):
 
 class StreamError(ProviderError):
     """The response stream was truncated, stalled or malformed."""
+
+
+class CircuitOpenError(ProviderError):
+    """Not sent: the model's circuit breaker is open after failures in a row.
+
+    ``retry_after_s`` says when the breaker will let a probe through.
+    """
+
+    def __init__(self, *, provider: str, model: str, retry_after_s: float) -> None:
+        super().__init__(
+            f"not sent: its circuit is open after failures; retry in {retry_after_s:.1f} s",
+            provider=provider,
+            model=model,
+            code="circuit_open",
+            retryable=True,
+            retry_after_s=retry_after_s,
+            hint="Add fallbacks=[...] to use another model meanwhile.",
+        )
 
 
 class AllModelsFailedError(MMOError):

@@ -176,9 +176,27 @@ class Catalogue:
         if model is None:
             lowered = name.lower()
             model = self._models.get(lowered) or self._models.get(self._aliases.get(lowered, ""))
+        if model is None and "?" in name:
+            model = self._with_options(name)
         if model is None:
             raise UnknownModelError(name, [*self._models, *self._aliases])
         return model
+
+    def _with_options(self, name: str) -> ModelConfig | None:
+        """``NAME?options`` for a simulated model NAME: a copy sending the options.
+
+        The simulated provider reads behaviour from the model name it is sent
+        (``sim-fast?fail=429``), so the options belong to the model_id.
+        """
+        base_name, _, options = name.partition("?")
+        try:
+            base = self.resolve(base_name)
+        except UnknownModelError:
+            return None
+        if base.provider != "sim" or not options:
+            return None
+        joiner = "&" if "?" in base.model_id else "?"
+        return base.replace(name=name, model_id=f"{base.model_id}{joiner}{options}", aliases=())
 
     def __contains__(self, name: object) -> bool:
         return name in self._models or name in self._aliases

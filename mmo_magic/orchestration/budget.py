@@ -9,12 +9,32 @@ the usage actually cost.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
-from ..core.errors import BudgetExceededError
+from ..core.errors import BudgetExceededError, ConfigError
 from ..core.models import ModelConfig
 
-__all__ = ["Budget", "Reservation"]
+__all__ = ["Budget", "Reservation", "check_usd"]
+
+
+def check_usd(value: Any, what: str = "budget") -> float | None:
+    """``value`` as a finite USD amount >= 0 (None: no limit), else ConfigError.
+
+    NaN must never pass: every comparison with it is False, so it would
+    silently disable the limit.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(
+            f"{what} must be a finite number of USD, got {value!r}.",
+            hint=f"For example {what}=0.50, or None for no limit.",
+        )
+    if value < 0:
+        raise ConfigError(f"{what} cannot be negative, got {value!r}.")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +46,7 @@ class Budget:
     """An orchestrator's budget: ``limit`` USD (None = unlimited), ``spent`` so far."""
 
     def __init__(self, limit: float | None = None) -> None:
-        if limit is not None and limit < 0:
-            raise ValueError("a budget cannot be negative")
-        self.limit = limit
+        self.limit = check_usd(limit)
         self.spent = 0.0
         self._reserved = 0.0
 

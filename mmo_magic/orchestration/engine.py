@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -26,11 +26,19 @@ from ..core.completion import (
     Attempt,
     CompletionRequest,
     CompletionResponse,
+    Message,
     Prompt,
     StreamEnd,
     as_messages,
 )
-from ..core.errors import AllModelsFailedError, InvalidRequestError, MMOError, ProviderError
+from ..core.errors import (
+    AllModelsFailedError,
+    CircuitOpenError,
+    InvalidRequestError,
+    MMOError,
+    ProviderError,
+    UnknownModelError,
+)
 from ..core.ids import new_id
 from ..core.loop import BackgroundLoop, background_loop
 from ..core.models import Catalogue, ModelConfig
@@ -38,7 +46,7 @@ from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
 from ..storage.runlog import RunLog, RunRecord
 from .budget import Budget, Reservation
-from .calls import CallContext, CallOptions, OnFinish, OnText
+from .calls import CallContext, CallOptions, OnFinish, OnText, checked_values
 from .reliability import CircuitBreaker, Failover, Next, RetryPolicy
 
 if TYPE_CHECKING:
@@ -88,6 +96,8 @@ def current_cell() -> int | None:
 
 
 _PLAIN = CallContext()  # a call of its own, recorded as "complete", watched by nobody
+# Kinds of call that compare models (timing, judging): they skip the cache unless asked.
+_COMPARISONS = frozenset({"race", "all", "consensus", "judge"})
 
 
 @dataclass
@@ -174,14 +184,47 @@ class CallEngine:
         route: str | Router | None = None,
     ) -> CompletionResponse:
         """One call, run on the background loop: ``model`` (None: the default), or a router's
-        choice when ``model`` is "auto" or a ``route`` is given."""
+        choice when ``model`` is "auto" or a ``route`` is given.
+
+        Arguments are checked first; a refused call is still recorded (status "error").
+        """
+        try:
+            call = self._call(model, route, options, context)
+        except MMOError as exc:
+            await self._refused(prompt, model, context, exc)
+            raise
+        return await self.loop.arun(self._complete(prompt, call))
+
+    def _call(
+        self,
+        model: str | None,
+        route: str | Router | None,
+        options: CallOptions,
+        context: CallContext,
+    ) -> _Call:
+        from ..routing import Router
+
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            # "" or a None in a list of models must not quietly mean the default model.
+            raise InvalidRequestError(
+                f"model must be a model name, got {model!r}.",
+                hint="Leave it out for the default model, or pass model='auto' to route.",
+            )
+        if route is not None and not isinstance(route, str | Router):
+            raise InvalidRequestError(
+                f"route must be a router name or a Router, got {type(route).__name__}.",
+                hint="One of 'complexity', 'task', 'cost', 'rules'.",
+            )
         if model is not None and model != AUTO and route is not None:
             raise InvalidRequestError(
                 f"Both model={model!r} and route={route!r} were given.",
                 hint='Pass a model, or model="auto" with a route.',
             )
+        options = checked_values(options)
         allow_unpriced = options.get("allow_unpriced")
-        call = _Call(
+        # Comparisons time and judge fresh answers: from the cache only when asked.
+        use_cache = options.get("cache", context.kind not in _COMPARISONS)
+        return _Call(
             requested=model or (AUTO if route is not None else self.default_model()),
             route=route,
             system=options.get("system"),
@@ -189,7 +232,7 @@ class CallEngine:
             max_tokens=options.get("max_tokens"),
             budget=options.get("budget"),
             allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
-            use_cache=options.get("cache", True) and self.cache is not None,
+            use_cache=use_cache and self.cache is not None,
             fallbacks=options.get("fallbacks"),
             on_text=context.on_text,
             on_finish=context.on_finish,
@@ -198,7 +241,21 @@ class CallEngine:
             step=context.step or _step.get(),
             cell=current_cell(),
         )
-        return await self.loop.arun(self._complete(prompt, call))
+
+    async def _refused(
+        self, prompt: Prompt, model: object, context: CallContext, error: MMOError
+    ) -> None:
+        """Record a call refused for its arguments, so the run log shows the attempt."""
+        record = RunRecord(
+            kind=context.kind, group_id=context.group_id or new_id(), step=context.step,
+            requested_model=model if isinstance(model, str) else repr(model),
+            prompt=prompt if isinstance(prompt, str) else "", status="error",
+            error_type=type(error).__name__, error=str(error), finished_at=datetime.now(UTC),
+            cell=current_cell(), session_id=SESSION_ID,
+        )  # fmt: skip
+        committed = self.runs.add(record)
+        if not committed.done():
+            await asyncio.wrap_future(committed)
 
     async def _complete(self, prompt: Prompt, call: _Call) -> CompletionResponse:
         """One call, returning or raising only once its run records are committed.
@@ -232,20 +289,36 @@ class CallEngine:
             else:
                 primary = self.catalogue.resolve(call.requested)
             base.model, base.provider = primary.name, primary.provider
-            names = primary.fallbacks if call.fallbacks is None else call.fallbacks
-            chain = [primary, *(self.catalogue.resolve(n) for n in names if n != primary.name)]
+            # Fallbacks given with the call are checked now, before anything is sent;
+            # configured ones only when reached: a fallback that names no model (added
+            # by add_model after the build-time check) must not fail a working primary.
+            chain: list[ModelConfig | str] = [primary]
+            if call.fallbacks is not None:
+                chain += [self.catalogue.resolve(n) for n in call.fallbacks if n != primary.name]
+            else:
+                chain += [n for n in primary.fallbacks if n != primary.name]
         except MMOError as exc:
             self._finish(call, base, None, _Progress(), exc)
             raise
         return await self._run_chain(chain, request, base, call)
 
     async def _run_chain(
-        self, chain: list[ModelConfig], request: CompletionRequest, base: RunRecord, call: _Call
+        self,
+        chain: list[ModelConfig | str],
+        request: CompletionRequest,
+        base: RunRecord,
+        call: _Call,
     ) -> CompletionResponse:
         attempts: list[Attempt] = []
         errors: list[MMOError] = []
         failover = Failover(self.retry_policy, self.breaker)
-        for config in chain:
+        for link in chain:
+            try:
+                config = self.catalogue.resolve(link) if isinstance(link, str) else link
+            except UnknownModelError as exc:
+                errors.append(exc)
+                attempts.append(Attempt(str(link), "", "error", str(exc)))
+                continue
             if (why := failover.skip(config)) is not None:
                 attempts.append(_skipped(config, why))
                 continue
@@ -275,6 +348,17 @@ class CallEngine:
                     await asyncio.sleep(decision.delay_s)
                     continue
                 break
+        if not errors and failover.circuit_wait_s is not None:
+            # Nothing was sent: say when it is worth asking again (a service's Retry-After).
+            first = chain[0]
+            assert isinstance(first, ModelConfig)  # the primary is always resolved
+            open_error = CircuitOpenError(
+                provider=first.provider, model=first.name, retry_after_s=failover.circuit_wait_s
+            )
+            open_error.attempts = attempts
+            self._finish(call, dataclasses.replace(base, run_id=new_id()), first, _Progress(),
+                         open_error)  # fmt: skip
+            raise open_error
         if len({a.model for a in attempts}) <= 1 and errors:
             raise errors[-1]  # one model: its own error says more than a summary
         raise AllModelsFailedError(attempts, errors) from (errors[-1] if errors else None)
@@ -451,12 +535,10 @@ def build_request(
         raise InvalidRequestError(
             f"A prompt must be a string or a list of messages, not {type(prompt).__name__}."
         )
-    try:
-        messages = as_messages(prompt, system)
-    except (KeyError, TypeError) as exc:
-        raise InvalidRequestError(
-            "Messages must be dicts with 'role' and 'content' (or mmo_magic.Message)."
-        ) from exc
+    if not isinstance(prompt, str):
+        for i, message in enumerate(prompt):
+            _check_message(i, message)
+    messages = as_messages(prompt, system)
     request = CompletionRequest(messages, max_tokens=max_tokens, temperature=temperature)
     if not request.prompt_text.strip():
         raise InvalidRequestError(
@@ -467,6 +549,32 @@ def build_request(
     if temperature is not None and not 0 <= temperature <= 2:
         raise InvalidRequestError(f"temperature must be between 0 and 2, got {temperature}.")
     return request
+
+
+_ROLES = ("system", "user", "assistant")
+
+
+def _check_message(index: int, message: object) -> None:
+    """One chat message: a known role and text content (what every provider accepts)."""
+    if isinstance(message, Message):
+        role, content = message.role, message.content
+    elif isinstance(message, Mapping) and "role" in message and "content" in message:
+        role, content = message["role"], message["content"]
+    else:
+        raise InvalidRequestError(
+            f"Message {index} must be a dict with 'role' and 'content' (or mmo_magic.Message), "
+            f"got {message!r:.60}."
+        )
+    if role not in _ROLES:
+        raise InvalidRequestError(
+            f"Message {index} has an invalid role {role!r}.",
+            hint=f"Use one of {', '.join(_ROLES)}.",
+        )
+    if not isinstance(content, str):
+        raise InvalidRequestError(
+            f"Message {index} ({role}) must have text content, got {type(content).__name__}.",
+            hint="Pass the content as a string.",
+        )
 
 
 async def _consume(

@@ -16,12 +16,21 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core.catalogue import DEFAULT_MODEL_PREFERENCE
 from ..core.completion import CompletionResponse, Prompt
+from ..core.errors import ConfigError, UnknownModelError
 from ..core.loop import background_loop
 from ..core.models import Catalogue, ModelConfig
 from ..storage.cache import ResponseCache
 from ..storage.runlog import RunLog
 from .budget import Budget
-from .calls import CallContext, CallOptions, ModelText, OnFinish, OnText, check_options
+from .calls import (
+    CallContext,
+    CallOptions,
+    ModelText,
+    OnFinish,
+    OnText,
+    check_options,
+    checked_values,
+)
 from .engine import AUTO, SESSION_ID, CallEngine, build_request
 from .reliability import CircuitBreaker, RetryPolicy
 from .streams import AsyncCompletionStream, CompletionStream, Start
@@ -47,7 +56,7 @@ class Orchestrator:
         default_model: str | None = None,
         *,
         runlog: RunLog | str | os.PathLike[str] | None = None,
-        cache: ResponseCache | str | os.PathLike[str] | bool = True,
+        cache: ResponseCache | str | os.PathLike[str] | bool | None = None,
         budget: float | None = None,
         allow_unpriced: bool = False,
         default_route: str = "complexity",
@@ -56,7 +65,8 @@ class Orchestrator:
         breaker: CircuitBreaker | None = None,
         max_concurrency_per_provider: int = 8,
     ) -> None:
-        """``cache``: True (the default file), False, a path or a ResponseCache.
+        """``cache``: True (the default file), False, a path or a ResponseCache; None (the
+        default) follows ``MMO_CACHE`` and is off when it is unset: a re-run calls the model.
         ``budget``: USD this orchestrator may spend (None: unlimited)."""
         if models is None:
             from ..core.catalogue import builtin_models
@@ -65,6 +75,21 @@ class Orchestrator:
         catalogue = models if isinstance(models, Catalogue) else Catalogue.of(models)
         if default_model is not None:
             catalogue.resolve(default_model)  # fail now, not at the first call
+        check_fallbacks(catalogue)
+        if (
+            isinstance(max_concurrency_per_provider, bool)
+            or not isinstance(max_concurrency_per_provider, int)
+            or max_concurrency_per_provider < 1
+        ):
+            # 0 would make every call wait for a slot forever.
+            raise ConfigError(
+                "max_concurrency_per_provider must be a whole number >= 1, "
+                f"got {max_concurrency_per_provider!r}."
+            )
+        if not isinstance(runlog, RunLog | str | os.PathLike | None):
+            raise ConfigError(
+                f"runlog must be a file path, ':memory:' or a RunLog, got {type(runlog).__name__}."
+            )
         self._default_model = default_model
         self.default_route = default_route
         self.task_models = task_models
@@ -74,7 +99,7 @@ class Orchestrator:
             catalogue,
             runs=runlog if isinstance(runlog, RunLog) else RunLog(runlog),
             cache=_make_cache(cache),
-            budget=Budget(budget),
+            budget=Budget(budget),  # checks the limit
             allow_unpriced=allow_unpriced,
             retry_policy=retry_policy or RetryPolicy(),
             breaker=breaker or CircuitBreaker(),
@@ -101,12 +126,14 @@ class Orchestrator:
             catalogue.add(model_from_dict(name, fields, base, source=source))
         default = os.environ.get("MMO_DEFAULT_MODEL") or settings.default_model
         kwargs.setdefault("runlog", settings.runlog)
-        if settings.cache is not None:
-            kwargs.setdefault("cache", settings.cache)
+        kwargs.setdefault("cache", settings.cache)  # None: MMO_CACHE decides, else off
         kwargs.setdefault("budget", settings.budget)
         if settings.route is not None:
             kwargs.setdefault("default_route", settings.route)
         kwargs.setdefault("task_models", settings.task_models or None)
+        # [breaker] in mmo.toml: CircuitBreaker's arguments (threshold, cooldown_s, ...).
+        if breaker := getattr(settings, "breaker", None):
+            kwargs.setdefault("breaker", CircuitBreaker(**breaker))
         return cls(catalogue, default, **kwargs)
 
     @property
@@ -192,6 +219,10 @@ class Orchestrator:
         return list(self.catalogue)
 
     def add_model(self, model: ModelConfig) -> None:
+        """Add ``model``, replacing one of the same name.
+
+        Its fallbacks may name models added after it, so they are checked at its first call.
+        """
         self.catalogue.add(model)
         self._engine.forget_client(model.name)
         self._routers.clear()
@@ -406,6 +437,7 @@ class Orchestrator:
     ) -> RouteDecision:
         """Which model ``route`` would choose for ``prompt``, and why. Calls no model."""
         check_options(options)
+        options = checked_values(options)
         request = build_request(prompt, options.get("system"), None, options.get("max_tokens"))
         return self._router(route).route(request, self.catalogue)
 
@@ -477,9 +509,36 @@ class Orchestrator:
         )
 
 
-def _make_cache(cache: ResponseCache | str | os.PathLike[str] | bool) -> ResponseCache | None:
+def check_fallbacks(catalogue: Catalogue) -> None:
+    """Refuse a configured fallback that names no model, now rather than at every call."""
+    for model in catalogue:
+        for name in model.fallbacks:
+            if name != model.name and name not in catalogue:
+                try:
+                    catalogue.resolve(name)  # a case variant or a sim model with options
+                except UnknownModelError as exc:
+                    raise UnknownModelError(
+                        name, catalogue.names(), where=f"in the fallbacks of model {model.name!r}"
+                    ) from exc
+
+
+def _make_cache(
+    cache: ResponseCache | str | os.PathLike[str] | bool | None,
+) -> ResponseCache | None:
+    """The cache to use: off unless asked for (the argument, else ``MMO_CACHE``).
+
+    ``MMO_CACHE=off`` turns off even a cache asked for by path or ``True``.
+    """
+    from ..core.config import cache_from_env
+
     if isinstance(cache, ResponseCache):
         return cache
-    if cache is False or os.environ.get("MMO_CACHE", "").lower() in ("off", "0", "false"):
+    if cache is not None and not isinstance(cache, bool | str | os.PathLike):
+        raise ConfigError(
+            f"cache must be True, False, a file path or a ResponseCache, got {cache!r}."
+        )
+    env = cache_from_env()
+    setting = env if cache is None or env is False else cache
+    if setting is None or setting is False:
         return None
-    return ResponseCache(None if cache is True else cache)
+    return ResponseCache(None if setting is True else setting)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Unpack
 from ..core.completion import Attempt, CompletionResponse, Prompt, Status
 from ..core.errors import AllModelsFailedError, ConfigError, MMOError
 from ..core.ids import new_id
-from .calls import CallContext, CallOptions, Completer, ModelText, OnFinish
+from .calls import CallContext, CallOptions, Completer, ModelText, OnFinish, model_names
 from .judges import (
+    METHODS,
     TIE,
     Tally,
     Verdict,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConsensusResult", "RaceResult", "Strategy", "all_models", "consensus", "race"]
 
+STRATEGIES = ("judge", "majority", "longest")
 Strategy = str | Callable[[list[CompletionResponse]], "CompletionResponse | int | None"]
 
 
@@ -124,7 +126,7 @@ async def race(
     one at a time: the next starts when no token has arrived ``hedge_ms``
     after the last start, or at once when a running model fails.
     """
-    _check_models(models)
+    models = model_names(models)  # one model twice would race itself
     group = new_id()
     last: dict[int, CompletionResponse] = {}
     token_seen = asyncio.Event()
@@ -205,7 +207,8 @@ async def _every(
     options: CallOptions,
 ) -> list[CompletionResponse]:
     """``all_models``, recorded as ``kind`` in ``group`` (consensus asks its candidates so)."""
-    _check_models(models)
+    # The same model twice is allowed: its answers vary, and that may be the point.
+    models = model_names(models, unique=False)
     last: dict[int, CompletionResponse] = {}
 
     def call(i: int) -> Any:
@@ -254,6 +257,21 @@ async def consensus(
     "longest": the longest answer. A callable gets the ok responses and
     returns the winner (or its index).
     """
+    # Everything about choosing is checked before the candidates are paid for.
+    judges = model_names(judges, "judges", allow_empty=True)
+    if isinstance(strategy, str) and strategy not in STRATEGIES:
+        raise ConfigError(
+            f"Unknown consensus strategy {strategy!r}.",
+            hint="Use 'judge', 'majority', 'longest' or a function of the responses.",
+        )
+    if not isinstance(strategy, str) and not callable(strategy):
+        raise ConfigError(f"strategy must be a name or a function, got {strategy!r}.")
+    if strategy == "judge" and not judges:
+        raise ConfigError(
+            "strategy='judge' needs judges=[...].", hint="Or use strategy='majority'."
+        )
+    if panel not in METHODS:
+        raise ConfigError(f"Unknown panel {panel!r}.", hint=f"Use one of {', '.join(METHODS)}.")
     group = new_id()
     responses = await _every(
         complete, prompt, models, "consensus", group, on_text, on_result, options
@@ -277,15 +295,11 @@ async def consensus(
         index = longest([r.content for r in ok])
         result.winner = None if index is None else ok[index]
         result.reason = "the longest answer (length says little about quality: a teaching baseline)"
-    elif callable(strategy):
+    else:
+        assert callable(strategy)
         pick = strategy(ok)
         result.winner = ok[pick] if isinstance(pick, int) else pick
         result.reason = f"chosen by {name}"
-    else:
-        raise ConfigError(
-            f"Unknown consensus strategy {strategy!r}.",
-            hint="Use 'judge', 'majority', 'longest' or a function of the responses.",
-        )
     return result
 
 
@@ -299,10 +313,6 @@ async def _judge(
     criteria: str | None,
     result: ConsensusResult,
 ) -> None:
-    if not judges:
-        raise ConfigError(
-            "strategy='judge' needs judges=[...].", hint="Or use strategy='majority'."
-        )
     names = labels(len(ok))
     result.candidates = {label: r.model for label, r in zip(names, ok, strict=True)}
     if len(ok) == 1:
@@ -372,11 +382,6 @@ def _last_user_text(messages: Any) -> str:
         if role == "user":
             return str(m.content if hasattr(m, "content") else m.get("content"))
     return ""
-
-
-def _check_models(models: Sequence[str]) -> None:
-    if isinstance(models, str) or not models:
-        raise ConfigError("Give a list of model names, e.g. models=['gpt-4o-mini', 'haiku'].")
 
 
 def _not_run(model: str, group: str, why: str, status: Status = "cancelled") -> CompletionResponse:

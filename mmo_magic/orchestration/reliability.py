@@ -27,12 +27,13 @@ below ``max_retries + 1`` opens it in the middle of a call's retries.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
 from enum import Enum
 
-from ..core.errors import MissingAPIKeyError, MMOError, ProviderError, StreamError
+from ..core.errors import ConfigError, MissingAPIKeyError, MMOError, ProviderError, StreamError
 from ..core.models import ModelConfig
 
 __all__ = [
@@ -113,17 +114,34 @@ class RetryPolicy:
 
 
 class CircuitBreaker:
-    """Per-model breaker: ``threshold`` failures in a row open it for ``cooldown_s``.
+    """Per-model breaker: ``threshold`` failures in a row open it for a cooldown.
 
     Once the cooldown has passed, one probe is let through (half-open); its
-    success closes the breaker, its failure opens it again.
+    success closes the breaker, its failure opens it again for a cooldown
+    ``backoff`` times longer, up to ``max_cooldown_s``. The first cooldown is
+    short (``cooldown_s``) so a recovered model is back within seconds, while
+    one that stays down is probed less and less often.
     """
 
-    def __init__(self, threshold: int = 5, cooldown_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        threshold: int = 5,
+        cooldown_s: float = 1.0,
+        *,
+        max_cooldown_s: float = 60.0,
+        backoff: float = 2.0,
+    ) -> None:
+        _check_setting("threshold", threshold, 1, whole=True)
+        _check_setting("cooldown_s", cooldown_s, 0)
+        _check_setting("max_cooldown_s", max_cooldown_s, cooldown_s)
+        _check_setting("backoff", backoff, 1)
         self.threshold = threshold
         self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self.backoff = backoff
         self._failures: dict[str, int] = {}
         self._opened_at: dict[str, float] = {}
+        self._cooldown: dict[str, float] = {}  # the current cooldown of each open model
         self._probing: set[str] = set()
 
     def state(self, model: str) -> str:
@@ -131,7 +149,14 @@ class CircuitBreaker:
         opened = self._opened_at.get(model)
         if opened is None:
             return "closed"
-        return "half-open" if time.monotonic() - opened >= self.cooldown_s else "open"
+        return "half-open" if self.retry_after_s(model) == 0 else "open"
+
+    def retry_after_s(self, model: str) -> float:
+        """Seconds until ``model`` will be probed again (0: now, or it is closed)."""
+        opened = self._opened_at.get(model)
+        if opened is None:
+            return 0.0
+        return max(opened + self._cooldown[model] - time.monotonic(), 0.0)
 
     def allow(self, model: str) -> bool:
         """Whether to send to ``model`` now (claims the single probe when half-open)."""
@@ -146,19 +171,34 @@ class CircuitBreaker:
     def record_success(self, model: str) -> None:
         self._failures.pop(model, None)
         self._opened_at.pop(model, None)
+        self._cooldown.pop(model, None)
         self._probing.discard(model)
 
     def record_failure(self, model: str) -> None:
         count = self._failures.get(model, 0) + 1
         self._failures[model] = count
-        if model in self._probing or count >= self.threshold:
+        if model in self._probing:  # the probe failed: wait longer before the next
+            previous = self._cooldown.get(model, self.cooldown_s)
+            self._cooldown[model] = min(previous * self.backoff, self.max_cooldown_s)
+            self._opened_at[model] = time.monotonic()
+        elif count >= self.threshold and model not in self._opened_at:
+            self._cooldown[model] = self.cooldown_s
             self._opened_at[model] = time.monotonic()
         self._probing.discard(model)
 
     def reset(self) -> None:
         self._failures.clear()
         self._opened_at.clear()
+        self._cooldown.clear()
         self._probing.clear()
+
+
+def _check_setting(name: str, value: float, low: float, *, whole: bool = False) -> None:
+    kind = int if whole else int | float
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        raise ConfigError(f"CircuitBreaker {name} must be a finite number, got {value!r}.")
+    if value < low:
+        raise ConfigError(f"CircuitBreaker {name} must be >= {low:g}, got {value!r}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +220,16 @@ class Failover:
         self.policy = policy
         self.breaker = breaker
         self.overflowed: int | None = None  # the context window a prompt was too long for
+        self.circuit_wait_s: float | None = None  # the soonest an open circuit lets a probe in
 
     def skip(self, config: ModelConfig) -> str | None:
         """Why ``config`` is not worth trying now (None: try it)."""
         if self.overflowed is not None and (config.context_window or 0) <= self.overflowed:
             return "context window not larger"
         if not self.breaker.allow(config.name):
-            return "circuit open"
+            wait = self.breaker.retry_after_s(config.name)
+            self.circuit_wait_s = min(wait, self.circuit_wait_s or wait)
+            return f"circuit open, retry in {wait:.1f} s"
         return None
 
     def succeeded(self, config: ModelConfig) -> None:

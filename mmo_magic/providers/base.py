@@ -24,8 +24,9 @@ from typing import Any
 from ..core.completion import CompletionRequest, StreamEnd
 from ..core.errors import ProviderError, StreamError
 from ..core.models import ModelConfig
+from ..core.redaction import redactor
 
-__all__ = ["ModelClient", "StreamItem", "map_sdk_error", "sse_events"]
+__all__ = ["ModelClient", "StreamItem", "map_sdk_error", "scrub_exception", "sse_events"]
 
 StreamItem = str | StreamEnd
 
@@ -66,7 +67,8 @@ class ModelClient(abc.ABC):
             mapped = self.translate(exc)
             if mapped is None:
                 raise
-            raise mapped from exc
+            # Python chains ``exc`` as __context__ whatever we do, so scrub it in place.
+            raise mapped from scrub_exception(exc)
 
     def translate(self, exc: Exception) -> BaseException | None:
         """The MMOError for an exception raised while talking to the provider, if ours to map.
@@ -92,7 +94,8 @@ class ModelClient(abc.ABC):
         except ValueError as exc:
             # Malformed chunks fail the call rather than being skipped: a skipped
             # chunk would silently drop words from an answer reported as complete.
-            raise self.stream_error(f"malformed stream chunk {data[:60]!r}") from exc
+            error = self.stream_error(f"malformed stream chunk {data[:60]!r}")
+            raise error from scrub_exception(exc)  # its ``doc`` is the whole chunk
         if not isinstance(obj, dict):
             raise self.stream_error(f"unexpected stream chunk {data[:60]!r}")
         return obj
@@ -135,6 +138,45 @@ async def read_to_end(events: AsyncIterator[tuple[str | None, str]]) -> None:
         async with asyncio.timeout(_TAIL_WAIT_S):
             async for _event in events:
                 pass
+
+
+def scrub_exception(exc: BaseException) -> BaseException:
+    """``exc`` and every exception chained to it, with no key left in args or attributes.
+
+    SDK exceptions carry the request (its Authorization header is the key), the
+    response, and a message and body that quote the key when a provider echoes
+    it. Texts are redacted; requests, responses and other objects are dropped
+    (set to None), since nothing short of dropping them can vouch for them. The
+    type and the redacted message stay, for debugging. Returns ``exc``.
+    """
+    scrub = redactor()
+    pending, seen = [exc], set()
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub(value)
+        if value is None or isinstance(value, int | float):
+            return value
+        if type(value) in (list, tuple):
+            return type(value)(clean(v) for v in value)
+        if type(value) is dict:
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, BaseException):
+            pending.append(value)
+            return value
+        return None
+
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.args = clean(current.args)
+        for name, value in list(vars(current).items()):
+            with contextlib.suppress(AttributeError, TypeError):  # a read-only attribute
+                setattr(current, name, clean(value))
+        pending += [c for c in (current.__cause__, current.__context__) if c is not None]
+    return exc
 
 
 def map_sdk_error(exc: BaseException, config: ModelConfig) -> ProviderError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import PRICE_IN, PRICE_OUT, sim_models
 
@@ -167,3 +169,50 @@ def test_unpriced_models_under_a_budget_need_an_opt_in(sim, keys):
 def test_no_budget_means_no_token_counting_and_no_refusal(orc, sim):
     assert orc.budget.limit is None
     assert orc.complete("x " * 50, model="oa", max_tokens=4000).ok
+
+
+def test_the_default_orchestrator_does_not_cache(sim, keys, monkeypatch, tmp_path):
+    """Re-running a cell calls the model again unless the user turned the cache on."""
+    monkeypatch.delenv("MMO_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no mmo.toml
+    for orc in (
+        mmo.Orchestrator(sim_models(sim), runlog=":memory:"),
+        mmo.Orchestrator.from_config(runlog=":memory:"),
+    ):
+        with orc:
+            orc.add_model(sim_models(sim)[0])
+            assert orc.cache is None
+            first, second = (orc.complete("same prompt", model="oa") for _ in range(2))
+            assert not first.cached and not second.cached
+    assert sim.request_count() == 4
+
+
+@pytest.mark.parametrize("setting", ["mmo.toml", "MMO_CACHE"])
+def test_the_cache_is_turned_on_by_mmo_cache_or_mmo_toml(sim, keys, monkeypatch, tmp_path, setting):
+    path = tmp_path / "c.sqlite3"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMO_CACHE", str(path))
+    if setting == "mmo.toml":
+        (tmp_path / "mmo.toml").write_text(f'cache = "{path}"\n')
+        monkeypatch.setenv("MMO_CACHE", "off")  # the environment wins over mmo.toml...
+        assert mmo.Orchestrator.from_config(runlog=":memory:").cache is None
+        monkeypatch.delenv("MMO_CACHE")  # ...and without it, mmo.toml turns the cache on
+    with mmo.Orchestrator.from_config(runlog=":memory:") as orc:
+        assert orc.cache is not None and Path(orc.cache.path) == path
+        orc.add_model(sim_models(sim)[0])
+        assert [orc.complete("q", model="oa").cached for _ in range(2)] == [False, True]
+    assert sim.request_count() == 1
+
+
+def test_comparisons_never_take_answers_from_the_cache_unless_asked(cached_orc, sim):
+    cached_orc.complete("compare", model="oa")
+    cached_orc.complete("compare", model="an")
+    assert sim.request_count() == 2
+    race = cached_orc.race("compare", models=["oa", "an"])
+    every = cached_orc.all("compare", models=["oa", "an"])
+    chosen = cached_orc.consensus("compare", ["oa", "an"], strategy="longest")
+    assert not any(r.cached for r in [*race.responses, *every, *chosen.responses])
+    assert sim.request_count() >= 2 + 1 + 2 + 2
+    asked = cached_orc.all("compare", models=["oa", "an"], cache=True)
+    assert [r.cached for r in asked] == [True, True]  # and marked as such
+    assert cached_orc.race("compare", models=["oa", "an"], cache=True).winner.cached

@@ -304,3 +304,25 @@ def test_records_carry_the_notebook_cell(orc):
         InteractiveShell.clear_instance()
     orc.complete("outside any cell", model="oa")
     assert orc.runs.records()[-1].cell is None
+
+
+def test_sim_options_are_part_of_a_sim_model_name():
+    """README's ``sim-fast?fail=429`` works wherever a model name does (sim models only)."""
+    from mmo_magic.providers.sim import shared_sim_server
+
+    server = shared_sim_server()  # what provider "sim" models talk to
+    server.reset()
+    with mmo.Orchestrator(runlog=":memory:", cache=False) as orc:
+        failing = "sim-fast?fail=429&retry_after=0"
+        with pytest.raises(mmo.ProviderError) as info:
+            orc.complete("hi", model=failing)
+        assert info.value.status == 429 and info.value.model == failing
+        assert server.request_count(failing) == 3  # sent with its options, and retried
+        slow = orc.complete("hi", model="sim-slow?tps=500&ttft_ms=0")
+        assert slow.ok and slow.model == "sim-slow?tps=500&ttft_ms=0"
+        race = orc.race("hi", models=["sim-fast?latency_ms=400", "sim-slow?ttft_ms=0&tps=0"])
+        assert race.winner is not None and race.winner.model == "sim-slow?ttft_ms=0&tps=0"
+        assert server.request_count("sim-fast?latency_ms=400") == 1
+        for unknown in ("sim-fsat?fail=429", "gpt-4o-mini?fail=429"):  # not simulated: refused
+            with pytest.raises(mmo.UnknownModelError):
+                orc.complete("hi", model=unknown)

@@ -214,9 +214,84 @@ def test_circuit_breaker_opens_then_probes_and_closes(sim, keys):
         assert breaker.state(primary) == "half-open"
         assert orc.complete("ping", model=primary).model == "an"  # the probe fails (3rd)
         assert breaker.state(primary) == "open" and sim.request_count(down) == 3
+        assert 0.8 < breaker.retry_after_s(primary) <= 1.0  # a failed probe doubles the cooldown
         time.sleep(0.6)
+        assert breaker.state(primary) == "open"  # the first cooldown would have passed
+        time.sleep(0.5)
         assert orc.complete("ping", model=primary).model == primary  # probe succeeds
         assert breaker.state(primary) == "closed"
+
+
+def test_breaker_cooldown_grows_while_probes_fail_and_resets_on_success():
+    clock = [1000.0]
+    breaker = mmo.CircuitBreaker(threshold=1, cooldown_s=1.0, max_cooldown_s=5.0, backoff=2.0)
+    cooldowns = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(time, "monotonic", lambda: clock[0])
+        breaker.record_failure("m")
+        for _ in range(5):
+            cooldowns.append(breaker.retry_after_s("m"))
+            assert not breaker.allow("m")
+            clock[0] += cooldowns[-1]
+            assert breaker.allow("m")  # the one probe
+            assert not breaker.allow("m")  # and only one
+            breaker.record_failure("m")
+        assert cooldowns == [1.0, 2.0, 4.0, 5.0, 5.0]  # doubled, capped
+        clock[0] += 5.0
+        assert breaker.allow("m")
+        breaker.record_success("m")
+        assert breaker.state("m") == "closed"
+        breaker.record_failure("m")
+        assert breaker.retry_after_s("m") == 1.0  # success reset the growth
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"threshold": 0}, {"cooldown_s": float("nan")}, {"cooldown_s": -1}, {"backoff": 0.5},
+     {"cooldown_s": 10, "max_cooldown_s": 5}, {"threshold": 2.5}],
+)  # fmt: skip
+def test_breaker_settings_are_checked(settings):
+    with pytest.raises(mmo.ConfigError):
+        mmo.CircuitBreaker(**settings)
+
+
+def test_an_open_circuit_says_when_to_retry(sim, keys):
+    breaker = mmo.CircuitBreaker(threshold=1, cooldown_s=1.5)
+    with mmo.Orchestrator(sim_models(sim), runlog=":memory:", cache=False, breaker=breaker) as orc:
+        down = model(orc, "sim-fast?fail=503", max_retries=0)
+        with pytest.raises(mmo.ProviderError):
+            orc.complete("ping", model=down)
+        with pytest.raises(mmo.ProviderError) as info:
+            orc.complete("ping", model=down)
+        assert sim.request_count("sim-fast?fail=503") == 1  # not sent
+        assert info.value.code == "circuit_open" and 1.0 < info.value.retry_after_s <= 1.5
+        assert f"retry in {info.value.retry_after_s:.1f} s" in str(info.value)
+        assert orc.runs.records()[-1].error == str(info.value)  # recorded
+        assert orc.complete("ping", model="oa").ok  # other models are unaffected
+
+
+def test_a_flapping_primary_is_used_again_soon_after_it_recovers(sim, keys):
+    """Default breaker: down for 2 s, then back; the primary answers again within ~2 s.
+
+    (The fixed 30 s cooldown this replaces kept a recovered primary out for 25 s.)
+    """
+    from mmo_magic.sim import Behaviour
+
+    with mmo.Orchestrator(sim_models(sim), runlog=":memory:", cache=False) as orc:
+        primary = model(orc, "sim-flap", max_retries=0, fallbacks=("an",))
+        sim.script("sim-flap", Behaviour(fail="503"))
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:  # down: every answer comes from the fallback
+            assert orc.complete("ping", model=primary).model == "an"
+            time.sleep(0.05)
+        assert orc.breaker.state(primary) != "closed"
+        sim.script("sim-flap", Behaviour())  # recovered
+        recovered = time.monotonic()
+        while orc.complete("ping", model=primary).model != primary:
+            assert time.monotonic() - recovered < 2.3, "the recovered primary was kept out"
+            time.sleep(0.05)
+        assert orc.complete("ping", model=primary).model == primary
+        assert orc.breaker.state(primary) == "closed"
 
 
 def test_cancelled_call_is_not_retried(orc, sim):
