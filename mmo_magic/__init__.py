@@ -18,6 +18,7 @@ from .core.completion import Attempt, CompletionRequest, CompletionResponse, Mes
 from .core.errors import (
     AllModelsFailedError,
     BudgetExceededError,
+    CircuitOpenError,
     ConfigError,
     InvalidRequestError,
     MissingAPIKeyError,
@@ -102,6 +103,7 @@ __all__ = [
     "BudgetExceededError",
     "Catalogue",
     "CircuitBreaker",
+    "CircuitOpenError",
     "CompletionRequest",
     "CompletionResponse",
     "CompletionStream",

@@ -76,7 +76,17 @@ ENVIRONMENT = {
 _OFF = ("off", "0", "false", "no")
 _ON = ("on", "1", "true", "yes")
 
-_TOP_LEVEL_KEYS = ("default_model", "runlog", "models", "cache", "budget", "routing", "server")
+_TOP_LEVEL_KEYS = (
+    "default_model",
+    "runlog",
+    "models",
+    "cache",
+    "budget",
+    "routing",
+    "server",
+    "breaker",
+)
+_BREAKER_KEYS = ("threshold", "cooldown_s", "max_cooldown_s", "backoff")
 _ROUTING_KEYS = ("default", "tasks")
 _FIELD_TYPES = typing.get_type_hints(ModelConfig)
 _LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -121,6 +131,8 @@ class Settings:
     route: str | None = None
     task_models: dict[str, list[str]] = field(default_factory=dict)
     server: ServerSettings = field(default_factory=ServerSettings)
+    # [breaker]: CircuitBreaker's arguments (threshold, cooldown_s, max_cooldown_s, backoff)
+    breaker: dict[str, Any] = field(default_factory=dict)
     sources: list[Path] = field(default_factory=list)
 
 
@@ -191,6 +203,8 @@ def load_settings(paths: list[Path] | None = None) -> Settings:
                 _read_routing(path, value, settings)
             elif key == "server":
                 _read_server(path, value, settings)
+            elif key == "breaker":
+                _read_breaker(path, value, settings)
             elif key == "cache":
                 if not isinstance(value, bool | str):
                     raise ConfigError(
@@ -264,6 +278,21 @@ def _read_routing(path: Path, table: Any, settings: Settings) -> None:
                     f"got {_describe(models)}."
                 )
             settings.task_models[task] = names
+
+
+def _read_breaker(path: Path, table: Any, settings: Settings) -> None:
+    """[breaker]: numbers only here; CircuitBreaker checks their ranges when it is built."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'breaker' must be a table ([breaker]).")
+    for key, value in table.items():
+        if key not in _BREAKER_KEYS:
+            raise ConfigError(
+                f"{path}: [breaker] unknown setting {key!r}.",
+                hint=_did_you_mean(key, _BREAKER_KEYS),
+            )
+        if not _is_number(value) or not math.isfinite(value):
+            raise ConfigError(f"{path}: [breaker] {key} must be a number, got {_describe(value)}.")
+        settings.breaker[key] = value
 
 
 def _read_server(path: Path, table: Any, settings: Settings) -> None:

@@ -132,7 +132,7 @@ class Orchestrator:
             kwargs.setdefault("default_route", settings.route)
         kwargs.setdefault("task_models", settings.task_models or None)
         # [breaker] in mmo.toml: CircuitBreaker's arguments (threshold, cooldown_s, ...).
-        if breaker := getattr(settings, "breaker", None):
+        if breaker := settings.breaker:
             kwargs.setdefault("breaker", CircuitBreaker(**breaker))
         return cls(catalogue, default, **kwargs)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException
 from ..core.errors import (
     AllModelsFailedError,
     BudgetExceededError,
+    CircuitOpenError,
     ConfigError,
     InvalidRequestError,
     MissingAPIKeyError,
@@ -104,6 +106,8 @@ def classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
         return 402, "insufficient_quota", "budget_exceeded", None
     if isinstance(exc, InvalidRequestError | ConfigError):
         return 400, "invalid_request_error", None, None
+    if isinstance(exc, CircuitOpenError):  # not sent: the model failed repeatedly just now
+        return 503, "service_unavailable", "circuit_open", None
     if isinstance(exc, ProviderError):
         if exc.code == "timeout":
             return 504, "timeout", "timeout", None
@@ -134,8 +138,10 @@ def mmo_error_response(exc: MMOError, scrub: Callable[[str], str]) -> JSONRespon
             "in the server's environment. Pick an available model (GET /v1/models)."
         )
     headers = None
-    if isinstance(exc, ProviderError) and exc.status == 429 and exc.retry_after_s is not None:
-        headers = {"retry-after": f"{max(1, round(exc.retry_after_s))}"}
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    says_when = isinstance(exc, CircuitOpenError) or getattr(exc, "status", None) == 429
+    if says_when and retry_after_s is not None:
+        headers = {"retry-after": f"{max(1, math.ceil(retry_after_s))}"}
     attempts = [attempt_out(a, scrub) for a in exc.attempts] or None
     public = scrub(message)
     if public != shorten(message):  # the server's log keeps what the client cannot see

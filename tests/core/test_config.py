@@ -209,3 +209,14 @@ def test_a_binary_config_file_is_one_clear_error(tmp_path):
     (tmp_path / "mmo.toml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")
     with pytest.raises(mmo.ConfigError, match=r"mmo\.toml: not a TOML file"):
         load_settings([tmp_path / "mmo.toml"])
+
+
+def test_breaker_settings_come_from_mmo_toml(tmp_path):
+    (tmp_path / "mmo.toml").write_text("[breaker]\nthreshold = 2\ncooldown_s = 0.5\n")
+    orc = mmo.Orchestrator.from_config(tmp_path / "mmo.toml", runlog=":memory:")
+    with orc:
+        assert (orc.breaker.threshold, orc.breaker.cooldown_s) == (2, 0.5)
+    (tmp_path / "mmo.toml").write_text("[breaker]\ncooldown = 0.5\n")
+    with pytest.raises(mmo.ConfigError, match="unknown setting 'cooldown'") as caught:
+        load_settings([tmp_path / "mmo.toml"])
+    assert "cooldown_s" in (caught.value.hint or "")

@@ -696,3 +696,14 @@ def test_each_client_key_is_redacted_like_a_provider_key(sim_server, keys):
         create_app(orc, keys=client_keys)
     # A comma-separated list is no variable's whole value: each key is known on its own.
     assert redact(f"sent {client_keys[1]} by mistake") == "sent *** by mistake"
+
+
+def test_an_open_circuit_is_a_503_that_says_when_to_retry() -> None:
+    from mmo_magic.service.errors import mmo_error_response
+
+    response = mmo_error_response(
+        mmo.CircuitOpenError(provider="openai", model="oa", retry_after_s=2.2), lambda s: s
+    )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "3"
+    assert b"circuit_open" in response.body and b"retry in 2.2 s" in response.body
