@@ -10,14 +10,19 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def run_notebook(name: str, tmp_path: Path) -> nbformat.NotebookNode:
-    """Execute notebooks/``name`` top to bottom (widget state saved in its metadata)."""
+def run_notebook(
+    name: str, tmp_path: Path, *, store_widget_state: bool = False
+) -> nbformat.NotebookNode:
+    """Execute notebooks/``name`` top to bottom.
+
+    Without saved widget state by default: what a saved notebook shows must not need it.
+    """
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = NotebookClient(
         nb,
         timeout=120,
         kernel_name="python3",
-        store_widget_state=True,
+        store_widget_state=store_widget_state,
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()

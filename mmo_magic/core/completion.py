@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Attempt",
@@ -142,7 +142,13 @@ class CompletionResponse:
     def _repr_markdown_(self) -> str:
         import html
 
-        return f"{self.content}\n\n<sub>{html.escape(self.footer())}</sub>"
+        # The answer is Markdown by design; the footer is data: its "$" is money, not math.
+        footer = html.escape(self.footer()).replace("$", "\\$")
+        return f"{self.content}\n\n<sub>{footer}</sub>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's text/plain (a terminal's Out[]): the answer and its footer, not every field."""
+        printer.text("CompletionResponse(...)" if cycle else f"{self.content}\n\n{self.footer()}")
 
 
 def as_messages(prompt: Prompt, system: str | None = None) -> tuple[Message, ...]:

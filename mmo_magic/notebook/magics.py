@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import html
 import json
 import queue
 import re
 import sys
 import time
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import JSON, Markdown, display
+from IPython.display import display
 from traitlets import Bool, Float, Unicode, observe
 
 from ..core.completion import CompletionResponse
@@ -33,16 +31,15 @@ from ..orchestration.calls import CallOptions
 from ..orchestration.orchestrator import Orchestrator
 from ..orchestration.pipeline import Pipeline, PipelineStep
 from ..orchestration.session import get_orchestrator
+from . import rendering
+from .displays import SHOWN_LIVE, RaceDisplay, formatters
 
 __all__ = ["MMOMagics", "load", "parse_pipeline", "unload"]
 
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 _OPTION_VALUE = re.compile(r"""\s*('[^']*'|"[^"]*"|\S+)""")
 _STEP = re.compile(r"^\[(?P<name>[A-Za-z_]\w*)\]\s+(?P<model>\S+)(?P<opts>.*)$")
-# The results a live view already shows in full: their Out[] is their one-line text
-# form, not the same answers again as a table. Kept by id, so results stay plain data.
-_SHOWN_LIVE: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-_LIVE_RESULTS = ("mmo_magic.orchestration.parallel", ("RaceResult", "ConsensusResult"))
+_CURSOR = " ▌"
 
 
 def _friendly(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,7 +127,10 @@ class MMOMagics(Magics):
     budget = Float(None, allow_none=True, help="USD the shared orchestrator may spend.").tag(
         config=True
     )
-    cache = Bool(True, help="Use the response cache.").tag(config=True)
+    # Off unless asked: a re-run cell must call the model again (honest timings, real retries).
+    cache = Bool(False, help="Use the response cache (%config MMOMagics.cache = True).").tag(
+        config=True
+    )
     refresh_s = Float(0.1, help="Seconds between re-renders of a streaming answer.").tag(
         config=True
     )
@@ -144,6 +144,15 @@ class MMOMagics(Magics):
         """The shell (always set: the magics are only made by ``load``)."""
         assert self.shell is not None
         return self.shell
+
+    @property
+    def live(self) -> bool:
+        """Whether displays can update and widgets can show: only with a kernel behind them.
+
+        A terminal (or a plain shell) gets text printed as it arrives instead: there,
+        every display update would print the whole display again.
+        """
+        return getattr(self.ip, "kernel", None) is not None
 
     @observe("default_model")
     def _default_model_changed(self, change: dict[str, Any]) -> None:
@@ -197,7 +206,8 @@ class MMOMagics(Magics):
             return None
         model, route = self._target(args)
         if self.stream and not args.no_stream and args.format != "json":
-            response = self._stream(prompt, model, route, options, args.format)
+            stream = self._stream_live if self.live else self._stream_text
+            response = stream(prompt, model, route, options, args.format)
         else:
             response = self.orc.complete(prompt, model, route=route, **options)
             self._show(response.content, args.format)
@@ -239,40 +249,58 @@ class MMOMagics(Magics):
             return "auto", args.route or self.route
         return args.model or self.default_model, None
 
-    def _stream(
+    def _stream_live(
         self, prompt: str, model: str | None, route: Any, options: CallOptions, fmt: str
     ) -> CompletionResponse:
-        handle = display(Markdown("…"), display_id=True)
+        handle = display(_render("…", fmt), raw=True, display_id=True)
         stream = self.orc.stream(prompt, model, route=route, **options)
         text, last = "", 0.0
-        for delta in stream:
-            text += delta
-            if time.monotonic() - last >= self.refresh_s:
-                handle.update(_render(text + " ▌", fmt))
-                last = time.monotonic()
+        try:
+            for delta in stream:
+                text += delta
+                if time.monotonic() - last >= self.refresh_s:
+                    handle.update(_render(text + _CURSOR, fmt), raw=True)
+                    last = time.monotonic()
+        except BaseException:
+            # Stopped or failed mid-answer: keep what arrived, without the streaming cursor.
+            handle.update(_render(text, fmt), raw=True)
+            raise
         assert stream.response is not None
-        handle.update(_render(stream.response.content, fmt))
+        handle.update(_render(stream.response.content, fmt), raw=True)
+        return stream.response
+
+    def _stream_text(
+        self, prompt: str, model: str | None, route: Any, options: CallOptions, fmt: str
+    ) -> CompletionResponse:
+        """A terminal: each delta printed as it arrives (updating a display would reprint it)."""
+        stream = self.orc.stream(prompt, model, route=route, **options)
+        try:
+            for delta in stream:
+                print(delta, end="", flush=True)
+        finally:
+            print(flush=True)
+        assert stream.response is not None
+        if fmt == "code":
+            # The streamed text had the fences; the code alone is what -f code promises.
+            print(_code_of(stream.response.content))
         return stream.response
 
     def _show(self, text: str, fmt: str) -> None:
         if fmt == "json":
             try:
-                display(JSON(json.loads(_code_of(text))))
-                return
+                value = json.loads(_code_of(text))
             except ValueError:
                 print("The answer is not valid JSON; showing it as text.", file=sys.stderr)
                 fmt = "text"
-        display(_render(text, fmt))
+            else:
+                pretty = json.dumps(value, indent=2, ensure_ascii=False)
+                display({"application/json": value, "text/plain": pretty}, raw=True)
+                return
+        display(_render(text, fmt), raw=True)
 
     def _footer(self, response: CompletionResponse) -> None:
         line = response.footer()
-        display(
-            {
-                "text/plain": line,
-                "text/html": f"<small style='color:#777'>{html.escape(line)}</small>",
-            },
-            raw=True,
-        )
+        display({"text/plain": line, "text/html": rendering.footer_html(line)}, raw=True)
 
     def _store(self, name: str | None, value: Any) -> None:
         if name:
@@ -341,41 +369,31 @@ class MMOMagics(Magics):
         hedge_ms: float | None = None,
     ) -> Any:
         from ..orchestration.parallel import RaceResult
-        from .widgets import RaceView
 
         if len(models) < 1:
             raise ConfigError("Name the models to compare, e.g. sim-fast,sim-slow.")
-        view = RaceView(models, title=_title(prompt), show_votes=strategy is not None)
-        display(view.widget)
-        on_text, on_result = view.on_text, view.on_finish
-        result: Any = None
-        try:
+
+        def call(on_text: Any, on_result: Any) -> Coroutine[Any, Any, Any]:
+            hooks = {"on_text": on_text, "on_result": on_result}
             if strategy is not None:
-                result = self.orc.consensus(
-                    prompt, models, judges=judges or [], strategy=strategy, on_text=on_text,
-                    on_result=on_result, **options,
-                )  # fmt: skip
-                view.set_votes(result)
-            elif all_models:
-                responses = self.orc.all(
-                    prompt, models, on_text=on_text, on_result=on_result, **options
+                return self.orc.aconsensus(
+                    prompt, models, judges=judges or [], strategy=strategy, **hooks, **options
                 )
-                ok = [r for r in responses if r.ok]
-                fastest = min(ok, key=lambda r: r.latency_ms or 0.0) if ok else None
-                result = RaceResult(fastest, responses, responses[0].group_id or "")
-            else:
-                result = self.orc.race(
-                    prompt, models, hedge_ms=hedge_ms, on_text=on_text, on_result=on_result,
-                    **options,
-                )  # fmt: skip
-        except MMOError as exc:
-            view.finish(getattr(exc, "result", None))
-            raise
-        except KeyboardInterrupt:
-            view.finish(None)
-            raise
-        view.finish(result)
-        _SHOWN_LIVE[id(result)] = result  # the widget already shows it: keep Out[] to one line
+            if all_models:
+                return self.orc.aall(prompt, models, **hooks, **options)
+            return self.orc.arace(prompt, models, hedge_ms=hedge_ms, **hooks, **options)
+
+        def as_result(value: Any) -> Any:
+            if not isinstance(value, list):
+                return value
+            # --all: every answer, the fastest good one marked as the winner
+            ok = [r for r in value if r.ok]
+            fastest = min(ok, key=lambda r: r.latency_ms or 0.0) if ok else None
+            return RaceResult(fastest, value, value[0].group_id or "")
+
+        show = RaceDisplay(self.live, models, _title(prompt), votes=strategy is not None)
+        result = show.run(call, as_result)
+        SHOWN_LIVE[id(result)] = result  # the view already shows it: no Out[] repeats it
         self._store(out, result)
         return result
 
@@ -384,17 +402,31 @@ class MMOMagics(Magics):
     @magic_arguments()
     @argument("--last", type=int, default=None, help="Only the newest N runs.")
     @argument("--cell", type=int, default=None, help="Only runs from this cell.")
+    @argument("--all", dest="all_sessions", action="store_true", help="Earlier sessions too.")
+    @argument(
+        "--columns",
+        default=None,
+        metavar="C1,C2",
+        help=f"Columns to show (default: {','.join(rendering.RUN_COLUMNS)}).",
+    )
     @argument("--export", default=None, metavar="PATH", help="Also write .csv/.parquet/.jsonl.")
     @line_magic
     @_friendly
     def mmo_runs(self, line: str) -> Any:
-        """The run log as a DataFrame (every call, failures included)."""
+        """This session's runs, newest last, in a compact table; the value keeps every column.
+
+        ``df = %mmo_runs`` is the whole run-log DataFrame (every call, failures
+        included); it shows as the compact table. ``--all`` adds earlier sessions.
+        """
         args = _parse(self.mmo_runs, line)
-        frame = self.orc.runs.to_dataframe(last=args.last, cell=args.cell)
+        session = None if args.all_sessions else self.orc.session_id
+        frame = self.orc.runs.to_dataframe(last=args.last, cell=args.cell, session_id=session)
         if args.export:
             path = self.orc.runs.export(args.export)
             print(f"Exported {len(self.orc.runs)} runs to {path}")
-        return frame
+        columns = _models(args.columns) or None
+        rendering.runs_table(frame.head(0), columns)  # an unknown column fails now, not at display
+        return rendering.compact_runs(frame, columns)
 
     @line_magic
     @_friendly
@@ -411,7 +443,7 @@ class MMOMagics(Magics):
         head, rest = _split_prompt(self.mmo_route, line, positionals=0)
         args = _parse(self.mmo_route, head)
         prompt = cell if cell is not None else rest
-        return self.orc.route(prompt, args.route or self.route)
+        return self.orc.route(prompt, args.route or self.route)  # shown by _route_markdown
 
     # -- %%mmo_pipeline -----------------------------------------------------------
 
@@ -452,7 +484,11 @@ class MMOMagics(Magics):
                 step, response = shown.get(timeout=0.05)
             except queue.Empty:
                 continue
-            display(Markdown(f"**{step.name}** · {response.model}\n\n{response.content}"))
+            head = f"**{step.name}** · {rendering.escape_markdown(response.model)}"
+            plain = f"[{step.name}] {response.model}\n{response.content}"
+            display(
+                {"text/markdown": f"{head}\n\n{response.content}", "text/plain": plain}, raw=True
+            )
             self._footer(response)
         result = wait_interruptibly(future)
         if not result.ok:
@@ -516,26 +552,14 @@ def _step_options(header: re.Match[str]) -> dict[str, Any]:
     return options
 
 
-def _render(text: str, fmt: str) -> Any:
+def _render(text: str, fmt: str) -> dict[str, str]:
+    """An answer's display bundle; its text/plain is the answer itself, for any frontend."""
     if fmt == "code":
-        return Markdown(f"```\n{_code_of(text)}\n```")
+        code = _code_of(text)
+        return {"text/markdown": f"```\n{code}\n```", "text/plain": code}
     if fmt == "text":
-        return _Text(text)
-    return Markdown(text)
-
-
-class _Text:
-    """Plain text that stays plain in every front end."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
-        escaped = html.escape(self.text)
-        return {
-            "text/plain": self.text,
-            "text/html": f"<pre style='white-space:pre-wrap'>{escaped}</pre>",
-        }
+        return {"text/plain": text, "text/html": rendering.pre_html(text)}
+    return {"text/markdown": text, "text/plain": text}
 
 
 def _code_of(text: str) -> str:
@@ -549,11 +573,6 @@ def _title(prompt: str) -> str:
     return first if len(first) <= 80 else first[:77] + "…"
 
 
-def _html_unless_shown_live(result: Any) -> str | None:
-    """A race or consensus result's HTML, unless a live view already shows it."""
-    return None if _SHOWN_LIVE.get(id(result)) is result else result._repr_html_()
-
-
 def load(shell: Any) -> None:
     """Register the magics and make ``%config MMOMagics`` work."""
     if any(isinstance(c, MMOMagics) for c in shell.configurables):
@@ -561,10 +580,8 @@ def load(shell: Any) -> None:
     magics = MMOMagics(shell=shell, parent=shell)
     shell.register_magics(magics)
     shell.configurables.append(magics)
-    html_formatter = shell.display_formatter.formatters["text/html"]
-    module, names = _LIVE_RESULTS
-    for name in names:  # by name: races are not imported until one is run
-        html_formatter.for_type_by_name(module, name, _html_unless_shown_live)
+    for formatter, module, name, function in formatters(shell):
+        formatter.for_type_by_name(module, name, function)
 
 
 def unload(shell: Any) -> None:
@@ -575,7 +592,5 @@ def unload(shell: Any) -> None:
             manager.magics[kind].pop(name, None)
     manager.registry.pop("MMOMagics", None)
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, MMOMagics)]
-    html_formatter = shell.display_formatter.formatters["text/html"]
-    module, names = _LIVE_RESULTS
-    for name in names:
-        html_formatter.pop(f"{module}.{name}", None)
+    for formatter, module, name, _ in formatters(shell):
+        formatter.pop(f"{module}.{name}", None)

@@ -13,18 +13,19 @@ it, so a late delta can never overwrite the final text.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-
-import ipywidgets as widgets
+from types import SimpleNamespace
+from typing import Any
 
 from ..core.completion import CompletionResponse
 from ..core.errors import ConfigError
-from ..orchestration.judges import TIE, Tally
 from ..orchestration.parallel import ConsensusResult, RaceResult
+from . import rendering as r
+from .rendering import PanelState, RaceState
 
 __all__ = ["RaceView"]
 
@@ -32,84 +33,67 @@ __all__ = ["RaceView"]
 # panel, counting a stream's first words and its final exact text (1/0.055 s
 # ~ 18, plus those two; benchmarks/widgets.py counts them).
 PUSH_INTERVAL_S = 0.055
-_ERROR_KEEP = 200  # characters of an error shown on a panel: one line, not a traceback
 
-_BADGE_COLOURS = {
-    "waiting": "#9e9e9e",
-    "streaming": "#1565c0",
-    "done": "#2e7d32",
-    "failed": "#c62828",
-    "cancelled": "#ef6c00",
-}
-_STATUS_OF = {"ok": "done", "error": "failed", "timeout": "failed", "cancelled": "cancelled"}
-_WINNER_BORDER = "2px solid #2e7d32"
-_PLAIN_BORDER = "1px solid #d0d0d0"
-_PRE_STYLE = "white-space:pre-wrap;word-break:break-word;margin:0;font-size:0.9em"
+
+class _Slot:
+    """Holds a widget's value where no frontend shows widgets (a terminal): same code path."""
+
+    def __init__(self) -> None:
+        self.value = ""
+        self.layout = SimpleNamespace(border="")
+        self.children: tuple[Any, ...] = ()
+
+
+def _html(live: bool, **layout: str) -> Any:
+    if not live:
+        return _Slot()
+    import ipywidgets as widgets
+
+    return widgets.HTML(layout=widgets.Layout(**layout)) if layout else widgets.HTML()
 
 
 class _Panel:
     """One model's box: header (name, badge), streamed text, stats line."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, live: bool = True) -> None:
         self.model = model
         self.lock = threading.Lock()
         self.parts: list[str] = []  # every delta of the current attempt, pushed or not
-        self.shown = ""  # the text the widget shows now
-        self.pushed = 0  # how many of ``parts`` it includes
-        self.status = "waiting"
-        self.attempt = 0
-        self.response: CompletionResponse | None = None
-        self.winner = False
+        self.pushed = 0  # how many of ``parts`` the widget shows
+        self.view = PanelState(model)  # what is shown, rendered by ``rendering``
         self.final = False  # set by finish(): later callbacks are stale and ignored
         self.last_push = 0.0
         self.flush_pending = False
-        self.header = widgets.HTML()
-        self.body = widgets.HTML(layout=widgets.Layout(max_height="360px", overflow="auto"))
-        self.stats = widgets.HTML()
-        self.box = widgets.VBox(
-            [self.header, self.body, self.stats],
-            layout=widgets.Layout(border=_PLAIN_BORDER, padding="6px", min_width="0"),
-        )
+        self.header = _html(live)
+        self.body = _html(live, max_height="360px", overflow="auto")
+        self.stats = _html(live)
+        self.box: Any = _Slot()
+        if live:
+            import ipywidgets as widgets
+
+            self.box = widgets.VBox(
+                [self.header, self.body, self.stats],
+                layout=widgets.Layout(border=r.PLAIN_BORDER, padding="6px", min_width="0"),
+            )
         self._render_header()
+
+    @property
+    def status(self) -> str:
+        return self.view.status
 
     # -- called with self.lock held -------------------------------------------------------------
 
     def _push_text(self) -> None:
-        self.shown = "".join(self.parts)
+        self.view.text = "".join(self.parts)
         self.pushed = len(self.parts)
-        self.body.value = f'<pre style="{_PRE_STYLE}">{html.escape(self.shown)}</pre>'
+        self.body.value = r.body_html(self.view.text)
         self.last_push = time.monotonic()
 
     def _render_header(self) -> None:
-        response = self.response
-        parts = [f"<b>{html.escape(self.model)}</b>"]
-        if response is not None and response.provider == "sim":
-            parts.append("<i>(simulated)</i>")
-        if response is not None and response.model and response.model != self.model:
-            # A fallback answered: say which model the text really came from.
-            parts.append(f"→ answered by <b>{html.escape(response.model)}</b>")
-        label = self.status
-        if self.status == "streaming" and self.attempt > 1:
-            label = f"streaming · try {self.attempt}"
-        colour = _BADGE_COLOURS[self.status]
-        parts.append(
-            f'<span style="background:{colour};color:white;border-radius:8px;'
-            f'padding:0 6px;font-size:0.85em">{html.escape(label)}</span>'
-        )
-        if self.winner:
-            parts.append("🏆")
-        self.header.value = " ".join(parts)
+        self.header.value = r.header_html(self.view)
 
     def _render_stats(self) -> None:
-        response = self.response
-        if response is None:
-            self.stats.value = ""
-            return
-        line = html.escape(_stats_line(response))
-        if response.status != "ok":
-            reason = f"{response.status}: {_one_line(response.error or 'no reason given')}"
-            line = f'<span style="color:#c62828">{html.escape(reason)}</span><br>{line}'
-        self.stats.value = f'<span style="font-size:0.85em;color:#555">{line}</span>'
+        self.stats.value = r.stats_html(self.view)
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -122,14 +106,18 @@ class _Panel:
         with self.lock:
             if self.final:
                 return False, None
-            started = self.status != "streaming"
+            view = self.view
+            started = view.status != "streaming"
             if started:
-                if self.status != "waiting":  # a retry or fallback restarts the text
+                if view.status != "waiting":  # a retry or fallback restarts the text
+                    if view.response is not None and view.response.status != "ok":
+                        # Keep the failed try in sight: the retry is what a teacher points at.
+                        view.failed_tries.append(r.attempt_line(view.response))
                     self.parts.clear()
-                    self.response = None
+                    view.response = None
                     self._render_stats()
-                self.status = "streaming"
-                self.attempt += 1
+                view.status = "streaming"
+                view.attempt += 1
                 self._render_header()
             self.parts.append(delta)
             wait = PUSH_INTERVAL_S - (time.monotonic() - self.last_push)
@@ -152,22 +140,37 @@ class _Panel:
         with self.lock:
             if self.final:
                 return
-            self.response = response
-            self.status = _STATUS_OF[response.status]
+            self.view.response = response
+            self.view.status = r.panel_status(response)
+            self.view.attempt = max(self.view.attempt, 1)
             self.parts = [response.content]  # the attempt's whole text, as recorded
             self._push_text()
             self._render_header()
             self._render_stats()
 
-    def finalize(self, response: CompletionResponse | None) -> None:
-        """The final state: the response's exact content, or cancelled if it never ended."""
+    def finalize(self, response: CompletionResponse | None, stopped: bool = False) -> None:
+        """The final state: the response's exact content, or cancelled if it never ended.
+
+        ``stopped``: the user pressed stop, so an unfinished panel says so, not "cancelled".
+        """
         with self.lock:
+            view = self.view
             if response is not None:
-                self.response = response
-                self.status = _STATUS_OF[response.status]
+                before = view.response
+                if (
+                    before is not None
+                    and before.status in ("error", "timeout")
+                    and ((before.status, before.error) != (response.status, response.error))
+                ):
+                    # e.g. a failed try whose retry the race's end cancelled while it waited
+                    view.failed_tries.append(r.attempt_line(before))
+                view.response = response
+                view.status = r.panel_status(response)
                 self.parts = [response.content]
-            elif self.response is None or self.status in ("waiting", "streaming"):
-                self.status = "cancelled"  # never started, or still running when the call ended
+            elif view.response is None or view.status in ("waiting", "streaming"):
+                view.status = "cancelled"  # never started, or still running when the call ended
+                view.response = None
+            view.stopped = stopped and view.status == "cancelled"
             self.final = True
             self._push_text()
             self._render_header()
@@ -175,24 +178,30 @@ class _Panel:
 
     def mark_winner(self, winner: bool) -> None:
         with self.lock:
-            self.winner = winner
-            self.box.layout.border = _WINNER_BORDER if winner else _PLAIN_BORDER
+            self.view.winner = winner
+            self.box.layout.border = r.WINNER_BORDER if winner else r.PLAIN_BORDER
             self._render_header()
+
+    def snapshot(self) -> PanelState:
+        with self.lock:
+            return dataclasses.replace(self.view, failed_tries=list(self.view.failed_tries))
 
     def state(self) -> dict[str, object]:
         with self.lock:
-            r = self.response
+            v, resp = self.view, self.view.response
             return {
-                "text": self.shown,
-                "status": self.status,
-                "winner": self.winner,
-                "ttft_ms": r.ttft_ms if r else None,
-                "latency_ms": r.latency_ms if r else None,
-                "input_tokens": r.input_tokens if r else None,
-                "output_tokens": r.output_tokens if r else None,
-                "cost": r.cost if r else None,
-                "cached": r.cached if r else False,
-                "error": r.error if r else None,
+                "text": v.text,
+                "status": v.status,
+                "winner": v.winner,
+                "ttft_ms": resp.ttft_ms if resp else None,
+                "latency_ms": resp.latency_ms if resp else None,
+                "input_tokens": resp.input_tokens if resp else None,
+                "output_tokens": resp.output_tokens if resp else None,
+                "cost": resp.cost if resp else None,
+                "cached": resp.cached if resp else False,
+                "error": resp.error if resp else None,
+                "failed_tries": list(v.failed_tries),
+                "stopped": v.stopped,
             }
 
 
@@ -201,9 +210,17 @@ class RaceView:
 
     Display ``view.widget``; feed it ``on_text`` / ``on_finish`` while the call
     runs, then ``finish(result)`` with the RaceResult or ConsensusResult.
+    ``final_state()`` is what it shows then, for the static rendering.
     """
 
-    def __init__(self, models: Sequence[str], *, title: str = "", show_votes: bool = False) -> None:
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        title: str = "",
+        show_votes: bool = False,
+        live: bool = True,
+    ) -> None:
         names = list(models)
         if not names:
             raise ConfigError("Name at least one model to show.")
@@ -211,24 +228,32 @@ class RaceView:
             # Deltas arrive keyed by model name only, so two panels of one name would mix.
             raise ConfigError(f"Each model can race once, got {names}.", hint="Drop the repeats.")
         self.models = names
-        self._panels = {name: _Panel(name) for name in names}
+        self._title = title
+        self._show_votes = show_votes
+        self._panels = {name: _Panel(name, live) for name in names}
         self._lock = threading.Lock()  # guards the summary and the votes
         self._winner: str | None = None
         self._reason = ""
-        self._vote_rows: list[dict[str, object]] = []
-        self.title = widgets.HTML(f"<b>{html.escape(title)}</b>" if title else "")
-        self.grid = widgets.GridBox(
-            [p.box for p in self._panels.values()],
-            layout=widgets.Layout(
-                grid_template_columns=f"repeat({_columns(len(names))}, minmax(0, 1fr))",
-                grid_gap="8px",
-                width="100%",
-            ),
-        )
-        self.summary = widgets.HTML()
-        self.votes = widgets.HTML()
-        children = [self.title, self.grid, self.summary]
-        self.widget = widgets.VBox([*children, self.votes] if show_votes else children)
+        self._votes: r.Votes | None = None
+        self.title = _html(live)
+        self.title.value = f"<b>{html.escape(title)}</b>" if title else ""
+        self.summary = _html(live)
+        self.votes = _html(live)
+        self.grid: Any = _Slot()
+        self.widget: Any = _Slot()  # ``live=False``: the same state and texts, no ipywidgets
+        if live:
+            import ipywidgets as widgets
+
+            self.grid = widgets.GridBox(
+                [p.box for p in self._panels.values()],
+                layout=widgets.Layout(
+                    grid_template_columns=f"repeat({r.grid_columns(len(names))}, minmax(0, 1fr))",
+                    grid_gap="8px",
+                    width="100%",
+                ),
+            )
+            children = [self.title, self.grid, self.summary]
+            self.widget = widgets.VBox([*children, self.votes] if show_votes else children)
         self._render_summary()
 
     # -- loop-thread callbacks ----------------------------------------------------------------
@@ -251,7 +276,7 @@ class RaceView:
         Pass it when fallbacks or aliases are in play: the response then names
         the model that answered (a canonical name), not the panel's name.
         """
-        panel = self._panel_for(response, model)
+        panel = self._panels.get(model if model is not None else response.model)
         if panel is None:
             return
         panel.end_attempt(response)
@@ -269,39 +294,30 @@ class RaceView:
 
     def set_votes(self, result: ConsensusResult) -> None:
         """Show the judge x candidate table, the panel's winner and its reason."""
-        rows: list[dict[str, object]] = []
-        table = ""
-        tally = result.votes
-        if tally is not None:
-            columns = _vote_columns(tally.labels, result.candidates)
-            rows = [
-                {"judge": judge, **{columns[lb]: tally.points[judge][lb] for lb in tally.labels}}
-                for judge in tally.judges
-            ]
-            table = _votes_table(rows, [columns[lb] for lb in tally.labels], tally, columns)
-        errors = "".join(
-            f"<li>{html.escape(judge)}: {html.escape(_one_line(str(error)))}</li>"
-            for judge, error in result.judge_errors.items()
-        )
-        if errors:
-            errors = f"<p>Judges without a usable verdict:</p><ul>{errors}</ul>"
+        votes = r.votes_of(result)
         with self._lock:
-            self._vote_rows = rows
-            self.votes.value = (table or "<p><i>No judge votes.</i></p>") + errors
-            if self.votes not in self.widget.children:
+            self._votes = votes
+            self._show_votes = True
+            self.votes.value = r.votes_html(votes)
+            if isinstance(self.widget, _Slot):
+                pass
+            elif self.votes not in self.widget.children:
                 self.widget.children = (*self.widget.children, self.votes)
         winner = _panel_model(result, result.winner, self.models)
         self.set_winner(winner, result.reason)
 
-    def finish(self, result: RaceResult | ConsensusResult | None = None) -> None:
+    def finish(
+        self, result: RaceResult | ConsensusResult | None = None, *, stopped: bool = False
+    ) -> None:
         """Final sync from ``result``: exact texts, statuses, winner; unfinished panels cancelled.
 
-        Call it on the main thread once the orchestrator call has returned.
+        ``stopped``: the user pressed stop (unfinished panels say so). Call it on
+        the main thread once the orchestrator call has returned.
         """
         responses = _by_panel(result.responses, self.models) if result is not None else {}
         for name, panel in self._panels.items():
-            panel.finalize(responses.get(name))
-        if isinstance(result, ConsensusResult) and self.votes in self.widget.children:
+            panel.finalize(responses.get(name), stopped=stopped)
+        if isinstance(result, ConsensusResult) and self._show_votes:
             self.set_votes(result)
         elif isinstance(result, ConsensusResult):
             self.set_winner(_panel_model(result, result.winner, self.models), result.reason)
@@ -312,44 +328,43 @@ class RaceView:
             winner = _panel_model(result, result.winner, self.models)
             self.set_winner(winner, reason if winner else "no model answered")
         else:
+            if stopped:
+                with self._lock:
+                    self._reason = r.STOPPED
             self._render_summary()
+
+    def close(self) -> None:
+        """Close every widget of the view (its static rendering has replaced it)."""
+        for w in [self.widget, self.title, self.grid, self.summary, self.votes]:
+            getattr(w, "close", lambda: None)()
+        for panel in self._panels.values():
+            for w in (panel.box, panel.header, panel.body, panel.stats):
+                getattr(w, "close", lambda: None)()
+
+    def final_state(self) -> RaceState:
+        """What the view shows, as plain data: rendered statically once the widget is gone."""
+        panels = [p.snapshot() for p in self._panels.values()]
+        with self._lock:
+            return RaceState(
+                self._title, panels, self._winner, self._reason, self._votes, self._show_votes
+            )
 
     def state(self) -> dict[str, dict[str, object]]:
         """Per model: text shown, status, winner flag, timings, tokens, cost (None = unknown)."""
         return {name: panel.state() for name, panel in self._panels.items()}
 
     def votes_state(self) -> list[dict[str, object]]:
-        """The votes rows as shown: ``{"judge": name, <candidate model>: points, ...}``."""
+        """The votes rows as shown: ``{"judge": name, <model>: points, "verdict": text}``."""
         with self._lock:
-            return [dict(row) for row in self._vote_rows]
+            return [dict(row) for row in self._votes.rows] if self._votes else []
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _panel_for(self, response: CompletionResponse, model: str | None) -> _Panel | None:
-        return self._panels.get(model if model is not None else response.model)
-
     def _render_summary(self) -> None:
+        panels = [p.snapshot() for p in self._panels.values()]
         with self._lock:
-            counts = Counter(p.status for p in self._panels.values())
-            tally = " · ".join(
-                f"{status} {counts[status]}" for status in _BADGE_COLOURS if counts[status]
-            )
-            parts = []
-            if self._winner is not None:
-                parts.append(f"🏆 <b>{html.escape(self._winner)}</b>")
-            elif self._reason:
-                parts.append("<b>no winner</b>")
-            if self._reason:
-                parts.append(html.escape(self._reason))
-            parts.append(f'<span style="color:#555">{tally}</span>')
-            self.summary.value = " — ".join(parts)
-
-
-def _columns(n: int) -> int:
-    """Grid columns: side by side up to 2, 2x2 for 4, otherwise rows of 3."""
-    if n <= 2:
-        return n
-    return 2 if n == 4 else 3
+            state = RaceState(self._title, panels, self._winner, self._reason)
+            self.summary.value = r.summary_html(state)
 
 
 def _call_later(delay: float, callback: Callable[[], None]) -> None:
@@ -381,68 +396,3 @@ def _panel_model(
         if response is winner:
             return name
     return winner.model
-
-
-def _vote_columns(labels: Sequence[str], candidates: dict[str, str]) -> dict[str, str]:
-    """Column name per label: the candidate's model, or "A: model" when a model appears twice."""
-    models = [candidates.get(label, label) for label in labels]
-    return {
-        label: model if models.count(model) == 1 else f"{label}: {model}"
-        for label, model in zip(labels, models, strict=True)
-    }
-
-
-def _votes_table(
-    rows: list[dict[str, object]], columns: list[str], tally: Tally, by_label: dict[str, str]
-) -> str:
-    winner = by_label.get(tally.winner) if tally.winner != TIE else None
-    cell = "border:1px solid #d0d0d0;padding:2px 8px;text-align:center"
-    win = "background:#e8f5e9;font-weight:bold"
-
-    def td(text: str, column: str | None = None, tag: str = "td") -> str:
-        style = f"{cell};{win}" if column is not None and column == winner else cell
-        return f'<{tag} style="{style}">{html.escape(text)}</{tag}>'
-
-    head = td("judge", tag="th") + "".join(td(c, c, "th") for c in columns)
-    body = "".join(
-        "<tr>" + td(str(row["judge"])) + "".join(td(_points(row[c]), c) for c in columns) + "</tr>"
-        for row in rows
-    )
-    totals = tally.totals
-    foot = td("total", tag="th") + "".join(
-        td(_points(totals[label]), by_label[label], "th") for label in tally.labels
-    )
-    outcome = f"winner: {winner}" if winner else "tie"
-    caption = f"judges' votes ({tally.method}) — {outcome}"
-    return (
-        f'<table style="border-collapse:collapse;margin-top:6px">'
-        f"<caption style='text-align:left'>{html.escape(caption)}</caption>"
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody><tfoot><tr>{foot}</tr></tfoot></table>"
-    )
-
-
-def _points(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float | int) else str(value)
-
-
-def _stats_line(r: CompletionResponse) -> str:
-    parts = []
-    if r.ttft_ms is not None:
-        parts.append(f"ttft {r.ttft_ms:.0f} ms")
-    if r.latency_ms is not None:
-        parts.append(f"{r.latency_ms:.0f} ms")
-    if r.input_tokens is not None or r.output_tokens is not None:
-        approx = "~" if r.tokens_estimated else ""
-        n_in = "?" if r.input_tokens is None else f"{approx}{r.input_tokens}"
-        n_out = "?" if r.output_tokens is None else f"{approx}{r.output_tokens}"
-        parts.append(f"{n_in}→{n_out} tokens")
-    if r.cached:
-        parts.append("cached")  # served from the response cache: nothing was billed
-    else:
-        parts.append("cost n/a" if r.cost is None else f"${r.cost:.6f}")
-    return " · ".join(parts)
-
-
-def _one_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= _ERROR_KEEP else line[: _ERROR_KEEP - 1] + "…"

@@ -1,4 +1,4 @@
-"""End to end in a real browser: JupyterLab runs race_and_judges.ipynb and shows the race widget.
+"""End to end in a real browser: JupyterLab runs race_and_judges.ipynb, then reopens it saved.
 
 How the page is driven (the most robust way found):
 
@@ -11,12 +11,17 @@ How the page is driven (the most robust way found):
   windowing (``windowingMode: none``) so every cell is in the DOM. Any modal dialog that still
   appears (e.g. "Select Kernel") gets its default button pressed: while polling for the kernel
   and the run, and by a Playwright locator handler during assertions.
-- It waits for every code cell to have an execution count, then checks the DOM of the
-  ``%mmo_race sim-fast,sim-slow,sim-flaky`` output: one panel per model, each in a final state,
-  exactly one trophy, whose panel shows the answer; and the judges' votes table.
+- It waits for every code cell to have an execution count, then checks the race outputs: a
+  finished race is a static rendering of its final state (``.mmo-race``, one ``.mmo-panel``
+  per model with its status, one trophy, the votes table), not a live widget any more.
+- Contrast: for every element with its own text in the race outputs and the ``%%mmo``
+  footer, the WCAG contrast ratio of its computed colour against its effective background
+  (alpha blended up the tree) must be at least 4.5, in JupyterLab Light and JupyterLab Dark.
+- Then the notebook is saved, its kernel shut down, and the page reopened on a new kernel:
+  the races still show, and no "Error displaying widget" appears.
 
-The screenshot is saved to ``artifacts/race_widget.png`` at the repository root (the trophy
-needs an emoji font to show in it: ``apt-get install -y fonts-noto-color-emoji``).
+Screenshots (light, dark, reopened) are saved to ``artifacts/`` at the repository root
+(gitignored; the trophy needs an emoji font: ``apt-get install -y fonts-noto-color-emoji``).
 """
 
 from __future__ import annotations
@@ -46,7 +51,10 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "race_and_judges.ipynb"
 ARTIFACTS = REPO / "artifacts"
-SCREENSHOT = ARTIFACTS / "race_widget.png"
+SCREENSHOT = ARTIFACTS / "race_widget.png"  # light theme
+SCREENSHOT_DARK = ARTIFACTS / "race_widget_dark.png"
+SCREENSHOT_REOPENED = ARTIFACTS / "race_widget_reopened.png"
+MIN_CONTRAST = 4.5  # WCAG AA for normal text
 
 INSTALL_HINT = (
     "needs Chromium, Playwright and JupyterLab: "
@@ -63,7 +71,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-RACE_MODELS = ("sim-fast", "sim-slow", "sim-flaky")
+RACE_MODELS = ("quick", "sim-slow", "flaky")
 FINAL_BADGES = ("done", "failed", "cancelled")
 SERVER_START_S = 60
 KERNEL_START_S = 60
@@ -259,7 +267,7 @@ _ALL_EXECUTED_JS = f"""
 """
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_race_widget_renders_in_jupyterlab(lab: Lab) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -278,20 +286,41 @@ def test_race_widget_renders_in_jupyterlab(lab: Lab) -> None:
             # A modal dialog during a Playwright action or assertion: take its default.
             page.add_locator_handler(page.locator(".jp-Dialog"), lambda: _accept_dialogs(page))
             try:
-                page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
-                expect(page.locator(".jp-NotebookPanel .jp-Notebook")).to_be_visible()
-                _wait_for(page, _KERNEL_IDLE_JS, KERNEL_START_S, "an idle kernel")
+                _open(page, lab)
                 timings["kernel idle"] = time.monotonic() - started
                 page.evaluate(_RUN_ALL_JS)
                 _wait_for(page, _ALL_EXECUTED_JS, NOTEBOOK_RUN_S, "every code cell to run")
                 timings["notebook ran"] = time.monotonic() - started
                 race = _check_race(page)
                 _check_votes(page)
-                # Race cell at the top of the notebook viewport, the judges' cell below it.
-                race.evaluate("el => el.scrollIntoView({block: 'start'})")
-                race.locator(".widget-gridbox").scroll_into_view_if_needed()
-                page.wait_for_timeout(300)  # let the scroll settle before the capture
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                _check_contrast(page, "light")
+                _screenshot(page, race, SCREENSHOT)
+
+                page.evaluate(_THEME_JS, "JupyterLab Dark")
+                page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+                page.wait_for_timeout(500)  # let the theme's variables apply
+                _check_contrast(page, "dark")
+                _screenshot(page, race, SCREENSHOT_DARK)
+
+                # Save, stop the kernel, reopen the notebook on a new kernel.
+                page.evaluate(_SAVE_AND_SHUT_DOWN_JS)
+                saved = json.loads((lab.root / NOTEBOOK.name).read_text())
+                assert saved["cells"][0]["cell_type"] == "markdown"
+                kinds = [
+                    k
+                    for c in saved["cells"]
+                    for o in c.get("outputs", [])
+                    for k in o.get("data", {})
+                ]
+                assert "text/html" in kinds
+                assert "application/vnd.jupyter.widget-view+json" not in kinds
+                _open(page, lab)
+                race = _check_race(page)
+                _check_votes(page)
+                expect(page.get_by_text("Error displaying widget")).to_have_count(0)
+                expect(page.get_by_text("model not found")).to_have_count(0)
+                _screenshot(page, race, SCREENSHOT_REOPENED)
+                timings["reopened"] = time.monotonic() - started
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "race_widget_failure.png"), full_page=True)
                 print(f"JupyterLab log:\n{lab.log_tail()}")
@@ -301,9 +330,102 @@ def test_race_widget_renders_in_jupyterlab(lab: Lab) -> None:
 
     timings["total"] = time.monotonic() - started
     print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
-    assert SCREENSHOT.stat().st_size > 10_000
-    with SCREENSHOT.open("rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    for shot in (SCREENSHOT, SCREENSHOT_DARK, SCREENSHOT_REOPENED):
+        assert shot.stat().st_size > 10_000
+        with shot.open("rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _open(page: Page, lab: Lab) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
+    expect(page.locator(".jp-NotebookPanel .jp-Notebook")).to_be_visible()
+    _wait_for(page, _KERNEL_IDLE_JS, KERNEL_START_S, "an idle kernel")
+
+
+def _screenshot(page: Page, race: Locator, path: Path) -> None:
+    # Race cell at the top of the notebook viewport, the judges' cell below it.
+    race.evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)  # let the scroll settle before the capture
+    page.screenshot(path=str(path), full_page=True)
+
+
+_THEME_JS = """
+async (theme) => { await window.jupyterapp.commands.execute('apputils:change-theme', {theme}); }
+"""
+
+_SAVE_AND_SHUT_DOWN_JS = f"""
+async () => {{
+  const panel = ({_PANEL_JS})();
+  await panel.context.save();
+  await panel.sessionContext.shutdown();
+  await panel.close();
+}}
+"""
+
+# WCAG contrast of every element with its own text in the race outputs and %%mmo footers.
+_CONTRAST_JS = """
+() => {
+  const parse = (c) => {
+    const m = c && c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, under) => {
+    const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + under[i] * (1 - a)).concat([1]);
+  };
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) bg = over(layer, bg);
+    return bg;
+  };
+  const luminance = (c) => {
+    const [r, g, b] = c.slice(0, 3).map(v => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const roots = document.querySelectorAll('.mmo-race, .jp-OutputArea-output small');
+  const out = [];
+  for (const root of roots) {
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+      const own = Array.from(el.childNodes)
+        .filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim();
+      if (!own || /^[\\p{Extended_Pictographic}\\s]+$/u.test(own)) continue;
+      const bg = background(el);
+      const fg = over(parse(getComputedStyle(el).color), bg);
+      const [l1, l2] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+      out.push({text: own.slice(0, 100), ratio: (l1 + 0.05) / (l2 + 0.05),
+                tag: el.tagName, color: getComputedStyle(el).color,
+                background: 'rgb(' + bg.slice(0, 3).map(Math.round).join(',') + ')'});
+    }
+  }
+  return out;
+}
+"""
+
+
+def _check_contrast(page: Page, theme: str) -> None:
+    """Every text in the race outputs and footers reaches MIN_CONTRAST against its background."""
+    measured = page.evaluate(_CONTRAST_JS)
+    texts = " ".join(m["text"] for m in measured)
+    # The elements that were unreadable in the dark theme are among those measured.
+    for needed in ("winner: geographer", "total", "another model answered first", "ttft"):
+        assert needed in texts, f"{needed!r} not measured in {theme}"
+    assert len(measured) > 40
+    low = [m for m in measured if m["ratio"] < MIN_CONTRAST]
+    print(f"{theme}: {len(measured)} texts, lowest contrast",
+          round(min(m["ratio"] for m in measured), 2))  # fmt: skip
+    assert not low, f"{theme} theme: text below {MIN_CONTRAST}:1 contrast: {low[:5]}"
 
 
 def _accept_dialogs(page: Page) -> None:
@@ -331,25 +453,27 @@ def _check_race(page: Page) -> Locator:
     """Every panel of the three-model race is final; one trophy, on a panel with text."""
     from playwright.sync_api import expect
 
-    cell = page.locator(".jp-CodeCell").filter(has_text="%mmo_race sim-fast,sim-slow,sim-flaky")
+    cell = page.locator(".jp-CodeCell").filter(has_text="%mmo_race quick,sim-slow,flaky")
     expect(cell).to_have_count(1)
-    panels = cell.locator(".widget-gridbox > .widget-vbox")
+    panels = cell.locator(".mmo-race .mmo-panel")
     expect(panels).to_have_count(len(RACE_MODELS))
     for model in RACE_MODELS:
-        name = page.locator("b", has_text=re.compile(rf"^{re.escape(model)}$"))
-        panel = panels.filter(has=name)
+        panel = cell.locator(f'.mmo-panel[data-model="{model}"]')
         expect(panel).to_have_count(1)
-        header = panel.locator(".widget-html-content").first
-        expect(header).to_be_visible()
-        expect(header).to_contain_text(re.compile("|".join(FINAL_BADGES)))
+        expect(panel).to_be_visible()
+        assert panel.get_attribute("data-status") in FINAL_BADGES
+        expect(panel.locator(".mmo-badge")).to_have_text(re.compile("|".join(FINAL_BADGES)))
     winner = panels.filter(has_text="🏆")
     expect(winner).to_have_count(1)
-    expect(winner).to_contain_text("sim-fast")  # it answers at once; the others are slower
+    expect(winner).to_have_attribute("data-model", "quick")  # 300 ms; the others are slower
     expect(winner.locator("pre")).to_have_text(re.compile(r"\S"))
-    expect(winner.locator(".widget-html-content").first).to_contain_text("done")
-    expect(cell.locator(".widget-html-content", has_text="first successful answer")).to_be_visible()
-    # No cell failed.
+    expect(winner.locator(".mmo-badge")).to_have_text("done")
+    flaky = cell.locator('.mmo-panel[data-model="flaky"]')
+    expect(flaky.locator(".mmo-stats")).to_contain_text(re.compile(r"try 1: error: .*503"))
+    expect(cell.locator(".mmo-summary", has_text="first successful answer")).to_be_visible()
+    # No cell failed, and no object repr was printed under the race.
     expect(page.locator(".jp-OutputArea-output", has_text="Traceback")).to_have_count(0)
+    expect(cell.locator(".jp-OutputArea-output", has_text="RaceResult")).to_have_count(0)
     return cell
 
 
@@ -358,9 +482,11 @@ def _check_votes(page: Page) -> None:
 
     cell = page.locator(".jp-CodeCell").filter(has_text="%%mmo_race guesser,geographer")
     expect(cell).to_have_count(1)
-    votes = cell.locator("table", has_text="votes")
+    votes = cell.locator("table.mmo-votes")
     expect(votes).to_be_visible()
     expect(votes).to_contain_text("winner: geographer")
     expect(votes).to_contain_text("fair-judge")
-    expect(votes).to_contain_text("biased-judge")
-    expect(cell.locator(".widget-gridbox pre", has_text="Paris is the capital")).to_be_visible()
+    expect(votes.locator("tr", has_text="biased-judge")).to_contain_text(
+        "tie (flipped when swapped)"
+    )
+    expect(cell.locator(".mmo-panel pre", has_text="Paris is the capital")).to_be_visible()

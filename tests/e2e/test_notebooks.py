@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import html
+import re
+
 import nbformat
 import pytest
 from notebook_helpers import outputs, run_notebook
@@ -33,29 +37,52 @@ def test_quickstart_runs_offline_and_records_every_call(tmp_path):
         assert model in runs
 
 
-def widget_values(nb: nbformat.NotebookNode) -> list[str]:
-    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    return [m["state"].get("value", "") for m in state.values() if m["model_name"] == "HTMLModel"]
+def html_of(nb: nbformat.NotebookNode) -> str:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    return body
 
 
 @pytest.mark.timeout(300)
-def test_race_and_judges_notebook_saves_its_widget_state(tmp_path):
-    nb = run_notebook("race_and_judges.ipynb", tmp_path)
+def test_race_and_judges_notebook_shows_its_races_without_a_kernel(tmp_path):
+    """Run without saving widget state, convert with nbconvert: every race is in the HTML."""
+    nb = run_notebook("race_and_judges.ipynb", tmp_path, store_widget_state=False)
+    assert "widgets" not in nb.metadata
     code = [c for c in nb.cells if c.cell_type == "code"]
     text = {i: outputs(c) for i, c in enumerate(code)}
     assert "sim-slow" in text[1] and "ttft" in text[1]
+    assert "▌" not in text[1]  # the streaming cursor is gone once the answer is complete
     assert "keep {this} in braces" in text[3]  # interpolation kept the JSON and {{this}}
-    assert "[('sim-fast', 'ok'), ('sim-slow', 'cancelled'), ('sim-flaky', 'cancelled')]" in text[6]
-    assert "fair-judge" in text[9] and "biased-judge" in text[9]
-    assert "position bias" in text[10] and "(geographer)" in text[10]
-    values = widget_values(nb)
-    # Each race panel holds its model's final answer; the winner carries the trophy.
-    assert any("Paris is the capital of France." in v for v in values)
-    assert any("Lyon, I think." in v for v in values)
-    assert any("<b>sim-fast</b>" in v and "🏆" in v for v in values)
-    assert any("<b>sim-slow</b>" in v and "cancelled" in v for v in values)
-    votes = [v for v in values if "votes" in v]
-    assert votes and "winner: geographer" in votes[0]
+    assert "[('quick', 'ok'), ('sim-slow', 'cancelled'), ('flaky', 'cancelled')]" in text[7]
+    answers = [ast.literal_eval(line.split(None, 2)[2]) for line in text[8].splitlines()]
+    assert len(answers) == 3 and answers[0]  # quick answered; the others were cut short
+    assert "fair-judge" in text[11] and "biased-judge" in text[11]
+    assert "position bias" in text[12] and "(geographer)" in text[12]
+    # No output of the saved notebook is a widget: each race left its static rendering.
+    for cell in code:
+        for out in cell.outputs:
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {})
+    race, vote = code[6].outputs, code[10].outputs
+    assert len(race) == 1 and set(race[0].data) == {"text/plain", "text/html"}
+    body = html_of(nb)
+    soup_race = body[body.index("Name three uses of a hash map.</b>") :]
+    for model, answer in zip(("quick", "sim-slow", "flaky"), answers, strict=True):
+        assert f'data-model="{model}"' in soup_race
+        assert html.escape(answer) in soup_race  # every panel's final text
+    assert 'data-model="quick" data-status="done"' in body
+    assert 'data-model="sim-slow" data-status="cancelled"' in body
+    flaky = soup_race[soup_race.index('data-model="flaky"') :]
+    assert re.search(r"try 1: error: .*HTTP 503", flaky)  # the retry, in sight
+    assert "another model answered first" in flaky
+    assert "🏆 <b>quick</b>" in body and "first successful answer" in body
+    # The judged race: both answers, the winner, the votes table with the biased judge's tie.
+    assert "Paris is the capital of France." in body and "Lyon, I think." in body
+    assert "votes (majority) — winner: geographer" in body
+    assert "tie (flipped when swapped)" in body and "biased-judge" in body
+    plain = vote[0].data["text/plain"]
+    assert "winner: geographer" in plain and re.search(r"biased-judge\s+0\s+0\s+tie", plain)
+    assert "Error displaying widget" not in body and "RaceResult" not in body
 
 
 @pytest.mark.timeout(300)

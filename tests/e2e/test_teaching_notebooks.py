@@ -44,6 +44,13 @@ def test_routing_notebook_explains_choices_and_calls_nothing(tmp_path):
     no_errors(nb)
     decision = output_of(nb, "%mmo_route -r task")
     assert "RouteDecision" in decision and "task:coding" in decision
+    # The reason quotes the prompt's cue "write <code>": shown as text, never as HTML or math.
+    route = next(c for c in nb.cells if "%mmo_route -r task" in c.source).outputs[0].data
+    assert "write \\<code\\>" in route["text/markdown"] and "<code>" not in route["text/markdown"]
+    assert "est. \\~\\$0." in route["text/markdown"] or "est. ~\\$0." in route["text/markdown"]
+    assert "write <code>" in route["text/plain"]
+    money = next(c for c in nb.cells if "misrouted[[" in c.source).outputs[0].data["text/html"]
+    assert "$1.10" in money and "mathjax_ignore" in money  # JupyterLab leaves it as money
     assert "OPENAI_API_KEY not set" in decision  # skipped models name the missing variable
     table = output_of(nb, "decisions.pivot")
     assert "task:translation" in table and "complexity:simple" in table
@@ -137,6 +144,8 @@ def test_analysis_notebook_summarises_the_run_log_and_plots(tmp_path):
     workload = output_of(nb, "orc.all(prompt").splitlines()
     assert "patchy:error" in workload[0] and "stuttering:timeout" in workload[0]
     assert "patchy:ok" in workload[-1]
+    crosstab = output_of(nb, 'races["group_id"]').split("\n\n")[0].splitlines()
+    assert len(crosstab) == 2 + 6  # header lines, then one row per race
     races = [line for line in output_of(nb, "race_entries = [").splitlines() if line.strip()]
     assert [line.split()[1] for line in races] == [
         "quick", "quick", "quick", "steady", "steady", "deliberate",

@@ -37,6 +37,19 @@ def ip(orc):
     InteractiveShell.clear_instance()
 
 
+@pytest.fixture
+def live_ip(ip):
+    """The shell as a kernel's: display updates and widgets (a stand-in kernel object).
+
+    ``ip`` alone has no kernel, like terminal IPython: the magics print text there.
+    """
+    ip.kernel = object()
+    ip.run_line_magic("unload_ext", "mmo_magic")
+    ip.run_line_magic("load_ext", "mmo_magic")  # formatters for a kernel's shell
+    yield ip
+    del ip.kernel
+
+
 def run(ip, magic: str, line: str, cell: str | None = None):
     with capture_output() as cap:
         if cell is None:
@@ -56,9 +69,8 @@ def texts(cap) -> list[str]:
 
 def test_mmo_streams_the_answer_and_ends_with_a_footer(ip, sim):
     _, cap = run(ip, "mmo", "oa:sim-echo", "Tell me about owls")
-    shown = texts(cap)
-    assert shown[-2] == "Tell me about owls"
-    footer = shown[-1]
+    assert cap.stdout == "Tell me about owls\n"  # no kernel: printed as it arrives
+    footer = texts(cap)[-1]
     for field in ("oa:sim-echo", "4→4 tokens", "ttft", "ms", "$"):
         assert field in footer
     assert cap.stderr == ""
@@ -93,15 +105,45 @@ def test_out_variable_and_options_reach_the_wire(ip, sim):
     assert (body["system"], body["temperature"], body["max_tokens"]) == ("Be terse", 0.3, 3)
 
 
+def test_with_a_kernel_the_answer_streams_into_one_display(live_ip, orc):
+    model = replying(orc, "one two three four five six", tps="40")
+    _, cap = run(live_ip, "mmo", model, "count")
+    answer = [o for o in cap.outputs if "text/markdown" in o.data]
+    assert answer[0].update is False and all(o.update for o in answer[1:])
+    assert any(o.data["text/markdown"].endswith("▌") for o in answer)
+    final = answer[-1].data
+    assert final == {"text/markdown": "one two three four five six",
+                     "text/plain": "one two three four five six"}  # fmt: skip
+    assert cap.stdout == ""
+
+
+def test_stop_during_mmo_removes_the_streaming_cursor(live_ip, orc, sim):
+    model = replying(orc, " ".join(f"w{i}" for i in range(200)), tps="20")
+    main = threading.main_thread().ident
+
+    def interrupt() -> None:
+        time.sleep(0.8)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    _, cap = run(live_ip, "mmo", model, "long")
+    assert "Stopped" in cap.stderr
+    answer = [o.data for o in cap.outputs if "text/markdown" in o.data]
+    assert any(d["text/markdown"].endswith("▌") for d in answer)  # it was streaming
+    assert (
+        answer[-1]["text/markdown"].startswith("w0 w1") and "▌" not in answer[-1]["text/markdown"]
+    )
+
+
 def test_no_stream_shows_one_answer(ip):
     _, cap = run(ip, "mmo", "oa:sim-echo --no-stream -f text", "plain words")
     assert texts(cap) == ["plain words", texts(cap)[-1]]
 
 
-def replying(orc, text: str) -> str:
+def replying(orc, text: str, **options: str) -> str:
     """A model (on the simulated provider) that answers ``text``; its name."""
     name = f"says-{len(orc.catalogue)}"
-    mid = f"sim-fast?reply={quote(text)}"
+    mid = "&".join([f"sim-fast?reply={quote(text)}", *(f"{k}={v}" for k, v in options.items())])
     orc.add_model(orc.catalogue.resolve("oa").replace(name=name, model_id=mid))
     return name
 
@@ -112,7 +154,10 @@ def test_format_code_offers_the_next_cell(ip, orc, monkeypatch):
     model = replying(orc, "Here:\n```python\nprint(42)\n```\nDone.")
     _, cap = run(ip, "mmo", f"{model} -f code", "code please")
     assert offered == ["print(42)"]
+    assert cap.stdout.endswith("```\nDone.\nprint(42)\n")  # streamed, then the code alone
+    _, cap = run(ip, "mmo", f"{model} -f code --no-stream", "code please")
     assert texts(cap)[-2] == "```\nprint(42)\n```"
+    assert cap.outputs[-2].data["text/plain"] == "print(42)"
 
 
 def test_format_json(ip, orc):
@@ -139,6 +184,13 @@ def test_fallback_budget_and_cache_options(ip, orc, sim):
     _, cap = run(ip, "mmo", "oa --budget 0.0000001", "too expensive")
     assert "BudgetExceededError" in cap.stderr and cap.stderr[-1] == "\n"
     orc.cache = ResponseCache(":memory:")
+    magics = next(c for c in ip.configurables if type(c).__name__ == "MMOMagics")
+    assert magics.cache is False
+    before = sim.request_count()
+    run(ip, "mmo", "lo:sim-echo", "cache me")
+    _, cap = run(ip, "mmo", "lo:sim-echo", "cache me")  # the magics' cache is off by default
+    assert "cached" not in texts(cap)[-1] and sim.request_count() == before + 2
+    ip.run_line_magic("config", "MMOMagics.cache = True")
     run(ip, "mmo", "lo:sim-echo", "cache me")
     _, cap = run(ip, "mmo", "lo:sim-echo", "cache me")
     assert "cached" in texts(cap)[-1]
@@ -157,7 +209,7 @@ def test_errors_are_one_line_and_the_next_cell_works(ip, orc):
     with pytest.raises(UsageError):
         ip.run_cell_magic("mmo", "oa -f yaml", "hi")
     _, cap = run(ip, "mmo", "oa:sim-echo", "still fine")
-    assert texts(cap)[-2] == "still fine"
+    assert cap.stdout == "still fine\n"
     assert [r.status for r in orc.runs.records()][-3:] == ["error", "error", "ok"]
 
 
@@ -170,20 +222,51 @@ def test_unexpected_bugs_still_show_a_traceback(ip, orc, monkeypatch):
         ip.run_cell_magic("mmo", "oa --no-stream", "hi")
 
 
-def test_race_magic_shows_panels_and_returns_the_result(ip, sim):
-    value, _ = run(
-        ip, "mmo_race", "oa:sim-fast?fail=500,an:sim-echo,lo:sim-slow?tokens=40&tps=20 Who wins?"
-    )
+RACE = "oa:sim-fast?fail=500,an:sim-echo,lo:sim-slow?tokens=40&tps=20"
+
+
+def test_race_magic_shows_panels_and_returns_the_result(live_ip, sim):
+    value, cap = run(live_ip, "mmo_race", f"{RACE} Who wins")
     assert isinstance(value, mmo.RaceResult) and value.winner.model == "an:sim-echo"
     assert [r.status for r in value.responses] == ["error", "ok", "cancelled"]
-    assert value.winner.content == "Who wins?"
-    # The live view already shows every answer: Out[] is the one-line text form, no table.
+    assert value.winner.content == "Who wins"
+    first, last = cap.outputs[0], cap.outputs[-1]
+    # During the run: the live widget, with a text form for frontends without widgets.
+    assert "application/vnd.jupyter.widget-view+json" in first.data
+    assert first.data["text/plain"].startswith("racing oa:sim-fast?fail=500, an:sim-echo")
+    # At the end: the same display replaced by a static rendering of the final state.
+    assert last.update and last.transient == first.transient
+    assert set(last.data) == {"text/plain", "text/html"}
+    html, plain = last.data["text/html"], last.data["text/plain"]
+    assert 'data-model="an:sim-echo" data-status="done"' in html and "🏆" in html
+    assert 'data-model="oa:sim-fast?fail=500" data-status="failed"' in html and "HTTP 500" in html
+    assert 'data-model="lo:sim-slow?tokens=40&amp;tps=20" data-status="cancelled"' in html
+    assert "── an:sim-echo · done  🏆 winner\nWho wins\n" in plain
+    assert "winner: an:sim-echo — first successful answer" in plain
+    # The live view already shows the result: no Out[] repeats it under the widget.
+    shown, _ = live_ip.display_formatter.format(value)
+    assert shown == {}
+    # A result no live view showed (made in code, say) displays in full, text and HTML.
+    other = mmo.RaceResult(value.winner, value.responses, "g")
+    with capture_output() as cap:
+        live_ip.display_formatter.format(other)
+    assert "data-status" in cap.outputs[0].data["text/html"]
+    assert "Who wins" in cap.outputs[0].data["text/plain"]
+
+
+def test_without_a_kernel_a_race_result_has_a_text_form(ip):
+    value, cap = run(ip, "mmo_race", f"{RACE} Who wins")
+    assert "── an:sim-echo · done  🏆 winner" in cap.stdout
     shown, _ = ip.display_formatter.format(value)
-    assert "text/html" not in shown and "winner='an:sim-echo'" in shown["text/plain"]
-    assert "<table>" in value._repr_html_()  # the result itself is unchanged
-    # A result no live view showed (made in code, say) still displays as a table.
-    other, _ = ip.display_formatter.format(mmo.RaceResult(None, value.responses, "g"))
-    assert "<table>" in other["text/html"]
+    assert shown == {"text/plain": f"winner: an:sim-echo — {value_reason(value)}"}
+    other, _ = ip.display_formatter.format(mmo.RaceResult(value.winner, value.responses, "g"))
+    assert "── an:sim-echo · done  🏆 winner\nWho wins" in other["text/plain"]
+    assert "data-status" in other["text/html"]
+
+
+def value_reason(value) -> str:
+    took = f"{value.winner.latency_ms:.0f} ms"
+    return f"first successful answer ({took}) — done 1 · failed 1 · cancelled 1"
 
 
 def test_race_cell_form_with_judges(ip, orc):
@@ -219,6 +302,28 @@ def test_runs_models_and_route_magics(ip, orc, sim, tmp_path):
     before = sim.request_count()
     decision, _ = run(ip, "mmo_route", "-r task Translate 'good morning' into Japanese")
     assert decision.label == "translation" and sim.request_count() == before
+
+
+def test_runs_default_to_this_session_newest_last_and_all_adds_the_rest(ip, orc):
+    from mmo_magic.storage.runlog import RunRecord
+
+    orc.runs.add(
+        RunRecord(requested_model="oa", status="ok", prompt="yesterday", session_id="earlier")
+    ).result(timeout=5)
+    run(ip, "mmo", "oa:sim-echo", "first")
+    run(ip, "mmo", "oa:sim-echo", "second")
+    frame, _ = run(ip, "mmo_runs", "")
+    assert list(frame["prompt"]) == ["first", "second"]  # this session, newest last
+    assert "oa:sim-echo" in repr(frame) and "second" in frame._repr_html_()
+    everything, _ = run(ip, "mmo_runs", "--all")
+    assert list(everything["prompt"]) == ["yesterday", "first", "second"]
+    picked, _ = run(ip, "mmo_runs", "--columns model,prompt")
+    assert (
+        "<th>prompt</th>" in picked._repr_html_()
+        and "<th>latency_ms</th>" not in picked._repr_html_()
+    )
+    _, cap = run(ip, "mmo_runs", "--columns modle")
+    assert "Unknown run-log column 'modle'" in cap.stderr
 
 
 def test_pipeline_magic(ip, sim):
@@ -277,10 +382,14 @@ def test_interrupt_during_a_race_cancels_every_request(ip, orc, sim):
     threading.Thread(target=interrupt).start()
     value, cap = run(ip, "mmo_race", ",".join(slow) + " wait for it")
     assert value is None and "Stopped" in cap.stderr
+    # Each panel says the user stopped it, not "cancelled: no reason given".
+    for model in slow:
+        assert f"── {model} · stopped\n   cancelled: stopped by you" in cap.stdout
+    assert "no reason" not in cap.stdout
     deadline = time.monotonic() + 3
     while len(sim.disconnects) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(sim.disconnects) == 2
     assert [r.status for r in orc.runs.records()[-2:]] == ["cancelled", "cancelled"]
     _, cap = run(ip, "mmo", "oa:sim-echo", "next cell")
-    assert texts(cap)[-2] == "next cell"
+    assert cap.stdout == "next cell\n"

@@ -16,7 +16,7 @@ pytest.importorskip("ipywidgets")
 from mmo_magic.core.completion import CompletionResponse
 from mmo_magic.core.errors import ConfigError
 from mmo_magic.notebook.widgets import PUSH_INTERVAL_S, RaceView
-from mmo_magic.orchestration.judges import TIE, Tally
+from mmo_magic.orchestration.judges import TIE, Tally, Verdict
 from mmo_magic.orchestration.parallel import ConsensusResult, RaceResult
 
 
@@ -91,8 +91,8 @@ def test_stream_from_a_thread_then_finish_gives_exact_texts_statuses_and_winner(
     assert "traceback" not in flaky_stats.value  # one line, not the whole error
     winner_box = view.widget.children[1].children[0]
     loser_box = view.widget.children[1].children[1]
-    assert "green" in winner_box.layout.border or "2e7d32" in winner_box.layout.border
-    assert "2e7d32" not in loser_box.layout.border
+    assert "--jp-success-color1" in winner_box.layout.border  # the theme's colour
+    assert "--jp-success-color1" not in loser_box.layout.border
     assert "fast" in view.widget.children[2].value  # the summary names the winner
 
 
@@ -218,6 +218,13 @@ def consensus(tally: Tally | None, winner_index: int | None) -> ConsensusResult:
         votes=tally,
         candidates={"A": "gpt", "B": "claude"},
     )
+    for judge, row in (tally.points if tally else {}).items():
+        top = [label for label, p in row.items() if p == max(row.values()) and p > 0]
+        winner = top[0] if len(top) == 1 else TIE
+        reason = (
+            "" if winner != TIE else "position bias: verdict flipped when the order was swapped"
+        )
+        result.verdicts[judge] = Verdict(winner, (), reason)
     return result
 
 
@@ -233,9 +240,9 @@ def test_votes_table_has_a_row_per_judge_and_a_column_per_candidate_model() -> N
     view.finish(consensus(tally, 1))
 
     assert view.votes_state() == [
-        {"judge": "j1", "gpt": 0.0, "claude": 1.0},
-        {"judge": "j2", "gpt": 0.0, "claude": 1.0},
-        {"judge": "j3", "gpt": 1.0, "claude": 0.0},
+        {"judge": "j1", "gpt": 0.0, "claude": 1.0, "verdict": "claude"},
+        {"judge": "j2", "gpt": 0.0, "claude": 1.0, "verdict": "claude"},
+        {"judge": "j3", "gpt": 1.0, "claude": 0.0, "verdict": "gpt"},
     ]
     assert [m for m, s in view.state().items() if s["winner"]] == ["claude"]
     table = view.widget.children[3].value
@@ -252,13 +259,41 @@ def test_a_tied_vote_has_no_winner() -> None:
     view.finish(result)
 
     assert view.votes_state() == [
-        {"judge": "j1", "gpt": 1.0, "claude": 0.0},
-        {"judge": "j2", "gpt": 0.0, "claude": 1.0},
+        {"judge": "j1", "gpt": 1.0, "claude": 0.0, "verdict": "gpt"},
+        {"judge": "j2", "gpt": 0.0, "claude": 1.0, "verdict": "claude"},
     ]
     assert not any(s["winner"] for s in view.state().values())
     assert "— tie" in view.widget.children[3].value
     assert "no winner" in view.widget.children[2].value
     assert view.state()["llama"]["status"] == "failed"
+
+
+def test_a_judge_whose_verdict_flipped_shows_a_tie_not_zeros() -> None:
+    points = {"fair": {"A": 0.0, "B": 1.0}, "biased": {"A": 0.0, "B": 0.0}}
+    tally = Tally(("fair", "biased"), ("A", "B"), points, "B", "majority")
+    view = RaceView(["gpt", "claude", "llama"], show_votes=True)
+    view.finish(consensus(tally, 1))
+    rows = {row["judge"]: row["verdict"] for row in view.votes_state()}
+    assert rows == {"fair": "claude", "biased": "tie (flipped when swapped)"}
+    assert "tie (flipped when swapped)" in view.widget.children[3].value
+
+
+def test_stop_says_the_user_stopped_it_and_keeps_a_failed_try_in_sight() -> None:
+    view = RaceView(["flaky", "slow", "idle"])
+    view.on_text("flaky", "par")
+    view.on_finish(response("flaky", "par", status="error", error="HTTP 503 Service Unavailable"))
+    view.on_text("flaky", "second try")  # the retry
+    view.on_text("slow", "half")
+    view.finish(None, stopped=True)
+    state = view.final_state()
+    panels = {p.model: p for p in state.panels}
+    assert panels["flaky"].failed_tries == ["error: HTTP 503 Service Unavailable"]
+    for name in ("flaky", "slow", "idle"):
+        assert panels[name].status == "cancelled" and panels[name].stopped
+        stats = panel_parts(view, name)[2].value
+        assert "stopped by you" in stats and "no reason" not in stats
+    assert "try 1: error: HTTP 503" in panel_parts(view, "flaky")[2].value
+    assert "stopped" in panel_parts(view, "slow")[0].value
 
 
 def test_layout_columns_and_repeated_models() -> None:

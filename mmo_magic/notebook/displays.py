@@ -1,0 +1,166 @@
+"""How races and routing decisions display: live while they run, static once they end.
+
+``RaceDisplay`` drives one race's view (a widget with a kernel, status lines in a
+terminal) and leaves the static rendering behind; the formatter functions give
+results their HTML and text/plain forms in IPython. What the HTML and text say
+is decided in ``rendering``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from IPython.display import display
+
+from ..core.errors import MMOError
+from ..core.loop import background_loop
+from . import rendering
+
+__all__ = ["SHOWN_LIVE", "RaceDisplay", "formatters"]
+
+# The results a live view already shows in full: no Out[] repeats them. Kept by id, so
+# results stay plain data.
+SHOWN_LIVE: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+_LIVE_RESULTS = ("mmo_magic.orchestration.parallel", ("RaceResult", "ConsensusResult"))
+_ROUTE_DECISION = ("mmo_magic.routing.base", "RouteDecision")
+_POLL_S = 0.1  # how often a terminal's race view looks for news
+_CANCEL_GRACE_S = 2.0  # after Stop: time for cancelled requests to close and be recorded
+
+
+class RaceDisplay:
+    """One race, fan-out or consensus, shown while it runs and left behind when it ends.
+
+    With a kernel: the live widget during the run, replaced at the end by a static
+    rendering of its final state (HTML and text/plain), so a saved notebook, nbconvert
+    or a viewer shows the race without a kernel or saved widget state. In a terminal:
+    a status line per model whenever its status changes, then the texts and the winner.
+    """
+
+    def __init__(self, live: bool, models: list[str], title: str, *, votes: bool) -> None:
+        from .widgets import RaceView
+
+        self.live = live
+        self.view = RaceView(models, title=title, show_votes=votes, live=live)
+        self.printed: dict[str, str] = {}
+        self.handle: Any = None
+
+    def run(
+        self, call: Callable[..., Coroutine[Any, Any, Any]], as_result: Callable[..., Any]
+    ) -> Any:
+        view = self.view
+        if self.live:
+            bundle = view.widget._repr_mimebundle_()
+            bundle["text/plain"] = f"racing {', '.join(view.models)}…"
+            self.handle = display(bundle, raw=True, display_id=True)
+        future = background_loop.submit(call(view.on_text, view.on_finish))
+        try:
+            result = as_result(self._wait(future))
+        except MMOError as exc:
+            self._finish(getattr(exc, "result", None))
+            raise
+        except KeyboardInterrupt:
+            future.cancel()  # cancels every request; give them a moment to close and be recorded
+            concurrent.futures.wait([future], timeout=_CANCEL_GRACE_S)
+            self._finish(None, stopped=True)
+            raise
+        self._finish(result)
+        return result
+
+    def _wait(self, future: concurrent.futures.Future[Any]) -> Any:
+        while True:
+            try:
+                return future.result(timeout=_POLL_S)
+            except concurrent.futures.TimeoutError:
+                if not self.live:
+                    self._print_status()
+
+    def _print_status(self) -> None:
+        for panel in self.view.final_state().panels:
+            line = rendering.status_line(panel)
+            if self.printed.get(panel.model) != line:
+                self.printed[panel.model] = line
+                print(line, flush=True)
+
+    def _finish(self, result: Any, *, stopped: bool = False) -> None:
+        self.view.finish(result, stopped=stopped)
+        state = self.view.final_state()
+        if self.live:
+            self.handle.update(rendering.race_bundle(state), raw=True)
+            self.view.close()  # the static rendering replaces it: no widget state to save
+        else:
+            print(rendering.race_text(state), flush=True)
+
+
+def _race_state(result: Any) -> Any:
+    """The rendering state of a race or consensus result that no live view showed."""
+    from .widgets import RaceView
+
+    models = [r.model for r in result.responses]
+    if len(set(models)) != len(models):
+        models = [f"{i + 1}. {m}" for i, m in enumerate(models)]
+    view = RaceView(models, show_votes=getattr(result, "votes", None) is not None, live=False)
+    view.finish(result)
+    return view.final_state()
+
+
+def _race_html(result: Any) -> str | None:
+    """A race or consensus result's HTML, unless a live view already shows it."""
+    if SHOWN_LIVE.get(id(result)) is result:
+        return None
+    return rendering.race_html(_race_state(result))
+
+
+def _race_plain(result: Any, printer: Any, cycle: bool) -> None:
+    if SHOWN_LIVE.get(id(result)) is result:
+        printer.text(rendering.summary_text(_race_state(result)))  # the rest is shown above
+    else:
+        printer.text(rendering.race_text(_race_state(result)))
+
+
+def _race_shown(result: Any) -> None:
+    """With a kernel, a result the live view already shows gets no Out[] at all."""
+    if SHOWN_LIVE.get(id(result)) is not result:
+        display(rendering.race_bundle(_race_state(result)), raw=True)
+
+
+def _route_markdown(decision: Any) -> str:
+    """A RouteDecision whose reason stays text: no HTML, code spans or LaTeX from the prompt."""
+    cost = "n/a" if decision.estimated_cost is None else f"~${decision.estimated_cost:.6f}"
+    return (
+        f"**{rendering.escape_markdown(decision.model)}** · router "
+        f"{rendering.escape_markdown(decision.router)} · rule "
+        f"{rendering.escape_markdown(decision.rule)} · est. {rendering.escape_markdown(cost)}"
+        f"\n\n{rendering.escape_markdown(decision.reason)}"
+    )
+
+
+def _route_plain(decision: Any, printer: Any, cycle: bool) -> None:
+    cost = "n/a" if decision.estimated_cost is None else f"~${decision.estimated_cost:.6f}"
+    printer.text(
+        f"RouteDecision: {decision.model} · router {decision.router} · rule {decision.rule}"
+        f" · est. {cost}\n{decision.reason}"
+    )
+
+
+def formatters(shell: Any) -> list[tuple[Any, str, str, Any]]:
+    """(formatter, module, class name, function): how results display in this shell.
+
+    By name: races and routing are not imported until used.
+    """
+    formatters = shell.display_formatter.formatters
+    module, names = _LIVE_RESULTS
+    out: list[tuple[Any, str, str, Any]] = []
+    for name in names:
+        out.append((formatters["text/html"], module, name, _race_html))
+        out.append((formatters["text/plain"], module, name, _race_plain))
+        if getattr(shell, "kernel", None) is not None:
+            out.append(
+                (shell.display_formatter.ipython_display_formatter, module, name, _race_shown)
+            )
+    route_module, route_name = _ROUTE_DECISION
+    out.append((formatters["text/markdown"], route_module, route_name, _route_markdown))
+    out.append((formatters["text/plain"], route_module, route_name, _route_plain))
+    return out

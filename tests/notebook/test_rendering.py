@@ -1,0 +1,127 @@
+"""The static forms of results: text never turns into HTML or math, colours follow the theme."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("IPython")
+
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import mmo_magic as mmo
+from mmo_magic.core.completion import CompletionResponse
+from mmo_magic.notebook import rendering
+from mmo_magic.notebook.rendering import PanelState, RaceState, Votes
+
+
+def markdown_to_html(text: str) -> str:
+    """What a CommonMark renderer makes of ``text`` (markdown-it, as nbconvert uses)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").render(text)
+
+
+def test_escaped_markdown_renders_as_the_same_text() -> None:
+    nasty = "write <code>, 'python' $1.10 … $1.00 *not bold* `tick` [link](x) # h _u_ a\\b"
+    out = markdown_to_html(rendering.escape_markdown(nasty))
+    assert "<code>" not in out and "<em>" not in out and "<a " not in out and "<h1" not in out
+    text = re.sub(r"<[^>]+>", "", out).strip()
+    import html
+
+    assert html.unescape(text) == nasty
+    # JupyterLab's math extraction leaves a backslash-escaped dollar as a dollar.
+    assert "\\$1.10" in rendering.escape_markdown(nasty)
+
+
+def test_route_decision_markdown_keeps_prompt_text_as_text(sim, keys) -> None:
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "mmo_magic")
+        with capture_output():
+            decision = shell.run_line_magic(
+                "mmo_route", "-r task Write a Python function that merges two sorted lists."
+            )
+        assert "<code>" in decision.reason  # the cue, quoted as written
+        shown, _ = shell.display_formatter.format(decision)
+        rendered = markdown_to_html(shown["text/markdown"])
+        assert "<code>" not in rendered and "&lt;code&gt;" in rendered
+        assert shown["text/plain"].startswith(f"RouteDecision: {decision.model} · router task")
+        assert decision.reason in shown["text/plain"]
+    finally:
+        shell.run_line_magic("unload_ext", "mmo_magic")
+        InteractiveShell.clear_instance()
+
+
+def response(model: str, content: str, **fields: object) -> CompletionResponse:
+    values: dict[str, object] = {"provider": "openai", "latency_ms": 12.0, "cost": 0.01}
+    values.update(fields)
+    return CompletionResponse(content=content, model=model, **values)  # type: ignore[arg-type]
+
+
+def finished_race() -> RaceState:
+    win = PanelState("a", "done", "costs $1 <b>not bold</b>", response("a", "x"), winner=True)
+    lost = PanelState(
+        "b",
+        "cancelled",
+        "",
+        response("b", "", status="cancelled", error="another model answered first", cost=None),
+        failed_tries=["error: HTTP 503"],
+    )
+    votes = Votes(
+        ["a", "b"],
+        [{"judge": "j", "a": 1.0, "b": 0.0, "verdict": "a"}],
+        {"a": 1.0, "b": 0.0},
+        "a",
+        "majority",
+        {},
+    )
+    return RaceState("Q <i>?</i>", [win, lost], "a", "first successful answer", votes, True)
+
+
+def test_static_html_escapes_text_ignores_math_and_uses_theme_colours() -> None:
+    out = rendering.race_html(finished_race())
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in out and "<b>not bold</b>" not in out
+    assert "Q &lt;i&gt;?&lt;/i&gt;" in out
+    assert 'class="mmo-race mathjax_ignore tex2jax_ignore"' in out  # "$1 … $0.01" is money
+    # Text colours come from the theme (with fallbacks); no text is drawn in a fixed white.
+    colours = re.findall(r"(?<![-\w])color:([^;\"]+)", out)
+    assert colours and all(c.startswith("var(--jp-") for c in colours), set(colours)
+    backgrounds = re.findall(r"background:([^;\"]+)", out)
+    assert backgrounds and all(b.startswith("var(--jp-layout-color") for b in backgrounds)
+    assert not re.search(r"color:\s*(white|#fff)", out, re.IGNORECASE)
+    assert 'data-model="a" data-status="done"' in out and "🏆" in out
+    assert "try 1: error: HTTP 503" in out
+
+
+def test_text_form_has_answers_statuses_winner_and_votes() -> None:
+    text = rendering.race_text(finished_race())
+    assert text.splitlines()[:3] == [
+        "Q <i>?</i>",
+        "── a · done  🏆 winner",
+        "costs $1 <b>not bold</b>",
+    ]
+    assert "── b · cancelled\n   try 1: error: HTTP 503\n   cancelled: another model" in text
+    assert "winner: a — first successful answer — done 1 · cancelled 1" in text
+    assert "judges' votes (majority) — winner: a\njudge  a  b  verdict\nj      1  0  a" in text
+
+
+def test_runs_table_is_compact_and_the_frame_keeps_every_column(sim, keys) -> None:
+    from conftest import sim_models
+
+    with mmo.Orchestrator(sim_models(sim), runlog=":memory:", cache=False) as orc:
+        orc.complete("hello there", model="oa")
+        frame = orc.runs.to_dataframe()
+    shown = rendering.compact_runs(frame)
+    assert list(shown.columns) == list(frame.columns)  # the value keeps everything
+    html = shown._repr_html_()
+    for column in rendering.RUN_COLUMNS:
+        assert f"<th>{column}</th>" in html
+    assert "<th>prompt</th>" not in html and "run_id" not in repr(shown)
+    assert type(shown[["model"]]) is type(frame)  # derived frames are plain DataFrames
+    picked = rendering.runs_table(frame, ["model", "prompt"])
+    assert list(picked.columns) == ["model", "prompt"] and picked["prompt"][0] == "hello there"
+    with pytest.raises(mmo.ConfigError, match="Unknown run-log column 'nope'"):
+        rendering.runs_table(frame, ["nope"])
