@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "records": ([], ["--records", "2000", "--writes", "1000", "--rounds", "1"]),
     "startup": ([], ["--runs", "2"]),
     "routing": ([], ["--rounds", "1"]),
+    "gateway": ([], ["--quick"]),
 }
 EMBEDDED = ([], ["--rounds", "1", "--max-tokens", "8"])
 

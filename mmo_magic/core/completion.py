@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .pricing import format_usd
+
 __all__ = [
     "Attempt",
     "CompletionRequest",
@@ -129,7 +131,7 @@ class CompletionResponse:
             parts.append(f"ttft {self.ttft_ms:.0f} ms")
         if self.latency_ms is not None:
             parts.append(f"{self.latency_ms:.0f} ms")
-        parts.append("cost n/a" if self.cost is None else f"${self.cost:.6f}")
+        parts.append(format_usd(self.cost))
         if self.cached:
             parts.append("cached")
         if self.route_reason:

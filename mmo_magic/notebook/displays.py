@@ -17,6 +17,7 @@ from IPython.display import display
 
 from ..core.errors import MMOError
 from ..core.loop import background_loop
+from ..core.pricing import format_usd
 from . import rendering
 
 __all__ = ["SHOWN_LIVE", "RaceDisplay", "formatters"]
@@ -128,7 +129,7 @@ def _race_shown(result: Any) -> None:
 
 def _route_markdown(decision: Any) -> str:
     """A RouteDecision whose reason stays text: no HTML, code spans or LaTeX from the prompt."""
-    cost = "n/a" if decision.estimated_cost is None else f"~${decision.estimated_cost:.6f}"
+    cost = "n/a" if decision.estimated_cost is None else f"~{format_usd(decision.estimated_cost)}"
     return (
         f"**{rendering.escape_markdown(decision.model)}** · router "
         f"{rendering.escape_markdown(decision.router)} · rule "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.completion import CompletionResponse
+from ..core.pricing import format_usd
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -373,7 +374,7 @@ def stats_line(r: CompletionResponse) -> str:
     if r.cached:
         parts.append("cached")  # served from the response cache: nothing was billed
     else:
-        parts.append("cost n/a" if r.cost is None else f"${r.cost:.6f}")
+        parts.append(format_usd(r.cost))
     return " · ".join(parts)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.errors import BudgetExceededError, ConfigError
 from ..core.models import ModelConfig
+from ..core.pricing import format_usd
 
 __all__ = ["Budget", "Reservation", "check_usd"]
 
@@ -77,16 +78,17 @@ class Budget:
             )
         if call_limit is not None and estimate > call_limit:
             raise BudgetExceededError(
-                f"This call to {model.name!r} could cost up to ${estimate:.6f}, over its "
-                f"budget of ${call_limit:.6f}.",
+                f"This call to {model.name!r} could cost up to {format_usd(estimate)}, over its "
+                f"budget of {format_usd(call_limit)}.",
                 estimate=estimate,
                 hint="Lower max_tokens, pick a cheaper model, or raise the budget.",
             )
         left = self.left
         if left is not None and estimate > left:
             raise BudgetExceededError(
-                f"This call to {model.name!r} could cost up to ${estimate:.6f}, but only "
-                f"${left:.6f} of the ${self.limit:.6f} budget is left (${self.spent:.6f} spent).",
+                f"This call to {model.name!r} could cost up to {format_usd(estimate)}, but only "
+                f"{format_usd(left)} of the {format_usd(self.limit)} budget is left "
+                f"({format_usd(self.spent)} spent).",
                 estimate=estimate,
                 hint="Lower max_tokens, pick a cheaper model, or raise the budget.",
             )
@@ -101,5 +103,5 @@ class Budget:
             self.spent += cost
 
     def __repr__(self) -> str:
-        limit = "unlimited" if self.limit is None else f"${self.limit:.4f}"
-        return f"<Budget {limit}, spent ${self.spent:.6f}>"
+        limit = "unlimited" if self.limit is None else format_usd(self.limit)
+        return f"<Budget {limit}, spent {format_usd(self.spent)}>"

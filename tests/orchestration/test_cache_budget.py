@@ -8,7 +8,7 @@ import pytest
 from conftest import PRICE_IN, PRICE_OUT, sim_models
 
 import mmo_magic as mmo
-from mmo_magic.core.pricing import count_message_tokens
+from mmo_magic.core.pricing import count_message_tokens, format_usd
 from mmo_magic.storage.cache import CachedAnswer, CacheWarning, ResponseCache
 
 
@@ -124,7 +124,7 @@ def test_call_over_the_budget_is_refused_before_sending(sim, keys):
         with pytest.raises(mmo.BudgetExceededError) as info:
             orc.complete(prompt, model="oa", max_tokens=1000)
         assert info.value.estimate == pytest.approx(estimate)
-        assert f"${estimate:.6f}" in str(info.value) and "left" in str(info.value)
+        assert format_usd(estimate) in str(info.value) and "left" in str(info.value)
         assert sim.request_count() == 0
         record = orc.runs.records()[-1]
         assert (record.status, record.error_type, record.model) == (

@@ -1,0 +1,639 @@
+"""``mmo-serve`` against LiteLLM's proxy, measured from outside over HTTP.
+
+    python benchmarks/gateway.py [--requests 3000] [--serial 500] [--tokens 20]
+                                 [--slow-requests 40] [--slow-s 3] [--skip-litellm] [--quick]
+
+Every party runs in a process of its own, all on 127.0.0.1: the simulated
+provider (the one upstream both gateways call), ``mmo-serve``
+(``python -m mmo_magic.service``), LiteLLM's proxy (the ``litellm`` command
+with a config file, one uvicorn worker, its default start-up), and this
+script, the load generator (asyncio + aiohttp). Both gateways get the same
+two models, with client keys on (LiteLLM's proxy refuses to start without a
+master key) and their request logs off:
+
+- ``bench-fast``: ``sim-fast?tokens=N``, no delays at all, so the figures are
+  what each gateway's code costs per request;
+- ``bench-slow``: ``sim-fast?ttft_ms=…``, an upstream that takes ``--slow-s``
+  seconds, for the slow-upstream case.
+
+Rows, each for both gateways one after the other (and the simulated provider
+called directly, as the floor), after a warm-up: non-streaming and streaming
+chat completions at concurrency 1 (``--serial`` requests) and 100
+(``--requests``). Each row is bounded in count and in time (``--row-s``).
+Latency is from sending the request to the last byte (``[DONE]`` for a
+stream). RSS is the gateway's whole process tree, sampled every 50 ms, the
+peak during the row.
+
+Slow upstream: ``--slow-requests`` at once to ``bench-slow``; the wall time
+of the batch against the same batch sent straight to the simulated provider.
+mmo-serve's goal is 1.2× at most (issue 16). Its default of 8 upstream calls
+at a time per provider makes 40 × 3 s take five rounds.
+
+mmo-serve runs with its defaults (the run log on, in a temporary file; the
+response cache off). LiteLLM's proxy runs with ``LITELLM_LOCAL_MODEL_COST_MAP``
+(no price-map download) and telemetry off, no database. If LiteLLM's proxy is
+missing or does not start, mmo-serve's rows still run and the reason is
+printed and saved. ``--quick`` is a smoke run: a few dozen requests, a 1 s
+slow upstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import Check, median, percentile, print_checks, print_table, save, sim_process
+
+SIM_KEY_ENV = "MMO_BENCH_SIM_KEY"
+MMO_KEY = "mmo-bench-client-key"
+# LiteLLM's proxy refuses a missing or weak master key; this one only ever guards 127.0.0.1.
+LITELLM_KEY = "sk-" + "5e1f" * 16
+PROMPT = "Say something about benchmarks."
+MMO, LITE, SIM = "mmo-serve", "LiteLLM proxy", "simulated provider (direct)"
+
+
+@dataclass
+class Server:
+    """A gateway in its own process: how to call it, and its process for RSS."""
+
+    name: str
+    base_url: str  # ends in /v1
+    key: str
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    launched: float = field(default_factory=time.perf_counter)
+    startup_s: float = float("nan")
+    idle_rss_mb: float = float("nan")
+    models: dict[str, str] = field(default_factory=dict)  # our name -> the name it is sent as
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its children, in MB."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return float("nan")
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+class PeakRSS:
+    """Samples a process tree's RSS on a thread every 50 ms; ``peak`` in MB."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.peak = pid, float("nan")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while self.pid is not None and not self._stop.is_set():
+            rss = tree_rss_mb(self.pid)
+            if not self.peak >= rss:  # also replaces the initial NaN
+                self.peak = rss
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_healthy(server: Server, path: str, timeout_s: float) -> str | None:
+    """None once GET path answers 200; else why not (the process ended, or the time ran out)."""
+    assert server.proc is not None
+    url = server.base_url.removesuffix("/v1") + path
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        if server.proc.poll() is not None:
+            return f"exited with code {server.proc.returncode}: {log_tail(server.log)}"
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=2) as response,
+        ):
+            if response.status == 200:
+                server.startup_s = time.perf_counter() - server.launched
+                server.idle_rss_mb = tree_rss_mb(server.proc.pid)
+                return None
+        time.sleep(0.25)
+    return f"not answering {path} after {timeout_s:.0f} s: {log_tail(server.log)}"
+
+
+def log_tail(log: Path | None, lines: int = 6) -> str:
+    if log is None or not log.exists():
+        return ""
+    text = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return " | ".join(text[-lines:])[-600:]
+
+
+def stop(server: Server) -> None:
+    if server.proc is None or server.proc.poll() is not None:
+        return
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+
+
+def start_mmo(sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, str]) -> Server:
+    port = free_port()
+    lines = [f'runlog = "{tmp / "runs.sqlite3"}"', "cache = false"]
+    for name, model_id in models.items():
+        lines += [
+            f"[models.{name}]",
+            'provider = "openai"',
+            f"model_id = {json.dumps(model_id)}",
+            f'base_url = "{sim_url}"',
+            f'api_key_env = "{SIM_KEY_ENV}"',
+        ]
+    config = tmp / "mmo.toml"
+    config.write_text("\n".join(lines) + "\n")
+    server = Server(MMO, f"http://127.0.0.1:{port}/v1", MMO_KEY, log=tmp / "mmo-serve.log")
+    server.models = {name: name for name in models}
+    server.proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mmo_magic.service",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**env, "MMO_SERVER_KEYS": MMO_KEY},
+        cwd=tmp,
+        stdout=server.log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return server
+
+
+def litellm_command() -> list[str] | None:
+    """The installed proxy's command: the ``litellm`` script beside this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "litellm"
+    found = str(beside) if beside.exists() else shutil.which("litellm")
+    return [found] if found else None
+
+
+def start_litellm(sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, str]) -> Server:
+    command = litellm_command()
+    if command is None:
+        raise FileNotFoundError("no `litellm` command: pip install 'litellm[proxy]'")
+    port = free_port()
+    # JSON is YAML, and json.dumps quotes the '?' and '&' of the model ids safely.
+    config = {
+        "model_list": [
+            {
+                "model_name": name,
+                "litellm_params": {
+                    "model": f"openai/{model_id}",
+                    "api_base": sim_url,
+                    "api_key": f"os.environ/{SIM_KEY_ENV}",
+                },
+            }
+            for name, model_id in models.items()
+        ],
+        "litellm_settings": {"telemetry": False},
+    }
+    path = tmp / "litellm.yaml"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    server = Server(LITE, f"http://127.0.0.1:{port}/v1", LITELLM_KEY, log=tmp / "litellm.log")
+    server.models = {name: name for name in models}
+    server.proc = subprocess.Popen(
+        [*command, "--config", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        env={
+            **env,
+            "LITELLM_MASTER_KEY": LITELLM_KEY,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no price-map download at start
+            "LITELLM_TELEMETRY": "False",
+            "LITELLM_LOG": "WARNING",  # uvicorn at warning: no access log line per request
+        },
+        cwd=tmp,
+        stdout=server.log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return server
+
+
+# -- load --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    server: str
+    test: str
+    stream: bool
+    concurrency: int
+    requests: int
+    errors: int
+    wall_s: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    peak_rss_mb: float
+    first_error: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        # NaN (no RSS for the simulated provider, no latency if all failed) is not JSON: null.
+        return {
+            k: None if isinstance(v, float) and math.isnan(v) else v for k, v in vars(self).items()
+        }
+
+
+async def load(
+    server: Server,
+    model: str,
+    *,
+    stream: bool,
+    requests: int,
+    concurrency: int,
+    warmup: int,
+    row_s: float,
+    timeout_s: float = 60,
+) -> tuple[list[float], int, str, float]:
+    """``requests`` chat completions, ``concurrency`` at a time, stopping new ones after ``row_s``.
+
+    Returns (latencies in ms of the answers that were complete, errors, the first
+    error, wall time in s).
+    """
+    import aiohttp
+
+    body = json.dumps(
+        {
+            "model": server.models.get(model, model),
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": stream,
+        }
+    ).encode()
+    headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
+    url = server.base_url + "/chat/completions"
+    latencies: list[float] = []
+    problems: list[str] = []
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(record: bool) -> None:
+            start = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    data = await response.read()
+                complete = response.status == 200 and (
+                    data.rstrip().endswith(b"data: [DONE]") if stream else b'"content"' in data
+                )
+                if not complete:
+                    problems.append(f"HTTP {response.status}: {data[:200]!r}")
+                    return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problems.append(f"{type(exc).__name__}: {exc}"[:200])
+                return
+            if record:
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        async def worker(todo: Iterator[int], deadline: float, record: bool) -> None:
+            for _ in todo:
+                if time.perf_counter() > deadline:
+                    return
+                await one(record)
+
+        async def run(count: int, record: bool) -> float:
+            todo = iter(range(count))
+            start = time.perf_counter()
+            deadline = start + row_s
+            workers = min(concurrency, count)
+            await asyncio.gather(*(worker(todo, deadline, record) for _ in range(workers)))
+            return time.perf_counter() - start
+
+        if warmup:
+            await run(warmup, record=False)  # opens the connections, warms both ends
+            problems.clear()
+        wall = await run(requests, record=True)
+    return latencies, len(problems), problems[0] if problems else "", wall
+
+
+def measure(
+    server: Server, test: str, model: str, stream: bool, concurrency: int, args: Any, count: int
+) -> Result:
+    pid = server.proc.pid if server.proc is not None else None
+    warmup = min(count, max(concurrency, 20))
+    with PeakRSS(pid) as rss:
+        latencies, errors, first_error, wall = asyncio.run(
+            load(
+                server,
+                model,
+                stream=stream,
+                requests=count,
+                concurrency=concurrency,
+                warmup=warmup,
+                row_s=args.row_s,
+            )
+        )
+    done = len(latencies)
+    return Result(
+        server.name,
+        test,
+        stream,
+        concurrency,
+        done + errors,
+        errors,
+        wall,
+        done / wall if wall > 0 else float("nan"),
+        median(latencies),
+        percentile(latencies, 99),
+        rss.peak,
+        first_error,
+    )
+
+
+def slow_case(server: Server, args: Any) -> Result:
+    """``--slow-requests`` at once to an upstream taking ``--slow-s``: no warm-up, one batch."""
+    pid = server.proc.pid if server.proc is not None else None
+    with PeakRSS(pid) as rss:
+        latencies, errors, first_error, wall = asyncio.run(
+            load(
+                server,
+                "bench-slow",
+                stream=False,
+                requests=args.slow_requests,
+                concurrency=args.slow_requests,
+                warmup=0,
+                row_s=args.row_s,
+                timeout_s=max(60, 10 * args.slow_s * args.slow_requests / 8),
+            )
+        )
+    n = args.slow_requests
+    return Result(
+        server.name, "slow upstream", False, n, len(latencies) + errors, errors, wall,
+        len(latencies) / wall, median(latencies), percentile(latencies, 99), rss.peak, first_error,
+    )  # fmt: skip
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="per row at concurrency 100")
+    parser.add_argument("--serial", type=int, default=500, help="per row at concurrency 1")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--tokens", type=int, default=20, help="words in each answer")
+    parser.add_argument("--slow-requests", type=int, default=40)
+    parser.add_argument("--slow-s", type=float, default=3.0, help="the slow upstream's time")
+    parser.add_argument("--row-s", type=float, default=90, help="time bound of each row")
+    parser.add_argument("--startup-s", type=float, default=120, help="time allowed to start")
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--logs", metavar="DIR", help="keep the servers' logs and configs in DIR")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a few dozen requests")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.serial, args.slow_requests, args.slow_s = 40, 10, 12, 1.0
+        args.row_s = 30
+
+    models = {
+        "bench-fast": f"sim-fast?tokens={args.tokens}",
+        "bench-slow": f"sim-fast?ttft_ms={args.slow_s * 1000:g}&tokens={args.tokens}",
+    }
+    env = {**os.environ, SIM_KEY_ENV: "sim-benchmark-key"}
+    os.environ[SIM_KEY_ENV] = env[SIM_KEY_ENV]
+    missing = ""
+    with sim_process() as sim_url, tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(args.logs or tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        load_before = os.getloadavg()
+        sim = Server(SIM, sim_url, env[SIM_KEY_ENV])
+        sim.models = dict(models)
+        servers = [start_mmo(sim_url, models, tmp, env)]
+        if args.skip_litellm:
+            missing = "--skip-litellm"
+        else:
+            try:
+                servers.append(start_litellm(sim_url, models, tmp, env))
+            except OSError as exc:
+                missing = f"could not start it: {exc}"
+        try:
+            ready = []
+            for server in servers:  # both start at once; wait for each in turn
+                path = "/health" if server.name == MMO else "/health/liveliness"
+                problem = wait_healthy(server, path, args.startup_s)
+                if problem is None:
+                    ready.append(server)
+                elif server.name == MMO:
+                    raise SystemExit(f"mmo-serve did not start: {problem}")
+                else:
+                    missing = f"did not start: {problem}"
+                    stop(server)
+            if missing:
+                print(f"\nLiteLLM proxy MISSING from this run ({missing}); mmo-serve's rows only.")
+            results = run_rows(ready, sim, args)
+            rss_idle = {s.name: s.idle_rss_mb for s in ready}
+            startup = {s.name: s.startup_s for s in ready}
+        finally:
+            for server in servers:
+                stop(server)
+    args.load_average = {"before": load_before, "after": os.getloadavg()}
+    report(results, rss_idle, startup, missing, args)
+
+
+def run_rows(servers: list[Server], sim: Server, args: Any) -> list[Result]:
+    results: list[Result] = []
+    tests = [
+        ("non-stream, 1 at a time", False, 1, args.serial),
+        (f"non-stream, {args.concurrency} at a time", False, args.concurrency, args.requests),
+        ("stream, 1 at a time", True, 1, args.serial),
+        (f"stream, {args.concurrency} at a time", True, args.concurrency, args.requests),
+    ]
+    for i, (test, stream, concurrency, count) in enumerate(tests):
+        # Alternate who goes first, so a drift in the machine's speed hits both alike.
+        order = servers if i % 2 == 0 else servers[::-1]
+        for server in [*order, sim]:
+            results.append(measure(server, test, "bench-fast", stream, concurrency, args, count))
+            print(f"  {test:<28} {server.name:<28} {results[-1].rps:8.1f} req/s", flush=True)
+    for server in [sim, *servers]:
+        results.append(slow_case(server, args))
+        print(f"  {'slow upstream':<28} {server.name:<28} {results[-1].wall_s:8.2f} s", flush=True)
+    return results
+
+
+def report(
+    results: list[Result],
+    rss_idle: dict[str, float],
+    startup: dict[str, float],
+    missing: str,
+    args: Any,
+) -> None:
+    fast = [r for r in results if r.test != "slow upstream"]
+    print_table(
+        f"Zero-latency upstream, {args.tokens} words per answer: each gateway in its own process",
+        ("test", "server", "requests", "errors", "req/s", "p50 ms", "p99 ms", "peak RSS MB"),
+        [
+            (r.test, r.server, r.requests, r.errors, r.rps, r.p50_ms, r.p99_ms, r.peak_rss_mb)
+            for r in fast
+        ],
+    )
+    by = {(r.server, r.test): r for r in results}
+    tests = list(dict.fromkeys(r.test for r in fast))
+    checks: list[Check] = []
+    if not missing:
+        rows = []
+        for test in tests:
+            ours, theirs = by[(MMO, test)], by[(LITE, test)]
+            rows.append(
+                (
+                    test,
+                    ours.rps,
+                    theirs.rps,
+                    ours.rps / theirs.rps,
+                    theirs.p50_ms / ours.p50_ms,
+                    theirs.p99_ms / ours.p99_ms,
+                    theirs.peak_rss_mb / ours.peak_rss_mb,
+                )
+            )
+        print_table(
+            "mmo-serve against LiteLLM's proxy (goal: >= 2x on every row)",
+            ("test", "mmo req/s", "LiteLLM req/s", "req/s ratio", "p50 ratio", "p99 ratio",
+             "RSS ratio"),
+            rows,
+        )  # fmt: skip
+        print("  ratios: mmo-serve's req/s over LiteLLM's; LiteLLM's latency and RSS over ours")
+        for test, _, _, ratio, p50, p99, _ in rows:
+            checks.append(
+                Check(
+                    f"req/s mmo-serve / LiteLLM proxy, {test}",
+                    ratio,
+                    "x",
+                    ">= 2x",
+                    ratio >= 2,
+                    f"latency p50 {p50:.1f}x, p99 {p99:.1f}x lower",
+                )
+            )
+        ours_rss = max(by[(MMO, t)].peak_rss_mb for t in tests)
+        theirs_rss = max(by[(LITE, t)].peak_rss_mb for t in tests)
+        checks.append(
+            Check(
+                "peak RSS under load, LiteLLM proxy / mmo-serve",
+                theirs_rss / ours_rss,
+                "x",
+                ">= 2x",
+                theirs_rss / ours_rss >= 2,
+                f"{ours_rss:.0f} vs {theirs_rss:.0f} MB",
+            )
+        )
+    else:
+        checks.append(Check("LiteLLM proxy compared", 0, "", "", None, f"MISSING: {missing}"[:300]))
+
+    upstream = by[(SIM, "slow upstream")].wall_s
+    slow_rows = []
+    for name in (SIM, MMO, LITE):
+        r = by.get((name, "slow upstream"))
+        if r is not None:
+            slow_rows.append((name, r.requests, r.errors, r.wall_s, r.wall_s / upstream))
+    print_table(
+        f"Slow upstream: {args.slow_requests} requests at once, upstream taking {args.slow_s:g} s"
+        " (goal for mmo-serve: <= 1.2x the upstream alone)",
+        ("server", "requests", "errors", "wall s", "x upstream alone"),
+        slow_rows,
+    )
+    ours_slow = by[(MMO, "slow upstream")]
+    checks.append(
+        Check(
+            f"{args.slow_requests} x {args.slow_s:g} s upstream through mmo-serve / upstream alone",
+            ours_slow.wall_s / upstream,
+            "x",
+            "<= 1.2x",
+            ours_slow.wall_s / upstream <= 1.2 and ours_slow.errors == 0,
+            f"{ours_slow.wall_s:.1f} s vs {upstream:.1f} s"
+            + (f"; {ours_slow.errors} errors" if ours_slow.errors else ""),
+        )
+    )
+    if (LITE, "slow upstream") in by:
+        theirs_slow = by[(LITE, "slow upstream")]
+        checks.append(
+            Check(
+                f"{args.slow_requests} x {args.slow_s:g} s upstream through LiteLLM proxy"
+                " / upstream alone",
+                theirs_slow.wall_s / upstream,
+                "x",
+                "",
+                None,
+                f"{theirs_slow.wall_s:.1f} s",
+            )
+        )
+    ours_errors = sum(r.errors for r in results if r.server == MMO)
+    checks.append(
+        Check(
+            "failed requests through mmo-serve",
+            ours_errors,
+            "",
+            "0",
+            ours_errors == 0,
+            f"of {sum(r.requests for r in results if r.server == MMO)}"
+            + (
+                f"; first: {next(r.first_error for r in results if r.server == MMO and r.errors)}"
+                if ours_errors
+                else ""
+            ),
+        )
+    )
+    info = ", ".join(
+        f"{name} {startup[name]:.1f} s, {rss_idle[name]:.0f} MB idle" for name in startup
+    )
+    print(f"\nstart-up to healthy: {info}")
+    before, after = args.load_average["before"][0], args.load_average["after"][0]
+    print(f"load average (1 min) {before:.1f} before, {after:.1f} after, {os.cpu_count()} cores")
+    print_checks(checks)
+    params = {**vars(args), "litellm_missing": missing, "startup_s": startup,
+              "idle_rss_mb": rss_idle, "versions": versions()}  # fmt: skip
+    save("gateway", params, [r.as_row() for r in results], checks)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("litellm", "fastapi", "uvicorn", "uvloop", "httptools", "aiohttp"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+
+
+if __name__ == "__main__":
+    main()
