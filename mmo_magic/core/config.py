@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .models import ModelConfig
+from .models import PROVIDERS, ModelConfig
 
 __all__ = [
     "ENVIRONMENT",
@@ -85,6 +85,7 @@ _TOP_LEVEL_KEYS = (
     "routing",
     "server",
     "breaker",
+    "concurrency",
 )
 _BREAKER_KEYS = ("threshold", "cooldown_s", "max_cooldown_s", "backoff")
 _ROUTING_KEYS = ("default", "tasks")
@@ -133,6 +134,8 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     # [breaker]: CircuitBreaker's arguments (threshold, cooldown_s, max_cooldown_s, backoff)
     breaker: dict[str, Any] = field(default_factory=dict)
+    # [concurrency]: default = calls in flight per provider; PROVIDER = its own limit
+    concurrency: dict[str, int] = field(default_factory=dict)
     sources: list[Path] = field(default_factory=list)
 
 
@@ -205,6 +208,8 @@ def load_settings(paths: list[Path] | None = None) -> Settings:
                 _read_server(path, value, settings)
             elif key == "breaker":
                 _read_breaker(path, value, settings)
+            elif key == "concurrency":
+                _read_concurrency(path, value, settings)
             elif key == "cache":
                 if not isinstance(value, bool | str):
                     raise ConfigError(
@@ -278,6 +283,22 @@ def _read_routing(path: Path, table: Any, settings: Settings) -> None:
                     f"got {_describe(models)}."
                 )
             settings.task_models[task] = names
+
+
+def _read_concurrency(path: Path, table: Any, settings: Settings) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'concurrency' must be a table ([concurrency]).")
+    for key, value in table.items():
+        if key != "default" and key not in PROVIDERS:
+            raise ConfigError(
+                f"{path}: [concurrency] {key!r} is neither 'default' nor a provider.",
+                hint=_did_you_mean(key, ("default", *PROVIDERS)),
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{path}: [concurrency] {key} must be a whole number >= 1, got {_describe(value)}."
+            )
+        settings.concurrency[key] = value
 
 
 def _read_breaker(path: Path, table: Any, settings: Settings) -> None:

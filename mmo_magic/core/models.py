@@ -43,6 +43,7 @@ class ModelConfig:
     ttft_timeout_s: float | None = None
     stall_timeout_s: float | None = None
     max_retries: int = 2
+    max_concurrency: int | None = None  # calls in flight to this model; None: only the provider's
     fallbacks: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     tier: int | None = None
@@ -115,6 +116,7 @@ _NUMBERS: dict[str, tuple[type, float, bool, bool]] = {
     "ttft_timeout_s": (float, 0, False, True),
     "stall_timeout_s": (float, 0, False, True),
     "max_retries": (int, 0, True, False),
+    "max_concurrency": (int, 1, True, True),
     "tier": (int, 0, True, True),
 }
 

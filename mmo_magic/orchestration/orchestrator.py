@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -31,7 +31,13 @@ from .calls import (
     check_options,
     checked_values,
 )
-from .engine import AUTO, SESSION_ID, CallEngine, build_request
+from .engine import (
+    AUTO,
+    DEFAULT_CONCURRENCY_PER_PROVIDER,
+    SESSION_ID,
+    CallEngine,
+    build_request,
+)
 from .reliability import CircuitBreaker, RetryPolicy
 from .streams import AsyncCompletionStream, CompletionStream, Start
 
@@ -63,7 +69,8 @@ class Orchestrator:
         task_models: dict[str, list[str]] | None = None,
         retry_policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
-        max_concurrency_per_provider: int = 8,
+        max_concurrency_per_provider: int = DEFAULT_CONCURRENCY_PER_PROVIDER,
+        provider_concurrency: Mapping[str, int] | None = None,
     ) -> None:
         """``cache``: True (the default file), False, a path or a ResponseCache; None (the
         default) follows ``MMO_CACHE`` and is off when it is unset: a re-run calls the model.
@@ -76,16 +83,14 @@ class Orchestrator:
         if default_model is not None:
             catalogue.resolve(default_model)  # fail now, not at the first call
         check_fallbacks(catalogue)
-        if (
-            isinstance(max_concurrency_per_provider, bool)
-            or not isinstance(max_concurrency_per_provider, int)
-            or max_concurrency_per_provider < 1
-        ):
-            # 0 would make every call wait for a slot forever.
-            raise ConfigError(
-                "max_concurrency_per_provider must be a whole number >= 1, "
-                f"got {max_concurrency_per_provider!r}."
-            )
+        limits = {"max_concurrency_per_provider": max_concurrency_per_provider}
+        limits |= {
+            f"provider_concurrency[{p!r}]": n for p, n in (provider_concurrency or {}).items()
+        }
+        for name, limit in limits.items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                # 0 would make every call wait for a slot forever.
+                raise ConfigError(f"{name} must be a whole number >= 1, got {limit!r}.")
         if not isinstance(runlog, RunLog | str | os.PathLike | None):
             raise ConfigError(
                 f"runlog must be a file path, ':memory:' or a RunLog, got {type(runlog).__name__}."
@@ -104,6 +109,7 @@ class Orchestrator:
             retry_policy=retry_policy or RetryPolicy(),
             breaker=breaker or CircuitBreaker(),
             max_concurrency_per_provider=max_concurrency_per_provider,
+            provider_concurrency=dict(provider_concurrency or {}),
             router=self._router,
             default_model=lambda: self.default_model,
             loop=self._loop,
@@ -134,6 +140,12 @@ class Orchestrator:
         # [breaker] in mmo.toml: CircuitBreaker's arguments (threshold, cooldown_s, ...).
         if breaker := settings.breaker:
             kwargs.setdefault("breaker", CircuitBreaker(**breaker))
+        # [concurrency] in mmo.toml: default = calls in flight per provider; PROVIDER = N.
+        concurrency = dict(settings.concurrency)
+        if "default" in concurrency:
+            kwargs.setdefault("max_concurrency_per_provider", concurrency.pop("default"))
+        if concurrency:
+            kwargs.setdefault("provider_concurrency", concurrency)
         return cls(catalogue, default, **kwargs)
 
     @property

@@ -21,7 +21,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.config import load_settings
 from ..core.errors import ConfigError, MMOError
@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
         "only localhost, 127.0.0.1 and [::1] are answered (repeatable)",
     )  # fmt: skip
     parser.add_argument(
+        "--max-concurrency", type=int, default=None, metavar="N",
+        help="upstream calls in flight per provider (default: [concurrency] default, else 256)",
+    )  # fmt: skip
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     return parser
@@ -96,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
     logging.getLogger("mmo_magic").setLevel(args.log_level.upper())
     try:
-        extra = {} if args.runlog is None else {"runlog": args.runlog}
+        extra: dict[str, Any] = {} if args.runlog is None else {"runlog": args.runlog}
+        if args.max_concurrency is not None:
+            extra["max_concurrency_per_provider"] = args.max_concurrency
         orc = Orchestrator.from_config(args.config, **extra)
     except MMOError as exc:
         print(f"mmo-serve: {exc}", file=sys.stderr)

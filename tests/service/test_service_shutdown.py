@@ -137,6 +137,8 @@ def test_sigterm_finishes_what_it_can_and_tells_every_other_client(sim_server, t
     models = {"done": DONE_ID, "slow": SLOW_ID, "silent": SILENT_ID}
     config.write_text(
         f"default_model = 'done'\n[server]\ngraceful_shutdown_s = {GRACE_S}\n"
+        # 13 requests, 8 upstream slots: some wait behind the limit when SIGTERM comes.
+        "[concurrency]\nlocal = 8\n"
         + "".join(
             textwrap.dedent(f"""
                 [models.{name}]
