@@ -1,8 +1,12 @@
-"""Text that can be stored, printed and sent: no lone surrogates."""
+"""Text that can be stored, printed and sent (no lone surrogates), and shown literally."""
 
 from __future__ import annotations
 
-__all__ = ["storable"]
+import re
+
+__all__ = ["escape_markdown", "storable"]
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~])")
 
 
 def storable(text: str) -> str:
@@ -17,3 +21,12 @@ def storable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown literally in Markdown: no HTML, no code spans, no LaTeX.
+
+    A backslash before each special character is CommonMark's escape, and
+    ``\\$`` is what JupyterLab's math extraction leaves as a literal dollar.
+    """
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("&", "&amp;")

@@ -127,19 +127,9 @@ def _race_shown(result: Any) -> None:
         display(rendering.race_bundle(_race_state(result)), raw=True)
 
 
-def _route_markdown(decision: Any) -> str:
-    """A RouteDecision whose reason stays text: no HTML, code spans or LaTeX from the prompt."""
-    cost = "n/a" if decision.estimated_cost is None else f"~{format_usd(decision.estimated_cost)}"
-    return (
-        f"**{rendering.escape_markdown(decision.model)}** · router "
-        f"{rendering.escape_markdown(decision.router)} · rule "
-        f"{rendering.escape_markdown(decision.rule)} · est. {rendering.escape_markdown(cost)}"
-        f"\n\n{rendering.escape_markdown(decision.reason)}"
-    )
-
-
 def _route_plain(decision: Any, printer: Any, cycle: bool) -> None:
-    cost = "n/a" if decision.estimated_cost is None else f"~${decision.estimated_cost:.6f}"
+    # RouteDecision's own Markdown escapes its text; this is the terminal's form.
+    cost = "n/a" if decision.estimated_cost is None else f"~{format_usd(decision.estimated_cost)}"
     printer.text(
         f"RouteDecision: {decision.model} · router {decision.router} · rule {decision.rule}"
         f" · est. {cost}\n{decision.reason}"
@@ -162,6 +152,5 @@ def formatters(shell: Any) -> list[tuple[Any, str, str, Any]]:
                 (shell.display_formatter.ipython_display_formatter, module, name, _race_shown)
             )
     route_module, route_name = _ROUTE_DECISION
-    out.append((formatters["text/markdown"], route_module, route_name, _route_markdown))
     out.append((formatters["text/plain"], route_module, route_name, _route_plain))
     return out

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.completion import CompletionResponse
 from ..core.pricing import format_usd
+from ..core.text import escape_markdown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -416,18 +417,6 @@ def _tally(panels: Iterable[PanelState]) -> str:
 
 
 # -- Markdown and tables -------------------------------------------------------------------------
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~])")
-
-
-def escape_markdown(text: str) -> str:
-    """``text`` shown literally in Markdown: no HTML, no code spans, no LaTeX.
-
-    A backslash before each special character is CommonMark's escape, and
-    ``\\$`` is what JupyterLab's math extraction leaves as a literal dollar.
-    """
-    return _MD_SPECIAL.sub(r"\\\1", text).replace("&", "&amp;")
-
 
 RUN_COLUMNS = (
     "time",

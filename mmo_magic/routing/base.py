@@ -13,6 +13,7 @@ from ..core.completion import CompletionRequest, Message
 from ..core.errors import NoModelAvailableError, UnknownModelError
 from ..core.models import Catalogue, ModelConfig
 from ..core.pricing import format_usd, guess_output_tokens, input_tokens
+from ..core.text import escape_markdown
 
 __all__ = ["COMPLEXITY_LEVELS", "ROUTERS", "TASKS", "TIER_FOR_LEVEL", "RouteDecision", "Router"]
 
@@ -60,8 +61,9 @@ class RouteDecision:
     def _repr_markdown_(self) -> str:
         cost = "n/a" if self.estimated_cost is None else f"~{format_usd(self.estimated_cost)}"
         return (
-            f"**{self.model}** · router `{self.router}` · rule `{self.rule}` · est. {cost}\n\n"
-            f"{self.reason}"
+            f"**{escape_markdown(self.model)}** · router `{self.router}` · "
+            f"rule {escape_markdown(self.rule)} · est. {escape_markdown(cost)}\n\n"
+            f"{escape_markdown(self.reason)}"
         )
 
 
