@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from .pricing import format_usd
 
@@ -35,11 +35,43 @@ Prompt = str | Sequence[Message | dict[str, str]]
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
-    """What a client sends: the conversation and the sampling settings."""
+    """What a client sends: the conversation and the sampling settings.
+
+    None means "not set": the provider's default, and nothing on the wire.
+    ``stop``: sequences that end the answer. ``logit_bias``: token id (as a
+    string of digits, as on OpenAI's wire) -> bias from -100 to 100. ``user``:
+    an end-user id the provider may use for abuse monitoring.
+    """
 
     messages: tuple[Message, ...]
     max_tokens: int | None = None
     temperature: float | None = None
+    stop: tuple[str, ...] | None = None
+    seed: int | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: Mapping[str, float] | None = field(default=None, hash=False)
+    user: str | None = None
+
+    # The sampling options beside temperature and max_tokens, in OpenAI's spelling. Each
+    # provider client sends those it has (mapped to its own names) and refuses the others.
+    SAMPLING: ClassVar[tuple[str, ...]] = (
+        "stop", "seed", "top_p", "frequency_penalty", "presence_penalty", "logit_bias", "user",
+    )  # fmt: skip
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The sampling options that are set (see ``SAMPLING``), in OpenAI's form:
+        ``stop`` a list, ``logit_bias`` a dict. Empty for most calls."""
+        out: dict[str, Any] = {}
+        for name in self.SAMPLING:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value) if name == "stop" else value
+        if "logit_bias" in out:
+            out["logit_bias"] = dict(out["logit_bias"])
+        return out
 
     @property
     def system(self) -> str | None:

@@ -46,6 +46,13 @@ class CallOptions(TypedDict, total=False):
     model's. ``fallbacks``: replaces the model's configured fallback chain.
     ``budget``: USD this call may spend. ``allow_unpriced``: send to an
     unpriced model despite a budget. ``cache``: False skips the response cache.
+
+    Sampling, as OpenAI defines them: ``stop`` (a string or a list of strings
+    that end the answer), ``seed``, ``top_p`` (0 to 1), ``frequency_penalty``
+    and ``presence_penalty`` (-2 to 2), ``logit_bias`` (token id -> -100 to
+    100), ``user`` (an end-user id). Each provider gets those it has, under its
+    own names; a model whose provider lacks one refuses the call
+    (InvalidRequestError) rather than ignoring it.
     """
 
     system: str | None
@@ -55,9 +62,23 @@ class CallOptions(TypedDict, total=False):
     budget: float | None
     allow_unpriced: bool | None
     cache: bool
+    stop: str | Sequence[str] | None
+    seed: int | None
+    top_p: float | None
+    frequency_penalty: float | None
+    presence_penalty: float | None
+    logit_bias: Mapping[int, float] | Mapping[str, float] | None
+    user: str | None
 
 
 _OPTION_NAMES: frozenset[str] = CallOptions.__optional_keys__
+# Other SDKs' names for an option, too far from ours for difflib to suggest it.
+_OTHER_SPELLINGS = {
+    "stop_sequences": "stop",  # Anthropic
+    "max_completion_tokens": "max_tokens",  # OpenAI's newer name
+    "max_output_tokens": "max_tokens",  # OpenAI Responses, Gemini
+    "random_seed": "seed",  # Mistral
+}
 
 
 def check_options(options: Mapping[str, object], also: Iterable[str] = ()) -> None:
@@ -69,7 +90,8 @@ def check_options(options: Mapping[str, object], also: Iterable[str] = ()) -> No
     for name in options:
         if name not in _OPTION_NAMES:
             known = sorted({*_OPTION_NAMES, *also})
-            close = difflib.get_close_matches(name, known, n=1)
+            close = [_OTHER_SPELLINGS[name]] if name in _OTHER_SPELLINGS else []
+            close = close or difflib.get_close_matches(name, known, n=1)
             hint = f"Did you mean {close[0]!r}?" if close else f"Options: {', '.join(known)}."
             raise InvalidRequestError(f"Unknown option {name!r}.", hint=hint)
 
@@ -105,6 +127,76 @@ def checked_values(options: CallOptions) -> CallOptions:
         value = options.get(flag)
         if value is not None and not isinstance(value, bool):
             raise InvalidRequestError(f"{flag} must be True or False, got {value!r}.")
+    if "stop" in options:
+        out["stop"] = _stop(options["stop"])
+    seed = options.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InvalidRequestError(f"seed must be a whole number, got {seed!r}.")
+    _number(options, "top_p", 0, 1)
+    _number(options, "frequency_penalty", -2, 2)
+    _number(options, "presence_penalty", -2, 2)
+    if (bias := options.get("logit_bias")) is not None:
+        out["logit_bias"] = _logit_bias(bias)
+    user = options.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidRequestError(f"user must be a string, got {type(user).__name__}.")
+    return out
+
+
+def _number(options: Mapping[str, object], name: str, low: float, high: float) -> None:
+    value = options.get(name)
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not low <= value <= high  # False for NaN too
+    ):
+        raise InvalidRequestError(
+            f"{name} must be a number from {low} to {high}, got {value!r}.",
+            hint="Or leave it out for the model's default.",
+        )
+
+
+def _stop(value: object) -> tuple[str, ...] | None:
+    """``stop`` as a tuple of strings (a lone string is one sequence); None when empty."""
+    sequences = (value,) if isinstance(value, str) else value
+    if sequences is None:
+        return None
+    if not isinstance(sequences, Sequence) or not all(isinstance(s, str) for s in sequences):
+        raise InvalidRequestError(
+            f"stop must be a string or a list of strings, got {value!r:.60}.",
+            hint='For example stop=["\\n\\n", "END"].',
+        )
+    if any(not s for s in sequences):
+        raise InvalidRequestError("stop must not contain an empty string.")
+    return tuple(sequences) or None
+
+
+def _logit_bias(value: object) -> dict[str, float]:
+    """``logit_bias`` with token ids as strings of digits (OpenAI's wire form)."""
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(
+            f"logit_bias must map token ids to numbers, got {type(value).__name__}.",
+            hint="For example logit_bias={50256: -100}.",
+        )
+    out: dict[str, float] = {}
+    for token, bias in value.items():
+        if isinstance(token, bool) or not (
+            (isinstance(token, int) and token >= 0)
+            or (isinstance(token, str) and token.isascii() and token.isdigit())
+        ):
+            raise InvalidRequestError(
+                f"logit_bias keys must be token ids (whole numbers >= 0), got {token!r:.40}."
+            )
+        if (
+            isinstance(bias, bool)
+            or not isinstance(bias, int | float)
+            or not -100 <= bias <= 100  # False for NaN too
+        ):
+            raise InvalidRequestError(
+                f"logit_bias values must be numbers from -100 to 100, got {bias!r:.40} "
+                f"for token {token!r:.40}."
+            )
+        out[str(int(token))] = bias
     return out
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.completion import (
     Attempt,
@@ -127,6 +127,7 @@ class _Call:
     system: str | None
     temperature: float | None
     max_tokens: int | None
+    sampling: dict[str, Any]  # CompletionRequest.SAMPLING options that are set
     budget: float | None
     allow_unpriced: bool
     use_cache: bool
@@ -230,12 +231,21 @@ class CallEngine:
         allow_unpriced = options.get("allow_unpriced")
         # Comparisons time and judge fresh answers: from the cache only when asked.
         use_cache = options.get("cache", context.kind not in _COMPARISONS)
+        sampling = {
+            name: value
+            for name in CompletionRequest.SAMPLING
+            if (value := options.get(name)) is not None
+        }
+        # The cache key knows the messages, max_tokens and temperature only: an answer
+        # cut by ``stop`` or drawn with a ``seed`` must not stand in for another's.
+        use_cache = use_cache and not sampling
         return _Call(
             requested=model or (AUTO if route is not None else self.default_model()),
             route=route,
             system=options.get("system"),
             temperature=options.get("temperature"),
             max_tokens=options.get("max_tokens"),
+            sampling=sampling,
             budget=options.get("budget"),
             allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
             use_cache=use_cache and self.cache is not None,
@@ -286,7 +296,9 @@ class CallEngine:
             status="error", group_id=call.group_id or new_id(), step=call.step,
         )  # fmt: skip
         try:
-            request = build_request(prompt, call.system, call.temperature, call.max_tokens)
+            request = build_request(
+                prompt, call.system, call.temperature, call.max_tokens, sampling=call.sampling
+            )
             base.prompt, base.system = request.prompt_text, request.system
             if call.requested == AUTO:
                 decision = self.router(call.route).route(request, self.catalogue)
@@ -550,9 +562,17 @@ def _skipped(config: ModelConfig, why: str) -> Attempt:
 
 
 def build_request(
-    prompt: Prompt, system: str | None, temperature: float | None, max_tokens: int | None
+    prompt: Prompt,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    *,
+    sampling: Mapping[str, Any] | None = None,
 ) -> CompletionRequest:
-    """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it."""
+    """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it.
+
+    ``sampling``: ``CompletionRequest.SAMPLING`` options, already checked (``checked_values``).
+    """
     if not isinstance(prompt, str | list | tuple):
         raise InvalidRequestError(
             f"A prompt must be a string or a list of messages, not {type(prompt).__name__}."
@@ -561,7 +581,9 @@ def build_request(
         for i, message in enumerate(prompt):
             _check_message(i, message)
     messages = as_messages(prompt, system)
-    request = CompletionRequest(messages, max_tokens=max_tokens, temperature=temperature)
+    request = CompletionRequest(
+        messages, max_tokens=max_tokens, temperature=temperature, **(sampling or {})
+    )
     if not request.prompt_text.strip():
         raise InvalidRequestError(
             "The prompt is empty.", hint="Write something for the model to answer."

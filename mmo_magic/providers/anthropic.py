@@ -27,6 +27,10 @@ _STREAM_ERROR_STATUS = {
 }
 
 
+# The sampling options Messages has (``CompletionRequest.SAMPLING`` names; see ``_body``).
+_SAMPLING = frozenset({"stop", "top_p", "user"})
+
+
 class AnthropicClient(ModelClient):
     """Streams ``/v1/messages``: system messages go to ``system``, all text blocks are joined."""
 
@@ -61,6 +65,14 @@ class AnthropicClient(ModelClient):
             # anthropic SDK 2.x dropped `temperature` from messages.create's
             # signature; the body goes in extra_body, so it still reaches the wire.
             body["temperature"] = temperature
+        # Messages has no seed, penalties or logit_bias: those are refused, unsent.
+        sampling = self.sampling(request, _SAMPLING)
+        if "stop" in sampling:
+            body["stop_sequences"] = sampling["stop"]
+        if "top_p" in sampling:
+            body["top_p"] = sampling["top_p"]
+        if "user" in sampling:
+            body["metadata"] = {"user_id": sampling["user"]}
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:

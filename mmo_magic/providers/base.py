@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator
 from typing import Any
 
 from ..core.completion import CompletionRequest, StreamEnd
-from ..core.errors import ProviderError, StreamError
+from ..core.errors import InvalidRequestError, ProviderError, StreamError
 from ..core.models import ModelConfig
 from ..core.redaction import redactor
 
@@ -57,6 +57,24 @@ class ModelClient(abc.ABC):
     def temperature(self, request: CompletionRequest) -> float | None:
         """The call's temperature, else the model's; None leaves the provider default."""
         return request.temperature if request.temperature is not None else self.config.temperature
+
+    def sampling(self, request: CompletionRequest, supported: Collection[str]) -> dict[str, Any]:
+        """``request.sampling`` (the options set, in OpenAI's names and form), or
+        InvalidRequestError naming the first one not in ``supported``, before anything is sent.
+
+        An option the provider does not have is refused, never silently left out.
+        """
+        options = request.sampling
+        for name in options:
+            if name not in supported:
+                have = ", ".join(n for n in CompletionRequest.SAMPLING if n in supported)
+                raise InvalidRequestError(
+                    f"{name} is not supported by model {self.config.name!r} "
+                    f"(provider {self.config.provider}).",
+                    hint=f"Leave {name} out, or use another model. This one takes: "
+                    f"{have or 'none of them'}.",
+                )
+        return options
 
     @contextlib.contextmanager
     def errors_mapped(self) -> Iterator[None]:

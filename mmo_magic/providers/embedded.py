@@ -44,6 +44,10 @@ __all__ = ["ENV_VAR", "N_CTX", "EmbeddedClient", "missing_reason", "model_path"]
 N_CTX = 2048  # SmolLM2-135M's training context; prompt and answer share it
 SEED = 42  # the process's sampling sequence is repeatable; temperature 0 is greedy anyway
 DEFAULT_TEMPERATURE = 0.2
+# The CompletionRequest.SAMPLING options llama-cpp-python's create_chat_completion takes.
+_SAMPLING = frozenset(
+    {"stop", "seed", "top_p", "frequency_penalty", "presence_penalty", "logit_bias"}
+)
 # -- loaded models: one per file per process ------------------------------------------------
 
 
@@ -260,6 +264,7 @@ class EmbeddedClient(ModelClient):
         return engine
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
+        params = self._params(request)  # refuses what llama.cpp lacks before loading anything
         engine = await self._engine()
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[_Item] = asyncio.Queue()
@@ -270,7 +275,7 @@ class EmbeddedClient(ModelClient):
                 loop.call_soon_threadsafe(items.put_nowait, item)
 
         run = _Generation()
-        engine.worker.submit(_generate, engine.llama, run, self._params(request), post)
+        engine.worker.submit(_generate, engine.llama, run, params, post)
         try:
             while True:
                 item = await items.get()
@@ -288,12 +293,20 @@ class EmbeddedClient(ModelClient):
             run.cancelled.set()
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        """``create_chat_completion``'s arguments. ``user`` is refused (InvalidRequestError):
+        llama.cpp has no such argument, and an option is never silently left out."""
         temperature = self.temperature(request)
-        return {
+        params: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens or self.config.max_tokens,
             "temperature": DEFAULT_TEMPERATURE if temperature is None else temperature,
         }
+        # Same names as llama-cpp-python's arguments; its logit_bias keys are ints.
+        sampling = self.sampling(request, _SAMPLING)
+        if "logit_bias" in sampling:
+            sampling["logit_bias"] = {int(k): float(v) for k, v in sampling["logit_bias"].items()}
+        params.update(sampling)
+        return params
 
     def _mapped(self, exc: Exception) -> ProviderError:
         message = str(exc)

@@ -52,6 +52,8 @@ class OpenAIClient(ModelClient):
         }
         if (temperature := self.temperature(request)) is not None:
             body["temperature"] = temperature
+        # stop, seed, top_p, the penalties, logit_bias, user: OpenAI's own names and form.
+        body.update(self.sampling(request, CompletionRequest.SAMPLING))
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:

@@ -13,6 +13,10 @@ Every call goes through the Orchestrator, so routers, retries, fallbacks,
 budgets and the run log work as they do in a notebook; the service's calls
 are recorded with ``step="service"``. A ``model`` may be a name, an alias,
 ``auto`` (the default router) or ``auto:ROUTER`` (``auto:task``, ``auto:cost``...).
+OpenAI's ``stop``, ``seed``, ``top_p``, penalties, ``logit_bias`` and ``user`` reach
+the model under its provider's names, or get a 400 from a provider that lacks one;
+parameters not supported yet (``response_format`` other than text, tools, ``n`` > 1)
+get a 400 naming them: a parameter is never accepted and dropped.
 
 Security (``auth``): a bearer key, or loopback clients naming a loopback
 host only (``allowed_hosts`` adds hosts). ``max_tokens`` over
@@ -40,7 +44,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core import __version__
-from ..core.completion import CompletionResponse
+from ..core.completion import CompletionRequest, CompletionResponse
 from ..core.config import ServerSettings
 from ..core.errors import InvalidRequestError
 from ..core.redaction import register_secret
@@ -50,9 +54,10 @@ from ..routing import ROUTERS, task_router
 from ..storage.runlog import new_id
 from .auth import Gate, client_keys, declare_security
 from .disconnect import unless_disconnected
-from .errors import install_error_handlers
+from .errors import error_response, install_error_handlers
 from .schemas import (
     ERROR_RESPONSES,
+    UNSUPPORTED,
     ChatCompletionOut,
     ChatMessage,
     ChatMessageOut,
@@ -199,14 +204,19 @@ def create_app(
     async def chat_completions(body: ChatRequest, request: Request) -> Response | ChatCompletionOut:
         max_tokens = body.max_completion_tokens or body.max_tokens
         _check_cap(max_tokens, settings.max_tokens_cap)
-        if body.tools:
-            raise InvalidRequestError("tools are not supported by this server.")
+        if (refused := _unsupported(body)) is not None:
+            return refused
         await _check_unicode(request)
         messages = _messages(body.messages)
         model, route = _target(body.model)
         options: dict[str, Any] = {
             "route": route, "temperature": body.temperature, "max_tokens": max_tokens,
         }  # fmt: skip
+        # stop, seed, top_p, the penalties, logit_bias, user: each reaches the model, mapped
+        # to its provider's names, or the provider refuses it (a 400): never dropped.
+        for name in CompletionRequest.SAMPLING:
+            if (value := getattr(body, name)) is not None:
+                options[name] = value
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return await start_stream(request, orc, messages, model, options, include_usage, scrub)
@@ -306,6 +316,39 @@ def _target(name: str) -> tuple[str, str | None]:
     if colon and head.lower() == AUTO:
         return AUTO, router.strip()
     return name, None
+
+
+def _unsupported(body: ChatRequest) -> Response | None:
+    """The 400 for a parameter this server cannot honour yet, naming it; None if none is set.
+
+    Accepting it would return an answer that silently ignored it: free text for a
+    JSON schema, no tool call for a tool, one choice for ``n``.
+    """
+    name: str | None = None
+    if body.n is not None and body.n > 1:
+        name, what = "n", f"n={body.n} (only one choice per request)"
+    elif body.response_format is not None and body.response_format != {"type": "text"}:
+        kind = body.response_format.get("type")
+        name, what = "response_format", f"response_format of type {str(kind)[:40]!r}"
+    elif body.tools:
+        name, what = "tools", "tools (tool calling)"
+    elif body.tool_choice is not None:
+        name, what = "tool_choice", "tool_choice (tool calling)"
+    else:
+        extra = body.model_extra or {}
+        for field, off in UNSUPPORTED.items():
+            if field in extra and extra[field] not in off:
+                name, what = field, field
+                break
+    if name is None:
+        return None
+    return error_response(
+        400,
+        f"{what} is not supported by this server yet. Leave {name} out.",
+        "invalid_request_error",
+        param=name,
+        code="unsupported_parameter",
+    )
 
 
 def _check_cap(max_tokens: int | None, cap: int) -> None:

@@ -17,6 +17,7 @@ from ..routing import ROUTERS
 __all__ = [
     "ERROR_RESPONSES",
     "MAX_MODELS",
+    "UNSUPPORTED",
     "AttemptOut",
     "CallDetails",
     "ChatCompletionOut",
@@ -149,7 +150,14 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """OpenAI's chat completion request; fields we do not use are accepted and ignored."""
+    """OpenAI's chat completion request.
+
+    The sampling parameters go to the model (mapped to its provider's names, or
+    refused by a provider that lacks one). Parameters this server cannot honour
+    yet (``response_format`` other than text, ``tools``, ``tool_choice``, ``n`` > 1,
+    and ``UNSUPPORTED``) get a 400 naming them, never a 200 that ignored them.
+    Other unknown fields are accepted: clients add fields of their own.
+    """
 
     model_config = ConfigDict(
         extra="allow",
@@ -165,8 +173,31 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, ge=1, le=1, description="only one choice is supported")
-    tools: list[dict[str, Any]] | None = Field(None, description="not supported: must be empty")
+    stop: str | list[str] | None = Field(None, description="up to 4 sequences that end the answer")
+    seed: int | None = None
+    top_p: float | None = Field(None, ge=0, le=1)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, description="token id -> -100 to 100")
+    user: str | None = Field(None, description="an end-user id, passed to the provider")
+    n: int | None = Field(None, ge=1, description="only 1 is supported yet")
+    response_format: dict[str, Any] | None = Field(
+        None, description='only {"type": "text"} is supported yet'
+    )
+    tools: list[dict[str, Any]] | None = Field(None, description="not supported yet: must be empty")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="not supported yet")
+
+
+# OpenAI parameters outside ChatRequest's fields that this server cannot honour yet: a
+# request setting one (to anything but these "off" values) gets a 400 naming it.
+UNSUPPORTED: dict[str, tuple[object, ...]] = {
+    "functions": (None, []),  # the legacy form of tools
+    "function_call": (None, "none"),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+}
 
 
 class ChatMessageOut(_Out):
