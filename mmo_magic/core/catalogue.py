@@ -1,17 +1,31 @@
-"""The built-in catalogue: current OpenAI and Anthropic chat models, and simulated ones.
+"""The built-in catalogue: current OpenAI and Anthropic chat models, presets for
+Gemini and common OpenAI-compatible hosts and local servers, and simulated models.
 
 Prices are the providers' published list prices in USD for standard
 (non-batch, non-cached) tokens, converted to per-1k, as of PRICES_AS_OF.
 They were not re-checked online when written (no network here): override any
-of them in mmo.toml (``[models.gpt-4o] cost_per_1k_input = ...``).
+of them in mmo.toml (``[models.gpt-4o] cost_per_1k_input = ...``). Where a
+price was not known with confidence it is None (unpriced: cost reported as
+missing, never 0), with a comment saying why.
 Tiers: 1 = small and cheap, 2 = mid-range, 3 = frontier.
+
+Hosted OpenAI-compatible presets use provider "openai" with the host's
+``base_url`` and key variable, so they are unavailable (naming the variable)
+until it is set. Local-server presets use provider "local" (no key) and are
+available only while a server at their ``base_url`` lists their model.
 """
 
 from __future__ import annotations
 
-from .models import ModelConfig
+import json
+import threading
+import time
+from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_MODEL_PREFERENCE", "PRICES_AS_OF", "builtin_models"]
+from .models import ModelConfig
+from .redaction import read_key
+
+__all__ = ["DEFAULT_MODEL_PREFERENCE", "PRICES_AS_OF", "LocalServerModel", "builtin_models"]
 
 PRICES_AS_OF = "2025-11"
 
@@ -76,6 +90,195 @@ def _embedded(name: str, temperature: float, profile: str) -> ModelConfig:
     )
 
 
+# OpenAI-compatible hosts: host -> (who, key variable, base URL).
+_HOSTS = {
+    "gemini": (
+        "Google Gemini",
+        "GEMINI_API_KEY",
+        "https://generativelanguage.googleapis.com/v1beta/openai/",
+    ),
+    "openrouter": ("OpenRouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"),
+    "groq": ("Groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
+    "mistral": ("Mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1"),
+    "deepseek": ("DeepSeek", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1"),
+    "together": ("Together AI", "TOGETHER_API_KEY", "https://api.together.xyz/v1"),
+}
+
+
+def _hosted(
+    host: str,
+    name: str,
+    model_id: str,
+    usd_in_1m: float | None,
+    usd_out_1m: float | None,
+    context: int | None,
+    tier: int,
+    aliases: tuple[str, ...] = (),
+) -> ModelConfig:
+    """A model on an OpenAI-compatible host (provider "openai" at the host's base URL),
+    unavailable until the host's key variable is set. A price of None is unpriced."""
+    who, key_env, base_url = _HOSTS[host]
+    return ModelConfig(
+        provider="openai",
+        model_id=model_id,
+        name=name,
+        base_url=base_url,
+        api_key_env=key_env,
+        cost_per_1k_input=None if usd_in_1m is None else usd_in_1m / 1000,
+        cost_per_1k_output=None if usd_out_1m is None else usd_out_1m / 1000,
+        context_window=context,
+        tier=tier,
+        aliases=aliases,
+        description=f"{model_id} on {who} (OpenAI-compatible API at {base_url}, key {key_env})",
+    )
+
+
+def _gemini(name: str, usd_in: float, usd_out: float, tier: int, *aliases: str) -> ModelConfig:
+    # 1M-token context. 2.5 Pro's prices are for prompts up to 200k tokens (longer
+    # prompts cost 2.50 in / 15.00 out per 1M): the catalogue holds one price.
+    return _hosted("gemini", name, name, usd_in, usd_out, 1_048_576, tier, aliases)
+
+
+def _openrouter(
+    name: str, model_id: str, usd_in: float | None, usd_out: float | None, context: int | None,
+    tier: int, *aliases: str,
+) -> ModelConfig:  # fmt: skip
+    # OpenRouter's model ids are "vendor/model"; its list prices are the vendor's.
+    return _hosted("openrouter", f"openrouter/{name}", model_id, usd_in, usd_out, context, tier,
+                   aliases)  # fmt: skip
+
+
+def _groq(model_id: str, usd_in: float, usd_out: float, tier: int, *aliases: str) -> ModelConfig:
+    return _hosted("groq", f"groq/{model_id}", model_id, usd_in, usd_out, 131_072, tier, aliases)
+
+
+def _mistral(
+    model_id: str, usd_in: float | None, usd_out: float | None, context: int | None, tier: int,
+    *aliases: str,
+) -> ModelConfig:  # fmt: skip
+    return _hosted("mistral", model_id, model_id, usd_in, usd_out, context, tier, aliases)
+
+
+def _deepseek(model_id: str, tier: int, *aliases: str) -> ModelConfig:
+    # deepseek-chat and deepseek-reasoner are DeepSeek-V3.2 (non-thinking and thinking
+    # modes), priced alike since 2025-09: 0.28 per 1M input (cache miss), 0.42 output.
+    return _hosted("deepseek", model_id, model_id, 0.28, 0.42, 128_000, tier, aliases)
+
+
+def _together(name: str, model_id: str, usd_in: float, usd_out: float, tier: int) -> ModelConfig:
+    return _hosted("together", f"together/{name}", model_id, usd_in, usd_out, 131_072, tier)
+
+
+# -- local OpenAI-compatible servers ----------------------------------------------
+
+_PROBE_TTL_S = 5.0  # after this a server check is refreshed (routers ask on every request)
+_PROBE_TIMEOUT_S = 0.3
+_probes: dict[tuple[str, str | None], tuple[float, frozenset[str], str | None]] = {}
+_probes_lock = threading.Lock()
+_refreshing: set[tuple[str, str | None]] = set()
+
+
+class LocalServerModel(ModelConfig):
+    """A preset for a server on this machine (Ollama, vLLM, LM Studio): provider "local".
+
+    It needs no key, but it is *available* only while a server answers at
+    ``base_url`` and lists ``model_id`` among its models, so routers and the
+    default model never pick a server that is not running (or a model it has
+    not pulled). Calling it by name always sends the request.
+    """
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        why = super().unavailable_reason
+        if why is not None or not self.base_url:
+            return why
+        served, error = _served_models(self.base_url, self.api_key_env)
+        if error is not None:
+            return error
+        if self.model_id in served or f"{self.model_id}:latest" in served:  # Ollama's tags
+            return None
+        listed = ", ".join(sorted(served)[:5]) or "none"
+        return f"{self.model_id} not served at {self.base_url} (it serves: {listed})"
+
+
+def _served_models(base_url: str, key_env: str | None) -> tuple[frozenset[str], str | None]:
+    """The model ids ``GET {base_url}/models`` lists, or why it listed none.
+
+    Only the first check of a server waits for it; later ones answer from the
+    last result and refresh it in a thread, so routing (on the event loop) and
+    a gateway listing its models never stall on a probe.
+    """
+    key = (base_url, key_env)
+    with _probes_lock:
+        cached = _probes.get(key)
+        stale = cached is not None and time.monotonic() - cached[0] >= _PROBE_TTL_S
+        refresh = stale and key not in _refreshing
+        if refresh:
+            _refreshing.add(key)
+    if cached is None:
+        served, error = _probe(base_url, key_env)
+        _store(key, served, error)
+        return served, error
+    if refresh:
+        threading.Thread(target=_refresh, args=(key,), daemon=True, name="mmo-probe").start()
+    return cached[1], cached[2]
+
+
+def _store(key: tuple[str, str | None], served: frozenset[str], error: str | None) -> None:
+    with _probes_lock:
+        _probes[key] = (time.monotonic(), served, error)
+        _refreshing.discard(key)
+
+
+def _refresh(key: tuple[str, str | None]) -> None:
+    try:
+        _store(key, *_probe(*key))
+    finally:
+        with _probes_lock:
+            _refreshing.discard(key)
+
+
+def _probe(base_url: str, key_env: str | None) -> tuple[frozenset[str], str | None]:
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/models"
+    if urlsplit(url).scheme not in ("http", "https"):
+        return frozenset(), f"no server at {base_url}"
+    request = urllib.request.Request(url)
+    if (key := read_key(key_env)) is not None:  # a server started with a key (vllm --api-key)
+        request.add_header("Authorization", f"Bearer {key}")
+    # No proxy: a local server is reached directly, whatever HTTP_PROXY says.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=_PROBE_TIMEOUT_S) as response:
+            page = json.loads(response.read(1_000_000))
+        ids = frozenset(
+            str(m["id"]) for m in page.get("data") or () if isinstance(m, dict) and "id" in m
+        )
+    except urllib.error.HTTPError as exc:
+        # 401: perhaps another service on the port; unknown, so not offered to routers.
+        return frozenset(), f"server at {base_url} answered HTTP {exc.code} to GET /models"
+    except (OSError, ValueError, AttributeError, TypeError):
+        return frozenset(), f"no server running at {base_url}"
+    return ids, None
+
+
+def _local(server: str, name: str, model_id: str, base_url: str, *aliases: str) -> ModelConfig:
+    # Free to run but unpriced (None): what a local model costs is the user's hardware.
+    return LocalServerModel(
+        provider="local",
+        model_id=model_id,
+        name=name,
+        base_url=base_url,
+        aliases=aliases,
+        description=(
+            f"{server} on this machine at {base_url} (needs the server running; "
+            f"model {model_id!r}: override model_id for another model)"
+        ),
+    )
+
+
 def builtin_models() -> list[ModelConfig]:
     """A fresh list of the built-in models."""
     openai = "openai"
@@ -124,6 +327,37 @@ def builtin_models() -> list[ModelConfig]:
             ("haiku", "claude-haiku"),
         ),
         _per_1m(anthropic, "claude-3-5-haiku", "claude-3-5-haiku-20241022", 0.80, 4.00, 200_000, 1),
+        # Google Gemini (OpenAI-compatible endpoint), GEMINI_API_KEY.
+        _gemini("gemini-2.5-pro", 1.25, 10.00, 3, "gemini-pro"),
+        _gemini("gemini-2.5-flash", 0.30, 2.50, 2, "gemini-flash", "gemini"),
+        _gemini("gemini-2.5-flash-lite", 0.10, 0.40, 1, "gemini-flash-lite"),
+        # OpenRouter, OPENROUTER_API_KEY: model ids are "vendor/model".
+        _openrouter("gpt-4o-mini", "openai/gpt-4o-mini", 0.15, 0.60, 128_000, 1),
+        # openrouter/auto picks a model per request: no single price or context window.
+        _openrouter("auto", "openrouter/auto", None, None, None, 2),
+        # Groq, GROQ_API_KEY.
+        _groq("llama-3.3-70b-versatile", 0.59, 0.79, 2, "groq/llama-3.3-70b"),
+        _groq("llama-3.1-8b-instant", 0.05, 0.08, 1, "groq/llama-3.1-8b"),
+        # Mistral, MISTRAL_API_KEY. mistral-large-latest moves to each new Large release
+        # and its price changes with it (2411: 2.00 / 6.00 per 1M): left unpriced.
+        _mistral("mistral-large-latest", None, None, None, 3, "mistral-large"),
+        _mistral("mistral-small-latest", 0.10, 0.30, 128_000, 1, "mistral-small"),
+        # DeepSeek, DEEPSEEK_API_KEY.
+        _deepseek("deepseek-chat", 2, "deepseek"),
+        _deepseek("deepseek-reasoner", 3),
+        # Together AI, TOGETHER_API_KEY.
+        _together("llama-3.3-70b", "meta-llama/Llama-3.3-70B-Instruct-Turbo", 0.88, 0.88, 2),
+        _together("llama-3.1-8b", "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", 0.18, 0.18, 1),
+        # Local servers (no key; available while the server runs and lists the model).
+        _local("Ollama", "ollama", "llama3.2", "http://localhost:11434/v1", "ollama/llama3.2"),
+        _local("vLLM", "vllm", "Qwen/Qwen2.5-1.5B-Instruct", "http://localhost:8000/v1"),
+        _local(
+            "LM Studio",
+            "lmstudio",
+            "llama-3.2-3b-instruct",
+            "http://localhost:1234/v1",
+            "lm-studio",
+        ),
         _embedded("smollm2", 0.2, "precise"),
         _embedded("smollm2-creative", 0.9, "creative"),
         _sim("sim-fast", "answers at once", 1),

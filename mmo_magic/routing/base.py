@@ -61,7 +61,7 @@ class RouteDecision:
     def _repr_markdown_(self) -> str:
         cost = "n/a" if self.estimated_cost is None else f"~{format_usd(self.estimated_cost)}"
         return (
-            f"**{escape_markdown(self.model)}** · router `{self.router}` · "
+            f"**{escape_markdown(self.model)}** · router {escape_markdown(self.router)} · "
             f"rule {escape_markdown(self.rule)} · est. {escape_markdown(cost)}\n\n"
             f"{escape_markdown(self.reason)}"
         )
