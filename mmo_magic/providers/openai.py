@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -16,6 +17,11 @@ __all__ = ["LocalClient", "OpenAIClient"]
 
 # Keyless servers still need *some* bearer value for the SDK to build a request.
 _NO_KEY = "not-needed"
+# OpenAI-compatible hosts whose documentation names only max_tokens (Gemini and Groq
+# also take max_completion_tokens; local servers use LocalClient).
+_MAX_TOKENS_HOSTS = frozenset(
+    {"api.mistral.ai", "api.deepseek.com", "api.together.xyz", "openrouter.ai"}
+)
 
 
 class OpenAIClient(ModelClient):
@@ -28,6 +34,10 @@ class OpenAIClient(ModelClient):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         import openai
+
+        host = urllib.parse.urlsplit(config.base_url or "").hostname or ""
+        if host in _MAX_TOKENS_HOSTS:
+            self.max_tokens_param = "max_tokens"
 
         self._sdk = openai.AsyncOpenAI(
             api_key=self._api_key(),

@@ -225,3 +225,26 @@ def test_routers_never_pick_an_unavailable_preset(router, no_preset_keys) -> Non
         ):
             decision = orc.route(prompt, route=router)
             assert decision.model not in unavailable, decision.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("deepseek-chat", "max_tokens"),
+        ("mistral-small-latest", "max_tokens"),
+        ("together/llama-3.1-8b", "max_tokens"),
+        ("openrouter/gpt-4o-mini", "max_tokens"),
+        ("gemini-2.5-flash", "max_completion_tokens"),
+        ("gpt-4o-mini", "max_completion_tokens"),
+    ],
+)
+def test_each_host_gets_the_max_tokens_field_it_documents(name, field, monkeypatch):
+    from mmo_magic.core.catalogue import builtin_models
+    from mmo_magic.core.completion import CompletionRequest, Message
+    from mmo_magic.providers import make_client
+
+    config = {m.name: m for m in builtin_models()}[name]
+    monkeypatch.setenv(config.api_key_env, "sk-test-preset-000000000000")
+    body = make_client(config)._body(CompletionRequest((Message("user", "hi"),), max_tokens=9))
+    assert body[field] == 9
+    assert not ({"max_tokens", "max_completion_tokens"} - {field}) & body.keys()
