@@ -16,6 +16,8 @@ def storable(text: str) -> str:
     chunks leaves each half as a lone surrogate once the chunks are decoded and
     joined; UTF-8 (SQLite, a terminal, a socket) cannot encode those.
     """
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -42,6 +42,7 @@ from ..core.errors import (
 from ..core.ids import new_id
 from ..core.loop import BackgroundLoop, background_loop
 from ..core.models import Catalogue, ModelConfig
+from ..core.text import storable
 from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
 from ..storage.runlog import RunLog, RunRecord
@@ -639,18 +640,31 @@ async def _consume(
         gap = config.ttft_timeout_s if progress.ttft_ms is None else config.stall_timeout_s
         return total_at if gap is None else min(total_at, loop.time() + gap)
 
+    # A server may stream an emoji as two escaped UTF-16 halves in separate chunks: a
+    # trailing high surrogate waits for the next delta, and what cannot pair is replaced,
+    # so no caller, terminal or file meets a lone surrogate.
+    held = ""
     stream = client.stream(request)
     try:
         async with asyncio.timeout_at(deadline()) as timer:
             async for item in stream:
                 if isinstance(item, StreamEnd):
                     progress.end = item
-                    continue
+                    if not held:
+                        continue
+                    text, held = held, ""  # a half that never got its pair
+                else:
+                    text, held = held + item, ""
+                    if text and "\ud800" <= text[-1] <= "\udbff":
+                        text, held = text[:-1], text[-1]
+                        if not text:
+                            continue
+                text = storable(text)
                 if progress.ttft_ms is None:
                     progress.ttft_ms = progress.elapsed_ms
-                progress.parts.append(item)
+                progress.parts.append(text)
                 if on_text is not None:
-                    on_text(item)
+                    on_text(text)
                 if watch_gaps:
                     timer.reschedule(deadline())
     except TimeoutError as exc:

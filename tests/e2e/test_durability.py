@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import mmo_magic as mmo
 from mmo_magic.storage.runlog import RunLog, RunLogWarning, RunRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +108,28 @@ def test_a_write_failure_never_blocks_the_caller(tmp_path):
     log.close()  # every later write fails
     with pytest.warns(RunLogWarning, match="could not write the run log .*closed"):
         log.add(RunRecord(requested_model="m", status="ok", prompt="late")).result(10)
+
+
+def test_an_emoji_streamed_in_two_halves_is_one_character_everywhere(tmp_path):
+    """A server that escapes an emoji as UTF-16 halves in separate chunks (a model function
+    stands in for it): the deltas, the answer, the cache and the run log all get the emoji;
+    a half that never pairs is replaced; every later call is saved too."""
+    from mmo_magic.providers import register_function, unregister_function
+
+    register_function("halves", lambda request: ["smile ", "\ud83d", "\ude00", " and ", "\ud83d"])
+    try:
+        config = mmo.ModelConfig("function", "halves")
+        cache = tmp_path / "responses.sqlite3"
+        with mmo.Orchestrator([config], runlog=tmp_path / "runs.sqlite3", cache=cache) as orc:
+            deltas = list(orc.stream("x", model="halves"))
+            answer = orc.complete("x", model="halves")
+            for i in range(5):
+                orc.complete(f"after {i}", model="halves")
+            saved = orc.runs.records()
+        assert deltas == ["smile ", "😀", " and ", "\ufffd"]
+        assert answer.content == "smile 😀 and \ufffd"
+        print(answer)  # a terminal can show it: no lone surrogate left
+        assert answer.cached  # stored in the cache and read back whole
+        assert len(saved) == 7 and saved[0].response == "smile 😀 and \ufffd"
+    finally:
+        unregister_function("halves")
