@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from .pricing import format_usd
+from .structured import ResponseFormat
 
 __all__ = [
     "Attempt",
@@ -41,6 +42,7 @@ class CompletionRequest:
     ``stop``: sequences that end the answer. ``logit_bias``: token id (as a
     string of digits, as on OpenAI's wire) -> bias from -100 to 100. ``user``:
     an end-user id the provider may use for abuse monitoring.
+    ``response_format``: the schema of a structured answer (see ``core.structured``).
     """
 
     messages: tuple[Message, ...]
@@ -53,6 +55,8 @@ class CompletionRequest:
     presence_penalty: float | None = None
     logit_bias: Mapping[str, float] | None = field(default=None, hash=False)
     user: str | None = None
+    # The JSON schema the answer must follow (structured output); None for free text.
+    response_format: ResponseFormat | None = None
 
     # The sampling options beside temperature and max_tokens, in OpenAI's spelling. Each
     # provider client sends those it has (mapped to its own names) and refuses the others.
@@ -140,6 +144,9 @@ class CompletionResponse:
     route_reason: str | None = None
     tokens_estimated: bool = False
     group_id: str | None = None
+    # Structured output: the answer validated (a pydantic instance when a class was given,
+    # else the decoded JSON); None for free text and for failures.
+    parsed: Any = None
 
     @property
     def ok(self) -> bool:

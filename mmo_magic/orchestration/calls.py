@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypedDict
 
 from ..core.completion import CompletionResponse, Prompt
 from ..core.errors import InvalidRequestError
+from ..core.structured import response_format
 from .budget import check_usd
 
 __all__ = [
@@ -53,6 +54,10 @@ class CallOptions(TypedDict, total=False):
     100), ``user`` (an end-user id). Each provider gets those it has, under its
     own names; a model whose provider lacks one refuses the call
     (InvalidRequestError) rather than ignoring it.
+
+    ``response_format``: structured output, a JSON schema (a dict) or a pydantic
+    model class; the response's ``parsed`` holds the validated answer (an instance
+    of the class, else the decoded JSON). Every provider has it, in its own form.
     """
 
     system: str | None
@@ -69,6 +74,7 @@ class CallOptions(TypedDict, total=False):
     presence_penalty: float | None
     logit_bias: Mapping[int, float] | Mapping[str, float] | None
     user: str | None
+    response_format: Mapping[str, Any] | type | None
 
 
 _OPTION_NAMES: frozenset[str] = CallOptions.__optional_keys__
@@ -140,6 +146,8 @@ def checked_values(options: CallOptions) -> CallOptions:
     user = options.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequestError(f"user must be a string, got {type(user).__name__}.")
+    if options.get("response_format") is not None:
+        out["response_format"] = response_format(options["response_format"])  # type: ignore[typeddict-item]
     return out
 
 
@@ -243,6 +251,9 @@ class CallContext:
     step: str | None = None
     on_text: OnText | None = None
     on_finish: OnFinish | None = None
+    # The caller repairs an answer that breaks its response_format itself (judges ask again,
+    # saying what was wrong): such a failure ends the call at once, without a blind retry.
+    repairs_output: bool = False
 
 
 class Completer(Protocol):

@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import hashlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -42,6 +43,7 @@ from ..core.errors import (
 from ..core.ids import new_id
 from ..core.loop import BackgroundLoop, background_loop
 from ..core.models import Catalogue, ModelConfig
+from ..core.structured import ResponseFormat, StructuredOutputError, parse
 from ..core.text import storable
 from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
@@ -113,6 +115,7 @@ class _Progress:
     parts: list[str] = field(default_factory=list)
     ttft_ms: float | None = None
     end: StreamEnd | None = None
+    parsed: Any = None  # structured output: the validated answer
 
     @property
     def elapsed_ms(self) -> float:
@@ -129,6 +132,7 @@ class _Call:
     temperature: float | None
     max_tokens: int | None
     sampling: dict[str, Any]  # CompletionRequest.SAMPLING options that are set
+    response_format: ResponseFormat | None
     budget: float | None
     allow_unpriced: bool
     use_cache: bool
@@ -139,6 +143,7 @@ class _Call:
     group_id: str | None
     step: str | None
     cell: int | None
+    repairs_output: bool
     # One per run record of this call: done once the record is committed.
     committed: list[concurrent.futures.Future[None]] = field(default_factory=list)
 
@@ -247,6 +252,7 @@ class CallEngine:
             temperature=options.get("temperature"),
             max_tokens=options.get("max_tokens"),
             sampling=sampling,
+            response_format=options.get("response_format"),  # type: ignore[arg-type]
             budget=options.get("budget"),
             allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
             use_cache=use_cache and self.cache is not None,
@@ -257,6 +263,7 @@ class CallEngine:
             group_id=context.group_id,
             step=context.step or _step.get(),
             cell=current_cell(),
+            repairs_output=context.repairs_output,
         )
 
     async def _refused(
@@ -298,8 +305,9 @@ class CallEngine:
         )  # fmt: skip
         try:
             request = build_request(
-                prompt, call.system, call.temperature, call.max_tokens, sampling=call.sampling
-            )
+                prompt, call.system, call.temperature, call.max_tokens, sampling=call.sampling,
+                response_format=call.response_format,
+            )  # fmt: skip
             base.prompt, base.system = request.prompt_text, request.system
             if call.requested == AUTO:
                 decision = self.router(call.route).route(request, self.catalogue)
@@ -358,6 +366,8 @@ class CallEngine:
                     return response
                 errors.append(error)
                 error.attempts = attempts
+                if call.repairs_output and isinstance(error, StructuredOutputError):
+                    raise error  # the caller asks again, saying what was wrong
                 shown = call.kind == "stream" and bool(response.content)
                 decision = failover.after_failure(config, error, retries, text_shown=shown)
                 if decision.next is Next.STOP:
@@ -389,8 +399,11 @@ class CallEngine:
         max_tokens = call.max_tokens or config.max_tokens
         temperature = call.temperature if call.temperature is not None else config.temperature
         key = cache_key(config, request, max_tokens, temperature) if call.use_cache else None
+        if key is not None and request.response_format is not None:
+            # The same prompt under another schema is another question.
+            key = hashlib.sha256(f"{key}:{request.response_format.key}".encode()).hexdigest()
         if key is not None and self.cache is not None and (hit := self.cache.get(key)):
-            return self._from_cache(record, config, hit, call), None
+            return self._from_cache(record, config, hit, call, request), None
         try:
             reservation = self._authorize(config, request, max_tokens, call)
         except MMOError as exc:
@@ -419,7 +432,12 @@ class CallEngine:
         )
 
     def _from_cache(
-        self, record: RunRecord, config: ModelConfig, hit: CachedAnswer, call: _Call
+        self,
+        record: RunRecord,
+        config: ModelConfig,
+        hit: CachedAnswer,
+        call: _Call,
+        request: CompletionRequest,
     ) -> CompletionResponse:
         """A cache hit: recorded like any call, with ``cached=True`` and no cost."""
         progress = _Progress(parts=[hit.content])
@@ -427,6 +445,8 @@ class CallEngine:
             hit.finish_reason, hit.input_tokens, hit.output_tokens, hit.tokens_estimated
         )
         progress.ttft_ms = progress.elapsed_ms
+        if request.response_format is not None:
+            progress.parsed = parse(request.response_format, hit.content)
         if call.on_text is not None:
             call.on_text(hit.content)
         record.cached = True
@@ -445,6 +465,13 @@ class CallEngine:
                 record.started_at = datetime.now(UTC)
                 progress.started = time.perf_counter()
                 await _consume(client, request, progress, call.on_text)
+            if request.response_format is not None:
+                # Invalid JSON fails the attempt (a StreamError: retried, failed over);
+                # the raw text stays in the run record.
+                progress.parsed = parse(
+                    request.response_format, "".join(progress.parts),
+                    provider=config.provider, model=config.name,
+                )  # fmt: skip
         except asyncio.CancelledError:
             done(None, status="cancelled")
             raise
@@ -525,6 +552,7 @@ class CallEngine:
             cached=record.cached,
             route_reason=record.route_reason,
             group_id=record.group_id,
+            parsed=progress.parsed if error is None else None,
         )
         if call.on_finish is not None:
             call.on_finish(response)
@@ -569,6 +597,7 @@ def build_request(
     max_tokens: int | None,
     *,
     sampling: Mapping[str, Any] | None = None,
+    response_format: ResponseFormat | None = None,
 ) -> CompletionRequest:
     """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it.
 
@@ -583,7 +612,11 @@ def build_request(
             _check_message(i, message)
     messages = as_messages(prompt, system)
     request = CompletionRequest(
-        messages, max_tokens=max_tokens, temperature=temperature, **(sampling or {})
+        messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        response_format=response_format,
+        **(sampling or {}),
     )
     if not request.prompt_text.strip():
         raise InvalidRequestError(

@@ -48,6 +48,7 @@ __all__ = [
     "swapped",
     "tally",
     "unswap",
+    "verdict_schema",
 ]
 
 TIE = "tie"
@@ -229,6 +230,24 @@ def repair_messages(
         {"role": "assistant", "content": bad_reply if bad_reply.strip() else "(empty reply)"},
         {"role": "user", "content": fix},
     ]
+
+
+def verdict_schema(candidate_labels: Sequence[str]) -> dict[str, Any]:
+    """The JSON schema of a verdict, for judges on providers with structured output.
+
+    The winner first (a label or "tie", nothing else), then a short reason: a
+    small model decides, then explains, and cannot wander off the format.
+    ``parse_verdict`` still reads the reply, exactly as for free text.
+    """
+    return {
+        "title": "verdict",
+        "type": "object",
+        "properties": {
+            "winner": {"type": "string", "enum": [*candidate_labels, TIE]},
+            "reason": {"type": "string", "maxLength": 300},
+        },
+        "required": ["winner", "reason"],
+    }
 
 
 # --- reading a verdict ---------------------------------------------------------------------------

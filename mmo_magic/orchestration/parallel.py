@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core.completion import Attempt, CompletionResponse, Prompt, Status
-from ..core.errors import AllModelsFailedError, ConfigError, MMOError
+from ..core.errors import AllModelsFailedError, ConfigError, MMOError, ProviderError
 from ..core.ids import new_id
+from ..core.structured import StructuredOutputError
 from .calls import CallContext, CallOptions, Completer, ModelText, OnFinish, model_names
 from .judges import (
     METHODS,
@@ -34,6 +35,7 @@ from .judges import (
     swapped,
     tally,
     unswap,
+    verdict_schema,
 )
 
 if TYPE_CHECKING:
@@ -303,6 +305,30 @@ async def consensus(
     return result
 
 
+async def judge_reply(
+    complete: Completer,
+    messages: Prompt,
+    judge: str,
+    options: CallOptions,
+    context: CallContext,
+) -> str:
+    """A judge's reply text, under ``options["response_format"]`` where the judge has it.
+
+    A reply that breaks the schema comes back as it was, for ``parse_verdict`` to say
+    what is wrong and the repair turn to ask again; a server without structured output
+    is asked again without the schema (strict parsing and repair do the rest).
+    """
+    try:
+        return (await complete(messages, judge, options, context)).content
+    except StructuredOutputError as exc:
+        return exc.raw
+    except ProviderError as exc:
+        if exc.code != "structured_output_unsupported":
+            raise
+    plain: CallOptions = {k: v for k, v in options.items() if k != "response_format"}  # type: ignore[assignment]
+    return (await complete(messages, judge, plain, context)).content
+
+
 async def _judge(
     complete: Completer,
     prompt: Prompt,
@@ -322,16 +348,17 @@ async def _judge(
 
     async def verdict_of(judge: str, order: list[int], role: str) -> Verdict:
         messages = judge_messages(question, [ok[i].content for i in order], criteria=criteria)
-        options: CallOptions = {"temperature": 0}
-        context = CallContext("judge", result.group_id, step=f"{role} {judge}")
-        reply = await complete(messages, judge, options, context)
+        # The verdict under a schema (structured output), still read strictly and repaired.
+        options: CallOptions = {"temperature": 0, "response_format": verdict_schema(names)}
+        context = CallContext("judge", result.group_id, step=f"{role} {judge}", repairs_output=True)
+        text = await judge_reply(complete, messages, judge, options, context)
         try:
-            verdict = parse_verdict(reply.content, names, judge=judge)
+            verdict = parse_verdict(text, names, judge=judge)
         except VerdictError as error:  # one repair attempt, never a silent default
-            fixed = repair_messages(messages, reply.content, error)
+            fixed = repair_messages(messages, text, error)
             context = dataclasses.replace(context, step=f"{context.step} (repair)")
-            reply = await complete(fixed, judge, options, context)
-            verdict = parse_verdict(reply.content, names, judge=judge)
+            text = await judge_reply(complete, fixed, judge, options, context)
+            verdict = parse_verdict(text, names, judge=judge)
         return unswap(verdict, order, names)
 
     async def judge_both_ways(judge: str) -> Verdict:

@@ -73,6 +73,17 @@ class AnthropicClient(ModelClient):
             body["top_p"] = sampling["top_p"]
         if "user" in sampling:
             body["metadata"] = {"user_id": sampling["user"]}
+        if (fmt := request.response_format) is not None:
+            # Structured output as a forced tool: its input is the answer, streamed as
+            # input_json_delta and passed on as the text.
+            body["tools"] = [
+                {
+                    "name": fmt.name,
+                    "description": "Give the answer as this tool's input.",
+                    "input_schema": dict(fmt.schema),
+                }
+            ]
+            body["tool_choice"] = {"type": "tool", "name": fmt.name}
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
@@ -97,6 +108,8 @@ class AnthropicClient(ModelClient):
                         delta = payload.get("delta") or {}
                         if delta.get("type") == "text_delta" and delta.get("text"):
                             yield delta["text"]
+                        elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                            yield delta["partial_json"]
                     elif kind == "message_start":
                         usage = (payload.get("message") or {}).get("usage") or {}
                         input_tokens = usage.get("input_tokens", input_tokens)

@@ -306,6 +306,10 @@ class EmbeddedClient(ModelClient):
         if "logit_bias" in sampling:
             sampling["logit_bias"] = {int(k): float(v) for k, v in sampling["logit_bias"].items()}
         params.update(sampling)
+        if (fmt := request.response_format) is not None:
+            # Grammar-constrained decoding: llama-cpp-python turns the schema into a GBNF
+            # grammar (LlamaGrammar.from_json_schema), so every token keeps the JSON valid.
+            params["response_format"] = {"type": "json_object", "schema": dict(fmt.schema)}
         return params
 
     def _mapped(self, exc: Exception) -> ProviderError:

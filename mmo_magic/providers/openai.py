@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..core.completion import CompletionRequest, StreamEnd
-from ..core.errors import MissingAPIKeyError
+from ..core.errors import MissingAPIKeyError, ProviderError
 from ..core.models import ModelConfig
 from ..core.pricing import count_message_tokens, count_tokens
 from ..core.redaction import read_key
@@ -64,6 +64,9 @@ class OpenAIClient(ModelClient):
             body["temperature"] = temperature
         # stop, seed, top_p, the penalties, logit_bias, user: OpenAI's own names and form.
         body.update(self.sampling(request, CompletionRequest.SAMPLING))
+        if request.response_format is not None:
+            # Structured output: OpenAI's json_schema, strict (the schema closed for it).
+            body["response_format"] = request.response_format.openai()
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
@@ -125,9 +128,31 @@ class OpenAIClient(ModelClient):
 
 
 class LocalClient(OpenAIClient):
-    """Any OpenAI-compatible server (Ollama, vLLM, llama.cpp's server) at ``base_url``."""
+    """Any OpenAI-compatible server (Ollama, vLLM, llama.cpp's server) at ``base_url``.
+
+    Structured output goes as OpenAI's ``json_schema`` (which Ollama, vLLM and
+    llama.cpp's server accept); a server that refuses it (HTTP 400 naming
+    response_format or json_schema) fails with an error saying so.
+    """
 
     max_tokens_param = "max_tokens"
 
     def _api_key(self) -> str:
         return read_key(self.config.api_key_env) or _NO_KEY
+
+    def translate(self, exc: Exception) -> BaseException | None:
+        mapped = super().translate(exc)
+        if (
+            isinstance(mapped, ProviderError)
+            and mapped.status in (400, 422)
+            and any(w in mapped.message.lower() for w in ("response_format", "json_schema"))
+        ):
+            return self.fail(
+                f"structured output (response_format json_schema) is not supported by the "
+                f"server at {self.config.base_url}: {mapped.message}",
+                status=mapped.status,
+                code="structured_output_unsupported",
+                hint="Leave response_format out for this model, or use a server that has "
+                "json_schema (Ollama, vLLM, llama.cpp's server).",
+            )
+        return mapped

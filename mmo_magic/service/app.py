@@ -15,7 +15,8 @@ are recorded with ``step="service"``. A ``model`` may be a name, an alias,
 ``auto`` (the default router) or ``auto:ROUTER`` (``auto:task``, ``auto:cost``...).
 OpenAI's ``stop``, ``seed``, ``top_p``, penalties, ``logit_bias`` and ``user`` reach
 the model under its provider's names, or get a 400 from a provider that lacks one;
-parameters not supported yet (``response_format`` other than text, tools, ``n`` > 1)
+``response_format`` (json_schema, json_object) reaches every provider in its own form;
+parameters not supported yet (tools, ``n`` > 1)
 get a 400 naming them: a parameter is never accepted and dropped.
 
 Security (``auth``): a bearer key, or loopback clients naming a loopback
@@ -217,6 +218,9 @@ def create_app(
         for name in CompletionRequest.SAMPLING:
             if (value := getattr(body, name)) is not None:
                 options[name] = value
+        # Structured output: each model gets it in its provider's form (see core.structured).
+        if body.response_format is not None and body.response_format.get("type") != "text":
+            options["response_format"] = body.response_format
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return await start_stream(request, orc, messages, model, options, include_usage, scrub)
@@ -327,7 +331,9 @@ def _unsupported(body: ChatRequest) -> Response | None:
     name: str | None = None
     if body.n is not None and body.n > 1:
         name, what = "n", f"n={body.n} (only one choice per request)"
-    elif body.response_format is not None and body.response_format != {"type": "text"}:
+    elif body.response_format is not None and body.response_format.get("type") not in (
+        "text", "json_schema", "json_object",
+    ):  # fmt: skip
         kind = body.response_format.get("type")
         name, what = "response_format", f"response_format of type {str(kind)[:40]!r}"
     elif body.tools:

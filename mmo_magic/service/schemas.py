@@ -154,7 +154,7 @@ class ChatRequest(BaseModel):
 
     The sampling parameters go to the model (mapped to its provider's names, or
     refused by a provider that lacks one). Parameters this server cannot honour
-    yet (``response_format`` other than text, ``tools``, ``tool_choice``, ``n`` > 1,
+    yet (``tools``, ``tool_choice``, ``n`` > 1,
     and ``UNSUPPORTED``) get a 400 naming them, never a 200 that ignored them.
     Other unknown fields are accepted: clients add fields of their own.
     """
@@ -182,7 +182,7 @@ class ChatRequest(BaseModel):
     user: str | None = Field(None, description="an end-user id, passed to the provider")
     n: int | None = Field(None, ge=1, description="only 1 is supported yet")
     response_format: dict[str, Any] | None = Field(
-        None, description='only {"type": "text"} is supported yet'
+        None, description='{"type": "text" | "json_schema" | "json_object", ...}'
     )
     tools: list[dict[str, Any]] | None = Field(None, description="not supported yet: must be empty")
     tool_choice: str | dict[str, Any] | None = Field(None, description="not supported yet")

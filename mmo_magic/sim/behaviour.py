@@ -22,6 +22,12 @@ by the base name and the last user message (so options never change the text);
 as an LLM judge would, picking the fenced candidate that contains ``prefer``
 (``garble_times=N``: its first N verdicts are unparseable prose); any other
 value is the literal reply (``reply=hello+world``; line breaks are kept).
+Structured output (OpenAI ``response_format`` json_schema or json_object, or
+Anthropic's forced tool): ``words`` and ``echo`` replies become a JSON object
+satisfying the schema (``wire.instance_of``, deterministic), streamed a word at
+a time (Anthropic: as ``input_json_delta``); judge and literal replies stay as
+scripted, so tests can make a model break the format. ``structured=false``
+answers such a request with a 400, as a server without it would.
 Content is the words joined by single spaces; each streamed delta is one
 word, later ones with a leading space. A
 request's max_tokens truncates the reply and makes the finish reason
@@ -110,6 +116,8 @@ class Behaviour:
     echo_key: bool = False  # error messages quote the request's API key (leak tests)
     prefer: str = ""  # reply=judge: the word that makes a candidate win
     garble_times: int = 0  # reply=judge: the first N verdicts are prose with no JSON
+    structured: bool = True  # False: a request for structured output gets a 400, as from a
+    # server without json_schema (or Anthropic tools)
 
     def __post_init__(self) -> None:
         # Scripts may say fail=429; query strings always give text. Keep one form.

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import http
 import json
+import re
 import socket
 import struct
 import threading
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
 from .behaviour import PRESETS, Behaviour, OptionError, reply_words, resolve
-from .wire import ANTHROPIC, OPENAI, BadRequest, Call, Frame, Reply, Wire
+from .wire import ANTHROPIC, OPENAI, BadRequest, Call, Frame, Reply, Wire, instance_of
 
 __all__ = ["Disconnect", "SimServer"]
 
@@ -476,6 +477,11 @@ class SimServer:
             await ex.send_json(*wire.error("bad_request", None, f"{exc} (simulated)"))
             return
 
+        if call.schema is not None and not behaviour.structured:
+            what = "tools" if call.tool else "response_format of type json_schema"
+            detail = f"{what} is not supported by this server (simulated)"
+            await ex.send_json(*wire.error("bad_request", call, detail))
+            return
         misbehave = behaviour.fail_times is None or seen <= behaviour.fail_times
         fault = behaviour.fault if misbehave else None
         if fault == "reset":
@@ -499,6 +505,12 @@ class SimServer:
             return
 
         words = reply_words(behaviour, base, call.last_user, seen)
+        if call.schema is not None and behaviour.reply in ("words", "echo"):
+            # Structured output: a JSON object satisfying the schema, in word-sized pieces.
+            # Scripted replies (literal text, a judge's verdict or its garbling) stay as
+            # scripted: they are how tests make a model break the format.
+            text = json.dumps(instance_of(call.schema, base))
+            words = re.findall(r"\s*\S+", text)
         limit = call.max_tokens
         truncated = limit is not None and 0 <= limit < len(words)
         reply = Reply(words[:limit] if truncated else words, truncated)

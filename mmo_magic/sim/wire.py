@@ -12,7 +12,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["ANTHROPIC", "OPENAI", "BadRequest", "Call", "Frame", "Reply", "Wire", "count_words"]
+__all__ = [
+    "ANTHROPIC", "OPENAI", "BadRequest", "Call", "Frame", "Reply", "Wire", "count_words",
+    "instance_of",
+]  # fmt: skip
 
 
 class BadRequest(ValueError):
@@ -29,6 +32,10 @@ class Call:
     input_tokens: int
     last_user: str
     max_tokens: int | None
+    # Structured output asked for: the JSON schema the reply must satisfy, and (Anthropic)
+    # the name of the forced tool whose input carries it.
+    schema: dict[str, Any] | None = None
+    tool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ class _OpenAI(Wire):
             input_tokens=sum(count_words(_text_of(m.get("content"))) for m in messages),
             last_user=_last_user(messages),
             max_tokens=limit if isinstance(limit, int) else None,
+            schema=_openai_schema(body.get("response_format")),
         )
 
     @staticmethod
@@ -296,6 +304,7 @@ class _Anthropic(Wire):
         limit = body.get("max_tokens")
         words = count_words(_text_of(body.get("system")))
         words += sum(count_words(_text_of(m.get("content"))) for m in messages)
+        tool, schema = _forced_tool(body)
         return Call(
             model=model,
             stream=bool(body.get("stream")),
@@ -303,6 +312,8 @@ class _Anthropic(Wire):
             input_tokens=words,
             last_user=_last_user(messages),
             max_tokens=limit if isinstance(limit, int) else None,
+            schema=schema,
+            tool=tool,
         )
 
     @staticmethod
@@ -319,8 +330,10 @@ class _Anthropic(Wire):
         return [g for g in groups if g]
 
     @staticmethod
-    def _stop(reply: Reply) -> str:
-        return "max_tokens" if reply.truncated else "end_turn"
+    def _stop(reply: Reply, call: Call | None = None) -> str:
+        if reply.truncated:
+            return "max_tokens"
+        return "tool_use" if call is not None and call.tool else "end_turn"
 
     def _message(self, call: Call, content: list[dict[str, Any]], stop: str | None) -> dict:
         return {
@@ -334,8 +347,16 @@ class _Anthropic(Wire):
         }
 
     def body(self, call: Call, reply: Reply, *, finish: bool, usage: bool, blocks: int) -> bytes:
-        content = [{"type": "text", "text": "".join(g)} for g in self._blocks(reply, blocks)]
-        obj = self._message(call, content, self._stop(reply) if finish else None)
+        content: list[dict[str, Any]]
+        if call.tool:
+            try:
+                given: Any = json.loads(reply.text)
+            except ValueError:
+                given = {}
+            content = [{"type": "tool_use", "id": _tool_id(), "name": call.tool, "input": given}]
+        else:
+            content = [{"type": "text", "text": "".join(g)} for g in self._blocks(reply, blocks)]
+        obj = self._message(call, content, self._stop(reply, call) if finish else None)
         obj["usage"] = {"input_tokens": call.input_tokens, "output_tokens": len(reply.words)}
         return _dumps(obj).encode()
 
@@ -348,19 +369,22 @@ class _Anthropic(Wire):
         start = self._message(call, [], None)
         start["usage"] = {"input_tokens": call.input_tokens, "output_tokens": 1}
         frames = [Frame(event("message_start", {"message": start}) + event("ping", {}))]
-        for index, group in enumerate(self._blocks(reply, blocks)):
-            opening = event(
-                "content_block_start",
-                {"index": index, "content_block": {"type": "text", "text": ""}},
-            )
+        groups = [reply.pieces] if call.tool and reply.pieces else self._blocks(reply, blocks)
+        for index, group in enumerate(groups):
+            block: dict[str, Any] = {"type": "text", "text": ""}
+            if call.tool:  # the forced tool's input, streamed as partial JSON
+                block = {"type": "tool_use", "id": _tool_id(), "name": call.tool, "input": {}}
+            opening = event("content_block_start", {"index": index, "content_block": block})
             for i, piece in enumerate(group):
-                data = event(
-                    "content_block_delta",
-                    {"index": index, "delta": {"type": "text_delta", "text": piece}},
+                d = (
+                    {"type": "input_json_delta", "partial_json": piece}
+                    if call.tool
+                    else {"type": "text_delta", "text": piece}
                 )
+                data = event("content_block_delta", {"index": index, "delta": d})
                 frames.append(Frame(opening + data if i == 0 else data, token=True))
             frames.append(Frame(event("content_block_stop", {"index": index})))
-        stop = self._stop(reply) if finish else None
+        stop = self._stop(reply, call) if finish else None
         delta = {
             "delta": {"stop_reason": stop, "stop_sequence": None},
             "usage": {"output_tokens": len(reply.words)},
@@ -369,6 +393,88 @@ class _Anthropic(Wire):
         if done:
             frames.append(Frame(event("message_stop", {}), tail=True))
         return frames
+
+
+def _tool_id() -> str:
+    return f"toolu_sim_{uuid.uuid4().hex[:20]}"
+
+
+def _openai_schema(value: object) -> dict[str, Any] | None:
+    """The schema of an OpenAI ``response_format`` (json_schema, or json_object: any object)."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("type") == "json_object":
+        return {"type": "object"}
+    spec = value.get("json_schema")
+    if value.get("type") != "json_schema" or not isinstance(spec, dict):
+        return None
+    schema = spec.get("schema")
+    return schema if isinstance(schema, dict) else {"type": "object"}
+
+
+def _forced_tool(body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """(tool name, its input schema) when an Anthropic request forces one tool."""
+    choice = body.get("tool_choice")
+    tools = body.get("tools")
+    if not isinstance(choice, dict) or choice.get("type") != "tool" or not isinstance(tools, list):
+        return None, None
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("name") == choice.get("name"):
+            schema = tool.get("input_schema")
+            return str(tool["name"]), schema if isinstance(schema, dict) else {"type": "object"}
+    raise BadRequest(f"tool_choice names {choice.get('name')!r}, which is not in tools")
+
+
+def instance_of(schema: dict[str, Any], seed: str = "") -> Any:
+    """A value satisfying ``schema`` (objects, strings, numbers, integers, booleans, arrays,
+    enums, const, anyOf/oneOf, $ref into $defs), the same every time for the same inputs."""
+    return _instance(schema, schema, seed, 0)
+
+
+def _instance(node: Any, root: dict[str, Any], seed: str, depth: int) -> Any:
+    if not isinstance(node, dict) or depth > 8:
+        return None
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return _instance(target, root, seed, depth + 1)
+    if "const" in node:
+        return node["const"]
+    if isinstance(node.get("enum"), list) and node["enum"]:
+        return node["enum"][0]
+    for combo in ("anyOf", "oneOf", "allOf"):
+        if isinstance(node.get(combo), list) and node[combo]:
+            choices = [
+                n for n in node[combo] if not (isinstance(n, dict) and n.get("type") == "null")
+            ]
+            return _instance((choices or node[combo])[0], root, seed, depth + 1)
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in node else "string"
+    if kind == "object":
+        props = node.get("properties") or {}
+        return {name: _instance(sub, root, name, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        count = max(1, int(node.get("minItems") or 1))
+        return [_instance(node.get("items") or {}, root, seed, depth + 1) for _ in range(count)]
+    if kind == "integer":
+        if "minimum" in node:
+            return int(node["minimum"])
+        return min(1, int(node["maximum"])) if "maximum" in node else 1
+    if kind == "number":
+        return float(node.get("minimum", 1.5))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    text = f"simulated {seed}".strip() if seed else "simulated"
+    low, high = int(node.get("minLength") or 0), node.get("maxLength")
+    text = text.ljust(low, "x")
+    return text[:high] if isinstance(high, int) else text
 
 
 OPENAI: Wire = _OpenAI()

@@ -143,12 +143,8 @@ async def test_anthropic_models_refuse_what_they_lack(client, sim, param, stream
     assert sim.request_count() == 0
 
 
+# response_format (json_object, json_schema) passes through: see test_structured.py.
 UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
-    ("response_format", {"response_format": {"type": "json_object"}}),
-    ("response_format", {"response_format": {
-        "type": "json_schema",
-        "json_schema": {"name": "x", "schema": {"type": "object"}},
-    }}),
     ("tools", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
     ("tool_choice", {"tool_choice": "auto"}),
     ("tool_choice", {"tool_choice": {"type": "function", "function": {"name": "f"}}}),
