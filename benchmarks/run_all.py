@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "startup": ([], ["--runs", "2"]),
     "routing": ([], ["--rounds", "1"]),
     "gateway": ([], ["--quick"]),
+    "batch": ([], ["--quick"]),
 }
 EMBEDDED = ([], ["--rounds", "1", "--max-tokens", "8"])
 

@@ -36,6 +36,7 @@ from .orchestration.session import get_orchestrator, use
 from .storage.runlog import RunLog, RunRecord
 
 if TYPE_CHECKING:
+    from .orchestration.batch import BatchResult
     from .orchestration.parallel import ConsensusResult, RaceResult
     from .orchestration.pipeline import Pipeline, PipelineResult, PipelineStep
     from .routing import (
@@ -57,6 +58,7 @@ from .core import __version__
 # (~90 ms); races, judges and pipelines are not needed by every session.
 _LAZY = {
     **dict.fromkeys(("ConsensusResult", "RaceResult"), "orchestration.parallel"),
+    "BatchResult": "orchestration.batch",
     **dict.fromkeys(("Pipeline", "PipelineResult", "PipelineStep"), "orchestration.pipeline"),
     **dict.fromkeys(
         (
@@ -100,6 +102,7 @@ __all__ = [
     "PRICES_AS_OF",
     "AllModelsFailedError",
     "Attempt",
+    "BatchResult",
     "BudgetExceededError",
     "Catalogue",
     "CircuitBreaker",

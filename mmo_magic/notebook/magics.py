@@ -443,7 +443,42 @@ class MMOMagics(Magics):
         head, rest = _split_prompt(self.mmo_route, line, positionals=0)
         args = _parse(self.mmo_route, head)
         prompt = cell if cell is not None else rest
-        return self.orc.route(prompt, args.route or self.route)  # shown by _route_markdown
+        return self.orc.route(prompt, args.route or self.route)
+
+    # -- %%mmo_batch --------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--data", required=True, metavar="VAR|PATH", help="a DataFrame or list, or a file")
+    @argument("--models", required=True, metavar="M1,M2")
+    @argument("--judge", default=None, metavar="J1,J2", help="judges: pairwise, both orders")
+    @argument("--grade", action="store_true", help="judges grade each answer 1-10 instead")
+    @argument("--reference", default=None, metavar="COLUMN", help="reference answers")
+    @argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
+    @argument("--concurrency", type=int, default=16)
+    @argument("--budget", type=float, default=None)
+    @argument("--rerun", choices=["failed", "all"], default=None)
+    @argument("-s", "--system", default=None)
+    @argument("--max-tokens", type=int, default=None)
+    @argument("-o", "--out", default=None, metavar="VAR")
+    @cell_magic
+    @_friendly
+    def mmo_batch(self, line: str, cell: str) -> Any:
+        """Every model on every item of --data; the cell is the prompt template ({column})."""
+        from ..orchestration.batch import load_items
+        from .batch_view import auto_progress
+
+        args = _parse(self.mmo_batch, line)
+        items = load_items(self.ip.user_ns.get(args.data, args.data))
+        if args.limit is not None:
+            items = items[: args.limit]
+        result = self.orc.batch(
+            items, _models(args.models), cell.strip(), judges=_models(args.judge) or None,
+            judge_mode="grade" if args.grade else "pairwise", reference_column=args.reference,
+            concurrency=args.concurrency, budget=args.budget, rerun=args.rerun,
+            system=args.system, max_tokens=args.max_tokens, progress=auto_progress(),
+        )  # fmt: skip
+        self._store(args.out, result)
+        return result
 
     # -- %%mmo_pipeline -----------------------------------------------------------
 
@@ -582,6 +617,9 @@ def load(shell: Any) -> None:
     shell.configurables.append(magics)
     for formatter, module, name, function in formatters(shell):
         formatter.for_type_by_name(module, name, function)
+    from .batch_view import install
+
+    install()  # batches show a live progress view here
 
 
 def unload(shell: Any) -> None:
@@ -594,3 +632,6 @@ def unload(shell: Any) -> None:
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, MMOMagics)]
     for formatter, module, name, _ in formatters(shell):
         formatter.pop(f"{module}.{name}", None)
+    from ..orchestration.batch import set_default_progress
+
+    set_default_progress(None)

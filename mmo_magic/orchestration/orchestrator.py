@@ -43,6 +43,7 @@ from .streams import AsyncCompletionStream, CompletionStream, Start
 
 if TYPE_CHECKING:
     from ..routing import RouteDecision, Router
+    from .batch import BatchResult
     from .parallel import ConsensusResult, RaceResult, Strategy
     from .pipeline import Pipeline, PipelineResult, PipelineStep
 
@@ -498,6 +499,44 @@ class Orchestrator:
             run_pipeline(pipeline, variables, self._engine.complete, on_step)
         )
 
+    # -- batches --------------------------------------------------------------
+
+    def batch(
+        self,
+        data: Any,
+        models: Sequence[str],
+        prompt: str = "{question}",
+        *,
+        judges: Sequence[str] | None = None,
+        engine: str | None = None,
+        **options: Any,
+    ) -> BatchResult:
+        """Every model on every item of ``data``, judged if asked, resumable; a BatchResult.
+
+        See ``mmo_magic.orchestration.batch.run_batch`` for the options (system,
+        judge_mode, reference_column, concurrency, limits, budget, rerun, ...).
+        """
+        from .batch import run_batch
+
+        _local_engine(engine)
+        return run_batch(self, data, models, prompt, judges=judges, **options)
+
+    async def abatch(
+        self,
+        data: Any,
+        models: Sequence[str],
+        prompt: str = "{question}",
+        *,
+        judges: Sequence[str] | None = None,
+        engine: str | None = None,
+        **options: Any,
+    ) -> BatchResult:
+        """Async twin of ``batch``."""
+        from .batch import arun_batch
+
+        _local_engine(engine)
+        return await arun_batch(self, data, models, prompt, judges=judges, **options)
+
     # -- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
@@ -518,6 +557,14 @@ class Orchestrator:
         return (
             f"<Orchestrator {models} models ({available} available), "
             f"default {self.default_model!r}>"
+        )
+
+
+def _local_engine(engine: str | None) -> None:
+    if engine not in (None, "local"):
+        raise ConfigError(
+            f"engine={engine!r} is not available yet.",
+            hint="Leave engine=None: the batch runs on this process's event loop.",
         )
 
 

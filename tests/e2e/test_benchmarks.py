@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("overhead", "parallel", "widgets", "records", "startup", "routing", "gateway")
+NAMES = ("overhead", "parallel", "widgets", "records", "startup", "routing", "gateway", "batch")
 
 
 @pytest.mark.timeout(600)

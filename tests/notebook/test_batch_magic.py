@@ -1,0 +1,59 @@
+"""%%mmo_batch through a real InteractiveShell, over the simulated provider; orc.batch's façade."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import sim_models
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import mmo_magic as mmo
+
+ITEMS = [{"question": "What is two plus two?"}, {"question": "Name a prime number."}]
+
+
+@pytest.fixture
+def ip(sim, keys):
+    with mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:") as orc:
+        for base in ("oa", "lo"):
+            orc.add_model(
+                orc.catalogue.resolve(base).replace(name=f"{base}-echo", model_id="sim-echo")
+            )
+        shell = InteractiveShell.instance()
+        mmo.use(orc)
+        shell.run_line_magic("load_ext", "mmo_magic")
+        shell.user_ns["items"] = ITEMS
+        yield shell
+        shell.run_line_magic("unload_ext", "mmo_magic")
+        mmo.use(None)
+        InteractiveShell.clear_instance()
+
+
+def test_the_cell_is_the_template_and_every_model_answers_every_item(ip, sim):
+    with capture_output() as shown:
+        ip.run_cell_magic(
+            "mmo_batch", "--data items --models oa-echo,lo-echo -o br", "Q: {question}"
+        )
+    frame = ip.user_ns["br"].to_dataframe()
+    assert len(frame) == 4 and set(frame["status"]) == {"ok"}
+    assert all(a.startswith("Q: ") for a in frame["answer"])  # the echo model saw the template
+    assert sim.request_count() == 4
+    assert "oa-echo" in shown.stderr  # the progress (on stderr, as tqdm) names each model
+    assert "Traceback" not in shown.stdout + shown.stderr
+
+
+def test_re_running_the_cell_resumes_instead_of_paying_again(ip, sim):
+    with capture_output():
+        ip.run_cell_magic("mmo_batch", "--data items --models oa-echo", "Q: {question}")
+        ip.run_cell_magic("mmo_batch", "--data items --models oa-echo -o again", "Q: {question}")
+    assert sim.request_count() == 2  # the second run read the answers from the run log
+    assert len(ip.user_ns["again"].to_dataframe()) == 2
+
+
+def test_a_bad_flag_is_one_line_and_ray_is_refused_by_the_facade(ip):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError):
+        ip.run_cell_magic("mmo_batch", "--models oa-echo", "Q: {question}")  # no --data
+    with pytest.raises(mmo.ConfigError, match="engine='ray' is not available yet"):
+        mmo.get_orchestrator().batch(ITEMS, ["oa-echo"], engine="ray")
