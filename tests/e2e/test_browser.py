@@ -268,6 +268,9 @@ _ALL_EXECUTED_JS = f"""
 
 
 @pytest.mark.timeout(400)
+# Once more on failure: in the full suite on a loaded 2-core machine this failed about one
+# run in three while passing alone every time; the race's timing is real, not simulated.
+@pytest.mark.flaky(reruns=1)
 def test_race_widget_renders_in_jupyterlab(lab: Lab) -> None:
     from playwright.sync_api import expect, sync_playwright
 
