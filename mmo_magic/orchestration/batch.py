@@ -36,7 +36,6 @@ How it runs:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import itertools
@@ -44,22 +43,29 @@ import json
 import math
 import os
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.completion import CompletionRequest, CompletionResponse, Prompt, as_messages
 from ..core.errors import (
-    AllModelsFailedError,
     BudgetExceededError,
     ConfigError,
     MMOError,
-    ProviderError,
 )
 from ..core.models import ModelConfig
 from ..core.templates import Template
+from .batch_progress import (
+    BatchProgress,
+    BatchStats,
+    ModelStats,
+    default_progress,
+    set_default_progress,
+)
+from .batch_result import BatchResult, row_from_error, row_from_record, row_from_response
+from .batch_scheduler import Job, Outcome, Scheduler, rate_limited
 from .calls import CallContext, CallOptions
 from .judges import (
     TIE,
@@ -72,13 +78,6 @@ from .judges import (
     unswap,
 )
 from .limits import Limits, ModelGate
-from .ratings import (
-    Comparison,
-    bradley_terry_intervals,
-    judge_agreement,
-    position_bias,
-    win_matrix,
-)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,98 +99,12 @@ __all__ = [
 
 Rerun = Literal["failed", "all"] | None
 JudgeMode = Literal["pairwise", "grade"]
-MAX_REQUEUES = 3
 DEFAULT_CONCURRENCY = 16
 _GRADE_RUBRIC = (
     "Grade the single candidate on a scale of 1 to 10 (MT-Bench style): 1-2 wrong, harmful "
     "or off-topic; 3-4 mostly wrong; 5-6 partly right or missing important parts; 7-8 right "
     'with minor flaws; 9-10 right, complete and clear. Put the grade in "scores" for A'
 )
-
-
-# -- progress ------------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelStats:
-    """Running counts of one model's calls (a judge's are under ``"judge <name>"``)."""
-
-    name: str
-    total: int = 0  # calls this run will make or take from the log
-    done: int = 0  # finished this run, ok or not
-    failed: int = 0
-    resumed: int = 0  # taken from the run log, not sent
-    cost: float = 0.0
-    throttled: int = 0  # 429 answers
-    started: float | None = None  # perf_counter of the first send
-    last: float | None = None  # of the last finish
-
-    @property
-    def remaining(self) -> int:
-        return max(self.total - self.done - self.resumed, 0)
-
-    @property
-    def eta_s(self) -> float | None:
-        """Seconds left at this model's pace so far; None before the first answer."""
-        if self.remaining == 0:
-            return 0.0
-        if not self.done or self.started is None or self.last is None:
-            return None
-        return (self.last - self.started) / self.done * self.remaining
-
-
-@dataclass
-class BatchStats:
-    """What a progress view shows: per model counts, the worst case, the phase."""
-
-    models: dict[str, ModelStats] = field(default_factory=dict)
-    worst_case_cost: float | None = None
-    phase: str = "answering"  # then "judging", then "done" (or "stopped")
-    started: float = field(default_factory=time.perf_counter)
-
-    def model(self, name: str) -> ModelStats:
-        stats = self.models.get(name)
-        if stats is None:
-            stats = self.models[name] = ModelStats(name)
-        return stats
-
-    @property
-    def cost(self) -> float:
-        return sum(m.cost for m in self.models.values())
-
-    @property
-    def done(self) -> int:
-        return sum(m.done + m.resumed for m in self.models.values())
-
-    @property
-    def total(self) -> int:
-        return sum(m.total for m in self.models.values())
-
-    @property
-    def failed(self) -> int:
-        return sum(m.failed for m in self.models.values())
-
-
-class BatchProgress(Protocol):
-    """A live view of a batch; these methods are called on the event loop's thread.
-
-    A view may also have ``close()``: called on the caller's thread once the
-    batch has returned or stopped (a widget replaces itself with static HTML).
-    """
-
-    def start(self, stats: BatchStats) -> None: ...
-    def update(self, stats: BatchStats) -> None: ...
-    def finish(self, stats: BatchStats) -> None: ...
-
-
-ProgressFactory = Callable[[], BatchProgress | None]
-_default_progress: ProgressFactory | None = None
-
-
-def set_default_progress(factory: ProgressFactory | None) -> None:
-    """The view ``progress=None`` uses (the notebook layer registers one); None: no view."""
-    global _default_progress
-    _default_progress = factory
 
 
 # -- loading items -------------------------------------------------------------------------------
@@ -344,111 +257,6 @@ def _worst_case(config: ModelConfig, request: CompletionRequest, max_tokens: int
     return estimate_cost(config, request, max_tokens)
 
 
-# -- the runner -----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Job:
-    """One scheduled unit of work for one model."""
-
-    model: str
-    run: Callable[[bool], Coroutine[Any, Any, _Outcome]]  # (last try) -> outcome
-    tokens: int | None = None
-
-
-@dataclass
-class _Outcome:
-    throttled: bool = False  # still rate limited after the engine's retries: queue again
-    retry_after_s: float | None = None
-
-
-class _Scheduler:
-    """Runs jobs with ``concurrency`` in flight overall and each model behind its gate.
-
-    One dispatcher per model waits on that model's gate, so a model that is
-    paused or rate limited holds no shared slot and delays no other model.
-    """
-
-    def __init__(self, concurrency: int, limits: Limits) -> None:
-        self.slots = asyncio.Semaphore(concurrency)
-        self.limits = limits
-
-    async def run(self, jobs: Iterable[_Job]) -> None:
-        queues: dict[str, deque[_Job]] = defaultdict(deque)
-        for job in jobs:
-            queues[job.model].append(job)
-        running: set[asyncio.Task[None]] = set()
-
-        async def dispatch(model: str, queue: deque[_Job]) -> None:
-            gate = self.limits.gate(model)
-            while queue:
-                job = queue.popleft()
-                await self._enter(gate, job)
-                task = asyncio.create_task(self._one(gate, job))
-                running.add(task)
-                task.add_done_callback(running.discard)
-
-        dispatchers = [asyncio.create_task(dispatch(m, q)) for m, q in queues.items()]
-        try:
-            await asyncio.gather(*dispatchers)
-            while running:
-                await asyncio.wait(set(running))
-        finally:
-            rest = [t for t in (*dispatchers, *running) if not t.done()]
-            for task in rest:
-                task.cancel()
-            if rest:
-                await asyncio.gather(*rest, return_exceptions=True)
-
-    async def _enter(self, gate: ModelGate, job: _Job) -> None:
-        await gate.acquire(job.tokens)
-        try:
-            while True:
-                await self.slots.acquire()
-                if not gate.paused:
-                    return
-                # A 429 arrived while this call waited for a slot: wait without holding it.
-                self.slots.release()
-                await gate.wait_pause()
-        except BaseException:
-            gate.release()
-            raise
-
-    def _leave(self, gate: ModelGate) -> None:
-        self.slots.release()
-        gate.release()
-
-    async def _one(self, gate: ModelGate, job: _Job) -> None:
-        inside = True
-        try:
-            for requeue in range(MAX_REQUEUES + 1):
-                outcome = await job.run(requeue == MAX_REQUEUES)
-                if not outcome.throttled or requeue == MAX_REQUEUES:
-                    if not outcome.throttled:
-                        gate.succeeded()
-                    return
-                gate.back_off(outcome.retry_after_s)
-                self._leave(gate)
-                inside = False
-                await self._enter(gate, job)
-                inside = True
-        finally:
-            if inside:
-                self._leave(gate)
-
-
-def _rate_limited(error: BaseException) -> tuple[bool, float | None]:
-    """(whether ``error`` is a 429 in the end, the Retry-After it carried)."""
-    if isinstance(error, ProviderError):
-        return error.status == 429, error.retry_after_s
-    if isinstance(error, AllModelsFailedError) and error.errors:
-        limited = [e for e in error.errors if isinstance(e, ProviderError) and e.status == 429]
-        if len(limited) == len(error.errors):
-            waits = [e.retry_after_s for e in limited if e.retry_after_s is not None]
-            return True, min(waits) if waits else None
-    return False, None
-
-
 # -- the batch ------------------------------------------------------------------------------------
 
 
@@ -534,7 +342,7 @@ class _Batch:
             if found is not None:
                 state, record = found
                 if state == "ok" or (state == "failed" and self.s.rerun is None):
-                    call.row = _row_from_record(record)
+                    call.row = row_from_record(record)
                     stats.resumed += 1
                     stats.failed += state == "failed"
                     continue
@@ -629,11 +437,11 @@ class _Batch:
         request = _request(call.item.prompt, call.item.system, max_tokens, self.s.temperature)
         return input_tokens(request, config) + max_tokens
 
-    def answer_job(self, call: _Call, options: CallOptions) -> _Job:
+    def answer_job(self, call: _Call, options: CallOptions) -> Job:
         stats = self.stats.model(call.model)
         gate = self.s.limits.gate(call.model)
 
-        async def run(last_try: bool) -> _Outcome:
+        async def run(last_try: bool) -> Outcome:
             seen: list[CompletionResponse] = []
 
             def on_finish(response: CompletionResponse) -> None:
@@ -653,17 +461,17 @@ class _Batch:
             try:
                 response = await self.engine.complete(prompt, call.model, system_options, context)  # type: ignore[arg-type]
             except MMOError as exc:
-                limited, wait = _rate_limited(exc)
-                call.row = _row_from_error(exc, seen)
+                limited, wait = rate_limited(exc)
+                call.row = row_from_error(exc, seen)
                 if limited and not last_try:
-                    return _Outcome(True, wait)
+                    return Outcome(True, wait)
                 self._finished(stats, ok=False)
-                return _Outcome()
-            call.row = _row_from_response(response, seen)
+                return Outcome()
+            call.row = row_from_response(response, seen)
             self._finished(stats, ok=True)
-            return _Outcome()
+            return Outcome()
 
-        return _Job(call.model, run, self._tokens(call, gate))
+        return Job(call.model, run, self._tokens(call, gate))
 
     def _finished(self, stats: ModelStats, *, ok: bool) -> None:
         stats.done += 1
@@ -725,8 +533,8 @@ class _Batch:
             self.judge_cost += response.cost
             self.stats.model(f"judge {response.model}").cost += response.cost
 
-    def judge_jobs(self) -> list[_Job]:
-        jobs: list[_Job] = []
+    def judge_jobs(self) -> list[Job]:
+        jobs: list[Job] = []
         rows_by_item: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
         for call in self.calls:
             if call.row is not None and call.row["status"] == "ok":
@@ -749,14 +557,14 @@ class _Batch:
     def _pair_job(
         self, item: _Item, judge: str, judge_sig: str, a: str, b: str,
         answers: dict[str, dict[str, Any]],
-    ) -> _Job:  # fmt: skip
+    ) -> Job:  # fmt: skip
         text_a, text_b = answers[a]["answer"], answers[b]["answer"]
         criteria = self._criteria(item)
         base = _digest(judge_sig, criteria, text_a, text_b, size=10)
         stats = self.stats.model(f"judge {judge}")
         names = ("A", "B")
 
-        async def run(last_try: bool) -> _Outcome:
+        async def run(last_try: bool) -> Outcome:
             if stats.started is None:
                 stats.started = time.perf_counter()
             verdicts: dict[str, Verdict | None] = {}
@@ -785,18 +593,18 @@ class _Batch:
                 "error": "; ".join(errors) or None,
             })  # fmt: skip
             self._finished(stats, ok=not errors)
-            return _Outcome()
+            return Outcome()
 
-        return _Job(judge, run)
+        return Job(judge, run)
 
     def _grade_job(
         self, item: _Item, judge: str, judge_sig: str, model: str, row: dict[str, Any]
-    ) -> _Job:
+    ) -> Job:
         criteria = self._criteria(item)
         base = _digest(judge_sig, criteria, row["answer"], size=10)
         stats = self.stats.model(f"judge {judge}")
 
-        async def run(last_try: bool) -> _Outcome:
+        async def run(last_try: bool) -> Outcome:
             if stats.started is None:
                 stats.started = time.perf_counter()
             messages = judge_messages(item.prompt, [row["answer"]], criteria=criteria)
@@ -808,9 +616,9 @@ class _Batch:
                 "score": score, "reason": verdict.reason if verdict else None, "error": error,
             })  # fmt: skip
             self._finished(stats, ok=error is None)
-            return _Outcome()
+            return Outcome()
 
-        return _Job(judge, run)
+        return Job(judge, run)
 
     # -- all of it
 
@@ -818,7 +626,7 @@ class _Batch:
         """Answer, then judge (the log, resume and budget came first: see ``_prepare``)."""
         self.progress = progress
         todo = [c for c in self.calls if c.row is None]
-        scheduler = _Scheduler(self.s.concurrency, self.s.limits)
+        scheduler = Scheduler(self.s.concurrency, self.s.limits)
         options = self._options()
         if progress is not None:
             progress.start(self.stats)
@@ -860,291 +668,6 @@ def _parse(text: str, names: Sequence[str], judge: str, need_score: bool) -> Ver
             'the reply gives no score for A in "scores"', reply=text, judge=judge, labels=names
         )
     return verdict
-
-
-_ROW_FIELDS = (
-    "answer", "answered_by", "status", "error", "input_tokens", "output_tokens", "ttft_ms",
-    "latency_ms", "cost", "attempts", "cached", "resumed", "run_id",
-)  # fmt: skip
-
-
-def _row_from_response(r: CompletionResponse, seen: list[CompletionResponse]) -> dict[str, Any]:
-    costs = [x.cost for x in seen if x.cost is not None]
-    return {
-        "answer": r.content, "answered_by": r.model, "status": r.status, "error": None,
-        "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "ttft_ms": r.ttft_ms,
-        "latency_ms": r.latency_ms, "cost": sum(costs) if costs else r.cost,
-        "attempts": len(r.attempts) or len(seen) or 1, "cached": r.cached, "resumed": False,
-        "run_id": r.run_id,
-    }  # fmt: skip
-
-
-def _row_from_error(exc: MMOError, seen: list[CompletionResponse]) -> dict[str, Any]:
-    last = seen[-1] if seen else None
-    costs = [x.cost for x in seen if x.cost is not None]
-    status = last.status if last is not None and last.status != "ok" else "error"
-    return {
-        "answer": None, "answered_by": None, "status": status, "error": str(exc),
-        "input_tokens": None, "output_tokens": None,
-        "ttft_ms": last.ttft_ms if last else None, "latency_ms": last.latency_ms if last else None,
-        "cost": sum(costs) if costs else None, "attempts": len(exc.attempts) or len(seen),
-        "cached": False, "resumed": False, "run_id": last.run_id if last else None,
-    }  # fmt: skip
-
-
-def _row_from_record(r: RunRecord) -> dict[str, Any]:
-    ok = r.status == "ok"
-    return {
-        "answer": r.response if ok else None, "answered_by": r.model if ok else None,
-        "status": r.status, "error": r.error, "input_tokens": r.input_tokens,
-        "output_tokens": r.output_tokens, "ttft_ms": r.ttft_ms, "latency_ms": r.latency_ms,
-        "cost": r.cost, "attempts": r.attempt, "cached": r.cached, "resumed": True,
-        "run_id": r.run_id,
-    }  # fmt: skip
-
-
-# -- the result -----------------------------------------------------------------------------------
-
-
-@dataclass
-class BatchResult:
-    """Every (item, model) outcome of a batch, its judgements, and their aggregates."""
-
-    items: list[dict[str, Any]]
-    models: list[str]
-    rows: list[dict[str, Any]]  # one per (item, model), item-major
-    group_id: str
-    judges: list[str] = field(default_factory=list)
-    judge_mode: str = "pairwise"
-    judgements: list[dict[str, Any]] = field(default_factory=list)  # pairwise
-    grades: list[dict[str, Any]] = field(default_factory=list)  # grade mode
-    worst_case_cost: float | None = None
-    judge_cost: float = 0.0
-    stats: BatchStats | None = None
-
-    # -- tables
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """One row per (item, model): the item's columns, then the answer and its numbers.
-
-        An item column named like a result column is prefixed with ``item_``.
-        """
-        import pandas as pd
-
-        result_columns = ("item", "key", "model", *_ROW_FIELDS)
-        item_frame = pd.DataFrame(self.items)
-        item_frame.columns = [f"item_{c}" if c in result_columns else c for c in item_frame.columns]
-        rows = pd.DataFrame(self.rows, columns=list(result_columns))
-        if len(item_frame.columns):
-            frame = pd.concat([item_frame.iloc[rows["item"]].reset_index(drop=True), rows], axis=1)
-        else:
-            frame = rows
-        types = {
-            "input_tokens": "Int64", "output_tokens": "Int64", "attempts": "Int64",
-            "ttft_ms": "Float64", "latency_ms": "Float64", "cost": "Float64",
-            "cached": "boolean", "resumed": "boolean", "answer": "string", "error": "string",
-        }  # fmt: skip
-        frame = frame.astype(types)
-        frame["model"] = pd.Categorical(frame["model"], categories=self.models)
-        frame["status"] = frame["status"].astype("category")
-        return frame
-
-    def wide(self, values: str = "answer") -> pd.DataFrame:
-        """Items × models: each cell is the model's ``values`` (default: the answer)."""
-        frame = self.to_dataframe()
-        table = frame.pivot(index="item", columns="model", values=values)
-        table.columns = list(table.columns)
-        return table
-
-    def summary(self) -> pd.DataFrame:
-        """Per model: items, ok, failed, cost, latency and time to first token."""
-        import pandas as pd
-
-        frame = self.to_dataframe()
-        out = []
-        for model in self.models:
-            rows = frame[frame["model"] == model]
-            ok = rows[rows["status"] == "ok"]
-            cost = rows["cost"].dropna()
-            out.append({
-                "model": model, "items": len(rows), "ok": len(ok),
-                "failed": int((rows["status"] != "ok").sum()),
-                "failure_rate": float((rows["status"] != "ok").mean()) if len(rows) else math.nan,
-                "resumed": int(rows["resumed"].sum()),
-                "cost": float(cost.sum()) if len(cost) else None,
-                "latency_p50_ms": _quantile(ok["latency_ms"], 0.5),
-                "latency_p95_ms": _quantile(ok["latency_ms"], 0.95),
-                "ttft_p50_ms": _quantile(ok["ttft_ms"], 0.5),
-                "output_tokens_mean": _mean(ok["output_tokens"]),
-            })  # fmt: skip
-        return pd.DataFrame(out).set_index("model")
-
-    @property
-    def cost(self) -> float:
-        """USD spent on answers and judges (unpriced calls count as nothing)."""
-        return sum(r["cost"] or 0.0 for r in self.rows if not r.get("resumed")) + self.judge_cost
-
-    # -- judging
-
-    def comparisons(self) -> list[Comparison]:
-        """Every usable pairwise verdict (both orders merged) as a Comparison."""
-        out = []
-        for j in self.judgements:
-            if j["winner"] is None:
-                continue
-            score = 0.5 if j["winner"] == TIE else 1.0 if j["winner"] == j["model_a"] else 0.0
-            out.append(Comparison(j["item"], j["model_a"], j["model_b"], score))
-        return out
-
-    def judgements_frame(self) -> pd.DataFrame:
-        import pandas as pd
-
-        if self.judge_mode == "grade":
-            return pd.DataFrame(self.grades)
-        return pd.DataFrame(self.judgements)
-
-    def win_matrix(self) -> pd.DataFrame:
-        """Rows beat columns: "wins-ties-losses" of the row model against the column model."""
-        import pandas as pd
-
-        matrix = win_matrix(self.comparisons(), self.models)
-        return pd.DataFrame(
-            {b: {a: ("" if a == b else "-".join(map(str, matrix[a][b]))) for a in self.models}
-             for b in self.models}
-        ).loc[self.models, self.models]  # fmt: skip
-
-    def bias(self) -> pd.DataFrame:
-        """Per judge: pairs judged both ways, flip rate, position-bias rate, first-position rate."""
-        import pandas as pd
-
-        stats = position_bias(self.judgements)
-        frame = pd.DataFrame.from_dict(stats, orient="index")
-        frame.index.name = "judge"
-        return frame
-
-    def agreement(self) -> pd.DataFrame:
-        """Per pair of judges: the share of comparisons on which they agree."""
-        import pandas as pd
-
-        pairs = judge_agreement(self.judgements)
-        return pd.DataFrame(
-            [{"judge": x, "other": y, "agreement": v} for (x, y), v in pairs.items()]
-        )
-
-    def leaderboard(
-        self, *, plot: bool = False, rounds: int = 500, seed: int | None = 0
-    ) -> pd.DataFrame:
-        """Models best first: rating with a 95% bootstrap interval, record, cost.
-
-        Pairwise: Bradley–Terry ratings (Elo scale), wins/ties/losses and
-        ``usd_per_point`` (the model's cost over its rating above the lowest
-        model's). Grade: the mean grade with a bootstrap interval over items.
-        ``plot=True`` also draws the ratings with their intervals (matplotlib).
-        """
-        import pandas as pd
-
-        summary = self.summary()
-        if self.judge_mode == "grade":
-            frame = self._grade_board(rounds, seed)
-        else:
-            ratings = bradley_terry_intervals(
-                self.comparisons(), self.models, rounds=rounds, seed=seed
-            )
-            matrix = win_matrix(self.comparisons(), self.models)
-            rows = []
-            for r in ratings:
-                wins = sum(matrix[r.model][b][0] for b in matrix[r.model])
-                ties = sum(matrix[r.model][b][1] for b in matrix[r.model])
-                losses = sum(matrix[r.model][b][2] for b in matrix[r.model])
-                played = wins + ties + losses
-                rows.append({
-                    "model": r.model, "rating": r.rating, "ci_low": r.low, "ci_high": r.high,
-                    "wins": wins, "ties": ties, "losses": losses,
-                    "win_rate": (wins + ties / 2) / played if played else math.nan,
-                })  # fmt: skip
-            frame = pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
-        if frame.empty:
-            frame = pd.DataFrame(index=pd.Index(self.models, name="model"))
-        frame = frame.join(summary[["ok", "failed", "cost"]])
-        if "rating" in frame:
-            low = frame["rating"].min()
-            above = frame["rating"] - low
-            frame["usd_per_point"] = [
-                c / p if c is not None and not pd.isna(c) and p > 0 else math.nan
-                for c, p in zip(frame["cost"], above, strict=True)
-            ]
-        if plot:
-            self.plot(frame)
-        return frame
-
-    def _grade_board(self, rounds: int, seed: int | None) -> pd.DataFrame:
-        import numpy as np
-        import pandas as pd
-
-        rng = np.random.default_rng(seed)
-        rows = []
-        for model in self.models:
-            by_item: dict[int, list[float]] = defaultdict(list)
-            for g in self.grades:
-                if g["model"] == model and g["score"] is not None:
-                    by_item[g["item"]].append(float(g["score"]))
-            means = np.array([sum(v) / len(v) for v in by_item.values()])
-            if len(means):
-                draws = rng.choice(means, size=(rounds, len(means)), replace=True).mean(axis=1)
-                low, high = np.quantile(draws, [0.025, 0.975])
-                rows.append({
-                    "model": model, "rating": float(means.mean()), "ci_low": float(low),
-                    "ci_high": float(high), "graded": len(means),
-                })  # fmt: skip
-            else:
-                rows.append({"model": model, "rating": math.nan, "ci_low": math.nan,
-                             "ci_high": math.nan, "graded": 0})  # fmt: skip
-        return pd.DataFrame(rows).set_index("model").sort_values("rating", ascending=False)
-
-    def plot(self, board: pd.DataFrame | None = None) -> Any:
-        """The ratings with their intervals as a horizontal error-bar chart (matplotlib Axes)."""
-        import matplotlib.pyplot as plt
-
-        board = self.leaderboard() if board is None else board
-        board = board.iloc[::-1]
-        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(board)))
-        ax.errorbar(
-            board["rating"], range(len(board)),
-            xerr=[board["rating"] - board["ci_low"], board["ci_high"] - board["rating"]],
-            fmt="o", capsize=4,
-        )  # fmt: skip
-        ax.set_yticks(range(len(board)), list(board.index))
-        ax.set_xlabel("mean grade (1-10)" if self.judge_mode == "grade" else "Bradley-Terry rating")
-        ax.set_title("Leaderboard (95% bootstrap intervals)")
-        fig.tight_layout()
-        return ax
-
-    # -- display
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __repr__(self) -> str:
-        ok = sum(r["status"] == "ok" for r in self.rows)
-        return (
-            f"<BatchResult {len(self.items)} items × {len(self.models)} models: "
-            f"{ok} ok, {len(self.rows) - ok} failed>"
-        )
-
-    def _repr_html_(self) -> str:
-        import html
-
-        return f"<p>{html.escape(repr(self))}</p>" + self.summary()._repr_html_()  # type: ignore[operator]
-
-
-def _quantile(series: Any, q: float) -> float | None:
-    values = series.dropna()
-    return float(values.quantile(q)) if len(values) else None
-
-
-def _mean(series: Any) -> float | None:
-    values = series.dropna()
-    return float(values.mean()) if len(values) else None
 
 
 # -- entry points ---------------------------------------------------------------------------------
@@ -1195,7 +718,7 @@ def _choose_progress(progress: BatchProgress | bool | None) -> BatchProgress | N
     if progress is False:
         return None
     if progress is None or progress is True:
-        return _default_progress() if _default_progress is not None else None
+        return default_progress()
     return progress
 
 

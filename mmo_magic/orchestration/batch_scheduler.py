@@ -1,0 +1,127 @@
+"""Running a batch's calls: one dispatcher per model under its limits, 429s paused per model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import (
+    AllModelsFailedError,
+    ProviderError,
+)
+from .limits import Limits, ModelGate
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["MAX_REQUEUES", "Job", "Outcome", "Scheduler", "rate_limited"]
+
+MAX_REQUEUES = 3  # times a rate-limited call goes back in its model's queue
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One scheduled unit of work for one model."""
+
+    model: str
+    run: Callable[[bool], Coroutine[Any, Any, Outcome]]  # (last try) -> outcome
+    tokens: int | None = None
+
+
+@dataclass
+class Outcome:
+    throttled: bool = False  # still rate limited after the engine's retries: queue again
+    retry_after_s: float | None = None
+
+
+class Scheduler:
+    """Runs jobs with ``concurrency`` in flight overall and each model behind its gate.
+
+    One dispatcher per model waits on that model's gate, so a model that is
+    paused or rate limited holds no shared slot and delays no other model.
+    """
+
+    def __init__(self, concurrency: int, limits: Limits) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
+        self.limits = limits
+
+    async def run(self, jobs: Iterable[Job]) -> None:
+        queues: dict[str, deque[Job]] = defaultdict(deque)
+        for job in jobs:
+            queues[job.model].append(job)
+        running: set[asyncio.Task[None]] = set()
+
+        async def dispatch(model: str, queue: deque[Job]) -> None:
+            gate = self.limits.gate(model)
+            while queue:
+                job = queue.popleft()
+                await self._enter(gate, job)
+                task = asyncio.create_task(self._one(gate, job))
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+        dispatchers = [asyncio.create_task(dispatch(m, q)) for m, q in queues.items()]
+        try:
+            await asyncio.gather(*dispatchers)
+            while running:
+                await asyncio.wait(set(running))
+        finally:
+            rest = [t for t in (*dispatchers, *running) if not t.done()]
+            for task in rest:
+                task.cancel()
+            if rest:
+                await asyncio.gather(*rest, return_exceptions=True)
+
+    async def _enter(self, gate: ModelGate, job: Job) -> None:
+        await gate.acquire(job.tokens)
+        try:
+            while True:
+                await self.slots.acquire()
+                if not gate.paused:
+                    return
+                # A 429 arrived while this call waited for a slot: wait without holding it.
+                self.slots.release()
+                await gate.wait_pause()
+        except BaseException:
+            gate.release()
+            raise
+
+    def _leave(self, gate: ModelGate) -> None:
+        self.slots.release()
+        gate.release()
+
+    async def _one(self, gate: ModelGate, job: Job) -> None:
+        inside = True
+        try:
+            for requeue in range(MAX_REQUEUES + 1):
+                outcome = await job.run(requeue == MAX_REQUEUES)
+                if not outcome.throttled or requeue == MAX_REQUEUES:
+                    if not outcome.throttled:
+                        gate.succeeded()
+                    return
+                gate.back_off(outcome.retry_after_s)
+                self._leave(gate)
+                inside = False
+                await self._enter(gate, job)
+                inside = True
+        finally:
+            if inside:
+                self._leave(gate)
+
+
+def rate_limited(error: BaseException) -> tuple[bool, float | None]:
+    """(whether ``error`` is a 429 in the end, the Retry-After it carried)."""
+    if isinstance(error, ProviderError):
+        return error.status == 429, error.retry_after_s
+    if isinstance(error, AllModelsFailedError) and error.errors:
+        limited = [e for e in error.errors if isinstance(e, ProviderError) and e.status == 429]
+        if len(limited) == len(error.errors):
+            waits = [e.retry_after_s for e in limited if e.retry_after_s is not None]
+            return True, min(waits) if waits else None
+    return False, None
