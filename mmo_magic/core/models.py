@@ -44,6 +44,9 @@ class ModelConfig:
     stall_timeout_s: float | None = None
     max_retries: int = 2
     max_concurrency: int | None = None  # calls in flight to this model; None: only the provider's
+    # What a batch sends this model at most (a provider's rate limits): see orchestration.limits.
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
     fallbacks: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     tier: int | None = None
@@ -117,6 +120,8 @@ _NUMBERS: dict[str, tuple[type, float, bool, bool]] = {
     "stall_timeout_s": (float, 0, False, True),
     "max_retries": (int, 0, True, False),
     "max_concurrency": (int, 1, True, True),
+    "requests_per_minute": (float, 0, False, True),
+    "tokens_per_minute": (float, 0, False, True),
     "tier": (int, 0, True, True),
 }
 

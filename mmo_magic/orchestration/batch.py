@@ -291,6 +291,7 @@ class _Batch:
         self.s = s
         self.configs = {m: self.engine.catalogue.resolve(m) for m in s.models}
         self.judge_configs = {j: self.engine.catalogue.resolve(j) for j in s.judges}
+        s.limits.configure({**self.judge_configs, **self.configs})
         self.items = _plan_items(raw, s.prompt, s.system, s.key, s.reference_column)
         self.group_id = "batch-" + _digest(
             s.prompt, s.system, s.temperature, s.max_tokens,

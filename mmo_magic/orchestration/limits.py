@@ -178,6 +178,7 @@ class Limits:
     ) -> None:
         self.limits = {name: RateLimit.of(v) for name, v in (limits or {}).items()}
         self.default = RateLimit.of(default) if default is not None else None
+        self.configured: dict[str, RateLimit] = {}  # from the models' own settings (mmo.toml)
         self._gates: dict[str, ModelGate] = {}
 
     @classmethod
@@ -186,10 +187,20 @@ class Limits:
             return value
         return cls(value)
 
+    def configure(self, configs: Mapping[str, Any]) -> None:
+        """Limits the models set themselves (``requests_per_minute``, ``tokens_per_minute``
+        on a ModelConfig or in mmo.toml), for models the call names no limit for."""
+        for name, config in configs.items():
+            rpm = getattr(config, "requests_per_minute", None)
+            tpm = getattr(config, "tokens_per_minute", None)
+            if rpm is not None or tpm is not None:
+                self.configured[name] = RateLimit(rpm, tpm)
+
     def gate(self, model: str) -> ModelGate:
         """The gate of ``model``, made on first use (one with no limits still backs off on 429)."""
         gate = self._gates.get(model)
         if gate is None:
-            limit = self.limits.get(model, self.default) or RateLimit()
+            limit = self.limits.get(model) or self.configured.get(model, self.default)
+            limit = limit or RateLimit()
             gate = self._gates[model] = ModelGate(limit)
         return gate

@@ -220,3 +220,14 @@ def test_breaker_settings_come_from_mmo_toml(tmp_path):
     with pytest.raises(mmo.ConfigError, match="unknown setting 'cooldown'") as caught:
         load_settings([tmp_path / "mmo.toml"])
     assert "cooldown_s" in (caught.value.hint or "")
+
+
+def test_rate_limits_of_a_model_come_from_mmo_toml(tmp_path):
+    (tmp_path / "mmo.toml").write_text(
+        "[models.gpt-4o]\nrequests_per_minute = 500\ntokens_per_minute = 30000\n"
+    )
+    with mmo.Orchestrator.from_config(tmp_path / "mmo.toml", runlog=":memory:") as orc:
+        model = orc.catalogue.resolve("gpt-4o")
+    assert (model.requests_per_minute, model.tokens_per_minute) == (500, 30000)
+    with pytest.raises(mmo.ConfigError, match="requests_per_minute must be > 0"):
+        mmo.ModelConfig("openai", "x", requests_per_minute=0)

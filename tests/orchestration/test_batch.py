@@ -212,6 +212,14 @@ def test_requests_per_minute_is_honoured(orc, sim):
     assert max(others) - starts[0] < 1.0  # the unlimited model did not wait for it
 
 
+def test_a_models_own_requests_per_minute_applies_when_the_call_names_none(orc, sim):
+    limited = with_model_id(orc, "oa", "sim-fast?tokens=2", requests_per_minute=120)
+    warm(orc, sim, "oa")
+    result = run_batch(orc, [{"question": f"q{i}"} for i in range(5)], [limited])
+    starts = sorted(r.started_at.timestamp() for r in batch_records(orc, result))
+    assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(2.0, rel=0.05)
+
+
 def test_max_concurrency_per_model(orc, sim):
     slow = with_model_id(orc, "oa", "sim-fast?latency_ms=50")
     started = time.perf_counter()
