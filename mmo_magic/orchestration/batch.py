@@ -76,8 +76,10 @@ from .judges import (
     parse_verdict,
     repair_messages,
     unswap,
+    verdict_schema,
 )
 from .limits import Limits, ModelGate
+from .parallel import judge_reply
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -516,16 +518,20 @@ class _Batch:
                     continue
                 return verdict, None
         options: CallOptions = {"temperature": 0, "cache": self.s.cache}
-        context = CallContext("judge", self.group_id, step=step, on_finish=self._judge_cost)
+        if not need_score:  # a pairwise verdict under a schema where the judge has one
+            options["response_format"] = verdict_schema(names)
+        context = CallContext(
+            "judge", self.group_id, step=step, on_finish=self._judge_cost, repairs_output=True
+        )
         try:
-            reply = await self.engine.complete(messages, judge, options, context)
+            text = await judge_reply(self.engine.complete, messages, judge, options, context)
             try:
-                return _parse(reply.content, names, judge, need_score), None
+                return _parse(text, names, judge, need_score), None
             except VerdictError as error:
-                fixed = repair_messages(messages, reply.content, error)
+                fixed = repair_messages(messages, text, error)
                 context = dataclasses.replace(context, step=f"{step} (repair)")
-                reply = await self.engine.complete(fixed, judge, options, context)
-                return _parse(reply.content, names, judge, need_score), None
+                text = await judge_reply(self.engine.complete, fixed, judge, options, context)
+                return _parse(text, names, judge, need_score), None
         except MMOError as exc:
             return None, str(exc)
 
