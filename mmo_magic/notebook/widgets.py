@@ -140,6 +140,15 @@ class _Panel:
         with self.lock:
             if self.final:
                 return
+            before = self.view.response
+            if (
+                before is not None
+                and before.status in ("error", "timeout")
+                and (before.status, before.error) != (response.status, response.error)
+            ):
+                # A retry that ended (here: cancelled by the race's end) before it sent any
+                # text: keep the failed try it replaced in sight.
+                self.view.failed_tries.append(r.attempt_line(before))
             self.view.response = response
             self.view.status = r.panel_status(response)
             self.view.attempt = max(self.view.attempt, 1)

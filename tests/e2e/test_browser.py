@@ -468,7 +468,7 @@ def _check_race(page: Page) -> Locator:
         expect(panel.locator(".mmo-badge")).to_have_text(re.compile("|".join(FINAL_BADGES)))
     winner = panels.filter(has_text="🏆")
     expect(winner).to_have_count(1)
-    expect(winner).to_have_attribute("data-model", "quick")  # 300 ms; the others are slower
+    expect(winner).to_have_attribute("data-model", "quick")  # 500 ms, fast; the others slower
     expect(winner.locator("pre")).to_have_text(re.compile(r"\S"))
     expect(winner.locator(".mmo-badge")).to_have_text("done")
     flaky = cell.locator('.mmo-panel[data-model="flaky"]')
