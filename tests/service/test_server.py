@@ -55,6 +55,34 @@ def eventually(probe: Callable[[], T], what: str, within_s: float = 10) -> T:
 
 
 @contextlib.contextmanager
+def mmo_serve(config: Path, runlog: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    script = Path(sys.executable).with_name("mmo-serve")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.service"]
+    port = free_port()
+    env = {**os.environ, "MMO_CACHE": "off"}
+    env.pop("MMO_SERVER_KEYS", None)
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--config", str(config), "--runlog", str(runlog)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert process.poll() is None, process.communicate()[1]
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{url}/health").json()["status"] == "ok"
+        return False
+
+    try:
+        eventually(healthy, "mmo-serve answering /health", within_s=60)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+@contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
     """``app`` on uvicorn in a thread, on a free loopback port; yields its base URL."""
     sock = socket.socket()
@@ -647,38 +675,18 @@ def test_mmo_serve_answers_and_finishes_in_flight_requests_on_shutdown(sim_serve
         model_id = "sim-fast?ttft_ms=100&tps=20&tokens=8"
         base_url = "{sim_server.openai_base_url}"
     """))  # fmt: skip
-    script = Path(sys.executable).with_name("mmo-serve")  # the console script, when installed
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.service"]
-    port, runlog = free_port(), tmp_path / "runs.sqlite3"
-    env = {**os.environ, "MMO_CACHE": "off"}
-    env.pop("MMO_SERVER_KEYS", None)
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--config", str(config), "--runlog", str(runlog)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, process.communicate()[1]
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"{url}/health").json()["status"] == "ok"
-        return False
-
-    try:
-        eventually(healthy, "mmo-serve answering /health", within_s=60)
-        with (
-            httpx.Client(base_url=url, timeout=30) as http,
-            http.stream("POST", "/v1/chat/completions", json=chat("slow", stream=True)) as response,
-        ):
-            lines = response.iter_lines()
-            assert '"role":"assistant"' in next(lines)  # the answer is under way
-            process.send_signal(stop)
-            rest = sse_data(list(lines))
+    runlog = tmp_path / "runs.sqlite3"
+    with (
+        mmo_serve(config, runlog) as (process, url),
+        httpx.Client(base_url=url, timeout=30) as http,
+        http.stream("POST", "/v1/chat/completions", json=chat("slow", stream=True)) as response,
+    ):
+        lines = response.iter_lines()
+        assert '"role":"assistant"' in next(lines)  # the answer is under way
+        process.send_signal(stop)
+        rest = sse_data(list(lines))
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        _, stderr = process.communicate()
+        stderr = process.stderr.read() if process.stderr else ""
     assert rest[-1] == "[DONE]"  # the in-flight stream was finished, not cut
     words = "".join(json.loads(d)["choices"][0]["delta"].get("content", "") for d in rest[:-1])
     assert len(words.split()) == 8

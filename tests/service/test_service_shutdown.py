@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from test_server import chat, eventually, free_port
+from test_server import chat, eventually, mmo_serve
 
 import mmo_magic as mmo
 
@@ -102,34 +97,6 @@ def _request(url: str, what: str, body: dict[str, Any], outcome: Outcome) -> Out
         outcome.ended_at = time.monotonic()
         outcome.started.set()  # never leave the test waiting
     return outcome
-
-
-@contextlib.contextmanager
-def mmo_serve(config: Path, runlog: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    script = Path(sys.executable).with_name("mmo-serve")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.service"]
-    port = free_port()
-    env = {**os.environ, "MMO_CACHE": "off"}
-    env.pop("MMO_SERVER_KEYS", None)
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--config", str(config), "--runlog", str(runlog)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, process.communicate()[1]
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"{url}/health").json()["status"] == "ok"
-        return False
-
-    try:
-        eventually(healthy, "mmo-serve answering /health", within_s=60)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def test_sigterm_finishes_what_it_can_and_tells_every_other_client(sim_server, tmp_path):
