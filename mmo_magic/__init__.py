@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.catalogue import PRICES_AS_OF
-from .core.completion import Attempt, CompletionRequest, CompletionResponse, Message
+from .core.completion import Attempt, CompletionRequest, CompletionResponse, Message, ToolCall
 from .core.errors import (
     AllModelsFailedError,
     BudgetExceededError,
@@ -30,6 +30,7 @@ from .core.errors import (
     UnknownModelError,
 )
 from .core.models import Catalogue, ModelConfig
+from .core.structured import Tool
 from .orchestration.orchestrator import CompletionStream, Orchestrator
 from .orchestration.reliability import CircuitBreaker, RetryPolicy
 from .orchestration.session import get_orchestrator, use
@@ -136,6 +137,8 @@ __all__ = [
     "StreamError",
     "TaskRouter",
     "TemplateError",
+    "Tool",
+    "ToolCall",
     "UnknownModelError",
     "__version__",
     "evaluate_router",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from .errors import InvalidRequestError
 from .pricing import format_usd
-from .structured import ResponseFormat
+from .structured import ResponseFormat, Tool, ToolChoice
 
 __all__ = [
     "Attempt",
@@ -17,21 +19,72 @@ __all__ = [
     "Prompt",
     "Status",
     "StreamEnd",
+    "ToolCall",
+    "ToolCallDelta",
     "as_messages",
 ]
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 Status = Literal["ok", "error", "cancelled", "timeout"]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for: the tool's ``name`` and its ``arguments`` as raw JSON text.
+
+    ``id`` pairs the call with its result: answer it with ``call.result(text)``.
+    """
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    @property
+    def args(self) -> Any:
+        """The arguments decoded (a dict for every call a model made through mmo_magic)."""
+        return json.loads(self.arguments or "{}")
+
+    def result(self, content: str) -> Message:
+        """The ``tool`` message that answers this call with ``content``."""
+        return Message("tool", content, tool_call_id=self.id)
+
+    def openai(self) -> dict[str, Any]:
+        """This call in OpenAI's ``tool_calls`` form."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as it streams: the call at ``index`` gets these fields added.
+
+    ``id`` and ``name`` come once, with the call's first piece; ``arguments`` is
+    the next piece of its JSON text.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """One chat message. An assistant message may carry the ``tool_calls`` it made (its
+    ``content`` then often ""); a ``tool`` message is one call's result (``tool_call_id``)."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
-# What users pass as a prompt: a string, or chat messages (Message or {"role", "content"} dicts).
-Prompt = str | Sequence[Message | dict[str, str]]
+# What users pass as a prompt: a string, or chat messages (Message or dicts in OpenAI's form:
+# {"role", "content"}, plus "tool_calls" on assistant messages and "tool_call_id" on tool ones).
+Prompt = str | Sequence[Message | Mapping[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +110,11 @@ class CompletionRequest:
     user: str | None = None
     # The JSON schema the answer must follow (structured output); None for free text.
     response_format: ResponseFormat | None = None
+    # Tool calling: the tools the model may call, and whether or which it must (None: the
+    # provider's default, "auto"). ``parallel_tool_calls`` False: at most one call.
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     # The sampling options beside temperature and max_tokens, in OpenAI's spelling. Each
     # provider client sends those it has (mapped to its own names) and refuses the others.
@@ -76,6 +134,11 @@ class CompletionRequest:
         if "logit_bias" in out:
             out["logit_bias"] = dict(out["logit_bias"])
         return out
+
+    @property
+    def uses_tools(self) -> bool:
+        """Tools are offered, or the conversation holds tool calls or their results."""
+        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
 
     @property
     def system(self) -> str | None:
@@ -147,6 +210,8 @@ class CompletionResponse:
     # Structured output: the answer validated (a pydantic instance when a class was given,
     # else the decoded JSON); None for free text and for failures.
     parsed: Any = None
+    # The tools the model called (finish_reason "tool_calls"); empty when it answered in text.
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -157,6 +222,11 @@ class CompletionResponse:
         if self.input_tokens is None or self.output_tokens is None:
             return None
         return self.input_tokens + self.output_tokens
+
+    @property
+    def message(self) -> Message:
+        """The answer as the assistant message to add to the conversation (tool calls kept)."""
+        return Message("assistant", self.content, tool_calls=tuple(self.tool_calls))
 
     def footer(self) -> str:
         """One line: model, tokens, time to first token, latency, cost."""
@@ -171,6 +241,8 @@ class CompletionResponse:
         if self.latency_ms is not None:
             parts.append(f"{self.latency_ms:.0f} ms")
         parts.append(format_usd(self.cost))
+        if self.tool_calls:
+            parts.append("called " + ", ".join(c.name for c in self.tool_calls))
         if self.cached:
             parts.append("cached")
         if self.route_reason:
@@ -193,16 +265,54 @@ class CompletionResponse:
 
 
 def as_messages(prompt: Prompt, system: str | None = None) -> tuple[Message, ...]:
-    """Normalise a prompt string or a list of chat messages into Messages."""
+    """Normalise a prompt string or a list of chat messages into Messages.
+
+    Dicts are read in OpenAI's form (``content`` may be None beside ``tool_calls``);
+    InvalidRequestError names a tool call or tool message that is malformed.
+    """
     out: list[Message] = []
     if system:
         out.append(Message("system", system))
     if isinstance(prompt, str):
         out.append(Message("user", prompt))
         return tuple(out)
-    for m in prompt:
-        if isinstance(m, Message):
-            out.append(m)
-        else:
-            out.append(Message(m["role"], m["content"]))  # type: ignore[arg-type]
+    for i, m in enumerate(prompt):
+        out.append(m if isinstance(m, Message) else _message(i, m))
     return tuple(out)
+
+
+def _message(index: int, m: Mapping[str, Any]) -> Message:
+    role = m["role"]
+    calls = tuple(_tool_call(index, c) for c in m.get("tool_calls") or ())
+    tool_call_id = m.get("tool_call_id")
+    if role == "tool" and (not isinstance(tool_call_id, str) or not tool_call_id):
+        raise InvalidRequestError(
+            f"Message {index} (tool) needs the tool_call_id of the call it answers.",
+            hint='For example {"role": "tool", "tool_call_id": call.id, "content": "..."}.',
+        )
+    if calls and role != "assistant":
+        raise InvalidRequestError(f"Message {index} ({role}) has tool_calls; only assistant "
+                                  "messages make tool calls.")  # fmt: skip
+    content = m.get("content")
+    return Message(role, "" if content is None else content, calls, tool_call_id)
+
+
+def _tool_call(index: int, call: object) -> ToolCall:
+    """A tool call given as a ToolCall or in OpenAI's form ``{id, type, function: {name,
+    arguments}}``."""
+    if isinstance(call, ToolCall):
+        return call
+    function = call.get("function") if isinstance(call, Mapping) else None
+    if (
+        not isinstance(call, Mapping)
+        or not isinstance(call.get("id"), str)
+        or not isinstance(function, Mapping)
+        or not isinstance(function.get("name"), str)
+        or not isinstance(function.get("arguments", ""), str)
+    ):
+        raise InvalidRequestError(
+            f"Message {index} has a malformed tool call {call!r:.80}.",
+            hint='Tool calls look like {"id": "call_1", "type": "function", '
+            '"function": {"name": "f", "arguments": "{}"}}.',
+        )
+    return ToolCall(call["id"], function["name"], function.get("arguments") or "{}")

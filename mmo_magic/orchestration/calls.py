@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypedDict
 
 from ..core.completion import CompletionResponse, Prompt
 from ..core.errors import InvalidRequestError
-from ..core.structured import response_format
+from ..core.structured import Tool, invalid_parameter, response_format, tool_choice, tools
 from .budget import check_usd
 
 __all__ = [
@@ -58,6 +58,15 @@ class CallOptions(TypedDict, total=False):
     ``response_format``: structured output, a JSON schema (a dict) or a pydantic
     model class; the response's ``parsed`` holds the validated answer (an instance
     of the class, else the decoded JSON). Every provider has it, in its own form.
+
+    Tool calling: ``tools``, a list of OpenAI-style function definitions
+    (``{"type": "function", "function": {name, description, parameters}}``), pydantic
+    model classes or plain functions with type hints; ``tool_choice``: "auto" (the
+    default), "none", "required", or a tool's name (OpenAI's dict form too);
+    ``parallel_tool_calls``: False for at most one call per answer. The response's
+    ``tool_calls`` holds the calls the model made (``finish_reason`` "tool_calls");
+    send their results back as ``call.result(text)`` messages after ``response.message``.
+    A model whose provider has no tool calling refuses them (InvalidRequestError).
     """
 
     system: str | None
@@ -75,6 +84,9 @@ class CallOptions(TypedDict, total=False):
     logit_bias: Mapping[int, float] | Mapping[str, float] | None
     user: str | None
     response_format: Mapping[str, Any] | type | None
+    tools: Sequence[Mapping[str, Any] | type | Callable[..., Any] | Tool] | None
+    tool_choice: str | Mapping[str, Any] | None
+    parallel_tool_calls: bool | None
 
 
 _OPTION_NAMES: frozenset[str] = CallOptions.__optional_keys__
@@ -84,6 +96,8 @@ _OTHER_SPELLINGS = {
     "max_completion_tokens": "max_tokens",  # OpenAI's newer name
     "max_output_tokens": "max_tokens",  # OpenAI Responses, Gemini
     "random_seed": "seed",  # Mistral
+    "functions": "tools",  # OpenAI's legacy name
+    "function_call": "tool_choice",
 }
 
 
@@ -114,7 +128,8 @@ def checked_values(options: CallOptions) -> CallOptions:
         or not isinstance(temperature, int | float)
         or not 0 <= temperature <= 2  # False for NaN too
     ):
-        raise InvalidRequestError(
+        raise invalid_parameter(
+            "temperature",
             f"temperature must be a number from 0 to 2, got {temperature!r}.",
             hint="Or leave it out for the model's default.",
         )
@@ -122,14 +137,15 @@ def checked_values(options: CallOptions) -> CallOptions:
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
-        raise InvalidRequestError(
+        raise invalid_parameter(
+            "max_tokens",
             f"max_tokens must be a whole number >= 1, got {max_tokens!r}.",
             hint="Or leave it out for the model's default.",
         )
     if (fallbacks := options.get("fallbacks")) is not None:
         out["fallbacks"] = model_names(fallbacks, "fallbacks", allow_empty=True)
     check_usd(options.get("budget"))
-    for flag in ("allow_unpriced", "cache"):
+    for flag in ("allow_unpriced", "cache", "parallel_tool_calls"):
         value = options.get(flag)
         if value is not None and not isinstance(value, bool):
             raise InvalidRequestError(f"{flag} must be True or False, got {value!r}.")
@@ -137,7 +153,7 @@ def checked_values(options: CallOptions) -> CallOptions:
         out["stop"] = _stop(options["stop"])
     seed = options.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InvalidRequestError(f"seed must be a whole number, got {seed!r}.")
+        raise invalid_parameter("seed", f"seed must be a whole number, got {seed!r}.")
     _number(options, "top_p", 0, 1)
     _number(options, "frequency_penalty", -2, 2)
     _number(options, "presence_penalty", -2, 2)
@@ -145,9 +161,13 @@ def checked_values(options: CallOptions) -> CallOptions:
         out["logit_bias"] = _logit_bias(bias)
     user = options.get("user")
     if user is not None and not isinstance(user, str):
-        raise InvalidRequestError(f"user must be a string, got {type(user).__name__}.")
+        raise invalid_parameter("user", f"user must be a string, got {type(user).__name__}.")
     if options.get("response_format") is not None:
         out["response_format"] = response_format(options["response_format"])  # type: ignore[typeddict-item]
+    offered = tools(options["tools"]) if options.get("tools") is not None else ()
+    out["tools"] = offered or None
+    if options.get("tool_choice") is not None:
+        out["tool_choice"] = tool_choice(options["tool_choice"], offered)  # type: ignore[typeddict-item]
     return out
 
 
@@ -158,7 +178,8 @@ def _number(options: Mapping[str, object], name: str, low: float, high: float) -
         or not isinstance(value, int | float)
         or not low <= value <= high  # False for NaN too
     ):
-        raise InvalidRequestError(
+        raise invalid_parameter(
+            name,
             f"{name} must be a number from {low} to {high}, got {value!r}.",
             hint="Or leave it out for the model's default.",
         )
@@ -170,19 +191,21 @@ def _stop(value: object) -> tuple[str, ...] | None:
     if sequences is None:
         return None
     if not isinstance(sequences, Sequence) or not all(isinstance(s, str) for s in sequences):
-        raise InvalidRequestError(
+        raise invalid_parameter(
+            "stop",
             f"stop must be a string or a list of strings, got {value!r:.60}.",
             hint='For example stop=["\\n\\n", "END"].',
         )
     if any(not s for s in sequences):
-        raise InvalidRequestError("stop must not contain an empty string.")
+        raise invalid_parameter("stop", "stop must not contain an empty string.")
     return tuple(sequences) or None
 
 
 def _logit_bias(value: object) -> dict[str, float]:
     """``logit_bias`` with token ids as strings of digits (OpenAI's wire form)."""
     if not isinstance(value, Mapping):
-        raise InvalidRequestError(
+        raise invalid_parameter(
+            "logit_bias",
             f"logit_bias must map token ids to numbers, got {type(value).__name__}.",
             hint="For example logit_bias={50256: -100}.",
         )
@@ -192,17 +215,19 @@ def _logit_bias(value: object) -> dict[str, float]:
             (isinstance(token, int) and token >= 0)
             or (isinstance(token, str) and token.isascii() and token.isdigit())
         ):
-            raise InvalidRequestError(
-                f"logit_bias keys must be token ids (whole numbers >= 0), got {token!r:.40}."
+            raise invalid_parameter(
+                "logit_bias",
+                f"logit_bias keys must be token ids (whole numbers >= 0), got {token!r:.40}.",
             )
         if (
             isinstance(bias, bool)
             or not isinstance(bias, int | float)
             or not -100 <= bias <= 100  # False for NaN too
         ):
-            raise InvalidRequestError(
+            raise invalid_parameter(
+                "logit_bias",
                 f"logit_bias values must be numbers from -100 to 100, got {bias!r:.40} "
-                f"for token {token!r:.40}."
+                f"for token {token!r:.40}.",
             )
         out[str(int(token))] = bias
     return out

@@ -16,8 +16,10 @@ import contextvars
 import dataclasses
 import functools
 import hashlib
+import json
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +32,8 @@ from ..core.completion import (
     Message,
     Prompt,
     StreamEnd,
+    ToolCall,
+    ToolCallDelta,
     as_messages,
 )
 from ..core.errors import (
@@ -43,7 +47,13 @@ from ..core.errors import (
 from ..core.ids import new_id
 from ..core.loop import BackgroundLoop, background_loop
 from ..core.models import Catalogue, ModelConfig
-from ..core.structured import ResponseFormat, StructuredOutputError, parse
+from ..core.structured import (
+    ResponseFormat,
+    StructuredOutputError,
+    Tool,
+    ToolChoice,
+    parse,
+)
 from ..core.text import storable
 from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
@@ -58,11 +68,11 @@ if TYPE_CHECKING:
 __all__ = ["AUTO", "SESSION_ID", "CallEngine", "build_request", "current_cell", "recorded_as"]
 
 SESSION_ID = new_id()[:12]
-AUTO = "auto"
-# Calls in flight to one provider. High: the providers' rate limits are the real bound,
-# and a low cap queues work behind it (8 made 40 calls of 3 s take 15 s through the
-# service). Per provider and per model in mmo.toml ([concurrency], max_concurrency).
-DEFAULT_CONCURRENCY_PER_PROVIDER = 256  # the model name that asks a router to choose
+AUTO = "auto"  # the model name that asks a router to choose
+# Calls in flight to one provider at one host. High: the providers' rate limits are the
+# real bound, and a low cap queues work behind it (8 made 40 calls of 3 s take 15 s through
+# the service). Per provider and per model in mmo.toml ([concurrency], max_concurrency).
+DEFAULT_CONCURRENCY_PER_PROVIDER = 256
 
 # The ``step`` of the run records of calls that set none (see ``recorded_as``).
 _step: contextvars.ContextVar[str | None] = contextvars.ContextVar("mmo_step", default=None)
@@ -116,6 +126,9 @@ class _Progress:
     ttft_ms: float | None = None
     end: StreamEnd | None = None
     parsed: Any = None  # structured output: the validated answer
+    # Tool calls as they stream: index -> [id, name, argument pieces].
+    calls: dict[int, list[Any]] = field(default_factory=dict)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # assembled at the end
 
     @property
     def elapsed_ms(self) -> float:
@@ -133,6 +146,9 @@ class _Call:
     max_tokens: int | None
     sampling: dict[str, Any]  # CompletionRequest.SAMPLING options that are set
     response_format: ResponseFormat | None
+    tools: tuple[Tool, ...]
+    tool_choice: ToolChoice | None
+    parallel_tool_calls: bool | None
     budget: float | None
     allow_unpriced: bool
     use_cache: bool
@@ -243,8 +259,9 @@ class CallEngine:
             if (value := options.get(name)) is not None
         }
         # The cache key knows the messages, max_tokens and temperature only: an answer
-        # cut by ``stop`` or drawn with a ``seed`` must not stand in for another's.
-        use_cache = use_cache and not sampling
+        # cut by ``stop`` or drawn with a ``seed`` must not stand in for another's, nor a
+        # text answer for a tool call (tool calls are never cached).
+        use_cache = use_cache and not sampling and not options.get("tools")
         return _Call(
             requested=model or (AUTO if route is not None else self.default_model()),
             route=route,
@@ -253,6 +270,9 @@ class CallEngine:
             max_tokens=options.get("max_tokens"),
             sampling=sampling,
             response_format=options.get("response_format"),  # type: ignore[arg-type]
+            tools=tuple(options.get("tools") or ()),  # type: ignore[arg-type]
+            tool_choice=options.get("tool_choice"),  # type: ignore[arg-type]
+            parallel_tool_calls=options.get("parallel_tool_calls"),
             budget=options.get("budget"),
             allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
             use_cache=use_cache and self.cache is not None,
@@ -306,7 +326,8 @@ class CallEngine:
         try:
             request = build_request(
                 prompt, call.system, call.temperature, call.max_tokens, sampling=call.sampling,
-                response_format=call.response_format,
+                response_format=call.response_format, tools=call.tools,
+                tool_choice=call.tool_choice, parallel_tool_calls=call.parallel_tool_calls,
             )  # fmt: skip
             base.prompt, base.system = request.prompt_text, request.system
             if call.requested == AUTO:
@@ -398,7 +419,9 @@ class CallEngine:
         """One attempt at one model: from the cache, or within the budget, recorded either way."""
         max_tokens = call.max_tokens or config.max_tokens
         temperature = call.temperature if call.temperature is not None else config.temperature
-        key = cache_key(config, request, max_tokens, temperature) if call.use_cache else None
+        # A conversation with tool calls in it: its cache key would miss the calls' ids.
+        cacheable = call.use_cache and not request.uses_tools
+        key = cache_key(config, request, max_tokens, temperature) if cacheable else None
         if key is not None and request.response_format is not None:
             # The same prompt under another schema is another question.
             key = hashlib.sha256(f"{key}:{request.response_format.key}".encode()).hexdigest()
@@ -465,7 +488,8 @@ class CallEngine:
                 record.started_at = datetime.now(UTC)
                 progress.started = time.perf_counter()
                 await _consume(client, request, progress, call.on_text)
-            if request.response_format is not None:
+            _assemble_tool_calls(progress, config)
+            if request.response_format is not None and not progress.tool_calls:
                 # Invalid JSON fails the attempt (a StreamError: retried, failed over);
                 # the raw text stays in the run record.
                 progress.parsed = parse(
@@ -484,6 +508,9 @@ class CallEngine:
         """A slot of the model's own limit (``max_concurrency``), then one of its provider's.
 
         In that order, so a call waiting for its model holds none of the provider's slots.
+        A provider's slots are per host: OpenAI-compatible services (Groq, OpenRouter,
+        DeepSeek...) all have provider "openai" but each has its own limit, of the size
+        configured for the provider (``provider_concurrency``, ``[concurrency]``).
         """
         async with contextlib.AsyncExitStack() as held:
             if config.max_concurrency is not None:
@@ -493,7 +520,7 @@ class CallEngine:
             limit = self.provider_concurrency.get(
                 config.provider, self.max_concurrency_per_provider
             )
-            await held.enter_async_context(self._slot(f"provider:{config.provider}", limit))
+            await held.enter_async_context(self._slot(_provider_slot(config), limit))
             yield
 
     def _slot(self, key: str, limit: int) -> asyncio.Semaphore:
@@ -532,6 +559,11 @@ class CallEngine:
         record.input_tokens, record.output_tokens = input_tokens, output_tokens
         record.tokens_estimated = bool(end and end.estimated)
         record.cost = cost
+        record.tool_calls = (
+            json.dumps([c.openai() for c in progress.tool_calls], ensure_ascii=False)
+            if progress.tool_calls
+            else None
+        )
         record.latency_ms = progress.elapsed_ms
         record.ttft_ms = progress.ttft_ms
         call.committed.append(self.runs.add(record))
@@ -553,6 +585,7 @@ class CallEngine:
             route_reason=record.route_reason,
             group_id=record.group_id,
             parsed=progress.parsed if error is None else None,
+            tool_calls=list(progress.tool_calls) if error is None else [],
         )
         if call.on_finish is not None:
             call.on_finish(response)
@@ -598,6 +631,9 @@ def build_request(
     *,
     sampling: Mapping[str, Any] | None = None,
     response_format: ResponseFormat | None = None,
+    tools: tuple[Tool, ...] = (),
+    tool_choice: ToolChoice | None = None,
+    parallel_tool_calls: bool | None = None,
 ) -> CompletionRequest:
     """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it.
 
@@ -611,11 +647,20 @@ def build_request(
         for i, message in enumerate(prompt):
             _check_message(i, message)
     messages = as_messages(prompt, system)
+    for i, m in enumerate(messages):
+        if m.role == "tool" and not m.tool_call_id:
+            raise InvalidRequestError(
+                f"Message {i} (tool) needs the tool_call_id of the call it answers.",
+                hint="Answer a tool call with call.result(text).",
+            )
     request = CompletionRequest(
         messages,
         max_tokens=max_tokens,
         temperature=temperature,
         response_format=response_format,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
         **(sampling or {}),
     )
     if not request.prompt_text.strip():
@@ -629,15 +674,20 @@ def build_request(
     return request
 
 
-_ROLES = ("system", "user", "assistant")
+_ROLES = ("system", "user", "assistant", "tool")
 
 
 def _check_message(index: int, message: object) -> None:
-    """One chat message: a known role and text content (what every provider accepts)."""
+    """One chat message: a known role and text content (what every provider accepts).
+
+    An assistant message making tool calls may have no content (None), as in OpenAI's form.
+    """
     if isinstance(message, Message):
         role, content = message.role, message.content
     elif isinstance(message, Mapping) and "role" in message and "content" in message:
         role, content = message["role"], message["content"]
+        if content is None and role == "assistant" and message.get("tool_calls"):
+            content = ""
     else:
         raise InvalidRequestError(
             f"Message {index} must be a dict with 'role' and 'content' (or mmo_magic.Message), "
@@ -681,17 +731,28 @@ async def _consume(
     try:
         async with asyncio.timeout_at(deadline()) as timer:
             async for item in stream:
-                if isinstance(item, StreamEnd):
-                    progress.end = item
-                    if not held:
-                        continue
-                    text, held = held, ""  # a half that never got its pair
-                else:
+                if isinstance(item, str):  # first: text is nearly every item
                     text, held = held + item, ""
                     if text and "\ud800" <= text[-1] <= "\udbff":
                         text, held = text[:-1], text[-1]
                         if not text:
                             continue
+                elif isinstance(item, ToolCallDelta):
+                    # Tool calls are output too: they count for ttft and against stalls.
+                    call = progress.calls.setdefault(item.index, [None, None, []])
+                    call[0] = call[0] or item.id
+                    call[1] = call[1] or item.name
+                    call[2].append(item.arguments)
+                    if progress.ttft_ms is None:
+                        progress.ttft_ms = progress.elapsed_ms
+                    if watch_gaps:
+                        timer.reschedule(deadline())
+                    continue
+                else:
+                    progress.end = item
+                    if not held:
+                        continue
+                    text, held = held, ""  # a half that never got its pair
                 text = storable(text)
                 if progress.ttft_ms is None:
                     progress.ttft_ms = progress.elapsed_ms
@@ -704,6 +765,46 @@ async def _consume(
         raise _timeout_error(config, progress, loop.time() >= total_at) from exc
     finally:
         await stream.aclose()
+
+
+def _assemble_tool_calls(progress: _Progress, config: ModelConfig) -> None:
+    """The streamed tool calls, whole, in ``progress.tool_calls`` (and the finish reason
+    "tool_calls" when the answer was not cut short).
+
+    Arguments that are not a JSON object fail the attempt, as invalid structured output
+    does: a caller would fail on them anyway, and another try may do better.
+    """
+    for index in sorted(progress.calls):
+        call_id, name, pieces = progress.calls[index]
+        arguments = "".join(pieces) or "{}"
+        where = {"provider": config.provider, "model": config.name}
+        if not name:
+            raise StructuredOutputError("a tool call came without a tool name", **where)
+        try:
+            decoded = json.loads(arguments)
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            raise StructuredOutputError(
+                f"the arguments of tool call {name!r} are not a JSON object: {arguments[:80]!r}",
+                raw=arguments,
+                **where,
+            )
+        progress.tool_calls.append(ToolCall(call_id or f"call_{index}", name, arguments))
+    end = progress.end
+    if progress.tool_calls and end is not None and end.finish_reason not in _CUT_SHORT:
+        progress.end = dataclasses.replace(end, finish_reason="tool_calls")
+
+
+# Finish reasons of an answer cut by its token limit (OpenAI's, Anthropic's).
+_CUT_SHORT = frozenset({"length", "max_tokens"})
+
+
+def _provider_slot(config: ModelConfig) -> str:
+    """The key of the slots a model shares: its provider, at its host (and port; "" for
+    the provider's default address)."""
+    host = urllib.parse.urlsplit(config.base_url or "").netloc.rpartition("@")[2].lower()
+    return f"provider:{config.provider}@{host}"
 
 
 def _timeout_error(config: ModelConfig, progress: _Progress, total: bool) -> ProviderError:

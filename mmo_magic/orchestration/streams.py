@@ -29,7 +29,8 @@ def _streaming(on_text: OnText) -> CallContext:
 
 
 class CompletionStream:
-    """Text deltas as they arrive; after the loop, ``response`` is the CompletionResponse.
+    """Text deltas as they arrive; after the loop, ``response`` is the CompletionResponse
+    (with the answer's ``tool_calls``, which arrive whole with it, not as text).
 
     Breaking out of the loop, or KeyboardInterrupt, cancels the request and
     closes its HTTP stream.

@@ -1,14 +1,23 @@
-"""Anthropic Messages client over the ``anthropic`` SDK's AsyncAnthropic."""
+"""Anthropic Messages client over the ``anthropic`` SDK's AsyncAnthropic.
+
+Tool calling maps both ways: tools go as ``{name, description, input_schema}``,
+tool_choice as ``{"type": "auto" | "any" | "tool" | "none"}``; ``tool_use``
+content blocks (their input streamed as ``input_json_delta``) come back as tool
+calls; an assistant message's tool calls go as ``tool_use`` blocks and ``tool``
+messages as the next user message's ``tool_result`` blocks.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..core.completion import CompletionRequest, StreamEnd
+from ..core.completion import CompletionRequest, Message, StreamEnd, ToolCallDelta
 from ..core.errors import MissingAPIKeyError
 from ..core.models import ModelConfig
 from ..core.redaction import read_key
+from ..core.structured import ToolChoice, invalid_parameter
 from .base import ModelClient, StreamItem, read_to_end, sse_events
 
 __all__ = ["AnthropicClient"]
@@ -51,11 +60,7 @@ class AnthropicClient(ModelClient):
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model_id,
-            "messages": [
-                {"role": m.role, "content": m.content}
-                for m in request.messages
-                if m.role != "system"
-            ],
+            "messages": _messages(request.messages),
             "max_tokens": request.max_tokens or self.config.max_tokens,
             "stream": True,
         }
@@ -73,6 +78,18 @@ class AnthropicClient(ModelClient):
             body["top_p"] = sampling["top_p"]
         if "user" in sampling:
             body["metadata"] = {"user_id": sampling["user"]}
+        if request.tools and request.response_format is not None:
+            raise invalid_parameter(
+                "tools",
+                f"model {self.config.name!r} (provider anthropic) cannot take tools and "
+                "response_format in one call: its structured output is itself a forced tool.",
+                hint="Leave one of them out, or give the answer's shape as one more tool.",
+            )
+        if request.tools:
+            body["tools"] = [t.anthropic() for t in request.tools]
+        choice = _tool_choice(request.tool_choice, request.parallel_tool_calls)
+        if choice is not None and request.tools:
+            body["tool_choice"] = choice
         if (fmt := request.response_format) is not None:
             # Structured output as a forced tool: its input is the answer, streamed as
             # input_json_delta and passed on as the text.
@@ -90,6 +107,11 @@ class AnthropicClient(ModelClient):
         input_tokens: int | None = None
         output_tokens: int | None = None
         stop_reason: str | None = None
+        called = False
+        # Content block index -> tool call index, for the tool_use blocks that are calls
+        # (not structured output's forced tool, whose input is the answer's text).
+        calls: dict[int, int] = {}
+        answer_tool = request.response_format.name if request.response_format else None
         body = self._body(request)
         with self.errors_mapped():
             # As for OpenAI: the wire-form body skips the SDK's TypedDict transform.
@@ -109,7 +131,16 @@ class AnthropicClient(ModelClient):
                         if delta.get("type") == "text_delta" and delta.get("text"):
                             yield delta["text"]
                         elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                            yield delta["partial_json"]
+                            if (index := calls.get(payload.get("index", -1))) is not None:
+                                yield ToolCallDelta(index, arguments=delta["partial_json"])
+                            else:
+                                yield delta["partial_json"]
+                    elif kind == "content_block_start":
+                        block = payload.get("content_block") or {}
+                        if block.get("type") == "tool_use" and block.get("name") != answer_tool:
+                            calls[payload.get("index", -1)] = index = len(calls)
+                            called = True
+                            yield ToolCallDelta(index, id=block.get("id"), name=block.get("name"))
                     elif kind == "message_start":
                         usage = (payload.get("message") or {}).get("usage") or {}
                         input_tokens = usage.get("input_tokens", input_tokens)
@@ -130,6 +161,8 @@ class AnthropicClient(ModelClient):
                     await read_to_end(events)
         if stop_reason is None:
             raise self.stream_error("the stream ended without a stop reason (truncated)")
+        if stop_reason == "tool_use" and not called:
+            stop_reason = "end_turn"  # structured output's forced tool: the answer is the text
         yield StreamEnd(stop_reason, input_tokens, output_tokens)
 
     def _stream_failure(self, error: dict[str, Any]) -> Exception:
@@ -142,3 +175,64 @@ class AnthropicClient(ModelClient):
 
     async def aclose(self) -> None:
         await self._sdk.close()
+
+
+def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:
+    """Anthropic's tool_choice: "required" is its "any", a named tool its "tool"."""
+    if choice is None and parallel is not False:
+        return None
+    mode = choice.mode if choice is not None else "auto"
+    out: dict[str, Any] = {"type": {"required": "any"}.get(mode, mode)}
+    if choice is not None and choice.name is not None:
+        out = {"type": "tool", "name": choice.name}
+    if parallel is False and mode != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """The conversation in Anthropic's form: system messages left out (they go to
+    ``system``), tool calls as ``tool_use`` blocks, and tool results, with any user text
+    right after them, as one user message of ``tool_result`` blocks."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "assistant" and m.tool_calls:
+            blocks: list[dict[str, Any]] = (
+                [{"type": "text", "text": m.content}] if m.content else []
+            )
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": _arguments(c.arguments)}
+                for c in m.tool_calls
+            ]
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+        elif m.role == "user" and out and isinstance(out[-1]["content"], list):
+            block = {"type": "text", "text": m.content}  # user text after tool results
+        else:
+            out.append({"role": m.role, "content": m.content})
+            continue
+        last = out[-1] if out else None
+        if last is not None and last["role"] == "user" and isinstance(last["content"], list):
+            last["content"].append(block)
+        elif last is not None and last["role"] == "user":
+            last["content"] = [{"type": "text", "text": last["content"]}, block]
+        else:
+            out.append({"role": "user", "content": [block]})
+    return out
+
+
+def _arguments(text: str) -> Any:
+    """A tool call's arguments as the JSON object Anthropic's ``input`` is."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        raise invalid_parameter(
+            "messages",
+            f"a tool call's arguments are not JSON: {text[:60]!r}",
+            hint="Send each call's arguments as the model gave them.",
+        ) from None
+    return value if isinstance(value, dict) else {"value": value}

@@ -1,10 +1,11 @@
 """The one async model interface, and the boundary where SDK errors become MMOErrors.
 
-A client turns a CompletionRequest into a stream: text deltas (``str``) and
-exactly one final ``StreamEnd``. Every call streams, even when the user
-wants the whole answer at once, so every call has a time to first token and
-deadlines can watch the bytes arrive. A stream that ends without a finish
-reason raises StreamError: a truncated answer is never reported as success.
+A client turns a CompletionRequest into a stream: text deltas (``str``), pieces
+of tool calls (``ToolCallDelta``) and exactly one final ``StreamEnd``. Every
+call streams, even when the user wants the whole answer at once, so every call
+has a time to first token and deadlines can watch the bytes arrive. A stream
+that ends without a finish reason raises StreamError: a truncated answer is
+never reported as success.
 
 The per-chunk path is lean on purpose: clients read the SDK's raw response
 lines and decode them with ``json.loads`` rather than building a typed SDK
@@ -21,14 +22,15 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator
 from typing import Any
 
-from ..core.completion import CompletionRequest, StreamEnd
-from ..core.errors import InvalidRequestError, ProviderError, StreamError
+from ..core.completion import CompletionRequest, StreamEnd, ToolCallDelta
+from ..core.errors import ProviderError, StreamError
 from ..core.models import ModelConfig
 from ..core.redaction import redactor
+from ..core.structured import invalid_parameter
 
 __all__ = ["ModelClient", "StreamItem", "map_sdk_error", "scrub_exception", "sse_events"]
 
-StreamItem = str | StreamEnd
+StreamItem = str | ToolCallDelta | StreamEnd
 
 
 class ModelClient(abc.ABC):
@@ -39,7 +41,8 @@ class ModelClient(abc.ABC):
 
     @abc.abstractmethod
     def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
-        """Yield text deltas, then one StreamEnd. Raise ProviderError on failure.
+        """Yield text deltas and tool-call pieces, then one StreamEnd. Raise ProviderError
+        on failure.
 
         Closing the iterator early (``aclose``, or cancelling the task) must
         close the HTTP response at once.
@@ -68,13 +71,25 @@ class ModelClient(abc.ABC):
         for name in options:
             if name not in supported:
                 have = ", ".join(n for n in CompletionRequest.SAMPLING if n in supported)
-                raise InvalidRequestError(
+                raise invalid_parameter(
+                    name,
                     f"{name} is not supported by model {self.config.name!r} "
                     f"(provider {self.config.provider}).",
                     hint=f"Leave {name} out, or use another model. This one takes: "
                     f"{have or 'none of them'}.",
                 )
         return options
+
+    def refuse_tools(self, request: CompletionRequest, instead: str) -> None:
+        """InvalidRequestError (param "tools") when ``request`` uses tool calling, for a
+        provider that has none; ``instead`` says what to use."""
+        if request.uses_tools:
+            raise invalid_parameter(
+                "tools",
+                f"tools are not supported by model {self.config.name!r} "
+                f"(provider {self.config.provider}): it has no tool calling.",
+                hint=instead,
+            )
 
     @contextlib.contextmanager
     def errors_mapped(self) -> Iterator[None]:

@@ -293,8 +293,14 @@ class EmbeddedClient(ModelClient):
             run.cancelled.set()
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
-        """``create_chat_completion``'s arguments. ``user`` is refused (InvalidRequestError):
-        llama.cpp has no such argument, and an option is never silently left out."""
+        """``create_chat_completion``'s arguments. ``user`` and tools are refused
+        (InvalidRequestError): llama.cpp has no such argument, and SmolLM2 no tool calling;
+        an option is never silently left out."""
+        self.refuse_tools(
+            request,
+            "Use a model with tool calling: a hosted one (OpenAI, Anthropic) or an "
+            "OpenAI-compatible local server such as Ollama (provider 'local').",
+        )
         temperature = self.temperature(request)
         params: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],

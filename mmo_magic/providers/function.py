@@ -10,6 +10,7 @@ it like any model::
 
 The function takes the ``CompletionRequest`` and returns the answer's text, or
 yields it in pieces (each piece is one streamed delta); it may be async. It may
+yield ``ToolCallDelta``s to call tools (``request.tools``), and may
 end with its own ``StreamEnd`` to set the finish reason and token counts;
 otherwise the answer finishes with "stop" and whitespace-separated word counts,
 marked as estimated. An exception it raises is the call's failure (a
@@ -72,7 +73,8 @@ class FunctionClient(ModelClient):
                 if isinstance(piece, StreamEnd):
                     yield piece
                     return
-                words += len(piece.split())
+                if isinstance(piece, str):
+                    words += len(piece.split())
                 yield piece
         except MMOError:
             raise

@@ -6,7 +6,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..core.completion import CompletionRequest, StreamEnd
+from ..core.completion import CompletionRequest, Message, StreamEnd, ToolCallDelta
 from ..core.errors import MissingAPIKeyError, ProviderError
 from ..core.models import ModelConfig
 from ..core.pricing import count_message_tokens, count_tokens
@@ -55,7 +55,7 @@ class OpenAIClient(ModelClient):
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model_id,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             self.max_tokens_param: request.max_tokens or self.config.max_tokens,
@@ -67,6 +67,12 @@ class OpenAIClient(ModelClient):
         if request.response_format is not None:
             # Structured output: OpenAI's json_schema, strict (the schema closed for it).
             body["response_format"] = request.response_format.openai()
+        if request.tools:
+            body["tools"] = [t.openai() for t in request.tools]
+            if request.parallel_tool_calls is not None:  # OpenAI refuses it without tools
+                body["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice.openai()
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
@@ -88,10 +94,15 @@ class OpenAIClient(ModelClient):
                     if "error" in chunk:
                         raise self.stream_error(str(chunk["error"].get("message", chunk["error"])))
                     for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content")
                         if text:
                             produced.append(text)
                             yield text
+                        for call in delta.get("tool_calls") or ():
+                            piece = _tool_call_delta(call)
+                            produced.append(piece.arguments)
+                            yield piece
                         finish_reason = choice.get("finish_reason") or finish_reason
                     if chunk.get("usage"):
                         usage = chunk["usage"]
@@ -127,12 +138,38 @@ class OpenAIClient(ModelClient):
         await self._sdk.close()
 
 
+def _message(m: Message) -> dict[str, Any]:
+    """One message in OpenAI's form: tool calls on assistant messages, ids on tool results."""
+    if m.tool_calls:
+        return {
+            "role": m.role,
+            "content": m.content or None,
+            "tool_calls": [c.openai() for c in m.tool_calls],
+        }
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    return {"role": m.role, "content": m.content}
+
+
+def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
+    """A streamed ``delta.tool_calls`` entry: its index, and id and name on its first piece."""
+    function = call.get("function") or {}
+    return ToolCallDelta(
+        index=int(call.get("index") or 0),
+        id=call.get("id") or None,
+        name=function.get("name") or None,
+        arguments=function.get("arguments") or "",
+    )
+
+
 class LocalClient(OpenAIClient):
     """Any OpenAI-compatible server (Ollama, vLLM, llama.cpp's server) at ``base_url``.
 
     Structured output goes as OpenAI's ``json_schema`` (which Ollama, vLLM and
     llama.cpp's server accept); a server that refuses it (HTTP 400 naming
-    response_format or json_schema) fails with an error saying so.
+    response_format or json_schema) fails with an error saying so. Tools go as
+    OpenAI's, and a server without tool calling (HTTP 400 naming tools) fails the
+    same way.
     """
 
     max_tokens_param = "max_tokens"
@@ -142,6 +179,19 @@ class LocalClient(OpenAIClient):
 
     def translate(self, exc: Exception) -> BaseException | None:
         mapped = super().translate(exc)
+        if (
+            isinstance(mapped, ProviderError)
+            and mapped.status in (400, 422)
+            and any(w in mapped.message.lower() for w in ("tools", "tool_choice", "tool call"))
+        ):
+            return self.fail(
+                f"tool calling is not supported by the server at {self.config.base_url}: "
+                f"{mapped.message}",
+                status=mapped.status,
+                code="tools_unsupported",
+                hint="Leave tools out for this model, or use a server with tool calling "
+                "(Ollama, vLLM with --enable-auto-tool-choice, llama.cpp's server with --jinja).",
+            )
         if (
             isinstance(mapped, ProviderError)
             and mapped.status in (400, 422)

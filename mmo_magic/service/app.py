@@ -15,9 +15,12 @@ are recorded with ``step="service"``. A ``model`` may be a name, an alias,
 ``auto`` (the default router) or ``auto:ROUTER`` (``auto:task``, ``auto:cost``...).
 OpenAI's ``stop``, ``seed``, ``top_p``, penalties, ``logit_bias`` and ``user`` reach
 the model under its provider's names, or get a 400 from a provider that lacks one;
-``response_format`` (json_schema, json_object) reaches every provider in its own form;
-parameters not supported yet (tools, ``n`` > 1)
-get a 400 naming them: a parameter is never accepted and dropped.
+``response_format`` (json_schema, json_object) reaches every provider in its own form, and
+so do ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (answers carry
+``message.tool_calls``, streamed as ``delta.tool_calls``; ``tool`` messages and assistant
+messages with tool calls are accepted); a model without tool calling refuses tools with a
+400. Parameters not supported yet (``n`` > 1...) get a 400 naming them: a parameter is
+never accepted and dropped.
 
 Security (``auth``): a bearer key, or loopback clients naming a loopback
 host only (``allowed_hosts`` adds hosts). ``max_tokens`` over
@@ -73,6 +76,7 @@ from .schemas import (
     completion_out,
     details_out,
     finish_reason,
+    tool_calls_out,
     usage_out,
 )
 from .scrub import Scrubber
@@ -221,6 +225,14 @@ def create_app(
         # Structured output: each model gets it in its provider's form (see core.structured).
         if body.response_format is not None and body.response_format.get("type") != "text":
             options["response_format"] = body.response_format
+        # Tool calling, in OpenAI's form: the core reads it as given.
+        if body.tools:
+            options["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
+        if body.tool_choice is not None:
+            choice = body.tool_choice
+            options["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+        if body.parallel_tool_calls is not None and body.tools:
+            options["parallel_tool_calls"] = body.parallel_tool_calls
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return await start_stream(request, orc, messages, model, options, include_usage, scrub)
@@ -231,7 +243,11 @@ def create_app(
             model=response.model,
             choices=[
                 ChoiceOut(
-                    message=ChatMessageOut(content=response.content),
+                    message=ChatMessageOut(
+                        # OpenAI's form: content null beside tool calls when there is no text.
+                        content=response.content or (None if response.tool_calls else ""),
+                        tool_calls=tool_calls_out(response) or None,
+                    ),
                     finish_reason=finish_reason(response),
                 )
             ],
@@ -326,7 +342,7 @@ def _unsupported(body: ChatRequest) -> Response | None:
     """The 400 for a parameter this server cannot honour yet, naming it; None if none is set.
 
     Accepting it would return an answer that silently ignored it: free text for a
-    JSON schema, no tool call for a tool, one choice for ``n``.
+    JSON schema, no log probabilities for ``logprobs``, one choice for ``n``.
     """
     name: str | None = None
     if body.n is not None and body.n > 1:
@@ -336,10 +352,6 @@ def _unsupported(body: ChatRequest) -> Response | None:
     ):  # fmt: skip
         kind = body.response_format.get("type")
         name, what = "response_format", f"response_format of type {str(kind)[:40]!r}"
-    elif body.tools:
-        name, what = "tools", "tools (tool calling)"
-    elif body.tool_choice is not None:
-        name, what = "tool_choice", "tool_choice (tool calling)"
     else:
         extra = body.model_extra or {}
         for field, off in UNSUPPORTED.items():
@@ -394,9 +406,10 @@ async def _check_unicode(request: Request) -> None:
             todo.extend(((*path, i), item) for i, item in enumerate(value))
 
 
-def _messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """OpenAI messages as the orchestrator's: text only; "developer" is a system message."""
-    out = []
+def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """OpenAI messages as the orchestrator's: text only; "developer" is a system message;
+    tool calls and tool results kept."""
+    out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if isinstance(m.content, list):
             kinds = {p.type for p in m.content} - {"text"}
@@ -407,7 +420,14 @@ def _messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
             text = "".join(p.text or "" for p in m.content)
         else:
             text = m.content or ""
-        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+        message: dict[str, Any] = {
+            "role": "system" if m.role == "developer" else m.role, "content": text,
+        }  # fmt: skip
+        if m.tool_calls:
+            message["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
     return out
 
 

@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--max-concurrency", type=int, default=None, metavar="N",
-        help="upstream calls in flight per provider (default: [concurrency] default, else 256)",
+        help="upstream calls in flight per provider and host (default: [concurrency] default, "
+        "else 256)",
     )  # fmt: skip
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]

@@ -105,7 +105,8 @@ def classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
     if isinstance(exc, BudgetExceededError):
         return 402, "insufficient_quota", "budget_exceeded", None
     if isinstance(exc, InvalidRequestError | ConfigError):
-        return 400, "invalid_request_error", None, None
+        # The parameter at fault, when the error names one (core.structured.invalid_parameter).
+        return 400, "invalid_request_error", None, getattr(exc, "param", None)
     if isinstance(exc, CircuitOpenError):  # not sent: the model failed repeatedly just now
         return 503, "service_unavailable", "circuit_open", None
     if isinstance(exc, ProviderError):
@@ -114,7 +115,8 @@ def classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
         if exc.status == 429:
             return 429, "rate_limit_error", exc.code or "rate_limit_exceeded", None
         if exc.status in (400, 413, 422):  # final: no other model would take this request
-            return 400, "invalid_request_error", exc.code, None
+            param = "tools" if exc.code == "tools_unsupported" else None
+            return 400, "invalid_request_error", exc.code, param
         return 502, "upstream_error", exc.code, None
     if isinstance(exc, AllModelsFailedError):
         if exc.attempts and all(a.status == "timeout" for a in exc.attempts):

@@ -32,18 +32,22 @@ __all__ = [
     "ManyOut",
     "ModelOut",
     "ModelsOut",
+    "ToolCallOut",
     "UsageOut",
     "VotesOut",
     "attempt_out",
     "completion_out",
     "details_out",
     "finish_reason",
+    "tool_calls_out",
     "usage_out",
 ]
 
 MAX_MODELS = 8  # models (or judges) one request may fan out to
 # Anthropic's finish reasons, in OpenAI's words.
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+_FINISH = {
+    "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+}  # fmt: skip
 
 
 # -- request and response bodies ----------------------------------------------------------
@@ -138,10 +142,57 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
-class ChatMessage(BaseModel):
+class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
-    role: Literal["system", "developer", "user", "assistant"]
+    name: str
+    arguments: str = Field(description="the arguments as JSON text")
+
+
+class ToolCallIn(BaseModel):
+    """A tool call the assistant made, sent back in the conversation."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(BaseModel):
+    """A message; an assistant's may carry ``tool_calls`` (content null), and a ``tool``
+    message answers one call (``tool_call_id``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str = Field(description="1 to 64 letters, digits, _ or -")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="a JSON schema")
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """The one tool the model must call."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -153,9 +204,10 @@ class ChatRequest(BaseModel):
     """OpenAI's chat completion request.
 
     The sampling parameters go to the model (mapped to its provider's names, or
-    refused by a provider that lacks one). Parameters this server cannot honour
-    yet (``tools``, ``tool_choice``, ``n`` > 1,
-    and ``UNSUPPORTED``) get a 400 naming them, never a 200 that ignored them.
+    refused by a provider that lacks one), and so do ``tools``, ``tool_choice`` and
+    ``parallel_tool_calls`` (a model without tool calling refuses them). Parameters
+    this server cannot honour yet (``n`` > 1, and ``UNSUPPORTED``) get a 400 naming
+    them, never a 200 that ignored them.
     Other unknown fields are accepted: clients add fields of their own.
     """
 
@@ -184,8 +236,9 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = Field(
         None, description='{"type": "text" | "json_schema" | "json_object", ...}'
     )
-    tools: list[dict[str, Any]] | None = Field(None, description="not supported yet: must be empty")
-    tool_choice: str | dict[str, Any] | None = Field(None, description="not supported yet")
+    tools: list[ToolDefinition] | None = Field(None, description="functions the model may call")
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one tool call")
 
 
 # OpenAI parameters outside ChatRequest's fields that this server cannot honour yet: a
@@ -200,9 +253,21 @@ UNSUPPORTED: dict[str, tuple[object, ...]] = {
 }
 
 
+class FunctionCallOut(_Out):
+    name: str
+    arguments: str = Field(description="the arguments as JSON text")
+
+
+class ToolCallOut(_Out):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(_Out):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="null when the model only called tools")
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChoiceOut(_Out):
@@ -309,3 +374,8 @@ def finish_reason(r: CompletionResponse) -> str:
     """The answer's finish reason in OpenAI's words ("stop" when the provider gave none)."""
     reason = r.finish_reason or "stop"
     return _FINISH.get(reason, reason)
+
+
+def tool_calls_out(r: CompletionResponse) -> list[ToolCallOut]:
+    """The answer's tool calls in OpenAI's form (empty when it called none)."""
+    return [ToolCallOut.model_validate(call.openai()) for call in r.tool_calls]

@@ -1,5 +1,8 @@
 """The SSE path of ``POST /v1/chat/completions`` with ``stream: true``.
 
+Text streams as it arrives; tool calls follow it, one ``delta.tool_calls``
+chunk per call with its arguments whole, then the finish reason.
+
 The answer streams through the orchestrator's public async stream,
 ``Orchestrator.astream``. Failures before the first text are retried and
 fail over as for any call, and reach the client as a plain HTTP error; a
@@ -31,7 +34,7 @@ from ..orchestration.orchestrator import AsyncCompletionStream, Orchestrator
 from ..storage.runlog import new_id
 from .disconnect import drain_of, unless_disconnected
 from .errors import mmo_error_response, server_error, shutting_down_response
-from .schemas import details_out, finish_reason, usage_out
+from .schemas import details_out, finish_reason, tool_calls_out, usage_out
 from .shutdown import Drain, ShuttingDown
 
 __all__ = ["start_stream"]
@@ -44,7 +47,7 @@ _DONE = "data: [DONE]\n\n"
 async def start_stream(
     request: Request,
     orc: Orchestrator,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     model: str,
     options: dict[str, Any],
     include_usage: bool,
@@ -92,7 +95,7 @@ async def _chat_stream(
             "created": int(time.time()), "model": requested}  # fmt: skip
     extra = {"usage": None} if include_usage else {}
 
-    def chunk(delta: dict[str, str], finish: str | None = None, **more: Any) -> str:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return _sse({**head, "choices": [choice], **extra, **more})
 
@@ -111,6 +114,9 @@ async def _chat_stream(
         assert response is not None  # set when the texts run out
         # Content chunks name the model asked for; the answering one is known at the end.
         head["model"] = response.model
+        # Tool calls arrive whole with the response: one delta each, arguments complete.
+        for index, call in enumerate(tool_calls_out(response)):
+            yield chunk({"tool_calls": [{"index": index, **call.model_dump()}]})
         details = details_out(response, scrub).model_dump()
         yield chunk({}, finish_reason(response), mmo=details)
         if include_usage:

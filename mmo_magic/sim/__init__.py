@@ -16,6 +16,12 @@ are ``Behaviour`` field names, e.g. ``sim-fast?tps=20&tokens=50`` or
 ``sim-fast?fault=cut&cut_after=2``. See ``behaviour`` for presets and token
 accounting. Every response carries the header ``x-simulated: true``.
 
+Structured output and tool calls are scripted too (details in ``behaviour``):
+a request with a JSON schema gets a JSON object satisfying it; a request with
+tools gets a call to the first tool (or the one ``tool_choice`` names) whose
+arguments satisfy the tool's schema, streamed or not, in either wire format;
+once the conversation ends with tool results, the answer is text quoting them.
+
 Standard library only: importing this never imports an SDK or httpx.
 """
 

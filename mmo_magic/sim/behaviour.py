@@ -27,7 +27,19 @@ Anthropic's forced tool): ``words`` and ``echo`` replies become a JSON object
 satisfying the schema (``wire.instance_of``, deterministic), streamed a word at
 a time (Anthropic: as ``input_json_delta``); judge and literal replies stay as
 scripted, so tests can make a model break the format. ``structured=false``
-answers such a request with a 400, as a server without it would.
+answers such a request, and any request with tools, with a 400, as a server
+without them would.
+
+Tool calls (OpenAI ``tools``/``tool_choice``, Anthropic ``tools``/``tool_choice``),
+deterministic, for ``words`` and ``echo`` replies: a forced tool is called;
+``required`` (Anthropic ``any``) calls the first tool not yet called in the
+conversation, else the first; ``auto`` (the default) calls the first tool unless
+the conversation ends with tool results, and then answers in text quoting them
+(``Tool result: ...``); ``none`` answers in text. A call's arguments are a JSON
+object satisfying the tool's schema (``wire.instance_of``: required and optional
+properties, enums, types), streamed a word at a time (OpenAI ``delta.tool_calls``,
+Anthropic ``input_json_delta``); its id depends only on the tool and the number of
+messages, and the finish reason is "tool_calls" / "tool_use".
 Content is the words joined by single spaces; each streamed delta is one
 word, later ones with a leading space. A
 request's max_tokens truncates the reply and makes the finish reason

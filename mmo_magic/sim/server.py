@@ -477,8 +477,8 @@ class SimServer:
             await ex.send_json(*wire.error("bad_request", None, f"{exc} (simulated)"))
             return
 
-        if call.schema is not None and not behaviour.structured:
-            what = "tools" if call.tool else "response_format of type json_schema"
+        if (call.schema is not None or call.tools_offered) and not behaviour.structured:
+            what = "tools" if call.tools_offered else "response_format of type json_schema"
             detail = f"{what} is not supported by this server (simulated)"
             await ex.send_json(*wire.error("bad_request", call, detail))
             return
@@ -506,11 +506,24 @@ class SimServer:
 
         words = reply_words(behaviour, base, call.last_user, seen)
         if call.schema is not None and behaviour.reply in ("words", "echo"):
-            # Structured output: a JSON object satisfying the schema, in word-sized pieces.
-            # Scripted replies (literal text, a judge's verdict or its garbling) stay as
-            # scripted: they are how tests make a model break the format.
-            text = json.dumps(instance_of(call.schema, base))
+            # Structured output or a tool call's arguments: a JSON object satisfying the
+            # schema, in word-sized pieces. Scripted replies (literal text, a judge's verdict
+            # or its garbling) stay as scripted: they are how tests make a model break the
+            # format (and answer in text although tools were offered).
+            try:
+                value = instance_of(call.schema, base)
+                # A tool's arguments are an object, whatever its schema says.
+                text = json.dumps(value if isinstance(value, dict) or not call.tool else {})
+            except (TypeError, ValueError, RecursionError) as exc:
+                detail = (
+                    f"the JSON schema is not one this simulation understands: {exc} (simulated)"
+                )
+                await ex.send_json(*wire.error("bad_request", call, detail))
+                return
             words = re.findall(r"\s*\S+", text)
+        elif call.tool_result is not None and behaviour.reply in ("words", "echo"):
+            # After tool calls, the answer quotes what the tools returned.
+            words = re.findall(r"\s*\S+", f"Tool result: {call.tool_result}")
         limit = call.max_tokens
         truncated = limit is not None and 0 <= limit < len(words)
         reply = Reply(words[:limit] if truncated else words, truncated)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,10 +33,18 @@ class Call:
     input_tokens: int
     last_user: str
     max_tokens: int | None
-    # Structured output asked for: the JSON schema the reply must satisfy, and (Anthropic)
-    # the name of the forced tool whose input carries it.
+    # The JSON schema the reply must satisfy: structured output's, or the arguments' of the
+    # tool the reply calls (``tool``; for Anthropic's structured output, its forced tool).
     schema: dict[str, Any] | None = None
     tool: str | None = None
+    tools_offered: bool = False  # the request had tools (whether or not the reply calls one)
+    tool_result: str | None = None  # the text of the tool results the conversation ends with
+    turn: int = 0  # messages in the conversation: tool call ids are derived from it
+
+    @property
+    def tool_call_id(self) -> str:
+        """The id of the reply's tool call: the same for the same tool at the same turn."""
+        return f"{zlib.crc32(f'{self.tool}:{self.turn}'.encode()):08x}"
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,20 @@ class _OpenAI(Wire):
         body, model, messages = _common(body)
         options = body.get("stream_options") or {}
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        tools = _openai_tools(body.get("tools"))
+        mode, forced = _openai_tool_choice(body.get("tool_choice"))
+        called = [
+            str(c["function"].get("name"))
+            for m in messages
+            for c in (m["tool_calls"] if isinstance(m.get("tool_calls"), list) else ())
+            if isinstance(c, dict) and isinstance(c.get("function"), dict)
+        ]
+        results: list[str] = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            results.insert(0, _text_of(m.get("content")))
+        tool, schema = _tool_to_call(tools, mode, forced, called, ended_with_result=bool(results))
         return Call(
             model=model,
             stream=bool(body.get("stream")),
@@ -206,7 +229,11 @@ class _OpenAI(Wire):
             input_tokens=sum(count_words(_text_of(m.get("content"))) for m in messages),
             last_user=_last_user(messages),
             max_tokens=limit if isinstance(limit, int) else None,
-            schema=_openai_schema(body.get("response_format")),
+            schema=schema if tool else _openai_schema(body.get("response_format")),
+            tool=tool,
+            tools_offered=bool(tools),
+            tool_result=" ".join(results) if results else None,
+            turn=len(messages),
         )
 
     @staticmethod
@@ -219,10 +246,17 @@ class _OpenAI(Wire):
         }
 
     @staticmethod
-    def _finish(reply: Reply) -> str:
-        return "length" if reply.truncated else "stop"
+    def _finish(reply: Reply, call: Call) -> str:
+        return "length" if reply.truncated else "tool_calls" if call.tool else "stop"
 
     def body(self, call: Call, reply: Reply, *, finish: bool, usage: bool, blocks: int) -> bytes:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        if call.tool:
+            function = {"name": call.tool, "arguments": reply.text}
+            message["content"] = None
+            message["tool_calls"] = [
+                {"id": f"call_sim_{call.tool_call_id}", "type": "function", "function": function}
+            ]
         obj: dict[str, Any] = {
             "id": f"chatcmpl-sim-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -231,8 +265,8 @@ class _OpenAI(Wire):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
-                    "finish_reason": self._finish(reply) if finish else None,
+                    "message": message,
+                    "finish_reason": self._finish(reply, call) if finish else None,
                     "logprobs": None,
                 }
             ],
@@ -261,17 +295,29 @@ class _OpenAI(Wire):
         def delta(d: dict[str, Any], reason: str | None = None) -> bytes:
             return event([{"index": 0, "delta": d, "finish_reason": reason, "logprobs": None}])
 
-        role = delta({"role": "assistant", "content": ""})
         pieces = reply.pieces
+        if call.tool:  # a tool call: its name first, then its arguments a word at a time
+            opening = {"index": 0, "id": f"call_sim_{call.tool_call_id}", "type": "function",
+                       "function": {"name": call.tool, "arguments": ""}}  # fmt: skip
+            role = delta({"role": "assistant", "content": None, "tool_calls": [opening]})
+
+            def piece(p: str) -> bytes:
+                return delta({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+        else:
+            role = delta({"role": "assistant", "content": ""})
+
+            def piece(p: str) -> bytes:
+                return delta({"content": p})
+
         if not pieces:
             frames = [Frame(role)]
         else:
             # The role chunk travels with the first word, so a client timing its
             # first chunk measures the scripted time to first token.
-            frames = [Frame(role + delta({"content": pieces[0]}), token=True)]
-            frames += [Frame(delta({"content": p}), token=True) for p in pieces[1:]]
+            frames = [Frame(role + piece(pieces[0]), token=True)]
+            frames += [Frame(piece(p), token=True) for p in pieces[1:]]
         if finish:
-            frames.append(Frame(delta({}, self._finish(reply)), tail=True))
+            frames.append(Frame(delta({}, self._finish(reply, call)), tail=True))
         if usage and call.include_usage:
             frames.append(Frame(event([], usage=self._usage(call, reply)), tail=True))
         if done:
@@ -304,7 +350,19 @@ class _Anthropic(Wire):
         limit = body.get("max_tokens")
         words = count_words(_text_of(body.get("system")))
         words += sum(count_words(_text_of(m.get("content"))) for m in messages)
-        tool, schema = _forced_tool(body)
+        tools = _anthropic_tools(body.get("tools"))
+        mode, forced = _anthropic_tool_choice(body.get("tool_choice"))
+        blocks = [
+            b for m in messages if isinstance(m.get("content"), list)
+            for b in m["content"] if isinstance(b, dict)
+        ]  # fmt: skip
+        called = [str(b.get("name")) for b in blocks if b.get("type") == "tool_use"]
+        last = messages[-1].get("content") if messages else None
+        results = [
+            _text_of(b.get("content")) for b in (last if isinstance(last, list) else ())
+            if isinstance(b, dict) and b.get("type") == "tool_result"
+        ]  # fmt: skip
+        tool, schema = _tool_to_call(tools, mode, forced, called, ended_with_result=bool(results))
         return Call(
             model=model,
             stream=bool(body.get("stream")),
@@ -314,6 +372,9 @@ class _Anthropic(Wire):
             max_tokens=limit if isinstance(limit, int) else None,
             schema=schema,
             tool=tool,
+            tools_offered=bool(tools),
+            tool_result=" ".join(results) if results else None,
+            turn=len(messages),
         )
 
     @staticmethod
@@ -353,7 +414,10 @@ class _Anthropic(Wire):
                 given: Any = json.loads(reply.text)
             except ValueError:
                 given = {}
-            content = [{"type": "tool_use", "id": _tool_id(), "name": call.tool, "input": given}]
+            content = [
+                {"type": "tool_use", "id": f"toolu_sim_{call.tool_call_id}", "name": call.tool,
+                 "input": given}
+            ]  # fmt: skip
         else:
             content = [{"type": "text", "text": "".join(g)} for g in self._blocks(reply, blocks)]
         obj = self._message(call, content, self._stop(reply, call) if finish else None)
@@ -373,7 +437,8 @@ class _Anthropic(Wire):
         for index, group in enumerate(groups):
             block: dict[str, Any] = {"type": "text", "text": ""}
             if call.tool:  # the forced tool's input, streamed as partial JSON
-                block = {"type": "tool_use", "id": _tool_id(), "name": call.tool, "input": {}}
+                block = {"type": "tool_use", "id": f"toolu_sim_{call.tool_call_id}",
+                         "name": call.tool, "input": {}}  # fmt: skip
             opening = event("content_block_start", {"index": index, "content_block": block})
             for i, piece in enumerate(group):
                 d = (
@@ -395,10 +460,6 @@ class _Anthropic(Wire):
         return frames
 
 
-def _tool_id() -> str:
-    return f"toolu_sim_{uuid.uuid4().hex[:20]}"
-
-
 def _openai_schema(value: object) -> dict[str, Any] | None:
     """The schema of an OpenAI ``response_format`` (json_schema, or json_object: any object)."""
     if not isinstance(value, dict):
@@ -412,17 +473,82 @@ def _openai_schema(value: object) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) else {"type": "object"}
 
 
-def _forced_tool(body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
-    """(tool name, its input schema) when an Anthropic request forces one tool."""
-    choice = body.get("tool_choice")
-    tools = body.get("tools")
-    if not isinstance(choice, dict) or choice.get("type") != "tool" or not isinstance(tools, list):
+# -- tool calls --------------------------------------------------------------------------------
+
+Tools = list[tuple[str, dict[str, Any]]]  # (name, the JSON schema of its arguments)
+
+
+def _openai_tools(value: object) -> Tools:
+    if value is None:
+        return []
+    out: Tools = []
+    for tool in value if isinstance(value, list) else [None]:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadRequest("each of 'tools' must be {type: function, function: {name, ...}}")
+        out.append((function["name"], _arguments_schema(function.get("parameters"))))
+    return out
+
+
+def _arguments_schema(schema: object) -> dict[str, Any]:
+    """A tool's argument schema: arguments are always an object (``{}`` says nothing more)."""
+    schema = schema if isinstance(schema, dict) else {}
+    return schema if "type" in schema else {**schema, "type": "object"}
+
+
+def _openai_tool_choice(value: object) -> tuple[str, str | None]:
+    """(mode, forced tool name) of an OpenAI tool_choice."""
+    if value is None or value in ("auto", "none", "required"):
+        return str(value or "auto"), None
+    function = value.get("function") if isinstance(value, dict) else None
+    if isinstance(function, dict) and isinstance(function.get("name"), str):
+        return "required", function["name"]
+    raise BadRequest(f"invalid tool_choice {value!r:.60}")
+
+
+def _anthropic_tools(value: object) -> Tools:
+    if value is None:
+        return []
+    out: Tools = []
+    for tool in value if isinstance(value, list) else [None]:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise BadRequest("each of 'tools' must be {name, input_schema, ...}")
+        out.append((tool["name"], _arguments_schema(tool.get("input_schema"))))
+    return out
+
+
+def _anthropic_tool_choice(value: object) -> tuple[str, str | None]:
+    """(mode, forced tool name) of an Anthropic tool_choice, in OpenAI's words."""
+    if value is None:
+        return "auto", None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "tool" and isinstance(value, dict) and isinstance(value.get("name"), str):
+        return "required", value["name"]
+    if kind in ("auto", "any", "none"):
+        return {"any": "required"}.get(str(kind), str(kind)), None
+    raise BadRequest(f"invalid tool_choice {value!r:.60}")
+
+
+def _tool_to_call(
+    tools: Tools, mode: str, forced: str | None, called: list[str], *, ended_with_result: bool
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(name, argument schema) of the tool the reply calls, or (None, None) for a text reply.
+
+    A forced tool is called; "required" calls the first tool not called yet in the
+    conversation (else the first), so an agent loop moves on and ends; "auto" calls the
+    first tool unless the conversation ends with tool results (then the reply is text).
+    """
+    schemas = dict(tools)
+    if forced is not None:
+        if forced not in schemas:
+            raise BadRequest(f"tool_choice names {forced!r}, which is not in tools")
+        return forced, schemas[forced]
+    if not tools or mode == "none" or (mode == "auto" and ended_with_result):
         return None, None
-    for tool in tools:
-        if isinstance(tool, dict) and tool.get("name") == choice.get("name"):
-            schema = tool.get("input_schema")
-            return str(tool["name"]), schema if isinstance(schema, dict) else {"type": "object"}
-    raise BadRequest(f"tool_choice names {choice.get('name')!r}, which is not in tools")
+    if mode == "required":
+        name = next((n for n, _ in tools if n not in called), tools[0][0])
+        return name, schemas[name]
+    return tools[0]
 
 
 def instance_of(schema: dict[str, Any], seed: str = "") -> Any:
@@ -456,25 +582,41 @@ def _instance(node: Any, root: dict[str, Any], seed: str, depth: int) -> Any:
     if kind is None:
         kind = "object" if "properties" in node else "string"
     if kind == "object":
-        props = node.get("properties") or {}
-        return {name: _instance(sub, root, name, depth + 1) for name, sub in props.items()}
+        props = node.get("properties")
+        props = props if isinstance(props, dict) else {}
+        return {
+            str(name): _instance(sub, root, str(name), depth + 1) for name, sub in props.items()
+        }
     if kind == "array":
-        count = max(1, int(node.get("minItems") or 1))
-        return [_instance(node.get("items") or {}, root, seed, depth + 1) for _ in range(count)]
+        count = min(max(1, _number(node.get("minItems"), 1)), _MAX_SIZE)
+        items = node.get("items")
+        return [_instance(items if isinstance(items, dict) else {}, root, seed, depth + 1)
+                for _ in range(int(count))]  # fmt: skip
     if kind == "integer":
         if "minimum" in node:
-            return int(node["minimum"])
-        return min(1, int(node["maximum"])) if "maximum" in node else 1
+            return int(_number(node["minimum"], 1))
+        return min(1, int(_number(node["maximum"], 1))) if "maximum" in node else 1
     if kind == "number":
-        return float(node.get("minimum", 1.5))
+        return float(_number(node.get("minimum"), 1.5))
     if kind == "boolean":
         return True
     if kind == "null":
         return None
     text = f"simulated {seed}".strip() if seed else "simulated"
-    low, high = int(node.get("minLength") or 0), node.get("maxLength")
+    low, high = min(int(_number(node.get("minLength"), 0)), _MAX_SIZE), node.get("maxLength")
     text = text.ljust(low, "x")
-    return text[:high] if isinstance(high, int) else text
+    return text[: max(high, 0)] if isinstance(high, int) else text
+
+
+# Sizes asked for by minItems and minLength are met up to this, so that a schema cannot
+# make the simulation build a huge reply.
+_MAX_SIZE = 1000
+
+
+def _number(value: object, default: float) -> float:
+    """``value`` if it is a finite number (not a bool), else ``default``."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15
+    return float(value) if ok else default  # type: ignore[arg-type]
 
 
 OPENAI: Wire = _OpenAI()

@@ -96,15 +96,20 @@ class RunRecord:
     temperature: float | None = None
     max_tokens: int | None = None
     step: str | None = None  # the pipeline step, or the role of a judge call
+    # The tools the model called, as JSON in OpenAI's form: [{"id", "type", "function":
+    # {"name", "arguments"}}]; None when it called none.
+    tool_calls: str | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
 _DATETIME = ("started_at", "finished_at")
 _BOOL = ("tokens_estimated", "cached")
 # Free text a provider or user supplied: the only places a key could hide.
-_REDACTED = ("error", "prompt", "system", "response", "route_reason")
+_REDACTED = ("error", "prompt", "system", "response", "route_reason", "tool_calls")
 
-_TEXT = ("run_id", "group_id", "error", "prompt", "system", "response", "route_reason")
+_TEXT = (
+    "run_id", "group_id", "error", "prompt", "system", "response", "route_reason", "tool_calls",
+)  # fmt: skip
 _CATEGORY = ("kind", "requested_model", "model", "provider", "status", "error_type", "step")
 # DataFrame dtype of each non-datetime column. Repeated values (model names,
 # statuses) are categories; everything else keeps missing values as <NA>.
@@ -182,6 +187,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX runs_group_id ON runs (group_id)",
     ),
     ("ALTER TABLE runs ADD COLUMN step TEXT",),
+    ("ALTER TABLE runs ADD COLUMN tool_calls TEXT",),
 ]
 
 _COLUMNS = ", ".join(FIELDS)

@@ -87,3 +87,27 @@ def test_concurrency_comes_from_mmo_toml(tmp_path) -> None:
 def test_a_limit_that_would_hang_or_mean_nothing_is_refused(limit: object) -> None:
     with pytest.raises(mmo.ConfigError, match="provider_concurrency"):
         mmo.Orchestrator(runlog=":memory:", provider_concurrency={"openai": limit})  # type: ignore[dict-item]
+
+
+def test_presets_on_different_hosts_do_not_share_a_provider_slot(counter: InFlight) -> None:
+    # Groq and OpenRouter are both provider "openai" (here "function"): each host gets the
+    # provider's limit of its own, so one busy service never queues calls to another.
+    groq = mmo.ModelConfig(
+        "function", "counted", name="groq", base_url="https://api.groq.com/openai/v1"
+    )
+    router = groq.replace(name="router", base_url="https://openrouter.ai/api/v1")
+    same_host = groq.replace(name="groq-too", base_url="https://api.groq.com/openai/v1")
+    with mmo.Orchestrator(
+        [groq, router, same_host], runlog=":memory:", cache=False,
+        provider_concurrency={"function": 2},
+    ) as orc:  # fmt: skip
+
+        async def both(*models: str) -> None:
+            calls = [orc.acomplete("x", model=m) for m in models for _ in range(4)]
+            assert {a.status for a in await asyncio.gather(*calls)} == {"ok"}
+
+        asyncio.run(both("groq", "router"))
+        assert counter.most == 4  # 2 at each host
+        counter.most = 0
+        asyncio.run(both("groq", "groq-too"))
+        assert counter.most == 2  # one host: one limit, whichever model name

@@ -168,16 +168,3 @@ def test_gateway_passes_response_format_to_every_provider(gateway, sim, model):
         assert isinstance(json.loads(text), dict)
         if model != "an":
             assert sim.last_request()["body"]["response_format"] == {"type": "json_object"}
-
-
-def test_gateway_still_refuses_tools(gateway):
-    import openai
-
-    with (
-        openai.OpenAI(base_url=gateway, api_key="k-123", max_retries=0) as client,
-        pytest.raises(openai.BadRequestError, match="tools"),
-    ):
-        client.chat.completions.create(
-            model="oa", messages=[{"role": "user", "content": "x"}],
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
-        )  # fmt: skip

@@ -143,6 +143,18 @@ def service(sim_server: Any) -> Iterator[Service]:
             yield Service(url, orc)
 
 
+@contextlib.contextmanager
+def plain_service(sim: Any) -> Iterator[Service]:
+    """The service with default settings over the three simulated models (oa, an, lo), on
+    uvicorn in a thread: for test modules about what clients send through it."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(OPENAI_KEY_ENV, "sk-test-openai-plain-0000000")
+        env.setenv(ANTHROPIC_KEY_ENV, "sk-ant-test-plain-00000000")
+        orc = mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False)
+        with orc, serving(create_app(orc, keys=[KEY])) as url:
+            yield Service(url, orc)
+
+
 def chat(model: str, messages: list[dict[str, Any]] = USER, **fields: Any) -> dict[str, Any]:
     return {"model": model, "messages": messages, **fields}
 
@@ -438,7 +450,7 @@ IMAGE = [{"type": "image_url", "image_url": {"url": "https://example.com/x.png"}
         ("/v1/complete", {"prompt": "hi", "model": "auto:sideways"}, "Unknown router"),
         ("/v1/chat/completions", chat("oa", "hi"), "messages"),  # type: ignore[arg-type]
         ("/v1/chat/completions", chat("oa", []), "messages"),
-        ("/v1/chat/completions", chat("oa", [{"role": "tool", "content": "x"}]), "role"),
+        ("/v1/chat/completions", chat("oa", [{"role": "tool", "content": "x"}]), "tool_call_id"),
         ("/v1/chat/completions", chat("oa", [{"role": "user", "content": IMAGE}]), "only text"),
         ("/v1/chat/completions", chat("oa", n=2), "n"),
         ("/v1/chat/completions", chat("oa", stream="yes"), "stream"),

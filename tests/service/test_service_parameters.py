@@ -7,22 +7,14 @@ behind it, which records the body of every request it gets.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from conftest import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, sim_models
+from test_server import KEY, Service, plain_service
 
-import mmo_magic as mmo
-from mmo_magic.service import create_app
-
-KEY = "client-key-params-0123456789"
 USER = [{"role": "user", "content": "hello there"}]
 SAMPLING: dict[str, Any] = {
     "stop": ["\n\n", "END"],
@@ -37,34 +29,14 @@ ANTHROPIC_LACKS = ["seed", "frequency_penalty", "presence_penalty", "logit_bias"
 
 
 @pytest.fixture(scope="module")
-def url(sim_server: Any) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(OPENAI_KEY_ENV, "sk-test-openai-params-000000")
-        env.setenv(ANTHROPIC_KEY_ENV, "sk-ant-test-params-0000000")
-        orc = mmo.Orchestrator(
-            sim_models(sim_server), default_model="oa", runlog=":memory:", cache=False
-        )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(create_app(orc, keys=[KEY]), log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        with orc:
-            thread.start()
-            deadline = time.monotonic() + 10
-            while not server.started:
-                assert time.monotonic() < deadline, "uvicorn did not start"
-                time.sleep(0.02)
-            try:
-                yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-            finally:
-                server.should_exit = True
-                thread.join(10)
-                sock.close()
+def gateway(sim_server: Any) -> Iterator[Service]:
+    with plain_service(sim_server) as service:
+        yield service
 
 
 @pytest.fixture
-def client(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+def client(gateway: Service) -> openai.AsyncOpenAI:
+    return gateway.sdk()
 
 
 def upstream(sim: Any) -> dict[str, Any]:
@@ -140,14 +112,13 @@ async def test_anthropic_models_refuse_what_they_lack(client, sim, param, stream
     assert isinstance(error, dict)
     assert f"{param} is not supported by model 'an'" in error["message"]
     assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
     assert sim.request_count() == 0
 
 
 # response_format (json_object, json_schema) passes through: see test_structured.py.
+# tools, tool_choice and parallel_tool_calls pass through: see test_framework_clients.py.
 UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
-    ("tools", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
-    ("tool_choice", {"tool_choice": "auto"}),
-    ("tool_choice", {"tool_choice": {"type": "function", "function": {"name": "f"}}}),
     ("n", {"n": 2}),
     ("functions", {"functions": [{"name": "f", "parameters": {}}]}),
     ("function_call", {"function_call": "auto"}),
@@ -197,11 +168,23 @@ async def test_their_off_values_are_accepted(client, sim, fields):
         ({"logit_bias": {"abc": 1}}, "logit_bias"),
         ({"logit_bias": {"5": 101}}, "logit_bias"),
         ({"user": 5}, "user"),
+        ({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}, "tools"),
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+        ),
+        ({"messages": [{"role": "tool", "content": "18"}]}, "tool_call_id"),
     ],
 )
-def test_bad_values_get_a_400_naming_the_parameter(url, sim, fields, param):
+def test_bad_values_get_a_400_naming_the_parameter(gateway, sim, fields, param):
     body = {"model": "oa", "messages": USER, **fields}
-    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"}) as http:
+    with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {KEY}"}) as http:
         response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]

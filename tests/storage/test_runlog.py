@@ -290,6 +290,42 @@ def test_v1_database_gets_new_migrations(tmp_path: Path, monkeypatch: pytest.Mon
         assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
 
 
+def test_v2_database_gains_the_tool_calls_column(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    with sqlite3.connect(path) as conn:  # a log from before tool calling
+        for statements in MIGRATIONS[:2]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO runs (run_id, started_at, kind, requested_model, status, prompt, step)"
+            " VALUES ('r1', '2026-01-01T00:00:00.000000+00:00', 'complete', 'm', 'ok', 'hi', 's')"
+        )
+        conn.execute("PRAGMA user_version = 2")
+    calls = '[{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]'
+    with RunLog(path) as log:
+        log.add(RunRecord(run_id="r2", requested_model="m", status="ok", prompt="x",
+                          tool_calls=calls))  # fmt: skip
+        old, new = log.records()
+        assert (old.step, old.tool_calls) == ("s", None)
+        assert new.tool_calls == calls
+        frame = log.to_dataframe()
+    assert user_version(path) == len(MIGRATIONS)
+    assert str(frame["tool_calls"].dtype) == "string"
+    assert frame["tool_calls"].isna().tolist() == [True, False]
+
+
+def test_tool_call_arguments_are_redacted(tmp_path: Path) -> None:
+    key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
+    calls = (
+        f'[{{"id": "c", "type": "function", "function": {{"name": "f", "arguments": "{key}"}}}}]'
+    )
+    with RunLog(tmp_path / "r.sqlite3") as log:
+        log.add(RunRecord(requested_model="m", status="ok", prompt="x", tool_calls=calls))
+        (record,) = log.records()
+    assert record.tool_calls is not None and key not in record.tool_calls
+    assert '"name": "f"' in record.tool_calls
+
+
 def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "v1.sqlite3"
     with RunLog(path) as log:
