@@ -82,7 +82,15 @@ class NoModelAvailableError(ConfigError):
 
 
 class InvalidRequestError(MMOError):
-    """The request itself is unusable (an empty prompt, a negative max_tokens...)."""
+    """The request itself is unusable (an empty prompt, a negative max_tokens...).
+
+    ``param`` names the request parameter at fault, when there is one (the
+    service reports it in OpenAI's ``param`` field).
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.param = param
 
 
 class MissingAPIKeyError(MMOError):

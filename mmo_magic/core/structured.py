@@ -40,9 +40,7 @@ __all__ = [
 def invalid_parameter(param: str, message: str, hint: str | None = None) -> InvalidRequestError:
     """An InvalidRequestError about the request parameter ``param``; ``error.param`` names it
     (the service reports it in OpenAI's ``param`` field)."""
-    error = InvalidRequestError(message, hint=hint)
-    setattr(error, "param", param)  # noqa: B010 - InvalidRequestError declares no param field
-    return error
+    return InvalidRequestError(message, hint=hint, param=param)
 
 
 class StructuredOutputError(StreamError):

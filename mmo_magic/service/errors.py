@@ -105,7 +105,7 @@ def classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
     if isinstance(exc, BudgetExceededError):
         return 402, "insufficient_quota", "budget_exceeded", None
     if isinstance(exc, InvalidRequestError | ConfigError):
-        # The parameter at fault, when the error names one (core.structured.invalid_parameter).
+        # The parameter at fault, when the error names one (InvalidRequestError.param).
         return 400, "invalid_request_error", None, getattr(exc, "param", None)
     if isinstance(exc, CircuitOpenError):  # not sent: the model failed repeatedly just now
         return 503, "service_unavailable", "circuit_open", None
