@@ -37,7 +37,8 @@ class RaceDisplay:
     With a kernel: the live widget during the run, replaced at the end by a static
     rendering of its final state (HTML and text/plain), so a saved notebook, nbconvert
     or a viewer shows the race without a kernel or saved widget state. In a terminal:
-    a status line per model whenever its status changes, then the texts and the winner.
+    a status line per model whenever its status changes, a line per judge verdict as
+    it arrives, then the texts, the winner and the votes.
     """
 
     def __init__(self, live: bool, models: list[str], title: str, *, votes: bool) -> None:
@@ -56,7 +57,7 @@ class RaceDisplay:
             bundle = view.widget._repr_mimebundle_()
             bundle["text/plain"] = f"racing {', '.join(view.models)}…"
             self.handle = display(bundle, raw=True, display_id=True)
-        future = background_loop.submit(call(view.on_text, view.on_finish))
+        future = background_loop.submit(call(view.on_text, view.on_finish, view.on_judge))
         try:
             result = as_result(self._wait(future))
         except MMOError as exc:
@@ -79,10 +80,16 @@ class RaceDisplay:
                     self._print_status()
 
     def _print_status(self) -> None:
-        for panel in self.view.final_state().panels:
+        state = self.view.final_state()
+        for panel in state.panels:
             line = rendering.status_line(panel)
             if self.printed.get(panel.model) != line:
                 self.printed[panel.model] = line
+                print(line, flush=True)
+        for call in state.judging:  # each verdict once, when it arrives
+            key = f"judge {call.judge} {call.order}"
+            if call.status in rendering.JUDGE_ENDED and key not in self.printed:
+                self.printed[key] = line = f"  judge {rendering.judge_line(call)}"
                 print(line, flush=True)
 
     def _finish(self, result: Any, *, stopped: bool = False) -> None:

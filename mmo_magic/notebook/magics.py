@@ -373,12 +373,13 @@ class MMOMagics(Magics):
         if len(models) < 1:
             raise ConfigError("Name the models to compare, e.g. sim-fast,sim-slow.")
 
-        def call(on_text: Any, on_result: Any) -> Coroutine[Any, Any, Any]:
+        def call(on_text: Any, on_result: Any, on_judge: Any) -> Coroutine[Any, Any, Any]:
             hooks = {"on_text": on_text, "on_result": on_result}
             if strategy is not None:
                 return self.orc.aconsensus(
-                    prompt, models, judges=judges or [], strategy=strategy, **hooks, **options
-                )
+                    prompt, models, judges=judges or [], strategy=strategy, on_judge=on_judge,
+                    **hooks, **options,
+                )  # fmt: skip
             if all_models:
                 return self.orc.aall(prompt, models, **hooks, **options)
             return self.orc.arace(prompt, models, hedge_ms=hedge_ms, **hooks, **options)

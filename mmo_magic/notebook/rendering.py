@@ -32,6 +32,7 @@ from ..core.text import escape_markdown
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..orchestration.judges import JudgeEvent
     from ..orchestration.parallel import ConsensusResult
 
 __all__ = [
@@ -40,6 +41,10 @@ __all__ = [
     "Votes",
     "escape_markdown",
     "footer_html",
+    "judge_line",
+    "judge_verdict",
+    "judging_html",
+    "judging_text",
     "race_bundle",
     "race_html",
     "race_text",
@@ -67,6 +72,16 @@ WINNER_BORDER = f"2px solid {STATUS_COLOURS['done']}"
 PLAIN_BORDER = f"1px solid {BORDER}"
 PRE_STYLE = f"white-space:pre-wrap;word-break:break-word;margin:0;font-size:0.9em;color:{FG}"
 NO_MATH = "mathjax_ignore tex2jax_ignore"  # MathJax 3 and 2 class names: leave "$" alone
+# A judge call's status: the panel colour that means the same thing.
+JUDGE_COLOURS = {
+    "queued": STATUS_COLOURS["waiting"],
+    "pending": STATUS_COLOURS["streaming"],
+    "voted": STATUS_COLOURS["done"],
+    "failed": STATUS_COLOURS["failed"],
+    "skipped": STATUS_COLOURS["cancelled"],
+    "cancelled": STATUS_COLOURS["cancelled"],
+}
+JUDGE_ENDED = ("voted", "failed", "skipped", "cancelled")
 STOPPED = "stopped by you (stop button or Ctrl-C)"
 _FAILURE = re.compile(r"^(try \d+: )?(error|timeout):")
 _KEEP = 200  # characters of an error shown on a panel: one line, not a traceback
@@ -114,6 +129,7 @@ class RaceState:
     reason: str = ""
     votes: Votes | None = None
     show_votes: bool = False
+    judging: list[JudgeEvent] = field(default_factory=list)  # each judge call, as last heard
 
 
 # -- fragments shared by the widget and the static HTML ------------------------------------------
@@ -212,6 +228,40 @@ def votes_html(votes: Votes | None) -> str:
     return table
 
 
+def judging_html(calls: Sequence[JudgeEvent]) -> str:
+    """The judge calls as a table: judge, order, status badge, verdict, latency."""
+    if not calls:
+        return ""
+    cell = f"border:1px solid {BORDER};padding:2px 8px;text-align:left;color:{FG}"
+
+    def badge(status: str) -> str:
+        colour = JUDGE_COLOURS[status]
+        return (
+            f'<span class="mmo-badge" style="color:{FG};border:1px solid {colour};'
+            f"border-left:6px solid {colour};border-radius:4px;padding:0 6px;"
+            f'font-size:0.85em">{html.escape(status)}</span>'
+        )
+
+    head = "".join(
+        f'<th style="{cell}">{name}</th>'
+        for name in ("judge", "order", "status", "verdict", "latency")
+    )
+    rows = "".join(
+        f'<tr data-judge="{html.escape(c.judge)}" data-order="{c.order.split()[0]}"'
+        f' data-status="{c.status}"><td style="{cell}">{html.escape(c.judge)}</td>'
+        f'<td style="{cell}">{c.order}</td><td style="{cell}">{badge(c.status)}</td>'
+        f'<td style="{cell}">{html.escape(judge_verdict(c))}</td>'
+        f'<td style="{cell}">{_judge_latency(c)}</td></tr>'
+        for c in calls
+    )
+    return (
+        f'<table class="mmo-judging {NO_MATH}" style="border-collapse:collapse;margin-top:6px;'
+        f'color:{FG}"><caption style="text-align:left;color:{FG}">'
+        f"{html.escape(_judging_caption(calls))}</caption>"
+        f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def pre_html(text: str) -> str:
     """Plain text that stays plain (no Markdown, HTML or math) in every frontend."""
     return (
@@ -242,7 +292,8 @@ def race_html(state: RaceState) -> str:
     return (
         f'<div class="mmo-race {NO_MATH}" style="color:{FG}">{title}'
         f'<div style="display:grid;grid-template-columns:repeat({columns}, minmax(0, 1fr));'
-        f'gap:8px;width:100%">{panels}</div><div>{summary_html(state)}</div>{votes}</div>'
+        f'gap:8px;width:100%">{panels}</div><div>{summary_html(state)}</div>'
+        f"{judging_html(state.judging)}{votes}</div>"
     )
 
 
@@ -258,6 +309,8 @@ def race_text(state: RaceState) -> str:
         if p.response is not None:
             lines.append(f"   {stats_line(p.response)}")
     lines.append(summary_text(state))
+    if state.judging:
+        lines.append(judging_text(state.judging))
     if state.votes is not None:
         lines.append(votes_text(state.votes))
     return "\n".join(lines)
@@ -281,6 +334,52 @@ def status_line(p: PanelState) -> str:
     elif p.response is not None and p.status == "done":
         line += f" ({stats_line(p.response)})"
     return line
+
+
+# -- judging -------------------------------------------------------------------------------------
+
+
+def judge_line(call: JudgeEvent) -> str:
+    """One judge call in a line: "fair · swapped order: voted geographer (shown as A) · 4 ms"."""
+    verdict = judge_verdict(call)
+    if call.status == "voted":
+        line = f"{call.judge} · {call.order}: voted {verdict}"
+    else:
+        line = f"{call.judge} · {call.order}: {call.status}" + (f" ({verdict})" if verdict else "")
+    latency = _judge_latency(call)
+    return f"{line} · {latency}" if latency else line
+
+
+def judging_text(calls: Sequence[JudgeEvent]) -> str:
+    """The judge calls as text: a caption, then one line per call."""
+    return "\n".join([_judging_caption(calls), *(f"  {judge_line(c)}" for c in calls)])
+
+
+def _judging_caption(calls: Sequence[JudgeEvent]) -> str:
+    ended = sum(c.status in JUDGE_ENDED for c in calls)
+    swap = " (each judge reads the answers in both orders)" if any(c.swapped for c in calls) else ""
+    return f"judging{swap} — {ended} of {len(calls)} judge calls ended"
+
+
+def judge_verdict(call: JudgeEvent) -> str:
+    """What the call decided: the model it picked (and the label it saw), a tie, or why none."""
+    from ..orchestration.judges import TIE
+
+    if call.status == "voted":
+        if call.winner == TIE:
+            text = "tie"
+        else:
+            text = call.model or call.winner or "?"
+            if call.shown_as:
+                text += f" (shown as {call.shown_as})"
+        return text + (" after a repair" if call.repaired else "")
+    if call.status == "failed":
+        return f"no usable verdict: {one_line(call.error or 'no reason recorded')}"
+    return one_line(call.error or "")
+
+
+def _judge_latency(call: JudgeEvent) -> str:
+    return "" if call.latency_ms is None else f"{call.latency_ms:.0f} ms"
 
 
 # -- votes ---------------------------------------------------------------------------------------

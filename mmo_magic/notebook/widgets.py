@@ -4,8 +4,8 @@ This is the notebook layer: it may import ipywidgets, and nothing outside the
 notebook layer may import it (``import mmo_magic`` never does). Views wrap
 results; results never depend on views.
 
-Threads: ``on_text`` and ``on_finish`` arrive on the orchestrator's event-loop
-thread, ``finish`` and ``set_winner`` usually on the main thread. Each panel
+Threads: ``on_text``, ``on_finish`` and ``on_judge`` arrive on the orchestrator's
+event-loop thread, ``finish`` and ``set_winner`` usually on the main thread. Each panel
 guards its state with its own lock, and sets its widget values while holding
 it, so a late delta can never overwrite the final text.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 from ..core.completion import CompletionResponse
 from ..core.errors import ConfigError
+from ..orchestration.judges import JudgeEvent
 from ..orchestration.parallel import ConsensusResult, RaceResult
 from . import rendering as r
 from .rendering import PanelState, RaceState
@@ -217,8 +218,9 @@ class _Panel:
 class RaceView:
     """A live side-by-side view of ``models`` answering one prompt.
 
-    Display ``view.widget``; feed it ``on_text`` / ``on_finish`` while the call
-    runs, then ``finish(result)`` with the RaceResult or ConsensusResult.
+    Display ``view.widget``; feed it ``on_text`` / ``on_finish`` (and ``on_judge``
+    while judges vote) while the call runs, then ``finish(result)`` with the
+    RaceResult or ConsensusResult.
     ``final_state()`` is what it shows then, for the static rendering.
     """
 
@@ -240,13 +242,15 @@ class RaceView:
         self._title = title
         self._show_votes = show_votes
         self._panels = {name: _Panel(name, live) for name in names}
-        self._lock = threading.Lock()  # guards the summary and the votes
+        self._lock = threading.Lock()  # guards the summary, the judge calls and the votes
+        self._judge_calls: dict[tuple[str, bool], JudgeEvent] = {}  # (judge, swapped) -> latest
         self._winner: str | None = None
         self._reason = ""
         self._votes: r.Votes | None = None
         self.title = _html(live)
         self.title.value = f"<b>{html.escape(title)}</b>" if title else ""
         self.summary = _html(live)
+        self.judging = _html(live)  # one row per judge call, filled while the judges work
         self.votes = _html(live)
         self.grid: Any = _Slot()
         self.widget: Any = _Slot()  # ``live=False``: the same state and texts, no ipywidgets
@@ -262,7 +266,9 @@ class RaceView:
                 ),
             )
             children = [self.title, self.grid, self.summary]
-            self.widget = widgets.VBox([*children, self.votes] if show_votes else children)
+            if show_votes:  # judges may vote: their calls and the votes have their places
+                children += [self.judging, self.votes]
+            self.widget = widgets.VBox(children)
         self._render_summary()
 
     # -- loop-thread callbacks ----------------------------------------------------------------
@@ -291,6 +297,13 @@ class RaceView:
         panel.end_attempt(response)
         self._render_summary()
 
+    def on_judge(self, event: JudgeEvent) -> None:
+        """A judge call was queued, sent, or ended: its row in the judging table changes."""
+        with self._lock:
+            self._judge_calls[event.judge, event.swapped] = event
+            self.judging.value = r.judging_html(list(self._judge_calls.values()))
+            self._add_child(self.judging, before=self.votes)
+
     # -- main-thread API ------------------------------------------------------------------------
 
     def set_winner(self, model: str | None, reason: str = "") -> None:
@@ -308,10 +321,7 @@ class RaceView:
             self._votes = votes
             self._show_votes = True
             self.votes.value = r.votes_html(votes)
-            if isinstance(self.widget, _Slot):
-                pass
-            elif self.votes not in self.widget.children:
-                self.widget.children = (*self.widget.children, self.votes)
+            self._add_child(self.votes)
         winner = _panel_model(result, result.winner, self.models)
         self.set_winner(winner, result.reason)
 
@@ -326,6 +336,7 @@ class RaceView:
         responses = _by_panel(result.responses, self.models) if result is not None else {}
         for name, panel in self._panels.items():
             panel.finalize(responses.get(name), stopped=stopped)
+        self._finish_judging(result.judge_calls if isinstance(result, ConsensusResult) else None)
         if isinstance(result, ConsensusResult) and self._show_votes:
             self.set_votes(result)
         elif isinstance(result, ConsensusResult):
@@ -344,7 +355,7 @@ class RaceView:
 
     def close(self) -> None:
         """Close every widget of the view (its static rendering has replaced it)."""
-        for w in [self.widget, self.title, self.grid, self.summary, self.votes]:
+        for w in [self.widget, self.title, self.grid, self.summary, self.judging, self.votes]:
             getattr(w, "close", lambda: None)()
         for panel in self._panels.values():
             for w in (panel.box, panel.header, panel.body, panel.stats):
@@ -355,8 +366,9 @@ class RaceView:
         panels = [p.snapshot() for p in self._panels.values()]
         with self._lock:
             return RaceState(
-                self._title, panels, self._winner, self._reason, self._votes, self._show_votes
-            )
+                self._title, panels, self._winner, self._reason, self._votes, self._show_votes,
+                list(self._judge_calls.values()),
+            )  # fmt: skip
 
     def state(self) -> dict[str, dict[str, object]]:
         """Per model: text shown, status, winner flag, timings, tokens, cost (None = unknown)."""
@@ -367,7 +379,44 @@ class RaceView:
         with self._lock:
             return [dict(row) for row in self._votes.rows] if self._votes else []
 
+    def judging_state(self) -> list[dict[str, object]]:
+        """The judge calls as shown: judge, order, status, verdict text and latency."""
+        with self._lock:
+            calls = list(self._judge_calls.values())
+        return [
+            {
+                "judge": c.judge,
+                "order": c.order,
+                "status": c.status,
+                "verdict": r.judge_verdict(c),
+                "latency_ms": c.latency_ms,
+            }
+            for c in calls
+        ]
+
     # -- helpers --------------------------------------------------------------------------------
+
+    def _add_child(self, child: Any, before: Any = None) -> None:
+        """Show ``child`` in the view if it is not there yet (``before`` another child)."""
+        if isinstance(self.widget, _Slot) or child in self.widget.children:
+            return
+        children = list(self.widget.children)
+        at = children.index(before) if before in children else len(children)
+        self.widget.children = (*children[:at], child, *children[at:])
+
+    def _finish_judging(self, calls: Sequence[JudgeEvent] | None) -> None:
+        """The judge calls' final rows: the result's, and whatever never ended is cancelled."""
+        with self._lock:
+            if calls:
+                self._judge_calls = {(c.judge, c.swapped): c for c in calls}
+            if not self._judge_calls:
+                return
+            self._judge_calls = {
+                key: c if c.status in r.JUDGE_ENDED else dataclasses.replace(c, status="cancelled")
+                for key, c in self._judge_calls.items()
+            }
+            self.judging.value = r.judging_html(list(self._judge_calls.values()))
+            self._add_child(self.judging, before=self.votes)
 
     def _render_summary(self) -> None:
         panels = [p.snapshot() for p in self._panels.values()]

@@ -25,15 +25,18 @@ import re
 import secrets
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..core.errors import ConfigError, MMOError
 from ..core.redaction import redact
 
 __all__ = [
     "TIE",
+    "JudgeEvent",
+    "JudgeStatus",
+    "OnJudge",
     "Tally",
     "Verdict",
     "VerdictError",
@@ -113,6 +116,40 @@ class Tally:
     def to_rows(self) -> list[dict[str, object]]:
         """One row per judge, ``{"judge": name, "A": points, ...}``, ready for a DataFrame."""
         return [{"judge": judge, **self.points[judge]} for judge in self.judges]
+
+
+JudgeStatus = Literal["queued", "pending", "voted", "failed", "skipped", "cancelled"]
+
+
+@dataclass(frozen=True)
+class JudgeEvent:
+    """What one judge call is doing: sent as it changes, for a live view of the judging.
+
+    One call is one judge reading the candidates in one order: ``swapped`` is False for
+    the first order (A, B, ...) and True for the swap-order pass. ``status`` goes
+    "queued" (waiting for the judge's first pass) → "pending" (asked) → "voted" or
+    "failed"; a swap pass whose first pass failed is "skipped". A vote names the
+    winner in the original labels (``winner``: a label or TIE) and the candidate's
+    ``model``, and ``shown_as``, the label the judge saw it under in this order.
+    A view marks a call still queued or pending when the whole call ended "cancelled".
+    """
+
+    judge: str
+    swapped: bool
+    status: JudgeStatus
+    winner: str | None = None
+    model: str | None = None
+    shown_as: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    repaired: bool = False  # the first reply was unusable and the repair turn gave this one
+
+    @property
+    def order(self) -> str:
+        return "swapped order" if self.swapped else "first order"
+
+
+OnJudge = Callable[[JudgeEvent], None]
 
 
 # --- building the judge prompt -------------------------------------------------------------------
@@ -244,7 +281,9 @@ def verdict_schema(candidate_labels: Sequence[str]) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "winner": {"type": "string", "enum": [*candidate_labels, TIE]},
-            "reason": {"type": "string", "maxLength": 300},
+            # 200 characters fit a small judge's 256-token answer even when each character is
+            # a token (SmolLM2 repeating "2020: " was cut at 300 and its JSON left unclosed).
+            "reason": {"type": "string", "maxLength": 200},
         },
         "required": ["winner", "reason"],
     }

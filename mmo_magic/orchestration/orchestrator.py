@@ -44,6 +44,7 @@ from .streams import AsyncCompletionStream, CompletionStream, Start
 if TYPE_CHECKING:
     from ..routing import RouteDecision, Router
     from .batch import BatchResult
+    from .judges import OnJudge
     from .parallel import ConsensusResult, RaceResult, Strategy
     from .pipeline import Pipeline, PipelineResult, PipelineStep
 
@@ -404,16 +405,19 @@ class Orchestrator:
         criteria: str | None = None,
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
+        on_judge: OnJudge | None = None,
         **options: Unpack[CallOptions],
     ) -> ConsensusResult:
         """Ask every model and pick one answer: ``judges=[...]``, ``strategy="judge"`` etc.
 
-        See ``mmo_magic.parallel.consensus``; ``on_text`` and ``on_result`` as for ``race``.
+        See ``mmo_magic.parallel.consensus``; ``on_text`` and ``on_result`` as for ``race``;
+        ``on_judge(event)`` follows each judge call (queued, pending, voted or failed).
         """
         return self._loop.run(
             self.aconsensus(
                 prompt, models, judges=judges, strategy=strategy, swap=swap, panel=panel,
-                criteria=criteria, on_text=on_text, on_result=on_result, **options,
+                criteria=criteria, on_text=on_text, on_result=on_result, on_judge=on_judge,
+                **options,
             )
         )  # fmt: skip
 
@@ -429,17 +433,18 @@ class Orchestrator:
         criteria: str | None = None,
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
+        on_judge: OnJudge | None = None,
         **options: Unpack[CallOptions],
     ) -> ConsensusResult:
         from .parallel import consensus
 
         own = ("judges", "strategy", "swap", "panel", "criteria", "on_text", "on_result")
-        check_options(options, also=own)
+        check_options(options, also=(*own, "on_judge"))
         return await self._loop.arun(
             consensus(
                 self._engine.complete, prompt, models, judges=judges, strategy=strategy,
                 swap=swap, panel=panel, criteria=criteria, on_text=on_text, on_result=on_result,
-                **options,
+                on_judge=on_judge, **options,
             )
         )  # fmt: skip
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
@@ -22,6 +23,8 @@ from .calls import CallContext, CallOptions, Completer, ModelText, OnFinish, mod
 from .judges import (
     METHODS,
     TIE,
+    JudgeEvent,
+    OnJudge,
     Tally,
     Verdict,
     VerdictError,
@@ -67,7 +70,11 @@ class RaceResult:
 
 @dataclass
 class ConsensusResult:
-    """The chosen answer, every candidate, and the judges' votes (judge x candidate)."""
+    """The chosen answer, every candidate, and the judges' votes (judge x candidate).
+
+    ``judge_calls`` is how each judge call ended (one per judge and order, as the
+    live view showed it): the verdict it gave, or why it gave none, and its latency.
+    """
 
     winner: CompletionResponse | None
     responses: list[CompletionResponse]
@@ -78,6 +85,7 @@ class ConsensusResult:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     judge_errors: dict[str, MMOError] = field(default_factory=dict)
     candidates: dict[str, str] = field(default_factory=dict)  # label -> model
+    judge_calls: list[JudgeEvent] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return _summary("ConsensusResult", self.winner, self.responses)
@@ -248,6 +256,7 @@ async def consensus(
     criteria: str | None = None,
     on_text: ModelText | None = None,
     on_result: OnFinish | None = None,
+    on_judge: OnJudge | None = None,
     **options: Unpack[CallOptions],
 ) -> ConsensusResult:
     """Ask every model, then pick one answer by ``strategy``.
@@ -257,7 +266,8 @@ async def consensus(
     order (a verdict that flips is a tie); the panel votes by ``panel``
     ("majority" or "borda"). "majority": the most common normalised answer.
     "longest": the longest answer. A callable gets the ok responses and
-    returns the winner (or its index).
+    returns the winner (or its index). ``on_judge`` gets a ``JudgeEvent`` on the
+    loop thread whenever a judge call is queued, sent, or ends (a live view).
     """
     # Everything about choosing is checked before the candidates are paid for.
     judges = model_names(judges, "judges", allow_empty=True)
@@ -284,7 +294,7 @@ async def consensus(
     name = strategy if isinstance(strategy, str) else getattr(strategy, "__name__", "custom")
     result = ConsensusResult(None, responses, name, "", group)
     if strategy == "judge":
-        await _judge(complete, prompt, ok, judges, swap, panel, criteria, result)
+        await _judge(complete, prompt, ok, judges, swap, panel, criteria, result, on_judge)
     elif strategy == "majority":
         index, counts = majority_answer([r.content for r in ok])
         result.winner = None if index is None else ok[index]
@@ -338,6 +348,7 @@ async def _judge(
     panel: str,
     criteria: str | None,
     result: ConsensusResult,
+    on_judge: OnJudge | None = None,
 ) -> None:
     names = labels(len(ok))
     result.candidates = {label: r.model for label, r in zip(names, ok, strict=True)}
@@ -345,30 +356,68 @@ async def _judge(
         result.winner, result.reason = ok[0], "only one model answered"
         return
     question = prompt if isinstance(prompt, str) else _last_user_text(prompt)
+    calls: dict[tuple[str, bool], JudgeEvent] = {}  # (judge, swapped) -> its latest event
 
-    async def verdict_of(judge: str, order: list[int], role: str) -> Verdict:
+    def tell(event: JudgeEvent) -> None:
+        calls[event.judge, event.swapped] = event
+        if on_judge is not None:
+            on_judge(event)
+
+    async def ask(judge: str, order: list[int], role: str) -> tuple[Verdict, bool]:
+        """The verdict on the candidates shown in ``order`` (in their shown labels), and
+        whether it took the repair turn."""
         messages = judge_messages(question, [ok[i].content for i in order], criteria=criteria)
         # The verdict under a schema (structured output), still read strictly and repaired.
         options: CallOptions = {"temperature": 0, "response_format": verdict_schema(names)}
         context = CallContext("judge", result.group_id, step=f"{role} {judge}", repairs_output=True)
         text = await judge_reply(complete, messages, judge, options, context)
         try:
-            verdict = parse_verdict(text, names, judge=judge)
+            return parse_verdict(text, names, judge=judge), False
         except VerdictError as error:  # one repair attempt, never a silent default
             fixed = repair_messages(messages, text, error)
             context = dataclasses.replace(context, step=f"{context.step} (repair)")
             text = await judge_reply(complete, fixed, judge, options, context)
-            verdict = parse_verdict(text, names, judge=judge)
-        return unswap(verdict, order, names)
+            return parse_verdict(text, names, judge=judge), True
+
+    async def verdict_of(judge: str, order: list[int], swapped_pass: bool) -> Verdict:
+        tell(JudgeEvent(judge, swapped_pass, "pending"))
+        started = time.perf_counter()
+        try:
+            shown, repaired = await ask(judge, order, "judge swapped" if swapped_pass else "judge")
+        except MMOError as error:
+            latency = (time.perf_counter() - started) * 1000
+            tell(JudgeEvent(judge, swapped_pass, "failed", latency_ms=latency, error=str(error)))
+            raise
+        verdict = unswap(shown, order, names)
+        tell(
+            JudgeEvent(
+                judge, swapped_pass, "voted", winner=verdict.winner,
+                model=result.candidates.get(verdict.winner),
+                shown_as=None if shown.winner == TIE else shown.winner,
+                latency_ms=(time.perf_counter() - started) * 1000, repaired=repaired,
+            )
+        )  # fmt: skip
+        return verdict
 
     async def judge_both_ways(judge: str) -> Verdict:
-        first = await verdict_of(judge, list(range(len(ok))), "judge")
+        try:
+            first = await verdict_of(judge, list(range(len(ok))), False)
+        except MMOError:
+            if swap:
+                why = "its first-order pass gave no verdict"
+                tell(JudgeEvent(judge, True, "skipped", error=why))
+            raise
         if not swap:
             return first
-        second = await verdict_of(judge, swapped(len(ok)), "judge swapped")
+        second = await verdict_of(judge, swapped(len(ok)), True)
         return combine_swap(first, second)
 
+    for judge in judges:  # every call in sight from the start, in the order of the table
+        tell(JudgeEvent(judge, False, "queued"))
+        if swap:
+            tell(JudgeEvent(judge, True, "queued"))
     outcomes = await asyncio.gather(*(judge_both_ways(j) for j in judges), return_exceptions=True)
+    result.judge_calls = list(calls.values())
     for judge, outcome in zip(judges, outcomes, strict=True):
         if isinstance(outcome, Verdict):
             result.verdicts[judge] = outcome

@@ -8,7 +8,7 @@ import re
 
 import nbformat
 import pytest
-from notebook_helpers import outputs, run_notebook
+from notebook_helpers import NOTEBOOKS, outputs, run_notebook
 
 
 def embedded_ready() -> bool:
@@ -37,6 +37,15 @@ def test_quickstart_runs_offline_and_records_every_call(tmp_path):
         assert model in runs
 
 
+def test_race_and_judges_is_saved_without_outputs():
+    nb = nbformat.read(NOTEBOOKS / "race_and_judges.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert all(cell.get("id") for cell in nb.cells)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
 def html_of(nb: nbformat.NotebookNode) -> str:
     from nbconvert import HTMLExporter
 
@@ -44,7 +53,7 @@ def html_of(nb: nbformat.NotebookNode) -> str:
     return body
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # the embedded judge reads ~500-token prompts on a shared CPU
 def test_race_and_judges_notebook_shows_its_races_without_a_kernel(tmp_path):
     """Run without saving widget state, convert with nbconvert: every race is in the HTML."""
     nb = run_notebook("race_and_judges.ipynb", tmp_path, store_widget_state=False)
@@ -83,6 +92,53 @@ def test_race_and_judges_notebook_shows_its_races_without_a_kernel(tmp_path):
     plain = vote[0].data["text/plain"]
     assert "winner: geographer" in plain and re.search(r"biased-judge\s+0\s+0\s+tie", plain)
     assert "Error displaying widget" not in body and "RaceResult" not in body
+    # The judging section of the judged race: each judge in each order, all voted.
+    judging = vote[0].data["text/html"]
+    assert judging.count('<tr data-judge="') == 4 and judging.count('data-status="voted"') == 4
+    assert "biased-judge · swapped order: voted geographer (shown as A)" in plain
+    embedded_section(nb)
+
+
+VERDICT = re.compile(r"(first|swapped) order +(a tie|(\S+), shown to it as ([AB]))")
+
+
+def embedded_section(nb: nbformat.NotebookNode) -> None:
+    """smollm2 raced and judged for real: every judge call gave a valid verdict, and the
+    result follows from the two orders' picks (whatever the small model picked)."""
+
+    def cell(marker: str) -> nbformat.NotebookNode:
+        (found,) = [c for c in nb.cells if c.cell_type == "code" and marker in c.source]
+        return found
+
+    status = outputs(cell("embedded = missing_reason()"))
+    if not embedded_ready():
+        assert status.startswith("skipping:") and "tiny" not in outputs(cell("tiny.judge_calls"))
+        return
+    assert status.strip() == "smollm2 runs on this machine"
+    for race, report, models in (
+        ("%mmo_race smollm2,smollm2-creative", "tiny.judge_calls", ["smollm2", "smollm2-creative"]),
+        ("%mmo_race right,wrong", "probe.judge_calls", ["right", "wrong"]),
+    ):
+        shown = cell(race).outputs
+        assert len(shown) == 1 and set(shown[0].data) == {"text/plain", "text/html"}
+        assert shown[0].data["text/html"].count('data-status="voted"') == 2
+        *lines, result = outputs(cell(report)).strip().splitlines()
+        picks = []
+        for line, order in zip(lines, ("first", "swapped"), strict=True):
+            found = VERDICT.fullmatch(line)
+            assert found and found.group(1) == order, line  # a valid verdict, every time
+            if found.group(2) == "a tie":
+                picks.append("tie")
+                continue
+            model, label = found.group(3), found.group(4)
+            assert model in models
+            # The label it saw: A is the first candidate in the first order, B when swapped.
+            assert (label == "A") == ((model == models[0]) == (order == "first")), line
+            picks.append(model)
+        if picks[0] == picks[1] != "tie":
+            assert result.startswith("result: majority of 1 judge(s)") and f"({picks[0]})" in result
+        else:  # a verdict that flips with the order, or a tie, is a tie
+            assert result == "result: the judges' majority vote is a tie"
 
 
 @pytest.mark.timeout(300)

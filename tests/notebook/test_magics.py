@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -280,6 +282,82 @@ def test_race_cell_form_with_judges(ip, orc):
     assert isinstance(result, mmo.ConsensusResult) and result.winner.model == "oa:sim-echo"
     assert result.votes is not None and result.votes.winner == "A"
     assert set(result.candidates.values()) == {"oa:sim-echo", "lo"}
+
+
+def judging_cast(orc, judge_latency_ms: int = 300) -> None:
+    """Two answers (Paris right, Lyon wrong), a slow fair judge and a judge that always says A."""
+    for name, mid in {
+        "geographer": "sim-fast?reply=Paris+is+the+capital+of+France.",
+        "guesser": "sim-fast?reply=Lyon,+I+think.",
+        "patient": f"sim-fast?reply=judge&prefer=paris&latency_ms={judge_latency_ms}",
+        "biased": "sim-fast?reply=" + quote('{"winner":"A","reason":"first"}'),
+    }.items():
+        orc.add_model(orc.catalogue.resolve("oa").replace(name=name, model_id=mid))
+
+
+def test_judged_race_shows_each_judge_call_live_then_in_the_static_rendering(
+    live_ip, orc, monkeypatch
+):
+    from mmo_magic.notebook.widgets import RaceView
+
+    judging_cast(orc)
+    seen: list[tuple[Any, list[dict[str, object]], str, bool]] = []
+    on_judge = RaceView.on_judge
+
+    def watched(view: RaceView, event: Any) -> None:  # what the widget showed after each event
+        on_judge(view, event)
+        shown = view.judging in view.widget.children
+        seen.append((event, view.judging_state(), view.judging.value, shown))
+
+    monkeypatch.setattr(RaceView, "on_judge", watched)
+    result, cap = run(
+        live_ip, "mmo_race", "guesser,geographer --judge patient,biased", "Capital of France?"
+    )
+    assert result.winner.model == "geographer"
+
+    def row(state: list[dict[str, object]], judge: str, order: str) -> dict[str, object]:
+        return next(r for r in state if r["judge"] == judge and r["order"] == order)
+
+    # While the patient judge thinks (300 ms a call), its first-order row is pending in the
+    # widget, its swapped row queued; then it votes, and its swap pass is pending.
+    waiting = [
+        (state, html, shown)
+        for event, state, html, shown in seen
+        if event.judge == "patient" and event.status == "pending" and not event.swapped
+    ]
+    assert len(waiting) == 1
+    state, html, shown = waiting[0]
+    assert shown and row(state, "patient", "swapped order")["status"] == "queued"
+    assert 'data-judge="patient" data-order="first" data-status="pending"' in html
+    voted = [s for e, s, _, _ in seen if e.judge == "patient" and e.status == "voted"]
+    first, swapped = voted[0], voted[1]
+    assert row(first, "patient", "first order")["verdict"] == "geographer (shown as B)"
+    assert row(first, "patient", "first order")["latency_ms"] >= 300
+    swap_pending = next(s for e, s, _, _ in seen if e.judge == "patient" and e.swapped
+                        and e.status == "pending")  # fmt: skip
+    assert row(swap_pending, "patient", "first order")["status"] == "voted"
+    assert row(swapped, "patient", "swapped order")["verdict"] == "geographer (shown as A)"
+    final = seen[-1][1]
+    assert row(final, "biased", "first order")["verdict"] == "guesser (shown as A)"
+    assert row(final, "biased", "swapped order")["verdict"] == "geographer (shown as A)"
+
+    # The static rendering left behind: every judge call, then the votes table.
+    last = cap.outputs[-1].data
+    html, plain = last["text/html"], last["text/plain"]
+    assert html.count('data-status="voted"') == 4 and "mmo-votes" in html
+    assert html.index("mmo-judging") < html.index("mmo-votes")
+    assert "widget-view" not in str(last)
+    assert re.search(r"  patient · first order: voted geographer \(shown as B\) · \d+ ms", plain)
+    assert "  biased · swapped order: voted geographer (shown as A)" in plain
+    assert re.search(r"biased\s+0\s+0\s+tie \(flipped when swapped\)", plain)
+
+
+def test_a_consensus_result_made_in_code_renders_its_judge_calls(ip, orc):
+    judging_cast(orc, judge_latency_ms=0)
+    result = orc.consensus("Capital?", ["guesser", "geographer"], judges=["patient", "biased"])
+    shown, _ = ip.display_formatter.format(result)
+    assert "patient · swapped order: voted geographer (shown as A)" in shown["text/plain"]
+    assert shown["text/html"].count('data-status="voted"') == 4
 
 
 def test_mmo_all_and_consensus_options(ip):

@@ -15,6 +15,7 @@ import mmo_magic as mmo
 from mmo_magic.core.completion import CompletionResponse
 from mmo_magic.notebook import rendering
 from mmo_magic.notebook.rendering import PanelState, RaceState, Votes
+from mmo_magic.orchestration.judges import TIE, JudgeEvent
 
 
 def markdown_to_html(text: str) -> str:
@@ -78,7 +79,13 @@ def finished_race() -> RaceState:
         "majority",
         {},
     )
-    return RaceState("Q <i>?</i>", [win, lost], "a", "first successful answer", votes, True)
+    judging = [
+        JudgeEvent("j", False, "voted", winner="A", model="a", shown_as="A", latency_ms=5.2),
+        JudgeEvent("j", True, "voted", winner="A", model="a", shown_as="B", latency_ms=7.0),
+    ]
+    return RaceState(
+        "Q <i>?</i>", [win, lost], "a", "first successful answer", votes, True, judging
+    )
 
 
 def test_static_html_escapes_text_ignores_math_and_uses_theme_colours() -> None:
@@ -94,6 +101,8 @@ def test_static_html_escapes_text_ignores_math_and_uses_theme_colours() -> None:
     assert not re.search(r"color:\s*(white|#fff)", out, re.IGNORECASE)
     assert 'data-model="a" data-status="done"' in out and "🏆" in out
     assert "try 1: error: HTTP 503" in out
+    assert 'data-judge="j" data-order="swapped" data-status="voted"' in out
+    assert out.index("mmo-judging") < out.index("mmo-votes")  # the calls, then their tally
 
 
 def test_text_form_has_answers_statuses_winner_and_votes() -> None:
@@ -106,6 +115,44 @@ def test_text_form_has_answers_statuses_winner_and_votes() -> None:
     assert "── b · cancelled\n   try 1: error: HTTP 503\n   cancelled: another model" in text
     assert "winner: a — first successful answer — done 1 · cancelled 1" in text
     assert "judges' votes (majority) — winner: a\njudge  a  b  verdict\nj      1  0  a" in text
+    assert (
+        "judging (each judge reads the answers in both orders) — 2 of 2 judge calls ended\n"
+        "  j · first order: voted a (shown as A) · 5 ms\n"
+        "  j · swapped order: voted a (shown as B) · 7 ms\n"
+        "judges' votes"
+    ) in text
+
+
+def test_judge_calls_read_as_one_line_each_whatever_their_state() -> None:
+    calls = [
+        JudgeEvent("slow", False, "pending"),
+        JudgeEvent("slow", True, "queued"),
+        JudgeEvent("fickle", False, "voted", winner=TIE, latency_ms=30.0),
+        JudgeEvent("fixed", False, "voted", winner="B", model="m2", shown_as="B", repaired=True),
+        JudgeEvent("down", False, "failed", latency_ms=3.0, error="HTTP 500: boom\ntraceback"),
+        JudgeEvent("down", True, "skipped", error="its first-order pass gave no verdict"),
+        JudgeEvent("late", False, "cancelled"),
+    ]
+    assert [rendering.judge_line(c) for c in calls] == [
+        "slow · first order: pending",
+        "slow · swapped order: queued",
+        "fickle · first order: voted tie · 30 ms",
+        "fixed · first order: voted m2 (shown as B) after a repair",
+        "down · first order: failed (no usable verdict: HTTP 500: boom) · 3 ms",
+        "down · swapped order: skipped (its first-order pass gave no verdict)",
+        "late · first order: cancelled",
+    ]
+    assert rendering.judging_text(calls).splitlines()[0] == (
+        "judging (each judge reads the answers in both orders) — 5 of 7 judge calls ended"
+    )
+    out = rendering.judging_html(calls)
+    assert out.count("<tr data-judge=") == 7 and "traceback" not in out
+    assert 'data-judge="slow" data-order="first" data-status="pending"' in out
+    # Status colours draw borders only; text is in the theme's content colour (dark-safe).
+    colours = re.findall(r"(?<![-\w])color:([^;\"]+)", out)
+    assert colours and all(c.startswith("var(--jp-content-font-color") for c in colours)
+    assert "--jp-brand-color1" in out and "--jp-error-color1" in out
+    assert rendering.judging_html([]) == ""
 
 
 def test_runs_table_is_compact_and_the_frame_keeps_every_column(sim, keys) -> None:

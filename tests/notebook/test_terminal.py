@@ -117,6 +117,26 @@ def test_judged_race_prints_a_votes_table(term, orc, capsys):
     assert re.match(r"total\s+0\s+1", table[4])
 
 
+def test_judge_verdicts_print_as_they_arrive(term, orc, capsys):
+    says(orc, "geographer", "Paris is the capital of France.")
+    says(orc, "guesser", "Lyon, I think.")
+    slow = "sim-fast?reply=judge&prefer=paris&latency_ms=400"  # 400 ms a verdict
+    orc.add_model(orc.catalogue.resolve("oa").replace(name="patient", model_id=slow))
+    out = run(term, capsys, "%%mmo_race guesser,geographer --judge patient\nThe capital?")
+    lines = out.splitlines()
+    final = lines.index("── guesser · done")  # the finished race's text starts here
+    live = [i for i, line in enumerate(lines) if line.startswith("  judge patient")]
+    # The first verdict is printed while the swapped pass still runs, before the final text.
+    assert live and live[0] < final, out
+    assert re.fullmatch(
+        r"  judge patient · first order: voted geographer \(shown as B\) · \d+ ms", lines[live[0]]
+    )
+    assert len([i for i in live if "first order" in lines[i]]) == 1  # each verdict once
+    block = out[out.index("judging (each judge") :]
+    assert "  patient · swapped order: voted geographer (shown as A)" in block
+    assert block.index("patient · swapped order") < block.index("judges' votes (majority)")
+
+
 def test_pipeline_prints_each_step(term, capsys):
     cell = (
         "%%mmo_pipeline topic=owls\n"

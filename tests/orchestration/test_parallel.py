@@ -11,6 +11,7 @@ import pytest
 from conftest import sim_models
 
 import mmo_magic as mmo
+from mmo_magic.orchestration.judges import JudgeEvent
 
 
 @pytest.fixture
@@ -193,3 +194,45 @@ def test_majority_without_a_majority_is_no_winner(orc):
     names = [model(orc, "sim-fast?reply=41"), model(orc, "sim-fast?reply=43", base="lo")]
     result = orc.consensus("6*7?", names, strategy="majority")
     assert result.winner is None and "no strict majority" in result.reason
+
+
+def test_on_judge_follows_each_judge_call_from_queued_to_its_verdict(orc):
+    """The live view's feed: each (judge, order) call is queued, pending, then voted or failed."""
+    paris = model(orc, "sim-fast?reply=Paris+is+the+capital")
+    lyon = model(orc, "sim-fast?reply=Lyon+is+the+capital", base="lo")
+    fair = judge(orc, "Paris", latency_ms="150")
+    biased = model(orc, "sim-fast?reply=" + quote('{"winner": "A", "reason": "first"}'), base="an")
+    broken = model(orc, "sim-fast?fail=400", base="an")
+    events: list[JudgeEvent] = []
+    result = orc.consensus(
+        "What is the capital of France?", [lyon, paris], judges=[fair, biased, broken],
+        on_judge=events.append,
+    )  # fmt: skip
+
+    def story(judge_name: str, swapped: bool) -> list[str]:
+        return [e.status for e in events if e.judge == judge_name and e.swapped == swapped]
+
+    assert story(fair, False) == story(fair, True) == ["queued", "pending", "voted"]
+    assert story(biased, False) == story(biased, True) == ["queued", "pending", "voted"]
+    assert story(broken, False) == ["queued", "pending", "failed"]
+    assert story(broken, True) == ["queued", "skipped"]  # never asked: its first pass failed
+    # A swapped pass starts only once the same judge's first pass has voted.
+    first_vote = events.index(next(e for e in events if e.judge == fair and e.status == "voted"))
+    swap_start = events.index(
+        next(e for e in events if e.judge == fair and e.swapped and e.status == "pending")
+    )
+    assert first_vote < swap_start
+
+    final = {(e.judge, e.swapped): e for e in result.judge_calls}
+    assert len(result.judge_calls) == 6 and all(
+        e == final[e.judge, e.swapped] for e in events if e.status in ("voted", "failed", "skipped")
+    )
+    # The fair judge finds Paris wherever it is shown; the biased one always takes "A".
+    assert (final[fair, False].model, final[fair, False].shown_as) == (paris, "B")
+    assert (final[fair, True].model, final[fair, True].shown_as) == (paris, "A")
+    assert (final[biased, False].model, final[biased, False].shown_as) == (lyon, "A")
+    assert (final[biased, True].model, final[biased, True].shown_as) == (paris, "A")
+    assert final[fair, False].latency_ms >= 150  # the judge's scripted latency, measured
+    assert "400" in (final[broken, False].error or "")
+    assert result.winner.model == paris and broken in result.judge_errors
+    assert "position bias" in result.verdicts[biased].reason

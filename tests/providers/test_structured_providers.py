@@ -93,7 +93,7 @@ needs_embedded = pytest.mark.skipif(_why_no_embedded is not None, reason=str(_wh
 
 
 def smollm2(name: str = "smollm2-structured") -> mmo.ModelConfig:
-    # Room for the longest verdict the schema allows (a reason of up to 300 characters):
+    # Room for the longest verdict the schema allows (a reason of up to 200 characters):
     # at 96 tokens a long reason was cut mid-string and the JSON left unterminated.
     return mmo.ModelConfig(
         provider="embedded", model_id="SmolLM2-135M-Instruct", name=name, temperature=0.0,
