@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,30 @@ def sim_models(sim, *, priced: bool = True) -> list[mmo.ModelConfig]:  # type: i
 def orc(sim, keys) -> Iterator[mmo.Orchestrator]:  # type: ignore[no-untyped-def]
     with mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False) as o:
         yield o
+
+
+# The raw SDKs pointed at the simulated provider (tests of its wire formats). The keys
+# are fake but recognisable, so tests can check they never come back in errors or logs.
+SIM_OPENAI_KEY = "sk-secret-1"
+SIM_ANTHROPIC_KEY = "sk-ant-secret-2"
+
+
+@pytest.fixture
+def oa(sim) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    import openai
+
+    with openai.OpenAI(base_url=sim.openai_base_url, api_key=SIM_OPENAI_KEY, max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def an(sim) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    import anthropic
+
+    with anthropic.Anthropic(
+        base_url=sim.anthropic_base_url, api_key=SIM_ANTHROPIC_KEY, max_retries=0
+    ) as c:
+        yield c
 
 
 def with_model_id(orc: mmo.Orchestrator, name: str, model_id: str, **changes) -> str:  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -25,20 +24,6 @@ USER: Any = [{"role": "user", "content": PROMPT}]  # Any: the SDKs want their Ty
 
 def words(*texts: str) -> int:
     return sum(len(t.split()) for t in texts)
-
-
-@pytest.fixture
-def oa(sim: SimServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-secret-1", max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-def an(sim: SimServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=sim.anthropic_base_url, api_key="sk-ant-secret-2", max_retries=0
-    ) as c:
-        yield c
 
 
 def openai_body(model: str, **extra: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -11,7 +10,6 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from mmo_magic.sim import SimServer
 from mmo_magic.sim.wire import instance_of
 
 USER: Any = [{"role": "user", "content": "Describe a city"}]
@@ -36,18 +34,6 @@ SCHEMA: dict[str, Any] = {
 class City(BaseModel):
     name: str
     population: int
-
-
-@pytest.fixture
-def oa(sim: SimServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-1", max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-def an(sim: SimServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="sk-2", max_retries=0) as c:
-        yield c
 
 
 def test_generator_covers_the_basic_types_deterministically():

@@ -4,14 +4,12 @@ HTTP with the real SDKs: deterministic calls whose arguments satisfy the tool's 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 
-from mmo_magic.sim import SimServer
 from mmo_magic.sim.wire import instance_of
 
 USER: Any = [{"role": "user", "content": "Weather in Oslo?"}]
@@ -29,18 +27,6 @@ OA_TOOLS: Any = [
     {"type": "function", "function": {"name": "clock", "parameters": {"type": "object"}}},
 ]
 AN_TOOLS: Any = [{"name": "weather", "input_schema": SCHEMA}, {"name": "clock"}]
-
-
-@pytest.fixture
-def oa(sim: SimServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-1", max_retries=0) as c:
-        yield c
-
-
-@pytest.fixture
-def an(sim: SimServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="sk-2", max_retries=0) as c:
-        yield c
 
 
 def test_openai_calls_the_first_tool_with_schema_valid_arguments(oa):
