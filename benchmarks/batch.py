@@ -1,6 +1,7 @@
 """Batch evaluation at scale: throughput against raw asyncio.gather, memory, kill and resume, rates.
 
     python benchmarks/batch.py [--items 10000] [--concurrency 100] [--tokens 20] [--quick]
+                               [--ray-items 3000] [--with-embedded] [--no-ray]
 
 The simulated provider runs in its own process at zero latency; three
 models (``bench-a``, ``bench-b``, ``bench-c``: the sim's defaults, ``--tokens``
@@ -18,6 +19,20 @@ half its answers are in the run log, and the same batch is run again: every
 run must send only what the log did not hold. And **rate**: one model with
 ``requests_per_minute`` set, the rate measured from the run records' start
 times.
+
+Then **Ray** (when Ray is installed; ``--no-ray`` skips it), in one process
+that starts a local Ray with every core of the machine: the same batch
+(``--ray-items`` items × the three models) on the local engine, on Ray with 1
+and with 2 workers, and on 2 workers under an orchestrator budget (every
+call then reserves its worst case with the shared limiter first). Each row
+gives the wall time (Ray's includes starting its workers) and the calls per
+second from the first call sent to the last answer (from the run records).
+The shared limiter's overhead is measured directly too: the round trip of one
+``acquire`` (every call to a model with limits makes one) and one budget
+``authorize`` (every call under a budget).
+``--with-embedded`` adds the embedded model (SmolLM2 on llama.cpp, one
+instance per worker): items per second on the local engine and on 1 and 2
+Ray workers.
 """
 
 from __future__ import annotations
@@ -203,6 +218,161 @@ def kill_and_resume(base_url: str, args: argparse.Namespace, runlog: str) -> dic
     }  # fmt: skip
 
 
+# -- Ray ------------------------------------------------------------------------------------------
+
+
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def limiter_round_trips(rounds: int) -> dict[str, float]:
+    """Microseconds per sequential call to the shared limiter: acquire, and a budget reserve."""
+    import ray
+
+    import mmo_magic as mmo
+    from mmo_magic.orchestration.limits import RateLimit
+    from mmo_magic.orchestration.ray_engine import ClusterLimiter
+
+    limiter = ray.remote(ClusterLimiter).options(num_cpus=0).remote({"m": RateLimit()}, 1e9)
+    config = mmo.ModelConfig("openai", "m", cost_per_1k_input=0.001, cost_per_1k_output=0.001)
+    ray.get(limiter.spent.remote())  # started
+    out = {}
+    for name, call in (
+        ("acquire_us", lambda: limiter.acquire.remote("w", "m", None)),
+        ("authorize_us", lambda: limiter.authorize.remote("w", config, 0.001, None, False)),
+    ):
+        for _ in range(20):
+            ray.get(call())
+        started = time.perf_counter()
+        for _ in range(rounds):
+            ray.get(call())
+        out[name] = (time.perf_counter() - started) / rounds * 1e6
+    ray.kill(limiter)
+    return out
+
+
+def timed_batch(orc: Any, data: list[dict[str, Any]], models: list[str], **options: Any) -> dict:
+    """Wall seconds, and calls per second from the first send to the last answer."""
+    from mmo_magic.orchestration.batch import run_batch
+
+    started = time.perf_counter()
+    result = run_batch(orc, data, models, key="id", progress=False, **options)
+    wall = time.perf_counter() - started
+    records = [r for r in orc.runs.records(group_id=result.group_id) if r.kind == "batch"]
+    first = min(r.started_at for r in records)
+    last = max(r.finished_at or r.started_at for r in records)
+    busy = (last - first).total_seconds()
+    ok = sum(r["status"] == "ok" for r in result.rows)
+    return {"calls": len(result.rows), "ok": ok, "wall_s": wall, "rate": len(result.rows) / busy,
+            "wall_rate": len(result.rows) / wall}  # fmt: skip
+
+
+def ray_worker(base_url: str, args: argparse.Namespace) -> None:
+    """Local engine against Ray with 1 and 2 workers, in this process; prints one JSON line."""
+    import ray
+
+    import mmo_magic as mmo
+
+    cores = os.cpu_count() or 1
+    ray.init(num_cpus=cores, include_dashboard=False, object_store_memory=256 * 1024**2,
+             logging_level="WARNING")  # fmt: skip
+    out: dict[str, Any] = {"cores": cores, "limiter": limiter_round_trips(args.limiter_rounds)}
+    data = items(args.ray_items)
+    rows = []
+    runs: list[tuple[str, dict[str, Any], float | None]] = [
+        ("local engine", {}, None),
+        ("Ray, 1 worker", {"engine": "ray", "workers": 1}, None),
+        ("Ray, 2 workers", {"engine": "ray", "workers": 2}, None),
+    ]
+    if not args.quick:
+        runs.append(("Ray, 2 workers, shared budget", {"engine": "ray", "workers": 2}, 1e6))
+    for label, options, budget in runs:
+        with orchestrator(base_url, args, ":memory:") as orc:
+            if budget is not None:
+                orc.budget.limit = budget
+            if not options:
+                orc.complete("warm up", MODELS[0])  # the SDK import, as the workers do first
+            row = timed_batch(orc, data, list(MODELS), concurrency=args.concurrency, **options)
+        rows.append({"model": "simulated", "engine": label, **row})
+    if args.with_embedded:
+        prompts = [{"id": i, "question": f"In one sentence: what is {i} plus {i}?"}
+                   for i in range(args.embedded_items)]  # fmt: skip
+        for label, options in (
+            ("local engine", {}),
+            ("Ray, 1 worker", {"engine": "ray", "workers": 1}),
+            ("Ray, 2 workers", {"engine": "ray", "workers": 2}),
+        ):
+            with mmo.Orchestrator(runlog=":memory:", cache=False) as orc:
+                if not options:
+                    orc.complete("warm up", "smollm2", max_tokens=2)  # loads the model
+                row = timed_batch(orc, prompts, ["smollm2"], max_tokens=args.embedded_tokens,
+                                  temperature=0, **options)  # fmt: skip
+            rows.append({"model": "embedded (smollm2)", "engine": label, **row})
+    out["rows"] = rows
+    ray.shutdown()
+    print(json.dumps(out))
+
+
+def run_ray(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", "ray", "--base-url", base_url,
+               "--ray-items", str(args.ray_items), "--concurrency", str(args.concurrency),
+               "--tokens", str(args.tokens), "--embedded-items", str(args.embedded_items),
+               "--embedded-tokens", str(args.embedded_tokens),
+               "--limiter-rounds", str(args.limiter_rounds)]  # fmt: skip
+    command += ["--quick"] if args.quick else []
+    command += ["--with-embedded"] if args.with_embedded else []
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the Ray benchmark failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ray_report(ray_run: dict[str, Any]) -> list[Check]:
+    rows = ray_run["rows"]
+    print_table(
+        f"Ray: local engine against Ray workers on {ray_run['cores']} cores "
+        "(wall time includes starting the workers; calls/s from first send to last answer)",
+        ("model", "engine", "calls", "ok", "wall s", "calls/s", "calls/s incl. start"),
+        [(r["model"], r["engine"], r["calls"], r["ok"], r["wall_s"], r["rate"], r["wall_rate"])
+         for r in rows],
+    )  # fmt: skip
+    limiter = ray_run["limiter"]
+    print_table(
+        "Shared limiter (one Ray actor): a round trip per call",
+        ("call", "µs per call"),
+        [("acquire (every call to a model with limits)", limiter["acquire_us"]),
+         ("authorize (every call under a budget)", limiter["authorize_us"])],
+    )  # fmt: skip
+
+    def rate(model: str, engine: str) -> float:
+        return next(r["rate"] for r in rows if r["model"] == model and r["engine"] == engine)
+
+    checks = [
+        Check("Ray batch: every call answered", sum(r["ok"] for r in rows), "",
+              f"= {sum(r['calls'] for r in rows):,}",
+              all(r["ok"] == r["calls"] for r in rows)),
+        Check("Ray 2 workers / 1 worker (simulated provider)",
+              rate("simulated", "Ray, 2 workers") / rate("simulated", "Ray, 1 worker"), "x", "",
+              None, "calls/s from first send to last answer"),
+        Check("Ray 2 workers / local engine (simulated provider)",
+              rate("simulated", "Ray, 2 workers") / rate("simulated", "local engine"), "x", "",
+              None),
+        Check("shared limiter round trip (acquire)", limiter["acquire_us"], "µs", "", None,
+              "per call to a model with limits; awaited, not blocking"),
+    ]  # fmt: skip
+    if any(r["model"].startswith("embedded") for r in rows):
+        embedded = "embedded (smollm2)"
+        checks.append(Check(
+            "embedded model: Ray 2 workers / 1 worker",
+            rate(embedded, "Ray, 2 workers") / rate(embedded, "Ray, 1 worker"),
+            "x", "", None, "items/s, one llama.cpp instance per worker",
+        ))  # fmt: skip
+    return checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
@@ -211,15 +381,26 @@ def main() -> None:
     parser.add_argument("--rpm", type=float, default=600.0, help="the rate-limit check's limit")
     parser.add_argument("--rate-items", type=int, default=101)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--worker", choices=["raw", "batch", "rate"], help=argparse.SUPPRESS)
+    parser.add_argument("--ray-items", type=int, default=3000)
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
+    parser.add_argument("--with-embedded", action="store_true",
+                        help="Ray rows for the embedded model too (slow)")  # fmt: skip
+    parser.add_argument("--embedded-items", type=int, default=24)
+    parser.add_argument("--embedded-tokens", type=int, default=16)
+    parser.add_argument("--limiter-rounds", type=int, default=500)
+    parser.add_argument("--worker", choices=["raw", "batch", "rate", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--runlog", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "ray":
+        ray_worker(args.base_url, args)
+        return
     if args.worker:
         worker(args.worker, args.base_url, args)
         return
     if args.quick:
         args.items, args.concurrency, args.rpm, args.rate_items = 300, 50, 1200.0, 41
+        args.ray_items, args.embedded_items, args.limiter_rounds = 60, 6, 50
 
     with sim_process() as base_url, tempfile.TemporaryDirectory() as tmp:
         raw = run_worker("raw", base_url, args, f"{tmp}/unused.sqlite3")
@@ -229,6 +410,7 @@ def main() -> None:
         rate_args = argparse.Namespace(**{**vars(args), "items": args.rate_items})
         rate_run = run_worker("rate", base_url, rate_args, f"{tmp}/rate.sqlite3")
         measured_rpm = start_rates(f"{tmp}/rate.sqlite3")
+        ray_run = run_ray(base_url, args) if ray_available() and not args.no_ray else None
 
     calls = args.items * len(MODELS)
     ratio = batch["rate"] / raw["rate"]
@@ -287,9 +469,13 @@ def main() -> None:
         Check("rate-limit error (requests_per_minute)", rate_error * 100, "%", "<= 5%",
               rate_error <= 0.05, f"limit {args.rpm:g}/min, measured {measured_rpm:,.1f}/min"),
     ]  # fmt: skip
+    if ray_run is not None:
+        checks += ray_report(ray_run)
     print_checks(checks)
     params = {k: v for k, v in vars(args).items() if k not in ("worker", "base_url", "runlog")}
     extra = [resume, {"rate_run": rate_run, "measured_rpm": measured_rpm}]
+    if ray_run is not None:
+        extra.append({"ray": ray_run})
     save("batch", params, [*rows, *extra], checks)
 
 

@@ -8,7 +8,8 @@ one never touch another), prints its tables and saves
 ``benchmarks/results/summary.json`` and prints the summary. ``--quick`` runs
 each with small sizes, to check that they work, not to measure anything.
 The embedded-model benchmark needs llama-cpp-python and the SmolLM2 wheel,
-and takes a few minutes; it runs with ``--with-embedded``.
+and takes a few minutes; it runs with ``--with-embedded``, which also adds
+the embedded model's rows (local and Ray) to the batch benchmark.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def main() -> None:
     for name, (full, quick) in chosen.items():
         print(f"\n=== {name} " + "=" * (60 - len(name)), flush=True)
         start = time.perf_counter()
+        extra = ["--with-embedded"] if args.with_embedded and name == "batch" else []
         done = subprocess.run(
-            [sys.executable, str(HERE / f"{name}.py"), *(quick if args.quick else full)]
+            [sys.executable, str(HERE / f"{name}.py"), *(quick if args.quick else full), *extra]
         )
         print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
         if done.returncode != 0:

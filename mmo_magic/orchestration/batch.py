@@ -32,6 +32,9 @@ How it runs:
 * **Progress.** ``progress`` gets the running counts (see ``BatchProgress``);
   the notebook layer provides a widget and a terminal bar
   (``mmo_magic.notebook.batch_view``) and may register one as the default.
+* **Scale out.** ``engine="ray"`` plans the batch here the same way, then runs
+  its calls on Ray workers with limits and budget shared by all of them
+  (``ray_engine``); records come back to this process's run log.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -78,7 +81,7 @@ from .judges import (
     unswap,
     verdict_schema,
 )
-from .limits import Limits, ModelGate
+from .limits import Gate, Limits
 from .parallel import judge_reply
 
 if TYPE_CHECKING:
@@ -86,6 +89,7 @@ if TYPE_CHECKING:
 
     from ..storage.runlog import RunRecord
     from .orchestrator import Orchestrator
+    from .ray_engine import RayOptions
 
 __all__ = [
     "BatchProgress",
@@ -286,7 +290,14 @@ class _Settings:
 class _Batch:
     """One run of a batch on the background loop (state shared with a caller that stops it)."""
 
-    def __init__(self, orc: Orchestrator, raw: list[dict[str, Any]], s: _Settings) -> None:
+    def __init__(
+        self,
+        orc: Orchestrator,
+        raw: list[dict[str, Any]],
+        s: _Settings,
+        items: list[_Item] | None = None,
+    ) -> None:
+        """``items``: already planned (a shard of a batch running on Ray), else planned from raw."""
         self.orc = orc
         self.engine = orc._engine
         self.raw = raw
@@ -294,7 +305,11 @@ class _Batch:
         self.configs = {m: self.engine.catalogue.resolve(m) for m in s.models}
         self.judge_configs = {j: self.engine.catalogue.resolve(j) for j in s.judges}
         s.limits.configure({**self.judge_configs, **self.configs})
-        self.items = _plan_items(raw, s.prompt, s.system, s.key, s.reference_column)
+        self.items = (
+            items
+            if items is not None
+            else _plan_items(raw, s.prompt, s.system, s.key, s.reference_column)
+        )
         self.group_id = "batch-" + _digest(
             s.prompt, s.system, s.temperature, s.max_tokens,
             list(s.fallbacks) if s.fallbacks is not None else None, size=16,
@@ -430,7 +445,7 @@ class _Batch:
             options["allow_unpriced"] = True
         return options
 
-    def _tokens(self, call: _Call, gate: ModelGate) -> int | None:
+    def _tokens(self, call: _Call, gate: Gate) -> int | None:
         if not gate.counts_tokens:
             return None
         from ..core.pricing import input_tokens
@@ -469,12 +484,21 @@ class _Batch:
                 if limited and not last_try:
                     return Outcome(True, wait)
                 self._finished(stats, ok=False)
+                self._answered(call)
                 return Outcome()
             call.row = row_from_response(response, seen)
             self._finished(stats, ok=True)
+            self._answered(call)
             return Outcome()
 
         return Job(call.model, run, self._tokens(call, gate))
+
+    def _answered(self, call: _Call) -> None:
+        """``call.row`` is final (a Ray worker sends it to the driver here)."""
+
+    def _judged(self, entry: dict[str, Any]) -> None:
+        """One pairwise judgement or grade is final."""
+        (self.grades if self.s.judge_mode == "grade" else self.judgements).append(entry)
 
     def _finished(self, stats: ModelStats, *, ok: bool) -> None:
         stats.done += 1
@@ -592,7 +616,7 @@ class _Batch:
                     return None
                 return TIE if v.winner == TIE else (a if v.winner == "A" else b)
 
-            self.judgements.append({
+            self._judged({
                 "item": item.index, "key": item.key, "judge": judge, "model_a": a, "model_b": b,
                 "first": named(first), "swapped": named(swapped),
                 "winner": named(combined) if first and swapped else None,
@@ -618,7 +642,7 @@ class _Batch:
             step = f"grade|{item.key}|{model}|{base}"
             verdict, error = await self._verdict(judge, messages, ("A",), step, True)
             score = verdict.scores.get("A") if verdict and verdict.scores else None
-            self.grades.append({
+            self._judged({
                 "item": item.index, "key": item.key, "judge": judge, "model": model,
                 "score": score, "reason": verdict.reason if verdict else None, "error": error,
             })  # fmt: skip
@@ -633,7 +657,7 @@ class _Batch:
         """Answer, then judge (the log, resume and budget came first: see ``_prepare``)."""
         self.progress = progress
         todo = [c for c in self.calls if c.row is None]
-        scheduler = Scheduler(self.s.concurrency, self.s.limits)
+        scheduler = self._scheduler()
         options = self._options()
         if progress is not None:
             progress.start(self.stats)
@@ -650,6 +674,9 @@ class _Batch:
         finally:
             if progress is not None:
                 progress.finish(self.stats)
+
+    def _scheduler(self) -> Scheduler:
+        return Scheduler(self.s.concurrency, self.s.limits)
 
     def result(self) -> BatchResult:
         rows = []
@@ -729,6 +756,31 @@ def _choose_progress(progress: BatchProgress | bool | None) -> BatchProgress | N
     return progress
 
 
+def _ray_options(
+    engine: str | None,
+    address: str | None,
+    workers: int | None,
+    cpus_per_worker: int | None,
+    cache: bool,
+) -> RayOptions | None:
+    """The Ray settings for ``engine="ray"``; None for this process's loop (checked first)."""
+    from .ray_engine import RayOptions
+
+    return RayOptions.of(
+        engine, address=address, workers=workers, cpus_per_worker=cpus_per_worker, cache=cache
+    )
+
+
+def _running(
+    batch: _Batch, view: BatchProgress | None, on_ray: RayOptions | None
+) -> Coroutine[Any, Any, None]:
+    if on_ray is None:
+        return batch.run(view)
+    from .ray_engine import run_on_ray
+
+    return run_on_ray(batch, view, on_ray)
+
+
 def _close(view: BatchProgress | None) -> None:
     """Let a view replace itself with its final state, on the caller's thread."""
     close = getattr(view, "close", None)
@@ -758,6 +810,10 @@ def run_batch(
     rerun: str | None = None,
     key: str | None = None,
     progress: BatchProgress | bool | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    cpus_per_worker: int | None = None,
 ) -> BatchResult:
     """Ask every model about every item of ``data``; see the module docstring.
 
@@ -765,9 +821,17 @@ def run_batch(
     names a column that identifies items (default: a hash of the rendered
     prompt). ``cache`` is off by default: a batch compares models. ``progress``:
     a BatchProgress, False for none, None for the registered default.
+
+    ``engine="ray"`` runs the calls on Ray workers (see ``ray_engine``):
+    ``ray_address`` names a cluster (default: the Ray this process already
+    initialised, else a local one), ``workers`` how many (default: one per
+    ``cpus_per_worker`` CPUs of the cluster, default 1); ``concurrency`` is then
+    shared out among the workers.
+
     Raises BudgetExceededError (nothing sent), TemplateError or ConfigError
     before any request; never for a failed call, which is a row.
     """
+    on_ray = _ray_options(engine, ray_address, workers, cpus_per_worker, cache)
     settings = _settings(
         models, prompt, system, judges, judge_mode, criteria, reference_column, temperature,
         max_tokens, fallbacks, cache, allow_unpriced, concurrency, limits, budget, rerun, key,
@@ -775,7 +839,7 @@ def run_batch(
     batch, _ = _prepare(orc, data, settings)
     view = _choose_progress(progress)
     try:
-        orc._loop.run(batch.run(view))
+        orc._loop.run(_running(batch, view, on_ray))
     finally:
         _close(view)
     return batch.result()
@@ -803,8 +867,13 @@ async def arun_batch(
     rerun: str | None = None,
     key: str | None = None,
     progress: BatchProgress | bool | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    cpus_per_worker: int | None = None,
 ) -> BatchResult:
     """Async twin of ``run_batch``; cancelling it stops the batch (answers so far are kept)."""
+    on_ray = _ray_options(engine, ray_address, workers, cpus_per_worker, cache)
     settings = _settings(
         models, prompt, system, judges, judge_mode, criteria, reference_column, temperature,
         max_tokens, fallbacks, cache, allow_unpriced, concurrency, limits, budget, rerun, key,
@@ -812,7 +881,7 @@ async def arun_batch(
     batch, _ = _prepare(orc, data, settings)
     view = _choose_progress(progress)
     try:
-        await orc._loop.arun(batch.run(view))
+        await orc._loop.arun(_running(batch, view, on_ray))
     finally:
         _close(view)
     return batch.result()

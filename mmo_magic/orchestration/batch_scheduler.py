@@ -6,16 +6,13 @@ import asyncio
 from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.errors import (
     AllModelsFailedError,
     ProviderError,
 )
-from .limits import Limits, ModelGate
-
-if TYPE_CHECKING:
-    pass
+from .limits import Gate, Limits
 
 __all__ = ["MAX_REQUEUES", "Job", "Outcome", "Scheduler", "rate_limited"]
 
@@ -47,8 +44,11 @@ class Scheduler:
     paused or rate limited holds no shared slot and delays no other model.
     """
 
-    def __init__(self, concurrency: int, limits: Limits) -> None:
-        self.slots = asyncio.Semaphore(concurrency)
+    def __init__(
+        self, concurrency: int, limits: Limits, slots: asyncio.Semaphore | None = None
+    ) -> None:
+        """``slots``: share the calls in flight with other schedulers (a Ray worker's shards)."""
+        self.slots = slots if slots is not None else asyncio.Semaphore(concurrency)
         self.limits = limits
 
     async def run(self, jobs: Iterable[Job]) -> None:
@@ -78,7 +78,7 @@ class Scheduler:
             if rest:
                 await asyncio.gather(*rest, return_exceptions=True)
 
-    async def _enter(self, gate: ModelGate, job: Job) -> None:
+    async def _enter(self, gate: Gate, job: Job) -> None:
         await gate.acquire(job.tokens)
         try:
             while True:
@@ -92,11 +92,11 @@ class Scheduler:
             gate.release()
             raise
 
-    def _leave(self, gate: ModelGate) -> None:
+    def _leave(self, gate: Gate) -> None:
         self.slots.release()
         gate.release()
 
-    async def _one(self, gate: ModelGate, job: Job) -> None:
+    async def _one(self, gate: Gate, job: Job) -> None:
         inside = True
         try:
             for requeue in range(MAX_REQUEUES + 1):

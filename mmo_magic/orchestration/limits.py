@@ -29,14 +29,14 @@ import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
 
-__all__ = ["Limits", "ModelGate", "RateLimit"]
+__all__ = ["Gate", "Limits", "ModelGate", "RateLimit"]
 
 _FIRST_BACKOFF_S = 1.0
 _MAX_BACKOFF_S = 30.0
@@ -80,6 +80,21 @@ class RateLimit:
                 hint="Use requests_per_minute, tokens_per_minute and max_concurrency.",
             )
         return cls(**value)
+
+
+class Gate(Protocol):
+    """What the batch scheduler needs of a model's gate (a ``ModelGate``, or one shared
+    by every worker of a Ray batch: ``ray_engine``)."""
+
+    @property
+    def counts_tokens(self) -> bool: ...
+    @property
+    def paused(self) -> bool: ...
+    async def acquire(self, tokens: int | None = None) -> None: ...
+    def release(self) -> None: ...
+    async def wait_pause(self) -> None: ...
+    def back_off(self, retry_after_s: float | None = None) -> float: ...
+    def succeeded(self) -> None: ...
 
 
 class ModelGate:
@@ -179,7 +194,7 @@ class Limits:
         self.limits = {name: RateLimit.of(v) for name, v in (limits or {}).items()}
         self.default = RateLimit.of(default) if default is not None else None
         self.configured: dict[str, RateLimit] = {}  # from the models' own settings (mmo.toml)
-        self._gates: dict[str, ModelGate] = {}
+        self._gates: dict[str, Gate] = {}
 
     @classmethod
     def of(cls, value: Limits | Mapping[str, Any] | None) -> Limits:
@@ -196,11 +211,14 @@ class Limits:
             if rpm is not None or tpm is not None:
                 self.configured[name] = RateLimit(rpm, tpm)
 
-    def gate(self, model: str) -> ModelGate:
+    def limit(self, model: str) -> RateLimit:
+        """The limits of ``model``: the call's, else the model's own, else the default."""
+        limit = self.limits.get(model) or self.configured.get(model, self.default)
+        return limit or RateLimit()
+
+    def gate(self, model: str) -> Gate:
         """The gate of ``model``, made on first use (one with no limits still backs off on 429)."""
         gate = self._gates.get(model)
         if gate is None:
-            limit = self.limits.get(model) or self.configured.get(model, self.default)
-            limit = limit or RateLimit()
-            gate = self._gates[model] = ModelGate(limit)
+            gate = self._gates[model] = ModelGate(self.limit(model))
         return gate

@@ -520,11 +520,12 @@ class Orchestrator:
 
         See ``mmo_magic.orchestration.batch.run_batch`` for the options (system,
         judge_mode, reference_column, concurrency, limits, budget, rerun, ...).
+        ``engine="ray"`` spreads the calls over Ray workers (``ray_address``,
+        ``workers``): see ``mmo_magic.orchestration.ray_engine``.
         """
         from .batch import run_batch
 
-        _local_engine(engine)
-        return run_batch(self, data, models, prompt, judges=judges, **options)
+        return run_batch(self, data, models, prompt, judges=judges, engine=engine, **options)
 
     async def abatch(
         self,
@@ -539,8 +540,7 @@ class Orchestrator:
         """Async twin of ``batch``."""
         from .batch import arun_batch
 
-        _local_engine(engine)
-        return await arun_batch(self, data, models, prompt, judges=judges, **options)
+        return await arun_batch(self, data, models, prompt, judges=judges, engine=engine, **options)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -562,14 +562,6 @@ class Orchestrator:
         return (
             f"<Orchestrator {models} models ({available} available), "
             f"default {self.default_model!r}>"
-        )
-
-
-def _local_engine(engine: str | None) -> None:
-    if engine not in (None, "local"):
-        raise ConfigError(
-            f"engine={engine!r} is not available yet.",
-            hint="Leave engine=None: the batch runs on this process's event loop.",
         )
 
 

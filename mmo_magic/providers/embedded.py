@@ -142,6 +142,11 @@ def _threads() -> int:
     # core with other work stalls them all. Measured on 2 cores, tokens/s of 1 vs 2
     # threads: idle 36 vs 52, with one core busy elsewhere 38 vs 16; prompt
     # evaluation likewise. A notebook's kernel and event loop share these cores.
+    # A Ray worker (or a user) that sets OMP_NUM_THREADS has given this process that
+    # many cores: without it, 16 one-CPU workers on a 16-core node would run 8 each.
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows

