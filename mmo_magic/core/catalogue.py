@@ -22,7 +22,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from .models import ModelConfig
+from .models import GEMINI_BASE_URL, ModelConfig
 from .redaction import read_key
 
 __all__ = ["DEFAULT_MODEL_PREFERENCE", "PRICES_AS_OF", "LocalServerModel", "builtin_models"]
@@ -92,11 +92,7 @@ def _embedded(name: str, temperature: float, profile: str) -> ModelConfig:
 
 # OpenAI-compatible hosts: host -> (who, key variable, base URL).
 _HOSTS = {
-    "gemini": (
-        "Google Gemini",
-        "GEMINI_API_KEY",
-        "https://generativelanguage.googleapis.com/v1beta/openai/",
-    ),
+    "gemini": ("Google Gemini", "GEMINI_API_KEY", GEMINI_BASE_URL),
     "openrouter": ("OpenRouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"),
     "groq": ("Groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
     "mistral": ("Mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1"),
@@ -115,11 +111,12 @@ def _hosted(
     tier: int,
     aliases: tuple[str, ...] = (),
 ) -> ModelConfig:
-    """A model on an OpenAI-compatible host (provider "openai" at the host's base URL),
-    unavailable until the host's key variable is set. A price of None is unpriced."""
+    """A model on an OpenAI-compatible host at its base URL (provider "openai"; Gemini's
+    is "google", the same wire), unavailable until the host's key variable is set. A
+    price of None is unpriced."""
     who, key_env, base_url = _HOSTS[host]
     return ModelConfig(
-        provider="openai",
+        provider="google" if host == "gemini" else "openai",
         model_id=model_id,
         name=name,
         base_url=base_url,

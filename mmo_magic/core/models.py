@@ -14,8 +14,15 @@ from .redaction import read_key
 __all__ = ["PROVIDERS", "Catalogue", "ModelConfig"]
 
 # "function": a Python function registered in-process (mmo_magic.providers.function).
-PROVIDERS = ("openai", "anthropic", "local", "sim", "embedded", "function")
-_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+PROVIDERS = ("openai", "anthropic", "google", "local", "sim", "embedded", "function")
+_DEFAULT_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "google": "GEMINI_API_KEY",
+}
+# "google" is Gemini through its OpenAI-compatible endpoint (the same wire as "openai").
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
+_DEFAULT_BASE_URL = {"google": GEMINI_BASE_URL}
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ class ModelConfig:
             set_(self, "name", self.model_id)
         if self.api_key_env is None and self.provider in _DEFAULT_KEY_ENV:
             set_(self, "api_key_env", _DEFAULT_KEY_ENV[self.provider])
+        if self.base_url is None and self.provider in _DEFAULT_BASE_URL:
+            set_(self, "base_url", _DEFAULT_BASE_URL[self.provider])
         for names in ("fallbacks", "aliases"):
             set_(self, names, _model_names(self.name, names, getattr(self, names)))
         for field_name, (kind, low, low_allowed, optional) in _NUMBERS.items():

@@ -18,6 +18,7 @@ ClientFactory = Callable[[ModelConfig], ModelClient]
 _BUILTIN = {
     "openai": "openai:OpenAIClient",
     "anthropic": "anthropic:AnthropicClient",
+    "google": "openai:OpenAIClient",  # Gemini's OpenAI-compatible endpoint
     "local": "openai:LocalClient",
     "sim": "sim:SimClient",
     "embedded": "embedded:EmbeddedClient",

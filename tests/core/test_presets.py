@@ -73,7 +73,8 @@ def call_through_sim(sim, config: ModelConfig) -> tuple[mmo.CompletionResponse, 
 def test_hosted_preset_has_its_host_key_variable_and_description(family, catalogue) -> None:
     name, key_env, base_url = HOSTED[family]
     preset = catalogue.resolve(name)
-    assert (preset.provider, preset.api_key_env, preset.base_url) == ("openai", key_env, base_url)
+    provider = "google" if family == "gemini" else "openai"
+    assert (preset.provider, preset.api_key_env, preset.base_url) == (provider, key_env, base_url)
     assert base_url in preset.description and key_env in preset.description
     assert preset.tier is not None
 
@@ -116,13 +117,24 @@ def test_hosted_preset_without_its_key_is_unavailable_naming_the_variable(
 
 
 def test_every_hosted_preset_is_reachable_by_its_typed_names(catalogue) -> None:
-    hosted = [m for m in presets() if m.provider == "openai"]
+    hosted = [m for m in presets() if m.provider in ("openai", "google")]
     assert {m.api_key_env for m in hosted} == set(KEY_VARS)
     for model in hosted:
         for typed in (model.name, *model.aliases):
             assert catalogue.resolve(typed).name == model.name
     assert catalogue.resolve("gemini").name == "gemini-2.5-flash"
     assert catalogue.resolve("deepseek").name == "deepseek-chat"
+
+
+def test_provider_google_is_gemini_by_default(sim, monkeypatch) -> None:
+    # The seed's provider enum names Google: provider="google" needs only a model id.
+    config = mmo.ModelConfig("google", "gemini-2.5-flash")
+    assert config.api_key_env == "GEMINI_API_KEY"
+    assert config.base_url == HOSTED["gemini"][2]
+    monkeypatch.setenv("GEMINI_API_KEY", "test-gemini-key")
+    response, seen = call_through_sim(sim, config)
+    assert response.ok and response.provider == "google"
+    assert seen["headers"]["authorization"] == "***"  # the sim saw a key, and keeps it hidden
 
 
 def test_preset_prices_are_real_or_unpriced_never_zero() -> None:
