@@ -26,8 +26,8 @@ peak during the row.
 
 Slow upstream: ``--slow-requests`` at once to ``bench-slow``; the wall time
 of the batch against the same batch sent straight to the simulated provider.
-mmo-serve's goal is 1.2× at most (issue 16). Its default of 8 upstream calls
-at a time per provider makes 40 × 3 s take five rounds.
+mmo-serve's goal is 1.2× at most (issue 16); its default of 256 upstream calls
+in flight per provider and host lets all 40 go at once.
 
 mmo-serve runs with its defaults (the run log on, in a temporary file; the
 response cache off). LiteLLM's proxy runs with ``LITELLM_LOCAL_MODEL_COST_MAP``

@@ -460,6 +460,9 @@ class MMOMagics(Magics):
     @argument("--rerun", choices=["failed", "all"], default=None)
     @argument("-s", "--system", default=None)
     @argument("--max-tokens", type=int, default=None)
+    @argument("--engine", choices=["local", "ray"], default=None, help="ray: spread over Ray")
+    @argument("--ray-address", default=None, metavar="ADDRESS", help="a Ray cluster to join")
+    @argument("--workers", type=int, default=None, metavar="N", help="Ray workers")
     @argument("-o", "--out", default=None, metavar="VAR")
     @cell_magic
     @_friendly
@@ -477,6 +480,7 @@ class MMOMagics(Magics):
             judge_mode="grade" if args.grade else "pairwise", reference_column=args.reference,
             concurrency=args.concurrency, budget=args.budget, rerun=args.rerun,
             system=args.system, max_tokens=args.max_tokens, progress=auto_progress(),
+            engine=args.engine, ray_address=args.ray_address, workers=args.workers,
         )  # fmt: skip
         self._store(args.out, result)
         return result

@@ -57,3 +57,13 @@ def test_a_bad_flag_is_one_line_and_an_unknown_engine_is_refused(ip):
         ip.run_cell_magic("mmo_batch", "--models oa-echo", "Q: {question}")  # no --data
     with pytest.raises(mmo.ConfigError, match="Unknown batch engine 'spark'"):
         mmo.get_orchestrator().batch(ITEMS, ["oa-echo"], engine="spark")
+
+
+def test_engine_flags_reach_the_batch(ip, capsys):
+    # Checked before Ray starts: the flags arrive, and a bad one is one line, not a traceback.
+    ip.run_cell_magic("mmo_batch", "--data items --models oa-echo --workers 2", "Q: {question}")
+    assert "workers only apply to engine='ray'" in capsys.readouterr().err
+    ip.run_cell_magic(
+        "mmo_batch", "--data items --models oa-echo --engine ray --workers 0", "Q: {question}"
+    )
+    assert "workers must be a whole number >= 1, got 0" in capsys.readouterr().err
