@@ -95,6 +95,18 @@ class Budget:
         self._reserved += estimate
         return Reservation(estimate)
 
+    async def aauthorize(
+        self,
+        model: ModelConfig,
+        estimate: float | None,
+        *,
+        call_limit: float | None = None,
+        allow_unpriced: bool = False,
+    ) -> Reservation | None:
+        """``authorize`` for the call engine, which awaits it: a budget kept elsewhere (a
+        Ray actor shared by every worker) answers without blocking the event loop."""
+        return self.authorize(model, estimate, call_limit=call_limit, allow_unpriced=allow_unpriced)
+
     def settle(self, reservation: Reservation | None, cost: float | None) -> None:
         """Release ``reservation`` and record what the call actually cost."""
         if reservation is not None:

@@ -428,7 +428,7 @@ class CallEngine:
         if key is not None and self.cache is not None and (hit := self.cache.get(key)):
             return self._from_cache(record, config, hit, call, request), None
         try:
-            reservation = self._authorize(config, request, max_tokens, call)
+            reservation = await self._authorize(config, request, max_tokens, call)
         except MMOError as exc:
             return self._finish(call, record, config, _Progress(), exc), exc
         try:
@@ -442,7 +442,7 @@ class CallEngine:
             ))  # fmt: skip
         return response, error
 
-    def _authorize(
+    async def _authorize(
         self, config: ModelConfig, request: CompletionRequest, max_tokens: int, call: _Call
     ) -> Reservation | None:
         if self.budget.limit is None and call.budget is None:
@@ -450,7 +450,7 @@ class CallEngine:
         from ..core.pricing import estimate_cost
 
         estimate = estimate_cost(config, request, max_tokens)
-        return self.budget.authorize(
+        return await self.budget.aauthorize(
             config, estimate, call_limit=call.budget, allow_unpriced=call.allow_unpriced
         )
 

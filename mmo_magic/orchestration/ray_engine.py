@@ -340,8 +340,8 @@ class _SharedLimits(Limits):
 class _SharedBudget(Budget):
     """A worker's budget: one account for the whole batch, kept by the ClusterLimiter.
 
-    ``authorize`` is synchronous in the call engine, so it waits for the
-    limiter's answer (one round trip); ``settle`` does not wait.
+    The call engine awaits ``aauthorize``: one round trip to the limiter, during
+    which the worker's other calls go on; ``settle`` does not wait.
     """
 
     def __init__(self, limit: float, limiter: Any, holder: str) -> None:
@@ -364,6 +364,23 @@ class _SharedBudget(Budget):
                 self._holder, model, estimate, call_limit, allow_unpriced
             )
         )
+        return self._reservation(answer)
+
+    async def aauthorize(
+        self,
+        model: ModelConfig,
+        estimate: float | None,
+        *,
+        call_limit: float | None = None,
+        allow_unpriced: bool = False,
+    ) -> Reservation | None:
+        answer = await self._limiter.authorize.remote(
+            self._holder, model, estimate, call_limit, allow_unpriced
+        )
+        return self._reservation(answer)
+
+    @staticmethod
+    def _reservation(answer: Reservation | _Refused | None) -> Reservation | None:
         if isinstance(answer, _Refused):
             raise BudgetExceededError(answer.message, estimate=answer.estimate, hint=answer.hint)
         reservation: Reservation | None = answer
