@@ -2,6 +2,7 @@
 
     python benchmarks/gateway.py [--requests 3000] [--serial 500] [--tokens 20]
                                  [--slow-requests 40] [--slow-s 3] [--skip-litellm] [--quick]
+    LITELLM_COMMAND=/path/to/venv/bin/litellm python benchmarks/gateway.py   # the proxy elsewhere
 
 Every party runs in a process of its own, all on 127.0.0.1: the simulated
 provider (the one upstream both gateways call), ``mmo-serve``
@@ -207,7 +208,11 @@ def start_mmo(sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, st
 
 
 def litellm_command() -> list[str] | None:
-    """The installed proxy's command: the ``litellm`` script beside this Python, else on PATH."""
+    """The proxy's command: ``$LITELLM_COMMAND`` (a ``litellm`` installed with its proxy
+    extra in a virtualenv of its own, whose pins may clash with ours), else the ``litellm``
+    script beside this Python, else on PATH."""
+    if given := os.environ.get("LITELLM_COMMAND"):
+        return [given]
     beside = Path(sys.executable).parent / "litellm"
     found = str(beside) if beside.exists() else shutil.which("litellm")
     return [found] if found else None
