@@ -39,6 +39,7 @@ How it runs:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -47,7 +48,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -655,18 +656,25 @@ class _Batch:
 
     async def run(self, progress: BatchProgress | None) -> None:
         """Answer, then judge (the log, resume and budget came first: see ``_prepare``)."""
-        self.progress = progress
         todo = [c for c in self.calls if c.row is None]
         scheduler = self._scheduler()
         options = self._options()
-        if progress is not None:
-            progress.start(self.stats)
-        try:
+        with self.shown(progress):
             await scheduler.run(self.answer_job(c, options) for c in todo)
             if self.s.judges:
                 self.stats.phase = "judging"
                 self._update(force=True)
                 await scheduler.run(self.judge_jobs())
+
+    @contextlib.contextmanager
+    def shown(self, progress: BatchProgress | None) -> Iterator[None]:
+        """Report the run to ``progress`` from start to finish; its phase ends done or stopped
+        (the same for this process's loop and for Ray)."""
+        self.progress = progress
+        if progress is not None:
+            progress.start(self.stats)
+        try:
+            yield
             self.stats.phase = "done"
         except BaseException:
             self.stats.phase = "stopped"

@@ -1012,15 +1012,5 @@ class _RayRun:
 
 async def run_on_ray(batch: _Batch, progress: BatchProgress | None, options: RayOptions) -> None:
     """Run ``batch`` (prepared: resumed, budget checked) on Ray; see the module docstring."""
-    batch.progress = progress
-    if progress is not None:
-        progress.start(batch.stats)
-    try:
+    with batch.shown(progress):
         await _RayRun(batch, options).run()
-        batch.stats.phase = "done"
-    except BaseException:
-        batch.stats.phase = "stopped"
-        raise
-    finally:
-        if progress is not None:
-            progress.finish(batch.stats)
