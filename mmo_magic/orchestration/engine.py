@@ -259,9 +259,9 @@ class CallEngine:
             if (value := options.get(name)) is not None
         }
         # The cache key knows the messages, max_tokens and temperature only: an answer
-        # cut by ``stop`` or drawn with a ``seed`` must not stand in for another's, nor a
-        # text answer for a tool call (tool calls are never cached).
-        use_cache = use_cache and not sampling and not options.get("tools")
+        # cut by ``stop`` or drawn with a ``seed`` must not stand in for another's.
+        # (Tool calls are never cached either: see ``_try``.)
+        use_cache = use_cache and not sampling
         return _Call(
             requested=model or (AUTO if route is not None else self.default_model()),
             route=route,
@@ -419,7 +419,8 @@ class CallEngine:
         """One attempt at one model: from the cache, or within the budget, recorded either way."""
         max_tokens = call.max_tokens or config.max_tokens
         temperature = call.temperature if call.temperature is not None else config.temperature
-        # A conversation with tool calls in it: its cache key would miss the calls' ids.
+        # Tools offered, or a conversation with tool calls in it: the cache key knows
+        # neither the tools nor the calls' ids, so a text answer could stand in for a call.
         cacheable = call.use_cache and not request.uses_tools
         key = cache_key(config, request, max_tokens, temperature) if cacheable else None
         if key is not None and request.response_format is not None:

@@ -56,6 +56,25 @@ def test_anything_that_changes_the_output_misses(cached_orc, sim, change):
     assert sim.request_count() == 2
 
 
+def test_calls_with_tools_never_come_from_the_cache(cached_orc, sim):
+    # The cache key knows neither tools nor tool-call ids: a cached text answer must not
+    # stand in for a tool call, nor a call's id be answered twice.
+    def weather(city: str) -> str:
+        """The weather in a city now."""
+        raise AssertionError("the model asks; the test never runs the tool")
+
+    cached_orc.complete("Weather in Oslo?", model="oa")  # cached, without tools
+    first = cached_orc.complete("Weather in Oslo?", model="oa", tools=[weather])
+    second = cached_orc.complete("Weather in Oslo?", model="oa", tools=[weather])
+    assert [r.cached for r in (first, second)] == [False, False]
+    assert first.tool_calls and second.tool_calls
+    reply = [{"role": "user", "content": "Weather in Oslo?"}, first.message,
+             first.tool_calls[0].result("rain")]  # fmt: skip
+    for _ in range(2):  # the conversation holds a tool call: answered by the model each time
+        assert not cached_orc.complete(reply, model="oa").cached
+    assert sim.request_count() == 5
+
+
 def test_per_call_and_global_opt_out(cached_orc, sim, monkeypatch):
     cached_orc.complete("hello", model="oa")
     cached_orc.complete("hello", model="oa", cache=False)
