@@ -340,31 +340,15 @@ class _SharedLimits(Limits):
 class _SharedBudget(Budget):
     """A worker's budget: one account for the whole batch, kept by the ClusterLimiter.
 
-    The call engine awaits ``aauthorize``: one round trip to the limiter, during
-    which the worker's other calls go on; ``settle`` does not wait.
+    The call engine awaits ``aauthorize`` (the only way it reserves): one round trip
+    to the limiter, during which the worker's other calls go on; ``settle`` does not
+    wait.
     """
 
     def __init__(self, limit: float, limiter: Any, holder: str) -> None:
         super().__init__(limit)
         self._limiter = limiter
         self._holder = holder
-
-    def authorize(
-        self,
-        model: ModelConfig,
-        estimate: float | None,
-        *,
-        call_limit: float | None = None,
-        allow_unpriced: bool = False,
-    ) -> Reservation | None:
-        import ray
-
-        answer = ray.get(
-            self._limiter.authorize.remote(
-                self._holder, model, estimate, call_limit, allow_unpriced
-            )
-        )
-        return self._reservation(answer)
 
     async def aauthorize(
         self,
@@ -377,10 +361,6 @@ class _SharedBudget(Budget):
         answer = await self._limiter.authorize.remote(
             self._holder, model, estimate, call_limit, allow_unpriced
         )
-        return self._reservation(answer)
-
-    @staticmethod
-    def _reservation(answer: Reservation | _Refused | None) -> Reservation | None:
         if isinstance(answer, _Refused):
             raise BudgetExceededError(answer.message, estimate=answer.estimate, hint=answer.hint)
         reservation: Reservation | None = answer
