@@ -277,7 +277,16 @@ def as_messages(prompt: Prompt, system: str | None = None) -> tuple[Message, ...
         out.append(Message("user", prompt))
         return tuple(out)
     for i, m in enumerate(prompt):
-        out.append(m if isinstance(m, Message) else _message(i, m))
+        message = m if isinstance(m, Message) else _message(i, m)
+        if message.role == "tool" and not (
+            isinstance(message.tool_call_id, str) and message.tool_call_id
+        ):
+            raise InvalidRequestError(
+                f"Message {i} (tool) needs the tool_call_id of the call it answers.",
+                hint="Answer a tool call with call.result(text), or give "
+                '{"role": "tool", "tool_call_id": call.id, "content": "..."}.',
+            )
+        out.append(message)
     return tuple(out)
 
 
@@ -285,11 +294,6 @@ def _message(index: int, m: Mapping[str, Any]) -> Message:
     role = m["role"]
     calls = tuple(_tool_call(index, c) for c in m.get("tool_calls") or ())
     tool_call_id = m.get("tool_call_id")
-    if role == "tool" and (not isinstance(tool_call_id, str) or not tool_call_id):
-        raise InvalidRequestError(
-            f"Message {index} (tool) needs the tool_call_id of the call it answers.",
-            hint='For example {"role": "tool", "tool_call_id": call.id, "content": "..."}.',
-        )
     if calls and role != "assistant":
         raise InvalidRequestError(f"Message {index} ({role}) has tool_calls; only assistant "
                                   "messages make tool calls.")  # fmt: skip

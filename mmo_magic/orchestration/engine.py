@@ -648,12 +648,6 @@ def build_request(
         for i, message in enumerate(prompt):
             _check_message(i, message)
     messages = as_messages(prompt, system)
-    for i, m in enumerate(messages):
-        if m.role == "tool" and not m.tool_call_id:
-            raise InvalidRequestError(
-                f"Message {i} (tool) needs the tool_call_id of the call it answers.",
-                hint="Answer a tool call with call.result(text).",
-            )
     request = CompletionRequest(
         messages,
         max_tokens=max_tokens,
