@@ -287,9 +287,9 @@ def test_misspelt_tool_options_get_a_suggestion(orc):
 
 
 def test_a_tool_message_needs_the_id_of_its_call(orc, sim):
-    with pytest.raises(InvalidRequestError, match="Message 1 .tool. needs the tool_call_id"):
+    with pytest.raises(InvalidRequestError, match=r"Message 1 \(tool\) needs the tool_call_id"):
         orc.complete([{"role": "user", "content": "x"}, {"role": "tool", "content": "18"}])
-    with pytest.raises(InvalidRequestError, match="Message 1 .tool. needs the tool_call_id"):
+    with pytest.raises(InvalidRequestError, match=r"Message 1 \(tool\) needs the tool_call_id"):
         orc.complete([mmo.Message("user", "x"), mmo.Message("tool", "18")], system="Be brief")
     assert sim.request_count() == 0
 
