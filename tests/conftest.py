@@ -1,5 +1,7 @@
 """Shared fixtures: orchestrators wired to the simulated provider (fixture ``sim``).
 
+Helpers that test modules import by name live in ``helpers.py``, not here.
+
 The ``sim`` and ``sim_server`` fixtures come from mmo_magic's pytest plugin
 (mmo_magic.sim.pytest_plugin, registered as an entry point).
 """
@@ -14,10 +16,13 @@ import pytest
 
 import mmo_magic as mmo
 
-OPENAI_KEY_ENV = "MMO_TEST_OPENAI_KEY"
-ANTHROPIC_KEY_ENV = "MMO_TEST_ANTHROPIC_KEY"
-PRICE_IN, PRICE_OUT = 0.002, 0.006  # USD per 1k tokens for the test models
-
+from helpers import (
+    ANTHROPIC_KEY_ENV,
+    OPENAI_KEY_ENV,
+    SIM_ANTHROPIC_KEY,
+    SIM_OPENAI_KEY,
+    sim_models,
+)
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -44,31 +49,10 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return values
 
 
-def sim_models(sim, *, priced: bool = True) -> list[mmo.ModelConfig]:  # type: ignore[no-untyped-def]
-    """Three ways to reach the simulated provider: openai and anthropic SDKs, and a local server."""
-    prices: dict = (
-        {"cost_per_1k_input": PRICE_IN, "cost_per_1k_output": PRICE_OUT} if priced else {}
-    )
-    prices["max_retries"] = 0  # the reliability tests turn retries on where they test them
-    return [
-        mmo.ModelConfig("openai", "sim-fast", name="oa", base_url=sim.openai_base_url,
-                        api_key_env=OPENAI_KEY_ENV, **prices),
-        mmo.ModelConfig("anthropic", "sim-fast", name="an", base_url=sim.anthropic_base_url,
-                        api_key_env=ANTHROPIC_KEY_ENV, **prices),
-        mmo.ModelConfig("local", "sim-fast", name="lo", base_url=sim.openai_base_url, **prices),
-    ]  # fmt: skip
-
-
 @pytest.fixture
 def orc(sim, keys) -> Iterator[mmo.Orchestrator]:  # type: ignore[no-untyped-def]
     with mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False) as o:
         yield o
-
-
-# The raw SDKs pointed at the simulated provider (tests of its wire formats). The keys
-# are fake but recognisable, so tests can check they never come back in errors or logs.
-SIM_OPENAI_KEY = "sk-secret-1"
-SIM_ANTHROPIC_KEY = "sk-ant-secret-2"
 
 
 @pytest.fixture
@@ -87,10 +71,3 @@ def an(sim) -> Iterator[Any]:  # type: ignore[no-untyped-def]
         base_url=sim.anthropic_base_url, api_key=SIM_ANTHROPIC_KEY, max_retries=0
     ) as c:
         yield c
-
-
-def with_model_id(orc: mmo.Orchestrator, name: str, model_id: str, **changes) -> str:  # type: ignore[no-untyped-def]
-    """Register a copy of model ``name`` sending ``model_id`` (sim options); return its name."""
-    new_name = f"{name}:{model_id}"
-    orc.add_model(orc.catalogue.resolve(name).replace(name=new_name, model_id=model_id, **changes))
-    return new_name

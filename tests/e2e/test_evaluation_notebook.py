@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from notebook_helpers import outputs, run_notebook
+from helpers import outputs, run_notebook
 
 
 def embedded_ready() -> bool:

@@ -8,7 +8,7 @@ import re
 
 import nbformat
 import pytest
-from notebook_helpers import NOTEBOOKS, outputs, run_notebook
+from helpers import NOTEBOOKS, outputs, run_notebook
 
 
 def embedded_ready() -> bool:

@@ -6,7 +6,7 @@ import re
 
 import nbformat
 import pytest
-from notebook_helpers import NOTEBOOKS, outputs, run_notebook
+from helpers import NOTEBOOKS, outputs, run_notebook
 
 
 def output_of(nb: nbformat.NotebookNode, marker: str) -> str:

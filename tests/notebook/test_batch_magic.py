@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import sim_models
+from helpers import sim_models
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 

@@ -156,7 +156,7 @@ def test_judge_calls_read_as_one_line_each_whatever_their_state() -> None:
 
 
 def test_runs_table_is_compact_and_the_frame_keeps_every_column(sim, keys) -> None:
-    from conftest import sim_models
+    from helpers import sim_models
 
     with mmo.Orchestrator(sim_models(sim), runlog=":memory:", cache=False) as orc:
         orc.complete("hello there", model="oa")

@@ -10,7 +10,7 @@ import re
 from urllib.parse import quote
 
 import pytest
-from conftest import sim_models
+from helpers import sim_models
 from IPython.terminal.interactiveshell import TerminalInteractiveShell
 
 import mmo_magic as mmo

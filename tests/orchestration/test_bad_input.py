@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import sim_models, with_model_id
+from helpers import sim_models, with_model_id
 
 import mmo_magic as mmo
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pandas as pd
 import pytest
-from conftest import with_model_id
+from helpers import with_model_id
 
 import mmo_magic as mmo
 from mmo_magic.orchestration.batch import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import PRICE_IN, PRICE_OUT, sim_models
+from helpers import PRICE_IN, PRICE_OUT, sim_models
 
 import mmo_magic as mmo
 from mmo_magic.core.pricing import count_message_tokens, format_usd

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OPENAI_KEY_ENV, sim_models, with_model_id
+from helpers import OPENAI_KEY_ENV, sim_models, with_model_id
 
 import mmo_magic as mmo
 

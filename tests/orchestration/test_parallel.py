@@ -8,7 +8,7 @@ import time
 from urllib.parse import quote
 
 import pytest
-from conftest import sim_models
+from helpers import sim_models
 
 import mmo_magic as mmo
 from mmo_magic.orchestration.judges import JudgeEvent

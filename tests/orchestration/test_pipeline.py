@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from conftest import with_model_id
+from helpers import with_model_id
 
 import mmo_magic as mmo
 from mmo_magic.core.templates import Template

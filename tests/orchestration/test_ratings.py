@@ -7,7 +7,7 @@ import random
 from urllib.parse import quote
 
 import pytest
-from conftest import with_model_id
+from helpers import with_model_id
 
 from mmo_magic.orchestration.batch import run_batch
 from mmo_magic.orchestration.ratings import (

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, sim_models, with_model_id
+from helpers import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, sim_models, with_model_id
 
 import mmo_magic as mmo
 from mmo_magic.orchestration.batch import BatchStats, arun_batch, run_batch

@@ -6,7 +6,7 @@ import itertools
 import time
 
 import pytest
-from conftest import sim_models
+from helpers import sim_models
 
 import mmo_magic as mmo
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import sim_models
+from helpers import sim_models
 from pydantic import BaseModel
 
 import mmo_magic as mmo

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import PRICE_IN, PRICE_OUT, with_model_id
+from helpers import PRICE_IN, PRICE_OUT, with_model_id
 
 import mmo_magic as mmo
 

@@ -8,7 +8,7 @@ import inspect
 from typing import Any
 
 import pytest
-from conftest import sim_models
+from helpers import ANTHROPIC_LACKS, SAMPLING, sim_models
 
 import mmo_magic as mmo
 from mmo_magic.core.completion import CompletionRequest, Message
@@ -17,19 +17,9 @@ from mmo_magic.providers import register_function, unregister_function
 from mmo_magic.providers.base import ModelClient
 from mmo_magic.providers.embedded import EmbeddedClient, model_path
 
-SAMPLING: dict[str, Any] = {
-    "stop": ["\n\n", "END"],
-    "seed": 7,
-    "top_p": 0.9,
-    "frequency_penalty": 0.5,
-    "presence_penalty": -0.25,
-    "logit_bias": {"50256": -100, "17": 2.5},
-    "user": "user-1234",
-}
 # What each provider's wire carries without them (the same as before they existed).
 OPENAI_KEYS = {"model", "messages", "stream", "stream_options"}
 ANTHROPIC_KEYS = {"model", "messages", "max_tokens", "stream"}
-ANTHROPIC_LACKS = ["seed", "frequency_penalty", "presence_penalty", "logit_bias"]
 
 
 def sent(sim: Any) -> dict[str, Any]:

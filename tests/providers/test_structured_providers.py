@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV
+from helpers import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV
 from pydantic import BaseModel
 
 import mmo_magic as mmo

@@ -17,22 +17,8 @@ from mmo_magic.core.errors import InvalidRequestError
 from mmo_magic.core.local_model import missing_reason, model_path
 from mmo_magic.providers import register_function, unregister_function
 
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city now.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                "days": {"type": "integer", "minimum": 1},
-            },
-            "required": ["city", "unit"],
-        },
-    },
-}
+from helpers import WEATHER
+
 TIME: dict[str, Any] = {
     "type": "function",
     "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
@@ -344,7 +330,7 @@ def test_the_embedded_model_refuses_tools_saying_what_to_use(sim):
 
 
 def test_anthropic_puts_results_and_the_text_after_them_in_one_user_turn(keys):
-    from conftest import ANTHROPIC_KEY_ENV
+    from helpers import ANTHROPIC_KEY_ENV
 
     from mmo_magic.core.completion import Message
     from mmo_magic.providers.anthropic import AnthropicClient

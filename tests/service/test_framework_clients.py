@@ -14,24 +14,9 @@ from typing import Any, Literal
 import openai
 import pytest
 from pydantic import BaseModel
-from test_server import KEY, Service, plain_service
+from helpers import KEY, WEATHER, Service, plain_service
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city now.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-        },
-    },
-}
 
 
 class City(BaseModel):

@@ -22,109 +22,32 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, PRICE_IN, sim_models
+from helpers import (
+    ANTHROPIC_KEY_ENV,
+    KEY,
+    OPENAI_KEY_ENV,
+    OTHER_KEY,
+    PRICE_IN,
+    USER,
+    Service,
+    chat,
+    eventually,
+    free_port,
+    mmo_serve,
+    serving,
+    sim_models,
+    sse_data,
+)
 
 import mmo_magic as mmo
 from mmo_magic.core.config import ServerSettings, load_settings
 from mmo_magic.service import create_app
 from mmo_magic.service.errors import classify
 
-KEY = "client-key-0123456789abcdef"
-OTHER_KEY = "second-client-key-ghijklmnop"
 # Not shaped like a provider key, so only the environment-variable redaction can hide it.
 CANARY = "canary-DO-NOT-LEAK-0123456789abcdef"
 CAP = 1000
-USER = [{"role": "user", "content": "hello there"}]
 CODING = "Fix this Python function, it raises a TypeError: def add(a, b): return a + str(b)"
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def eventually(probe: Callable[[], T], what: str, within_s: float = 10) -> T:
-    """Poll ``probe`` until it returns something truthy (a liveness bound, not a timing test)."""
-    deadline = time.monotonic() + within_s
-    while not (found := probe()):
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
-    return found
-
-
-@contextlib.contextmanager
-def mmo_serve(config: Path, runlog: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    script = Path(sys.executable).with_name("mmo-serve")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmo_magic.service"]
-    port = free_port()
-    env = {**os.environ, "MMO_CACHE": "off"}
-    env.pop("MMO_SERVER_KEYS", None)
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--config", str(config), "--runlog", str(runlog)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, process.communicate()[1]
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"{url}/health").json()["status"] == "ok"
-        return False
-
-    try:
-        eventually(healthy, "mmo-serve answering /health", within_s=60)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-
-
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """``app`` on uvicorn in a thread, on a free loopback port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    eventually(lambda: server.started, "uvicorn started")
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-@dataclass
-class Service:
-    url: str
-    orc: mmo.Orchestrator
-
-    def http(self, key: str | None = KEY) -> httpx.Client:
-        headers = {} if key is None else {"authorization": f"Bearer {key}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-    def post(self, path: str, body: Any) -> httpx.Response:
-        with self.http() as http:
-            return http.post(path, json=body)
-
-    def sdk(self, key: str = KEY) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
-
-    def model(self, model_id: str, base: str = "oa", **fields: Any) -> str:
-        """Register a copy of ``base`` sending ``model_id`` (sim options); return its name.
-
-        Priced above the base models, so the routers never pick these.
-        """
-        name = f"{base}:{model_id}"
-        fields = {"cost_per_1k_input": 0.5, "cost_per_1k_output": 1.0, **fields}
-        config = self.orc.catalogue.resolve(base)
-        self.orc.add_model(config.replace(name=name, model_id=model_id, **fields))
-        return name
 
 
 @pytest.fixture(scope="module")
@@ -141,26 +64,6 @@ def service(sim_server: Any) -> Iterator[Service]:
         settings = ServerSettings(max_body_bytes=64_000, max_tokens_cap=CAP)
         with orc, serving(create_app(orc, keys=[KEY, OTHER_KEY], settings=settings)) as url:
             yield Service(url, orc)
-
-
-@contextlib.contextmanager
-def plain_service(sim: Any) -> Iterator[Service]:
-    """The service with default settings over the three simulated models (oa, an, lo), on
-    uvicorn in a thread: for test modules about what clients send through it."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(OPENAI_KEY_ENV, "sk-test-openai-plain-0000000")
-        env.setenv(ANTHROPIC_KEY_ENV, "sk-ant-test-plain-00000000")
-        orc = mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False)
-        with orc, serving(create_app(orc, keys=[KEY])) as url:
-            yield Service(url, orc)
-
-
-def chat(model: str, messages: list[dict[str, Any]] = USER, **fields: Any) -> dict[str, Any]:
-    return {"model": model, "messages": messages, **fields}
-
-
-def sse_data(lines: list[str]) -> list[str]:
-    return [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
 
 
 async def streamed(client: openai.AsyncOpenAI, **request: Any) -> list[Any]:

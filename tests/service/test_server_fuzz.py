@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import sim_models
+from helpers import sim_models
 from hypothesis import HealthCheck, given, settings
 
 import mmo_magic as mmo

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import sim_models
-from test_server import chat, eventually, free_port, serving, sse_data
+from helpers import sim_models
+from helpers import chat, eventually, free_port, serving, sse_data
 
 import mmo_magic as mmo
 from mmo_magic.core.config import ServerSettings, load_settings

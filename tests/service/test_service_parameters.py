@@ -13,19 +13,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from test_server import KEY, Service, plain_service
+from helpers import ANTHROPIC_LACKS, KEY, SAMPLING, USER, Service, plain_service
 
-USER = [{"role": "user", "content": "hello there"}]
-SAMPLING: dict[str, Any] = {
-    "stop": ["\n\n", "END"],
-    "seed": 7,
-    "top_p": 0.9,
-    "frequency_penalty": 0.5,
-    "presence_penalty": -0.25,
-    "logit_bias": {"50256": -100, "17": 2.5},
-    "user": "user-1234",
-}
-ANTHROPIC_LACKS = ["seed", "frequency_penalty", "presence_penalty", "logit_bias"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_server import chat, eventually, mmo_serve
+from helpers import chat, eventually, mmo_serve
 
 import mmo_magic as mmo
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import sim_models
+from helpers import sim_models
 
 import mmo_magic as mmo
 from mmo_magic.storage.cache import CachedAnswer, CacheWarning, ResponseCache
