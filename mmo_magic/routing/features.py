@@ -22,6 +22,7 @@ numpy is imported when a transform runs, never at import time.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import unicodedata
@@ -102,7 +103,7 @@ class HashedNgrams(Representation):
         text = _normalise(self._clip(text))
         words = _WORD.findall(text)
         word_grams: Counter[str] = Counter(words)
-        word_grams.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
+        word_grams.update(f"{a} {b}" for a, b in itertools.pairwise(words))
         char_grams: Counter[str] = Counter()
         for word, count in Counter(words).items():
             for gram in self._word_chars(word):
