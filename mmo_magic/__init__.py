@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.catalogue import PRICES_AS_OF
-from .core.completion import Attempt, CompletionRequest, CompletionResponse, Message, ToolCall
+from .core.attempts import Attempt
+from .core.completion import CompletionRequest, CompletionResponse, Message, ToolCall
 from .core.errors import (
     AllModelsFailedError,
     BudgetExceededError,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
         load_routing_prompts,
     )
 
-from . import _moved
 from .core import __version__
 
 # Loaded on first use: the routers compile their task patterns on import
@@ -85,14 +85,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
-    if (
-        name in _moved.MOVED_MODULES
-    ):  # mmo.pipeline.research_pipeline and the other old module paths
-        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'mmo_magic' has no attribute {name!r}")
 
-
-_moved.install_moved_module_finder()
 
 
 def __dir__() -> list[str]:

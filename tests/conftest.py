@@ -13,9 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-import mmo_magic as mmo
-
 from helpers import (
     ANTHROPIC_KEY_ENV,
     OPENAI_KEY_ENV,
@@ -23,6 +20,9 @@ from helpers import (
     SIM_OPENAI_KEY,
     sim_models,
 )
+
+import mmo_magic as mmo
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

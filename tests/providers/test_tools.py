@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import pytest
+from helpers import WEATHER
 from pydantic import BaseModel
 
 import mmo_magic as mmo
@@ -16,8 +17,6 @@ from mmo_magic.core.completion import CompletionRequest, StreamEnd, ToolCall, To
 from mmo_magic.core.errors import InvalidRequestError
 from mmo_magic.core.local_model import missing_reason, model_path
 from mmo_magic.providers import register_function, unregister_function
-
-from helpers import WEATHER
 
 TIME: dict[str, Any] = {
     "type": "function",

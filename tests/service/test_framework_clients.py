@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import openai
 import pytest
-from pydantic import BaseModel
 from helpers import KEY, WEATHER, Service, plain_service
+from pydantic import BaseModel
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 

@@ -3,25 +3,18 @@ the simulated provider behind it, httpx and the real openai SDK in front."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from helpers import (
     ANTHROPIC_KEY_ENV,
     KEY,

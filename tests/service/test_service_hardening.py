@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import sim_models
-from helpers import chat, eventually, free_port, serving, sse_data
+from helpers import chat, eventually, free_port, serving, sim_models, sse_data
 
 import mmo_magic as mmo
 from mmo_magic.core.config import ServerSettings, load_settings

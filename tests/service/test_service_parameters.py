@@ -16,7 +16,6 @@ import pytest
 from helpers import ANTHROPIC_LACKS, KEY, SAMPLING, USER, Service, plain_service
 
 
-
 @pytest.fixture(scope="module")
 def gateway(sim_server: Any) -> Iterator[Service]:
     with plain_service(sim_server) as service:
