@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
 import sys
 
@@ -40,12 +42,10 @@ def test_transform_is_deterministic_across_processes() -> None:
         "np.save(sys.stdout.buffer, get_representation().transform(sys.argv[1:]))"
     )
     # A different hash seed would change str hashes: the representation must not depend on them.
-    env = {"PYTHONHASHSEED": "12345", "PATH": ""}
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
     done = subprocess.run(
         [sys.executable, "-c", code, *TEXTS[:2]], capture_output=True, check=True, env=env
     )
-    import io
-
     there = np.load(io.BytesIO(done.stdout), allow_pickle=False)
     assert np.array_equal(here, there)
 
