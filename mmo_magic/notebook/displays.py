@@ -17,7 +17,7 @@ from IPython.display import display
 
 from ..core.errors import MMOError
 from ..core.loop import background_loop
-from ..core.pricing import format_usd
+from ..core.money import format_usd
 from . import rendering
 
 __all__ = ["SHOWN_LIVE", "RaceDisplay", "formatters"]

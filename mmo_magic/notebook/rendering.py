@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.completion import CompletionResponse
-from ..core.pricing import format_usd
+from ..core.money import format_usd
 from ..core.text import escape_markdown
 
 if TYPE_CHECKING:

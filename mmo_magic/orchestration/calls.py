@@ -8,7 +8,8 @@ and ``check_options`` refuses one at run time, naming the closest option.
 ``CallContext`` is what the library itself sets and users never pass: how a
 call is labelled in the run log and who watches it. ``Completer`` is the one
 call signature that races, fan-outs, judges, pipelines and streams work over;
-the call engine implements it.
+the call engine implements it, and builds each call's request with ``build_request``,
+which checks the prompt and its messages.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
-from ..core.completion import CompletionResponse, Prompt
+from ..core.completion import CompletionRequest, CompletionResponse, Message, Prompt, as_messages
 from ..core.errors import InvalidRequestError
-from ..core.structured import Tool, invalid_parameter, response_format, tool_choice, tools
+from ..core.structured import (
+    ResponseFormat,
+    Tool,
+    ToolChoice,
+    invalid_parameter,
+    response_format,
+    tool_choice,
+    tools,
+)
 from .budget import check_usd
 
 __all__ = [
@@ -30,6 +39,7 @@ __all__ = [
     "ModelText",
     "OnFinish",
     "OnText",
+    "build_request",
     "check_options",
     "checked_values",
     "model_names",
@@ -287,3 +297,79 @@ class Completer(Protocol):
     def __call__(
         self, prompt: Prompt, model: str | None, options: CallOptions, context: CallContext, /
     ) -> Coroutine[Any, Any, CompletionResponse]: ...
+
+
+def build_request(
+    prompt: Prompt,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    *,
+    sampling: Mapping[str, Any] | None = None,
+    response_format: ResponseFormat | None = None,
+    tools: tuple[Tool, ...] = (),
+    tool_choice: ToolChoice | None = None,
+    parallel_tool_calls: bool | None = None,
+) -> CompletionRequest:
+    """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it.
+
+    ``sampling``: ``CompletionRequest.SAMPLING`` options, already checked (``checked_values``).
+    """
+    if not isinstance(prompt, str | list | tuple):
+        raise InvalidRequestError(
+            f"A prompt must be a string or a list of messages, not {type(prompt).__name__}."
+        )
+    if not isinstance(prompt, str):
+        for i, message in enumerate(prompt):
+            _check_message(i, message)
+    messages = as_messages(prompt, system)
+    request = CompletionRequest(
+        messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        response_format=response_format,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        **(sampling or {}),
+    )
+    if not request.prompt_text.strip():
+        raise InvalidRequestError(
+            "The prompt is empty.", hint="Write something for the model to answer."
+        )
+    if max_tokens is not None and max_tokens <= 0:
+        raise InvalidRequestError(f"max_tokens must be > 0, got {max_tokens}.")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise InvalidRequestError(f"temperature must be between 0 and 2, got {temperature}.")
+    return request
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _check_message(index: int, message: object) -> None:
+    """One chat message: a known role and text content (what every provider accepts).
+
+    An assistant message making tool calls may have no content (None), as in OpenAI's form.
+    """
+    if isinstance(message, Message):
+        role, content = message.role, message.content
+    elif isinstance(message, Mapping) and "role" in message and "content" in message:
+        role, content = message["role"], message["content"]
+        if content is None and role == "assistant" and message.get("tool_calls"):
+            content = ""
+    else:
+        raise InvalidRequestError(
+            f"Message {index} must be a dict with 'role' and 'content' (or mmo_magic.Message), "
+            f"got {message!r:.60}."
+        )
+    if role not in _ROLES:
+        raise InvalidRequestError(
+            f"Message {index} has an invalid role {role!r}.",
+            hint=f"Use one of {', '.join(_ROLES)}.",
+        )
+    if not isinstance(content, str):
+        raise InvalidRequestError(
+            f"Message {index} ({role}) must have text content, got {type(content).__name__}.",
+            hint="Pass the content as a string.",
+        )

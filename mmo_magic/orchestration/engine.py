@@ -17,55 +17,39 @@ import dataclasses
 import functools
 import hashlib
 import json
-import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..core.completion import (
-    Attempt,
-    CompletionRequest,
-    CompletionResponse,
-    Message,
-    Prompt,
-    StreamEnd,
-    ToolCall,
-    ToolCallDelta,
-    as_messages,
-)
+from ..core.attempts import Attempt
+from ..core.cells import current_cell
+from ..core.completion import CompletionRequest, CompletionResponse, Prompt, StreamEnd
 from ..core.errors import (
     AllModelsFailedError,
     CircuitOpenError,
     InvalidRequestError,
     MMOError,
-    ProviderError,
     UnknownModelError,
 )
 from ..core.ids import new_id
 from ..core.loop import BackgroundLoop, background_loop
 from ..core.models import Catalogue, ModelConfig
-from ..core.structured import (
-    ResponseFormat,
-    StructuredOutputError,
-    Tool,
-    ToolChoice,
-    parse,
-)
-from ..core.text import storable
+from ..core.structured import ResponseFormat, StructuredOutputError, Tool, ToolChoice, parse
 from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
 from ..storage.runlog import RunLog, RunRecord
 from .budget import Budget, Reservation
-from .calls import CallContext, CallOptions, OnFinish, OnText, checked_values
+from .calls import CallContext, CallOptions, OnFinish, OnText, build_request, checked_values
+from .draining import Progress, assemble_tool_calls, drain
 from .reliability import CircuitBreaker, Failover, Next, RetryPolicy
 
 if TYPE_CHECKING:
     from ..routing import Router
 
-__all__ = ["AUTO", "SESSION_ID", "CallEngine", "build_request", "current_cell", "recorded_as"]
+__all__ = ["AUTO", "SESSION_ID", "CallEngine", "recorded_as"]
 
 SESSION_ID = new_id()[:12]
 AUTO = "auto"  # the model name that asks a router to choose
@@ -93,46 +77,9 @@ def recorded_as(step: str) -> Iterator[None]:
         _step.reset(token)
 
 
-def current_cell() -> int | None:
-    """The number the notebook shows beside the running cell, under IPython (never imports it).
-
-    ``shell.execution_count`` is the wrong source: IPython 9 increments it before
-    the cell runs and IPython 8 after, so it names this cell on one and the next
-    on the other. The cell's own ``ExecutionResult`` carries its number on both;
-    the display hook holds it while the cell's code runs. Between cells (a worker
-    thread a cell started, still going) it is the last cell that ran.
-    """
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    if shell is None:
-        return None
-    running = getattr(getattr(shell, "displayhook", None), "exec_result", None)
-    result = running if running is not None else getattr(shell, "last_execution_result", None)
-    count = getattr(result, "execution_count", None)
-    return count if isinstance(count, int) else None
-
-
 _PLAIN = CallContext()  # a call of its own, recorded as "complete", watched by nobody
 # Kinds of call that compare models (timing, judging): they skip the cache unless asked.
 _COMPARISONS = frozenset({"race", "all", "consensus", "judge"})
-
-
-@dataclass
-class _Progress:
-    """What one attempt has produced so far: kept even when it fails."""
-
-    started: float = field(default_factory=time.perf_counter)
-    parts: list[str] = field(default_factory=list)
-    ttft_ms: float | None = None
-    end: StreamEnd | None = None
-    parsed: Any = None  # structured output: the validated answer
-    # Tool calls as they stream: index -> [id, name, argument pieces].
-    calls: dict[int, list[Any]] = field(default_factory=dict)
-    tool_calls: list[ToolCall] = field(default_factory=list)  # assembled at the end
-
-    @property
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +293,7 @@ class CallEngine:
             else:
                 chain += [n for n in primary.fallbacks if n != primary.name]
         except MMOError as exc:
-            self._finish(call, base, None, _Progress(), exc)
+            self._finish(call, base, None, Progress(), exc)
             raise
         return await self._run_chain(chain, request, base, call)
 
@@ -406,7 +353,7 @@ class CallEngine:
                 provider=first.provider, model=first.name, retry_after_s=failover.circuit_wait_s
             )
             open_error.attempts = attempts
-            self._finish(call, dataclasses.replace(base, run_id=new_id()), first, _Progress(),
+            self._finish(call, dataclasses.replace(base, run_id=new_id()), first, Progress(),
                          open_error)  # fmt: skip
             raise open_error
         if len({a.model for a in attempts}) <= 1 and errors:
@@ -431,7 +378,7 @@ class CallEngine:
         try:
             reservation = await self._authorize(config, request, max_tokens, call)
         except MMOError as exc:
-            return self._finish(call, record, config, _Progress(), exc), exc
+            return self._finish(call, record, config, Progress(), exc), exc
         try:
             response, error = await self._attempt(config, request, record, call)
         finally:
@@ -464,7 +411,7 @@ class CallEngine:
         request: CompletionRequest,
     ) -> CompletionResponse:
         """A cache hit: recorded like any call, with ``cached=True`` and no cost."""
-        progress = _Progress(parts=[hit.content])
+        progress = Progress(parts=[hit.content])
         progress.end = StreamEnd(
             hit.finish_reason, hit.input_tokens, hit.output_tokens, hit.tokens_estimated
         )
@@ -480,7 +427,7 @@ class CallEngine:
         self, config: ModelConfig, request: CompletionRequest, record: RunRecord, call: _Call
     ) -> tuple[CompletionResponse, MMOError | None]:
         """One try at one model, recorded whatever happens: (response, error or None)."""
-        progress = _Progress()
+        progress = Progress()
         done = functools.partial(self._finish, call, record, config, progress)
         try:
             client = self._client(config)
@@ -488,8 +435,8 @@ class CallEngine:
                 # Time the model, not the wait for a slot or the SDK's first-use set-up.
                 record.started_at = datetime.now(UTC)
                 progress.started = time.perf_counter()
-                await _consume(client, request, progress, call.on_text)
-            _assemble_tool_calls(progress, config)
+                await drain(client, request, progress, call.on_text)
+            assemble_tool_calls(progress, config)
             if request.response_format is not None and not progress.tool_calls:
                 # Invalid JSON fails the attempt (a StreamError: retried, failed over);
                 # the raw text stays in the run record.
@@ -535,7 +482,7 @@ class CallEngine:
         call: _Call,
         record: RunRecord,
         config: ModelConfig | None,
-        progress: _Progress,
+        progress: Progress,
         error: MMOError | None,
         status: str | None = None,
         cost: float | None = None,
@@ -624,192 +571,11 @@ def _skipped(config: ModelConfig, why: str) -> Attempt:
     return Attempt(config.name, config.provider, "error", f"skipped: {why}")
 
 
-def build_request(
-    prompt: Prompt,
-    system: str | None,
-    temperature: float | None,
-    max_tokens: int | None,
-    *,
-    sampling: Mapping[str, Any] | None = None,
-    response_format: ResponseFormat | None = None,
-    tools: tuple[Tool, ...] = (),
-    tool_choice: ToolChoice | None = None,
-    parallel_tool_calls: bool | None = None,
-) -> CompletionRequest:
-    """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it.
-
-    ``sampling``: ``CompletionRequest.SAMPLING`` options, already checked (``checked_values``).
-    """
-    if not isinstance(prompt, str | list | tuple):
-        raise InvalidRequestError(
-            f"A prompt must be a string or a list of messages, not {type(prompt).__name__}."
-        )
-    if not isinstance(prompt, str):
-        for i, message in enumerate(prompt):
-            _check_message(i, message)
-    messages = as_messages(prompt, system)
-    request = CompletionRequest(
-        messages,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        response_format=response_format,
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=parallel_tool_calls,
-        **(sampling or {}),
-    )
-    if not request.prompt_text.strip():
-        raise InvalidRequestError(
-            "The prompt is empty.", hint="Write something for the model to answer."
-        )
-    if max_tokens is not None and max_tokens <= 0:
-        raise InvalidRequestError(f"max_tokens must be > 0, got {max_tokens}.")
-    if temperature is not None and not 0 <= temperature <= 2:
-        raise InvalidRequestError(f"temperature must be between 0 and 2, got {temperature}.")
-    return request
-
-
-_ROLES = ("system", "user", "assistant", "tool")
-
-
-def _check_message(index: int, message: object) -> None:
-    """One chat message: a known role and text content (what every provider accepts).
-
-    An assistant message making tool calls may have no content (None), as in OpenAI's form.
-    """
-    if isinstance(message, Message):
-        role, content = message.role, message.content
-    elif isinstance(message, Mapping) and "role" in message and "content" in message:
-        role, content = message["role"], message["content"]
-        if content is None and role == "assistant" and message.get("tool_calls"):
-            content = ""
-    else:
-        raise InvalidRequestError(
-            f"Message {index} must be a dict with 'role' and 'content' (or mmo_magic.Message), "
-            f"got {message!r:.60}."
-        )
-    if role not in _ROLES:
-        raise InvalidRequestError(
-            f"Message {index} has an invalid role {role!r}.",
-            hint=f"Use one of {', '.join(_ROLES)}.",
-        )
-    if not isinstance(content, str):
-        raise InvalidRequestError(
-            f"Message {index} ({role}) must have text content, got {type(content).__name__}.",
-            hint="Pass the content as a string.",
-        )
-
-
-async def _consume(
-    client: ModelClient, request: CompletionRequest, progress: _Progress, on_text: OnText | None
-) -> None:
-    """Drain ``client.stream`` into ``progress`` under the model's deadlines.
-
-    Deadlines: total (``timeout_s``), time to first token (``ttft_timeout_s``)
-    and stall between deltas (``stall_timeout_s``), all on one rescheduled
-    timer so the per-chunk cost stays a single heap operation.
-    """
-    config = client.config
-    loop = asyncio.get_running_loop()
-    total_at = loop.time() + config.timeout_s
-    watch_gaps = config.ttft_timeout_s is not None or config.stall_timeout_s is not None
-
-    def deadline() -> float:
-        gap = config.ttft_timeout_s if progress.ttft_ms is None else config.stall_timeout_s
-        return total_at if gap is None else min(total_at, loop.time() + gap)
-
-    # A server may stream an emoji as two escaped UTF-16 halves in separate chunks: a
-    # trailing high surrogate waits for the next delta, and what cannot pair is replaced,
-    # so no caller, terminal or file meets a lone surrogate.
-    held = ""
-    stream = client.stream(request)
-    try:
-        async with asyncio.timeout_at(deadline()) as timer:
-            async for item in stream:
-                if isinstance(item, str):  # first: text is nearly every item
-                    text, held = held + item, ""
-                    if text and "\ud800" <= text[-1] <= "\udbff":
-                        text, held = text[:-1], text[-1]
-                        if not text:
-                            continue
-                elif isinstance(item, ToolCallDelta):
-                    # Tool calls are output too: they count for ttft and against stalls.
-                    call = progress.calls.setdefault(item.index, [None, None, []])
-                    call[0] = call[0] or item.id
-                    call[1] = call[1] or item.name
-                    call[2].append(item.arguments)
-                    if progress.ttft_ms is None:
-                        progress.ttft_ms = progress.elapsed_ms
-                    if watch_gaps:
-                        timer.reschedule(deadline())
-                    continue
-                else:
-                    progress.end = item
-                    if not held:
-                        continue
-                    text, held = held, ""  # a half that never got its pair
-                text = storable(text)
-                if progress.ttft_ms is None:
-                    progress.ttft_ms = progress.elapsed_ms
-                progress.parts.append(text)
-                if on_text is not None:
-                    on_text(text)
-                if watch_gaps:
-                    timer.reschedule(deadline())
-    except TimeoutError as exc:
-        raise _timeout_error(config, progress, loop.time() >= total_at) from exc
-    finally:
-        await stream.aclose()
-
-
-def _assemble_tool_calls(progress: _Progress, config: ModelConfig) -> None:
-    """The streamed tool calls, whole, in ``progress.tool_calls`` (and the finish reason
-    "tool_calls" when the answer was not cut short).
-
-    Arguments that are not a JSON object fail the attempt, as invalid structured output
-    does: a caller would fail on them anyway, and another try may do better.
-    """
-    for index in sorted(progress.calls):
-        call_id, name, pieces = progress.calls[index]
-        arguments = "".join(pieces) or "{}"
-        where = {"provider": config.provider, "model": config.name}
-        if not name:
-            raise StructuredOutputError("a tool call came without a tool name", **where)
-        try:
-            decoded = json.loads(arguments)
-        except ValueError:
-            decoded = None
-        if not isinstance(decoded, dict):
-            raise StructuredOutputError(
-                f"the arguments of tool call {name!r} are not a JSON object: {arguments[:80]!r}",
-                raw=arguments,
-                **where,
-            )
-        progress.tool_calls.append(ToolCall(call_id or f"call_{index}", name, arguments))
-    end = progress.end
-    if progress.tool_calls and end is not None and end.finish_reason not in _CUT_SHORT:
-        progress.end = dataclasses.replace(end, finish_reason="tool_calls")
-
-
-# Finish reasons of an answer cut by its token limit (OpenAI's, Anthropic's).
-_CUT_SHORT = frozenset({"length", "max_tokens"})
-
-
 def _provider_slot(config: ModelConfig) -> str:
     """The key of the slots a model shares: its provider, at its host (and port; "" for
     the provider's default address)."""
     host = urllib.parse.urlsplit(config.base_url or "").netloc.rpartition("@")[2].lower()
     return f"provider:{config.provider}@{host}"
-
-
-def _timeout_error(config: ModelConfig, progress: _Progress, total: bool) -> ProviderError:
-    if total:
-        what = f"no complete answer within timeout_s={config.timeout_s:g}"
-    elif progress.ttft_ms is None:
-        what = f"no first token within ttft_timeout_s={config.ttft_timeout_s:g}"
-    else:
-        what = f"stream stalled: nothing for stall_timeout_s={config.stall_timeout_s:g}"
-    return ProviderError(what, provider=config.provider, model=config.name, code="timeout")
 
 
 def _status_of(error: MMOError) -> str:

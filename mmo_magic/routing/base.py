@@ -12,7 +12,8 @@ from typing import ClassVar
 from ..core.completion import CompletionRequest, Message
 from ..core.errors import NoModelAvailableError, UnknownModelError
 from ..core.models import Catalogue, ModelConfig
-from ..core.pricing import format_usd, guess_output_tokens, input_tokens
+from ..core.money import format_usd
+from ..core.pricing import guess_output_tokens, input_tokens
 from ..core.text import escape_markdown
 
 __all__ = ["COMPLEXITY_LEVELS", "ROUTERS", "TASKS", "TIER_FOR_LEVEL", "RouteDecision", "Router"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ..core.completion import CompletionRequest
 from ..core.errors import BudgetExceededError, ConfigError
 from ..core.models import Catalogue, ModelConfig
-from ..core.pricing import format_usd, guess_output_tokens, input_tokens
+from ..core.money import format_usd
+from ..core.pricing import guess_output_tokens, input_tokens
 from .base import (
     RouteDecision,
     Router,

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.completion import Attempt, CompletionResponse
+from ..core.attempts import Attempt
+from ..core.completion import CompletionResponse
 from ..routing import ROUTERS
 
 __all__ = [

@@ -8,7 +8,8 @@ import pytest
 from helpers import PRICE_IN, PRICE_OUT, sim_models
 
 import mmo_magic as mmo
-from mmo_magic.core.pricing import count_message_tokens, format_usd
+from mmo_magic.core.money import format_usd
+from mmo_magic.core.pricing import count_message_tokens
 from mmo_magic.storage.cache import CachedAnswer, CacheWarning, ResponseCache
 
 

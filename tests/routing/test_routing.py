@@ -16,7 +16,8 @@ from mmo_magic.core.catalogue import builtin_models
 from mmo_magic.core.completion import CompletionRequest, Message
 from mmo_magic.core.errors import BudgetExceededError, ConfigError, InvalidRequestError
 from mmo_magic.core.models import Catalogue, ModelConfig
-from mmo_magic.core.pricing import estimate_cost, format_usd, guess_output_tokens, input_tokens
+from mmo_magic.core.money import format_usd
+from mmo_magic.core.pricing import estimate_cost, guess_output_tokens, input_tokens
 from mmo_magic.routing import (
     TASKS,
     ComplexityRouter,
