@@ -261,3 +261,41 @@ def outputs(cell: nbformat.NotebookNode) -> str:
         data = out.get("data", {})
         parts.extend(str(data[k]) + "\n" for k in ("text/plain", "text/markdown") if k in data)
     return "".join(parts)
+
+
+# -- durability: full and read-only filesystems (issue 27) ----------------------------------------
+
+
+@contextlib.contextmanager
+def tiny_filesystem(where: Path, size: str = "64k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where``: a disk that fills up for real.
+
+    Needs root (CAP_SYS_ADMIN): the test is skipped otherwise. ``RLIMIT_FSIZE`` would
+    fail every file of the process alike, so it cannot show a fallback location working.
+    """
+    import pytest
+
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def remount(where: Path, options: str) -> None:
+    """Remount the tiny filesystem at ``where`` (``"ro"``, ``"rw"``, ``"size=10m"``)."""
+    subprocess.run(["mount", "-o", f"remount,{options}", str(where)], check=True)
+
+
+def fill(where: Path) -> None:
+    """Fill the filesystem at ``where`` to the last byte."""
+    with contextlib.suppress(OSError), (where / "filler").open("wb") as out:
+        while True:
+            out.write(b"\0" * 4096)
+            out.flush()

@@ -23,7 +23,7 @@ import time
 from urllib.parse import urlsplit
 
 from .models import GEMINI_BASE_URL, ModelConfig
-from .redaction import read_key
+from .redaction import read_key, redact_url
 
 __all__ = ["DEFAULT_MODEL_PREFERENCE", "PRICES_AS_OF", "LocalServerModel", "builtin_models"]
 
@@ -195,7 +195,7 @@ class LocalServerModel(ModelConfig):
         if self.model_id in served or f"{self.model_id}:latest" in served:  # Ollama's tags
             return None
         listed = ", ".join(sorted(served)[:5]) or "none"
-        return f"{self.model_id} not served at {self.base_url} (it serves: {listed})"
+        return f"{self.model_id} not served at {redact_url(self.base_url)} (it serves: {listed})"
 
 
 def _served_models(base_url: str, key_env: str | None) -> tuple[frozenset[str], str | None]:
@@ -239,9 +239,10 @@ def _probe(base_url: str, key_env: str | None) -> tuple[frozenset[str], str | No
     import urllib.error
     import urllib.request
 
-    url = base_url.rstrip("/") + "/models"
+    parts = urlsplit(base_url)  # a ?key=... stays after the path, not before /models
+    url = parts._replace(path=parts.path.rstrip("/") + "/models").geturl()
     if urlsplit(url).scheme not in ("http", "https"):
-        return frozenset(), f"no server at {base_url}"
+        return frozenset(), f"no server at {redact_url(base_url)}"
     request = urllib.request.Request(url)
     if (key := read_key(key_env)) is not None:  # a server started with a key (vllm --api-key)
         request.add_header("Authorization", f"Bearer {key}")
@@ -255,9 +256,10 @@ def _probe(base_url: str, key_env: str | None) -> tuple[frozenset[str], str | No
         )
     except urllib.error.HTTPError as exc:
         # 401: perhaps another service on the port; unknown, so not offered to routers.
-        return frozenset(), f"server at {base_url} answered HTTP {exc.code} to GET /models"
+        shown = redact_url(base_url)
+        return frozenset(), f"server at {shown} answered HTTP {exc.code} to GET /models"
     except (OSError, ValueError, AttributeError, TypeError):
-        return frozenset(), f"no server running at {base_url}"
+        return frozenset(), f"no server running at {redact_url(base_url)}"
     return ids, None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, UnknownModelError
-from .redaction import read_key
+from .redaction import read_key, redact_url, register_url_secrets
 
 __all__ = ["PROVIDERS", "Catalogue", "ModelConfig"]
 
@@ -74,11 +74,23 @@ class ModelConfig:
             set_(self, "api_key_env", _DEFAULT_KEY_ENV[self.provider])
         if self.base_url is None and self.provider in _DEFAULT_BASE_URL:
             set_(self, "base_url", _DEFAULT_BASE_URL[self.provider])
+        # A password or key in the URL (user:pass@host, ?key=...) is a secret from now on.
+        register_url_secrets(self.base_url)
         for names in ("fallbacks", "aliases"):
             set_(self, names, _model_names(self.name, names, getattr(self, names)))
         for field_name, (kind, low, low_allowed, optional) in _NUMBERS.items():
             _check_number(self.name, field_name, getattr(self, field_name), kind, low, low_allowed,
                           optional)  # fmt: skip
+
+    def __repr__(self) -> str:
+        # The dataclass repr, with base_url as it may be shown (no user:password or query values).
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "base_url" and value:
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"ModelConfig({', '.join(shown)})"
 
     @property
     def priced(self) -> bool:
@@ -86,8 +98,10 @@ class ModelConfig:
 
     def cost(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
         """USD for this usage, or None when unpriced or the usage is unknown."""
-        if not self.priced or input_tokens is None or output_tokens is None:
+        if not self.priced or not _is_count(input_tokens) or not _is_count(output_tokens):
+            # Unknown, or no count at all (text, negative: a provider's bug): never a price.
             return None
+        assert input_tokens is not None and output_tokens is not None
         assert self.cost_per_1k_input is not None and self.cost_per_1k_output is not None
         return (
             input_tokens * self.cost_per_1k_input + output_tokens * self.cost_per_1k_output
@@ -255,3 +269,7 @@ class Catalogue:
         import pandas as pd
 
         return pd.DataFrame(self.rows()).convert_dtypes()
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

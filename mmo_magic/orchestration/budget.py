@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.errors import BudgetExceededError, ConfigError
 from ..core.models import ModelConfig
-from ..core.pricing import format_usd
+from ..core.money import format_usd
 
 __all__ = ["Budget", "Reservation", "check_usd"]
 
@@ -111,7 +111,9 @@ class Budget:
         """Release ``reservation`` and record what the call actually cost."""
         if reservation is not None:
             self._reserved = max(self._reserved - reservation.amount, 0.0)
-        if cost:
+        # Spend only grows: a negative or non-finite cost (bad usage from a provider) is
+        # no spend, and must never give budget back.
+        if cost and math.isfinite(cost) and cost > 0:
             self.spent += cost
 
     def __repr__(self) -> str:

@@ -13,12 +13,12 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..core.completion import CompletionRequest, Message, StreamEnd, ToolCallDelta
+from ..core.completion import CompletionRequest, Message, ToolCallDelta
 from ..core.errors import MissingAPIKeyError
 from ..core.models import ModelConfig
 from ..core.redaction import read_key
 from ..core.structured import ToolChoice, invalid_parameter
-from .base import ModelClient, StreamItem, read_to_end, sse_events
+from .base import ModelClient, StreamItem, read_to_end, split_base_url, sse_events
 
 __all__ = ["AnthropicClient"]
 
@@ -50,9 +50,12 @@ class AnthropicClient(ModelClient):
         key = read_key(config.api_key_env)
         if key is None:
             raise MissingAPIKeyError(config.name, config.api_key_env or "ANTHROPIC_API_KEY")
+        self._key = key
+        base_url, query = split_base_url(config.base_url)
         self._sdk = anthropic.AsyncAnthropic(
             api_key=key,
-            base_url=config.base_url,
+            base_url=base_url,
+            default_query=query,
             timeout=config.timeout_s,
             max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
         )
@@ -108,6 +111,8 @@ class AnthropicClient(ModelClient):
         output_tokens: int | None = None
         stop_reason: str | None = None
         called = False
+        produced: list[str] = []  # the output, to count tokens when usage is missing or bad
+        guard = self.answer_guard(self._key)
         # Content block index -> tool call index, for the tool_use blocks that are calls
         # (not structured output's forced tool, whose input is the answer's text).
         calls: dict[int, int] = {}
@@ -129,8 +134,11 @@ class AnthropicClient(ModelClient):
                     if kind == "content_block_delta":
                         delta = payload.get("delta") or {}
                         if delta.get("type") == "text_delta" and delta.get("text"):
-                            yield delta["text"]
+                            produced.append(delta["text"])
+                            if shown := guard.feed(delta["text"]) if guard else delta["text"]:
+                                yield shown
                         elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                            produced.append(delta["partial_json"])
                             if (index := calls.get(payload.get("index", -1))) is not None:
                                 yield ToolCallDelta(index, arguments=delta["partial_json"])
                             else:
@@ -142,13 +150,13 @@ class AnthropicClient(ModelClient):
                             called = True
                             yield ToolCallDelta(index, id=block.get("id"), name=block.get("name"))
                     elif kind == "message_start":
-                        usage = (payload.get("message") or {}).get("usage") or {}
+                        usage = _dict((payload.get("message") or {}).get("usage"))
                         input_tokens = usage.get("input_tokens", input_tokens)
                         output_tokens = usage.get("output_tokens", output_tokens)
                     elif kind == "message_delta":
                         stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
                         # output_tokens here is cumulative: replace, never add.
-                        output_tokens = (payload.get("usage") or {}).get(
+                        output_tokens = _dict(payload.get("usage")).get(
                             "output_tokens", output_tokens
                         )
                         if stop_reason:
@@ -161,9 +169,12 @@ class AnthropicClient(ModelClient):
                     await read_to_end(events)
         if stop_reason is None:
             raise self.stream_error("the stream ended without a stop reason (truncated)")
+        if tail := guard.flush():
+            yield tail
         if stop_reason == "tool_use" and not called:
             stop_reason = "end_turn"  # structured output's forced tool: the answer is the text
-        yield StreamEnd(stop_reason, input_tokens, output_tokens)
+        # Counts are checked, and what is missing or no count is counted locally.
+        yield self.usage_end(stop_reason, (input_tokens, output_tokens), request, produced)
 
     def _stream_failure(self, error: dict[str, Any]) -> Exception:
         kind = str(error.get("type", "error"))
@@ -175,6 +186,10 @@ class AnthropicClient(ModelClient):
 
     async def aclose(self) -> None:
         await self._sdk.close()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:

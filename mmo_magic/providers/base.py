@@ -18,19 +18,56 @@ import abc
 import asyncio
 import contextlib
 import json
+import math
 import time
+import urllib.parse
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator
 from typing import Any
 
 from ..core.completion import CompletionRequest, StreamEnd, ToolCallDelta
 from ..core.errors import ProviderError, StreamError
 from ..core.models import ModelConfig
-from ..core.redaction import redactor
+from ..core.redaction import StreamRedactor, could_be_credential, redact_url, redactor
 from ..core.structured import invalid_parameter
 
-__all__ = ["ModelClient", "StreamItem", "map_sdk_error", "scrub_exception", "sse_events"]
+__all__ = [
+    "ModelClient", "StreamItem", "UsageWarning", "map_sdk_error", "scrub_exception", "sse_events",
+]  # fmt: skip
 
 StreamItem = str | ToolCallDelta | StreamEnd
+
+# No call uses a billion tokens: a count past this is a provider's bug, not usage (and
+# past 2**63 it cannot even be stored).
+_MAX_TOKENS_REPORTED = 10**9
+
+
+class UsageWarning(UserWarning):
+    """A provider reported token usage that is no token count; it was counted locally."""
+
+
+def split_base_url(url: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """(``url`` without its query, the query as a dict) for an SDK's base_url and default_query.
+
+    A base_url with ``?key=...`` (some gateways take the key so) given whole to an SDK
+    builds ``/v1/?key=...chat/completions``: the query must travel on its own.
+    """
+    if not url or "?" not in url:
+        return url, None
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return parts._replace(query="", fragment="").geturl(), query or None
+
+
+def token_count(value: Any) -> int | None:
+    """``value`` as a token count, or None when it is none (text, negative, fractional, huge)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= _MAX_TOKENS_REPORTED:
+        return value
+    return None
 
 
 class ModelClient(abc.ABC):
@@ -50,6 +87,59 @@ class ModelClient(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most clients hold nothing
         """Release connections."""
+
+    def usage_end(
+        self,
+        finish_reason: str,
+        reported: tuple[Any, Any],
+        request: CompletionRequest,
+        produced: Collection[str],
+        *,
+        estimate_missing: bool = True,
+    ) -> StreamEnd:
+        """The StreamEnd for the (input, output) token counts a provider reported.
+
+        Counts are checked here, at the boundary: a value that is no count (text,
+        a fraction, negative, past a billion) is unknown, with a warning, and what
+        is unknown is counted locally and marked ``estimated``. A bad count stored
+        as it came broke the run log for good, and priced it raised or lowered the
+        budget's spend. ``estimate_missing`` False leaves a count that was not
+        reported at all unknown (None).
+        """
+        counts: list[int | None] = []
+        bad = [False, False]
+        for name, value in zip(("input_tokens", "output_tokens"), reported, strict=True):
+            count = token_count(value)
+            if count is None and value is not None:
+                bad[len(counts)] = True
+                shown = repr(value)[:40]
+                warnings.warn(
+                    f"model {self.config.name!r} ({self.config.provider}) reported "
+                    f"{name}={shown}, which is no token count: counted locally instead.",
+                    UsageWarning,
+                    stacklevel=2,
+                )
+            counts.append(count)
+        wanted = [c is None and (estimate_missing or b) for c, b in zip(counts, bad, strict=True)]
+        if not any(wanted):
+            return StreamEnd(finish_reason, counts[0], counts[1])
+        from ..core.pricing import count_message_tokens, count_tokens
+
+        model_id = self.config.model_id
+        if wanted[0]:
+            counts[0] = count_message_tokens((m.content for m in request.messages), model_id)
+        if wanted[1]:
+            counts[1] = count_tokens("".join(produced), model_id)
+        return StreamEnd(finish_reason, counts[0], counts[1], estimated=True)
+
+    def answer_guard(self, key: str | None) -> StreamRedactor:
+        """A filter for this model's answer text that stars out its own ``key``.
+
+        An upstream that echoes the key it was sent must not show it to the caller or a
+        gateway's client (the run log would redact it, but the answer comes first).
+        Only a key that could be a credential is matched (see core.redaction).
+        """
+        return StreamRedactor([key] if key and could_be_credential(key) else [])
 
     def fail(self, message: str, **kw: Any) -> ProviderError:
         return ProviderError(message, provider=self.config.provider, model=self.config.name, **kw)
@@ -241,7 +331,7 @@ def map_sdk_error(exc: BaseException, config: ModelConfig) -> ProviderError:
     if "APIConnectionError" in names:
         cause = exc.__cause__ or exc.__context__
         detail = f": {type(cause).__name__}" if cause else ""
-        where = config.base_url or "the provider"
+        where = redact_url(config.base_url) if config.base_url else "the provider"
         return error(f"could not connect to {where}{detail}", code="connection_error")
     return error(f"{type(exc).__name__}: {exc}")
 

@@ -19,6 +19,7 @@ marked as estimated. An exception it raises is the call's failure (a
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import threading
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
@@ -68,13 +69,20 @@ class FunctionClient(ModelClient):
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         words = 0
+        produced: list[str] = []
         try:
             async for piece in _pieces(self.function(request)):
                 if isinstance(piece, StreamEnd):
-                    yield piece
+                    # A function's counts are checked like a provider's.
+                    reported = (piece.input_tokens, piece.output_tokens)
+                    end = self.usage_end(
+                        piece.finish_reason, reported, request, produced, estimate_missing=False
+                    )
+                    yield dataclasses.replace(end, estimated=end.estimated or piece.estimated)
                     return
                 if isinstance(piece, str):
                     words += len(piece.split())
+                    produced.append(piece)
                 yield piece
         except MMOError:
             raise

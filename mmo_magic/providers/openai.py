@@ -6,12 +6,11 @@ import urllib.parse
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..core.completion import CompletionRequest, Message, StreamEnd, ToolCallDelta
+from ..core.completion import CompletionRequest, Message, ToolCallDelta
 from ..core.errors import MissingAPIKeyError, ProviderError
 from ..core.models import ModelConfig
-from ..core.pricing import count_message_tokens, count_tokens
-from ..core.redaction import read_key
-from .base import ModelClient, StreamItem, read_to_end, sse_events
+from ..core.redaction import read_key, redact_url
+from .base import ModelClient, StreamItem, read_to_end, split_base_url, sse_events
 
 __all__ = ["LocalClient", "OpenAIClient"]
 
@@ -39,9 +38,12 @@ class OpenAIClient(ModelClient):
         if host in _MAX_TOKENS_HOSTS:
             self.max_tokens_param = "max_tokens"
 
+        self._key = self._api_key()
+        base_url, query = split_base_url(config.base_url)
         self._sdk = openai.AsyncOpenAI(
-            api_key=self._api_key(),
-            base_url=config.base_url,
+            api_key=self._key,
+            base_url=base_url,
+            default_query=query,
             timeout=config.timeout_s,
             max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
         )
@@ -79,6 +81,7 @@ class OpenAIClient(ModelClient):
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
         produced: list[str] = []
+        guard = self.answer_guard(self._key)
         body = self._body(request)
         with self.errors_mapped():
             # The body is already in wire form, so it goes in extra_body: the SDK
@@ -96,15 +99,16 @@ class OpenAIClient(ModelClient):
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         text = delta.get("content")
-                        if text:
+                        if text and isinstance(text, str):
                             produced.append(text)
-                            yield text
+                            if shown := guard.feed(text) if guard else text:
+                                yield shown
                         for call in delta.get("tool_calls") or ():
                             piece = _tool_call_delta(call)
                             produced.append(piece.arguments)
                             yield piece
                         finish_reason = choice.get("finish_reason") or finish_reason
-                    if chunk.get("usage"):
+                    if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
                         usage = chunk["usage"]
                         if finish_reason:
                             break  # usage is the last chunk: the answer is complete
@@ -112,27 +116,11 @@ class OpenAIClient(ModelClient):
                     await read_to_end(events)
         if finish_reason is None:
             raise self.stream_error("the stream ended without a finish reason (truncated)")
-        yield self._end(finish_reason, usage, request, produced)
-
-    def _end(
-        self,
-        finish_reason: str,
-        usage: dict[str, Any] | None,
-        request: CompletionRequest,
-        produced: list[str],
-    ) -> StreamEnd:
-        if usage:
-            return StreamEnd(
-                finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens")
-            )
-        # No usage from the server: count locally, and say the counts are estimates.
-        model_id = self.config.model_id
-        return StreamEnd(
-            finish_reason,
-            count_message_tokens((m.content for m in request.messages), model_id),
-            count_tokens("".join(produced), model_id),
-            estimated=True,
-        )
+        if tail := guard.flush():
+            yield tail
+        # Counts are checked, and what is missing or no count is counted locally.
+        reported = (usage or {}).get("prompt_tokens"), (usage or {}).get("completion_tokens")
+        yield self.usage_end(finish_reason, reported, request, produced)
 
     async def aclose(self) -> None:
         await self._sdk.close()
@@ -177,6 +165,10 @@ class LocalClient(OpenAIClient):
     def _api_key(self) -> str:
         return read_key(self.config.api_key_env) or _NO_KEY
 
+    @property
+    def _url(self) -> str:
+        return redact_url(self.config.base_url or "")
+
     def translate(self, exc: Exception) -> BaseException | None:
         mapped = super().translate(exc)
         if (
@@ -185,8 +177,7 @@ class LocalClient(OpenAIClient):
             and any(w in mapped.message.lower() for w in ("tools", "tool_choice", "tool call"))
         ):
             return self.fail(
-                f"tool calling is not supported by the server at {self.config.base_url}: "
-                f"{mapped.message}",
+                f"tool calling is not supported by the server at {self._url}: {mapped.message}",
                 status=mapped.status,
                 code="tools_unsupported",
                 hint="Leave tools out for this model, or use a server with tool calling "
@@ -199,7 +190,7 @@ class LocalClient(OpenAIClient):
         ):
             return self.fail(
                 f"structured output (response_format json_schema) is not supported by the "
-                f"server at {self.config.base_url}: {mapped.message}",
+                f"server at {self._url}: {mapped.message}",
                 status=mapped.status,
                 code="structured_output_unsupported",
                 hint="Leave response_format out for this model, or use a server that has "

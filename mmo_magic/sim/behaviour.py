@@ -53,6 +53,11 @@ Timing: ``latency_ms`` before the response headers, then ``ttft_ms`` before the
 first word, then one word every ``1/tps`` s. A JSON (non-streaming) answer
 is sent when the equivalent stream would have finished.
 
+Hostile upstreams: ``usage_output=VALUE`` reports VALUE (read as JSON, else as text:
+``x``, ``1.5``, ``-5``, ``100000000000000000000``) as the output token count;
+``reply_key=true`` ends the answer with the API key the request carried;
+``echo_key=true`` quotes it in error messages.
+
 ``fail_times=N`` limits both ``fail`` and ``fault`` to the first N requests with
 that exact model name (counts restart on ``SimServer.reset``). Faults on a
 JSON request: reset and hang as for streams; stall/cut send half the promised
@@ -126,6 +131,10 @@ class Behaviour:
     usage: bool = True  # False: OpenAI responses carry no usage at all
     hold_s: float = 60  # upper bound on how long hang/stall/no_done hold a connection
     echo_key: bool = False  # error messages quote the request's API key (leak tests)
+    reply_key: bool = False  # the answer ends with the request's API key (leak tests)
+    # A JSON value reported as the output token count instead of the truth ("x", 1.5, -5,
+    # 1e20: hostile-usage tests); unset reports the truth.
+    usage_output: str | None = None
     prefer: str = ""  # reply=judge: the word that makes a candidate win
     garble_times: int = 0  # reply=judge: the first N verdicts are prose with no JSON
     structured: bool = True  # False: a request for structured output gets a 400, as from a

@@ -524,6 +524,10 @@ class SimServer:
         elif call.tool_result is not None and behaviour.reply in ("words", "echo"):
             # After tool calls, the answer quotes what the tools returned.
             words = re.findall(r"\s*\S+", f"Tool result: {call.tool_result}")
+        if behaviour.reply_key:
+            words = [*words, self._api_key(ex.request.headers)]
+        if behaviour.usage_output is not None:
+            call = dataclasses.replace(call, reported_output=_json_or_text(behaviour.usage_output))
         limit = call.max_tokens
         truncated = limit is not None and 0 <= limit < len(words)
         reply = Reply(words[:limit] if truncated else words, truncated)
@@ -616,3 +620,10 @@ class SimServer:
             return
         pending.append(b"0\r\n\r\n")
         await ex.send(b"".join(pending), last=True)
+
+
+def _json_or_text(raw: str) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw

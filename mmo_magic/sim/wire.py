@@ -40,6 +40,12 @@ class Call:
     tools_offered: bool = False  # the request had tools (whether or not the reply calls one)
     tool_result: str | None = None  # the text of the tool results the conversation ends with
     turn: int = 0  # messages in the conversation: tool call ids are derived from it
+    # The output token count to report instead of the true one (hostile-usage tests): any
+    # JSON value, "x" or -5 included; None reports the truth.
+    reported_output: Any = None
+
+    def output_tokens(self, reply: Reply) -> Any:
+        return len(reply.words) if self.reported_output is None else self.reported_output
 
     @property
     def tool_call_id(self) -> str:
@@ -237,13 +243,10 @@ class _OpenAI(Wire):
         )
 
     @staticmethod
-    def _usage(call: Call, reply: Reply) -> dict[str, int]:
-        out = len(reply.words)
-        return {
-            "prompt_tokens": call.input_tokens,
-            "completion_tokens": out,
-            "total_tokens": call.input_tokens + out,
-        }
+    def _usage(call: Call, reply: Reply) -> dict[str, Any]:
+        out = call.output_tokens(reply)
+        total = call.input_tokens + out if isinstance(out, int) else out
+        return {"prompt_tokens": call.input_tokens, "completion_tokens": out, "total_tokens": total}
 
     @staticmethod
     def _finish(reply: Reply, call: Call) -> str:
@@ -421,7 +424,10 @@ class _Anthropic(Wire):
         else:
             content = [{"type": "text", "text": "".join(g)} for g in self._blocks(reply, blocks)]
         obj = self._message(call, content, self._stop(reply, call) if finish else None)
-        obj["usage"] = {"input_tokens": call.input_tokens, "output_tokens": len(reply.words)}
+        obj["usage"] = {
+            "input_tokens": call.input_tokens,
+            "output_tokens": call.output_tokens(reply),
+        }
         return _dumps(obj).encode()
 
     def frames(
@@ -452,7 +458,7 @@ class _Anthropic(Wire):
         stop = self._stop(reply, call) if finish else None
         delta = {
             "delta": {"stop_reason": stop, "stop_sequence": None},
-            "usage": {"output_tokens": len(reply.words)},
+            "usage": {"output_tokens": call.output_tokens(reply)},
         }
         frames.append(Frame(event("message_delta", delta), tail=True))
         if done:

@@ -18,9 +18,16 @@ the caller's thread, capped the log at ~4,000 records/s.) Every read first
 writes what is queued, and so do ``close`` and interpreter exit.
 
 The writer survives anything a record can do: text is made storable on the
-way in (lone surrogates replaced), a record SQLite still refuses is dropped
-alone with a warning, and a log that cannot be written (a full disk, a
-read-only file) keeps its records queued, warns once, and still reads.
+way in (lone surrogates replaced), numbers that are not numbers become None,
+and a record SQLite still refuses is dropped alone with a warning. A log that
+cannot be written (a full disk, a read-only or locked file, a path that is a
+folder) never stops a call and never waits long on a lock: its records go to a
+spill file in another writable place (``storage.spill``), named in one
+warning, and move back into the log once it takes writes, or when it is next
+opened. A file damaged past the pages read at open is found by the first write
+that fails (``PRAGMA quick_check``), set aside like one unreadable at open,
+and a fresh file takes its place. Records wait in memory only when no place at
+all can be written.
 
 The schema is versioned: ``MIGRATIONS`` is an append-only list of SQL
 statement groups and ``PRAGMA user_version`` holds how many have run.
@@ -32,14 +39,15 @@ recording calls from a plain script stays cheap.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import contextlib
 import functools
 import json
+import math
 import os
 import sqlite3
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -51,7 +59,9 @@ from ..core.config import default_runlog_path
 from ..core.ids import new_id
 from ..core.redaction import redactor
 from ..core.text import storable
-from .sqlite import open_database
+from .spill import Spill, damaged, fix_for, insert_rows, leftover_spills, remove_database
+from .sqlite import open_database, set_aside
+from .writer import RunLogWarning, Writer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -191,6 +201,24 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 
 _COLUMNS = ", ".join(FIELDS)
+
+
+def _read_column(name: str) -> str:
+    """The column as SELECT reads it: a number column gives NULL for anything not a number.
+
+    Files written before values were checked may hold text ('x') or a float in an
+    INTEGER column; read as they are, one such value broke every DataFrame of the log.
+    """
+    kind = _DTYPES.get(name)
+    if kind == "Int64" or name in _BOOL:
+        default = " ELSE 0" if name in _BOOL else " ELSE 1" if name == "attempt" else ""
+        return f"CASE WHEN typeof({name}) = 'integer' THEN {name}{default} END AS {name}"
+    if kind == "Float64":
+        return f"CASE WHEN typeof({name}) IN ('real', 'integer') THEN {name} END AS {name}"
+    return name
+
+
+_READ_COLUMNS = ", ".join(_read_column(name) for name in FIELDS)
 # OR REPLACE: adding a record again (same run_id) updates it instead of failing
 # inside the background loop.
 _INSERT = f"INSERT OR REPLACE INTO runs ({_COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
@@ -211,6 +239,28 @@ def _iso(value: datetime | None) -> str | None:
 _CATEGORY_COLUMNS = tuple(name for name in FIELDS if _DTYPES.get(name) == "category")
 _DATETIME_AT = tuple(FIELDS.index(name) for name in _DATETIME)
 _REDACTED_AT = tuple(FIELDS.index(name) for name in _REDACTED)
+_ATTEMPT_AT = FIELDS.index("attempt")
+
+
+_INT_AT = tuple(FIELDS.index(n) for n in FIELDS if _DTYPES.get(n) == "Int64")
+_FLOAT_AT = tuple(FIELDS.index(n) for n in FIELDS if _DTYPES.get(n) == "Float64")
+_INT64_MAX = 2**63 - 1
+
+
+def _number(value: Any, whole: bool) -> Any:
+    """``value`` if SQLite can store it in its column as the right kind of number, else None.
+
+    The engine and clients check what providers report, but a record is made in
+    many places: a string, a float in a count or an int past 64 bits stored here
+    would break every later DataFrame of the log (or the write itself).
+    """
+    if value is None or isinstance(value, bool):
+        return None if value is None else int(value)
+    if whole:
+        return value if isinstance(value, int) and -_INT64_MAX <= value <= _INT64_MAX else None
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _to_row(record: RunRecord, scrub: Callable[[str], str] | None = None) -> list[Any]:
@@ -224,6 +274,12 @@ def _to_row(record: RunRecord, scrub: Callable[[str], str] | None = None) -> lis
     for i in _REDACTED_AT:
         if row[i]:
             row[i] = scrub(row[i])
+    for i in _INT_AT:
+        row[i] = _number(row[i], whole=True)
+    for i in _FLOAT_AT:
+        row[i] = _number(row[i], whole=False)
+    if row[_ATTEMPT_AT] is None:
+        row[_ATTEMPT_AT] = 1
     return row
 
 
@@ -271,16 +327,19 @@ _Queued = tuple["RunRecord", "concurrent.futures.Future[None]"]
 # The log cannot be written now (full, read-only, locked, closed), as opposed to one
 # record it refuses.
 _UNWRITABLE = (sqlite3.OperationalError, sqlite3.ProgrammingError)
+# How long a write waits for another process's lock before the records go to a spill file.
+_BUSY_TIMEOUT_S = 0.25
+# How long opening waits for a lock (a migration in another kernel takes milliseconds).
+_OPEN_TIMEOUT_S = 2.0
+# After a failed write, the log is tried again after this long, doubling to the maximum;
+# records go to the spill file meanwhile, so a call never waits on a lock twice running.
+_RETRY_S, _MAX_RETRY_S = 1.0, 30.0
 
 
 def _settle(batch: list[_Queued]) -> None:
     for _, committed in batch:
         if not committed.done():
             committed.set_result(None)
-
-
-class RunLogWarning(UserWarning):
-    """The run log could not be used as it was (a broken file set aside, records kept queued)."""
 
 
 def _prepare(conn: sqlite3.Connection, *, path: str, in_memory: bool) -> None:
@@ -300,24 +359,62 @@ class RunLog:
     several threads: records arrive from the event-loop thread while the
     notebook reads them on the main thread. Every read sees every record
     added before it.
+
+    A log that cannot be opened or written never stops a call: its records go to
+    a spill file elsewhere (``storage.spill``), named in one warning, and come back
+    into the log once it takes writes, or when it is next opened.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = default_runlog_path() if path is None else os.fspath(path)
-        in_memory = self.path == ":memory:"
-        if not in_memory:
+        self._in_memory = self.path == ":memory:"
+        if not self._in_memory:
             self.path = str(Path(self.path).expanduser())
-        self._lock = threading.Lock()  # the connection; held while a batch is taken and written
+        self._lock = threading.Lock()  # the connections; held while a batch is taken and written
         self._queue_lock = threading.Lock()  # _queued
         self._queued: list[_Queued] = []
-        self._write_failed = False  # warned about it: warn again only after a write worked
-        # Batches open their own transactions; migrations manage theirs.
-        self._conn = open_database(
+        self._warned: set[str] = set()  # what was warned about: again only after a write worked
+        self._closed = False
+        self._spill: Spill | None = None
+        self._retry_at = 0.0  # monotonic time before which writes skip the log for the spill
+        self._retry_s = _RETRY_S
+        self._last_error: BaseException | None = None  # why the log could not be written
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open()
+        except (sqlite3.Error, OSError) as exc:
+            # Not fatal: the calls go on, their records go to a spill file (see _spill_rows),
+            # and what the file holds can still be read if it can be opened read-only.
+            self._unusable(exc, opening=True)
+            self._conn = self._open_read_only()
+        else:
+            if not self._in_memory:
+                self._take_back_leftovers()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = open_database(
             self.path,
-            functools.partial(_prepare, path=self.path, in_memory=in_memory),
+            functools.partial(_prepare, path=self.path, in_memory=self._in_memory),
             what="run log",
             category=RunLogWarning,
+            timeout=_OPEN_TIMEOUT_S,
         )
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection | None:
+        if self._in_memory or not Path(self.path).is_file():
+            return None
+        # immutable: on a read-only disk a WAL file cannot get the -shm file a reader needs.
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                uri = f"{Path(self.path).absolute().as_uri()}?{mode}"
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+            except (sqlite3.Error, OSError, ValueError):
+                continue
+            return conn
+        return None
 
     def __repr__(self) -> str:
         return f"RunLog({self.path!r})"
@@ -331,8 +428,9 @@ class RunLog:
     def add(self, record: RunRecord) -> concurrent.futures.Future[None]:
         """Store ``record`` (its free text redacted). Re-adding a run_id replaces it.
 
-        The future completes when the record is committed, or when writing failed
-        (the record then stays queued for the next try, and a warning says why).
+        The future completes when the record is committed (to the log, or to a spill
+        file while the log cannot take it), or when nothing could be written (the
+        record then stays queued for the next try, and a warning says why).
         """
         committed: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._queue_lock:
@@ -352,50 +450,166 @@ class RunLog:
             batch, self._queued = self._queued, []
         if not batch:
             return
-        scrub = redactor()
-        try:
-            self._insert([_to_row(record, scrub) for record, _ in batch])
-        except _UNWRITABLE as exc:
-            self._keep_queued(batch, exc)
+        if self._closed:
+            self._keep_queued(batch, sqlite3.ProgrammingError("the run log is closed"))
             return
+        scrub = redactor()
+        rows = [_to_row(record, scrub) for record, _ in batch]
+        if self._conn is not None and time.monotonic() >= self._retry_at:
+            try:
+                self._write_to_log(batch, rows)
+            except (sqlite3.Error, OSError) as exc:  # full, read-only, locked, or worse
+                self._unusable(exc)
+            else:
+                return
+        self._spill_rows(batch, rows)
+
+    def _write_to_log(self, batch: list[_Queued], rows: list[list[Any]]) -> None:
+        """Commit ``rows`` to the log file; raise _UNWRITABLE when it cannot take them now."""
+        assert self._conn is not None
+        try:
+            insert_rows(self._conn, _INSERT, rows)
+        except _UNWRITABLE:
+            raise
+        except sqlite3.DatabaseError as exc:
+            if not damaged(self._conn):
+                self._insert_one_by_one(batch, rows)
+                return
+            # Damaged past the pages read at open ("database disk image is malformed"):
+            # every later write would fail. Set it aside as a file unreadable at open is.
+            self._conn.close()
+            self._conn = None
+            set_aside(self.path, exc, what="run log", category=RunLogWarning)
+            self._conn = self._open()
+            insert_rows(self._conn, _INSERT, rows)
         except Exception:  # one record SQLite refuses must not take the others down
-            for i, (record, _) in enumerate(batch):
-                try:
-                    self._insert([_to_row(record, scrub)])
-                except _UNWRITABLE as exc:
-                    self._keep_queued(batch[i:], exc)
-                    _settle(batch[:i])
-                    return
-                except Exception as exc:
-                    warnings.warn(
-                        f"mmo_magic could not save run record {record.run_id} ({exc!r}); "
-                        "the others are saved.",
-                        RunLogWarning,
-                        stacklevel=1,
-                    )
-        self._write_failed = False
+            self._insert_one_by_one(batch, rows)
+            return
+        self._recovered()
         _settle(batch)
 
-    def _keep_queued(self, batch: list[_Queued], exc: sqlite3.Error) -> None:
-        """A full disk, a read-only or locked file, a closed log: keep the records queued."""
+    def _insert_one_by_one(self, batch: list[_Queued], rows: list[list[Any]]) -> None:
+        assert self._conn is not None
+        for (record, _), row in zip(batch, rows, strict=True):
+            try:
+                insert_rows(self._conn, _INSERT, [row])
+            except _UNWRITABLE:
+                raise
+            except Exception as exc:
+                warnings.warn(
+                    f"mmo_magic could not save run record {record.run_id} ({exc!r}); "
+                    "the others are saved.",
+                    RunLogWarning,
+                    stacklevel=1,
+                )
+        self._recovered()
+        _settle(batch)
+
+    def _recovered(self) -> None:
+        """A write to the log worked: move spilled records back, and warn anew next time."""
+        self._warned.clear()
+        self._retry_s = _RETRY_S
+        spill = self._spill
+        if spill is None or self._conn is None:
+            return
+        try:
+            if spill.rows:
+                moved = spill.conn.execute(f"SELECT {_READ_COLUMNS} FROM runs").fetchall()
+                insert_rows(self._conn, _INSERT, [list(row) for row in moved])
+        except sqlite3.Error:
+            return  # stays in the spill; the next open takes it back
+        self._spill = None
+        spill.close(remove=True)
+
+    def _unusable(self, exc: BaseException, *, opening: bool = False) -> None:
+        """The log cannot be opened or written now: skip it for a while (spilling), warn once."""
+        self._retry_at = time.monotonic() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, _MAX_RETRY_S)
+        self._last_error = exc
+        if opening and not self._in_memory:
+            # One warning says it all: the log, why, the fix, and where records go instead.
+            self._open_spill()
+            where = (
+                f"in {self._spill.path}, merged into the run log the next time it opens"
+                if self._spill is not None
+                else "in memory only: no fallback location could be written either"
+            )
+            self._warn_once(
+                "spill",
+                f"mmo_magic cannot use the run log {self.path!r} ({exc}): {fix_for(exc)}. "
+                f"This session's records are kept {where}.",
+            )
+
+    def _spill_rows(self, batch: list[_Queued], rows: list[list[Any]]) -> None:
+        """Commit ``rows`` to the spill file (opened on first need), else keep them queued."""
+        if self._in_memory:
+            self._keep_queued(batch, self._last_error or OSError("unknown"))
+            return
+        reason = self._last_error
+        if self._spill is None:
+            refused = self._open_spill()
+            if self._spill is None:
+                self._keep_queued(batch, OSError("; ".join(refused)), nowhere=True)
+                return
+        try:
+            insert_rows(self._spill.conn, _INSERT, rows)
+        except sqlite3.Error as exc:
+            self._keep_queued(batch, exc, nowhere=True)
+            return
+        self._spill.rows += len(rows)
+        why = f" ({reason}: {fix_for(reason)})" if reason is not None else ""
+        self._warn_once(
+            "spill",
+            f"mmo_magic could not write the run log {self.path}{why}; its records are kept "
+            f"in {self._spill.path} and go back into the log once it can be written "
+            "(or when it is next opened).",
+        )
+        _settle(batch)
+
+    def _open_spill(self) -> list[str]:
+        """Open a spill file unless one is open; return why each place refused."""
+        if self._spill is not None:
+            return []
+        prepare = functools.partial(_prepare, path=self.path, in_memory=False)
+        self._spill, refused = Spill.open_for(self.path, prepare)
+        return refused
+
+    def _keep_queued(self, batch: list[_Queued], exc: BaseException, nowhere: bool = False) -> None:
+        """Nothing could be written (closed log, or every location failed): keep them queued."""
         with self._queue_lock:
             self._queued[:0] = batch
-        self._warn_once(f"mmo_magic could not write the run log {self.path}: {exc}")
+        where = " nor to any fallback location" if nowhere else ""
+        self._warn_once(
+            "queued",
+            f"mmo_magic could not write the run log {self.path}{where}: {exc}. "
+            f"Records stay in memory until it can ({fix_for(exc)}); a crash now would lose them.",
+        )
         _settle(batch)  # the callers go on; their records wait here
 
-    def _insert(self, rows: list[list[Any]]) -> None:
-        try:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(_INSERT, rows)
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
+    def _take_back_leftovers(self) -> None:
+        """Records other sessions spilled for this log: into the log, and the files deleted."""
+        assert self._conn is not None
+        for path in leftover_spills(self.path):
+            try:
+                source = sqlite3.connect(path, isolation_level=None, timeout=1.0)
+                try:
+                    rows = source.execute(f"SELECT {_READ_COLUMNS} FROM runs").fetchall()
+                finally:
+                    source.close()
+                insert_rows(self._conn, _INSERT, [list(row) for row in rows])
+            except sqlite3.Error as exc:
+                warnings.warn(
+                    f"mmo_magic could not take back the spilled run records in {path} ({exc}); "
+                    "the file is left where it is.",
+                    RunLogWarning,
+                    stacklevel=3,
+                )
+                continue
+            remove_database(path)
 
-    def _warn_once(self, message: str) -> None:
-        if not self._write_failed:
-            self._write_failed = True
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
             warnings.warn(message, RunLogWarning, stacklevel=1)
 
     def _write_queued_safely(self) -> None:
@@ -414,7 +628,7 @@ class RunLog:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = f"SELECT {_COLUMNS} FROM runs"
+        sql = f"SELECT {_READ_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         if last is None:
@@ -425,10 +639,30 @@ class RunLog:
             params.append(max(last, 0))
         self.flush()
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+            rows = self._query(sql, params)
         if last is not None:
             rows.reverse()
         return rows
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """``sql`` on the log, and on the spill file when records wait there (merged)."""
+        rows: list[tuple[Any, ...]] = []
+        if self._conn is not None:
+            try:
+                rows = self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:  # locked for reading: show what we can
+                if self._spill is None:
+                    raise
+                self._warn_once("read", f"mmo_magic could not read the run log {self.path}: {exc}")
+        if self._spill is None or not self._spill.rows:
+            return rows
+        spilled = self._spill.conn.execute(sql, params).fetchall()
+        newest_first = " DESC" in sql
+        by_id = {row[0]: row for row in rows}
+        by_id.update((row[0], row) for row in spilled)  # the spilled copy is the later one
+        merged = sorted(by_id.values(), key=lambda row: row[1] or "", reverse=newest_first)
+        limit = params[-1] if newest_first else None
+        return merged[:limit] if isinstance(limit, int) else merged
 
     def records(
         self,
@@ -444,7 +678,7 @@ class RunLog:
     def __len__(self) -> int:
         self.flush()
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            return len(self._query("SELECT run_id, started_at FROM runs", ()))
 
     def to_dataframe(
         self,
@@ -513,60 +747,27 @@ class RunLog:
         """Delete every record."""
         self.flush()
         with self._lock:
-            self._conn.execute("DELETE FROM runs")
+            for conn in (self._conn, self._spill.conn if self._spill else None):
+                if conn is not None:
+                    conn.execute("DELETE FROM runs")
 
     def close(self) -> None:
         """Write what is queued and close the database; calling it again does nothing."""
         self._write_queued_safely()
         with self._lock:
-            self._conn.close()
+            self._closed = True
+            if self._spill is not None and self._conn is not None:
+                self._retry_at = 0.0
+                self._recovered()  # a last chance to move spilled records back
+            if self._spill is not None:
+                # Taken back when the log is next opened (an empty one is just removed).
+                self._spill.close(remove=self._spill.rows == 0)
+                self._spill = None
+            if self._conn is not None:
+                self._conn.close()
 
 
-class _Writer:
-    """One daemon thread that writes the queue of every log with records waiting.
-
-    Woken by ``add``, it writes each waiting log's queue in one transaction and
-    goes round again while records keep arriving. At exit it writes what is left.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: set[RunLog] = set()
-        self._lock = threading.Lock()
-        self._woken = threading.Event()
-        self._thread: threading.Thread | None = None
-        atexit.register(self.write_all)
-
-    def wake(self, log: RunLog) -> None:
-        with self._lock:
-            self._waiting.add(log)
-            if self._thread is None or not self._thread.is_alive():  # none yet, or lost to a fork
-                self._thread = threading.Thread(
-                    target=self._run, name="mmo-magic-runlog", daemon=True
-                )
-                self._thread.start()
-        self._woken.set()
-
-    def _run(self) -> None:
-        while True:
-            self._woken.wait()
-            self._woken.clear()
-            self.write_all()
-
-    def write_all(self) -> None:
-        with self._lock:
-            logs, self._waiting = self._waiting, set()
-        for log in logs:
-            try:
-                log._write_queued_safely()
-            except Exception as exc:  # the thread must outlive anything one log does
-                warnings.warn(
-                    f"mmo_magic could not write the run log {log.path}: {exc!r}",
-                    RunLogWarning,
-                    stacklevel=1,
-                )
-
-
-_writer = _Writer()
+_writer = Writer()
 
 
 def _json_dict(record: RunRecord) -> dict[str, Any]:

@@ -86,21 +86,27 @@ with warnings.catch_warnings(record=True) as caught:
     prompts = [r.prompt for r in log.records()]
 mine = [w for w in caught if issubclass(w.category, RunLogWarning)]
 print(len(mine), sum(p.startswith("saved") for p in prompts), len(prompts))
-print(mine[0].message if mine else "no warning")
+for w in mine:
+    print(str(w.message).replace(chr(10), " "))
 """
 
 
-def test_a_full_disk_warns_once_and_reads_still_work(tmp_path):
+def test_every_location_full_warns_twice_and_reads_still_work(tmp_path, monkeypatch):
+    """RLIMIT_FSIZE fails every file of the process past 600 KB: the log, then the spill file
+    (the fallback location, which takes records until it too is full)."""
+    monkeypatch.setenv("MMO_RUNLOG_FALLBACK", str(tmp_path / "fallback"))
     done = subprocess.run(
         [sys.executable, "-c", FULL_DISK_CHILD, str(tmp_path / "runs.sqlite3")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    counts, message = done.stdout.splitlines()[:2]
+    counts, *messages = done.stdout.splitlines()
     warned, saved, readable = map(int, counts.split())
-    assert warned == 1, done.stdout
-    assert saved == 10 and readable >= 10  # what was saved still reads
-    assert "could not write the run log" in message and "full" in message
+    assert warned == 2, done.stdout  # one when the log fills, one when the fallback does
+    assert saved == 10 and readable > 10  # what was saved still reads, spilled records too
+    assert "could not write the run log" in messages[0] and "full" in messages[0]
+    assert "fallback" in messages[0]  # names where the records went
+    assert "nor to any fallback location" in messages[1]
 
 
 def test_a_write_failure_never_blocks_the_caller(tmp_path):
