@@ -329,7 +329,8 @@ class SimServer:
             return self._requests[model] if model is not None else self._requests.total()
 
     def last_request(self, model: str | None = None) -> dict[str, Any] | None:
-        """{"path", "body", "headers"} of the latest request (for `model`), keys redacted."""
+        """{"path", "query", "body", "headers"} of the latest request (for `model`), keys
+        redacted from the headers."""
         with self._lock:
             found = self._last.get(model)
             return dict(found) if found else None
@@ -451,7 +452,7 @@ class SimServer:
     def _record(self, request: _Request, body: object, model: str | None) -> int:
         """Remember the request; return how many this model name has now had."""
         headers = {k: ("***" if k in _REDACTED else v) for k, v in request.headers.items()}
-        seen = {"path": request.path, "body": body, "headers": headers}
+        seen = {"path": request.path, "query": request.query, "body": body, "headers": headers}
         with self._lock:
             self._last[None] = seen
             if model is None:
