@@ -123,7 +123,7 @@ def worker(which: str, base_url: str, args: argparse.Namespace) -> None:
     if which == "raw":
         out["ok"], elapsed = asyncio.run(raw_gather(base_url, args))
     else:
-        from mmo_magic.orchestration.batch import run_batch
+        from mmo_magic.evaluation import run_batch
 
         orc = orchestrator(base_url, args, args.runlog)
         limits = None
@@ -232,8 +232,8 @@ def limiter_round_trips(rounds: int) -> dict[str, float]:
     import ray
 
     import mmo_magic as mmo
-    from mmo_magic.orchestration.limits import RateLimit
-    from mmo_magic.orchestration.ray_engine import ClusterLimiter
+    from mmo_magic.evaluation.limits import RateLimit
+    from mmo_magic.evaluation.ray.limiter import ClusterLimiter
 
     limiter = ray.remote(ClusterLimiter).options(num_cpus=0).remote({"m": RateLimit()}, 1e9)
     config = mmo.ModelConfig("openai", "m", cost_per_1k_input=0.001, cost_per_1k_output=0.001)
@@ -255,7 +255,7 @@ def limiter_round_trips(rounds: int) -> dict[str, float]:
 
 def timed_batch(orc: Any, data: list[dict[str, Any]], models: list[str], **options: Any) -> dict:
     """Wall seconds, and calls per second from the first send to the last answer."""
-    from mmo_magic.orchestration.batch import run_batch
+    from mmo_magic.evaluation import run_batch
 
     started = time.perf_counter()
     result = run_batch(orc, data, models, key="id", progress=False, **options)

@@ -38,7 +38,7 @@ from .orchestration.session import get_orchestrator, use
 from .storage.runlog import RunLog, RunRecord
 
 if TYPE_CHECKING:
-    from .orchestration.batch import BatchResult
+    from .evaluation import BatchResult
     from .orchestration.parallel import ConsensusResult, RaceResult
     from .orchestration.pipeline import Pipeline, PipelineResult, PipelineStep
     from .routing import (
@@ -59,7 +59,7 @@ from .core import __version__
 # (~90 ms); races, judges and pipelines are not needed by every session.
 _LAZY = {
     **dict.fromkeys(("ConsensusResult", "RaceResult"), "orchestration.parallel"),
-    "BatchResult": "orchestration.batch",
+    "BatchResult": "evaluation",
     **dict.fromkeys(("Pipeline", "PipelineResult", "PipelineStep"), "orchestration.pipeline"),
     **dict.fromkeys(
         (

@@ -74,8 +74,43 @@ def planted_copy(tmp_path: Path, module: str, source: str) -> Path:
             "def _planted() -> None:\n    import IPython  # noqa: F401\n",
             "-> IPython",
         ),
+        (
+            "orchestration/parallel.py",
+            "def _planted() -> None:\n    from ..evaluation import run  # noqa: F401\n",
+            "mmo_magic.orchestration.parallel -> mmo_magic.evaluation.run",
+        ),
+        (
+            "evaluation/run.py",
+            "def _planted() -> None:\n    from ..notebook import batch_view  # noqa: F401\n",
+            "mmo_magic.evaluation.run -> mmo_magic.notebook.batch_view",
+        ),
+        (
+            "evaluation/plan.py",
+            "def _planted() -> None:\n    from ..orchestration import orchestrator  # noqa: F401\n",
+            "mmo_magic.evaluation.plan -> mmo_magic.orchestration.orchestrator",
+        ),
+        (
+            "evaluation/run.py",
+            "def _planted() -> None:\n    from .ray import driver  # noqa: F401\n",
+            "mmo_magic.evaluation.run -> mmo_magic.evaluation.ray.driver",
+        ),
+        (
+            "evaluation/result.py",
+            "def _planted() -> None:\n    import ray  # noqa: F401\n",
+            "mmo_magic.evaluation.result -> ray",
+        ),
     ],
-    ids=["core-up-to-notebook", "notebook-to-service", "routing-to-storage", "ipython-in-core"],
+    ids=[
+        "core-up-to-notebook",
+        "notebook-to-service",
+        "routing-to-storage",
+        "ipython-in-core",
+        "orchestration-up-to-evaluation",
+        "evaluation-up-to-notebook",
+        "evaluation-to-the-facade",
+        "local-batch-to-ray-code",
+        "ray-outside-evaluation-ray",
+    ],
 )
 def test_a_planted_violation_breaks_the_check(
     tmp_path: Path, module: str, source: str, broken: str
@@ -118,3 +153,76 @@ def test_the_root_import_check_sees_a_planted_one(tmp_path: Path) -> None:
     planted = copy / "mmo_magic" / "core" / "errors.py"
     last_line = len(planted.read_text().splitlines())
     assert root_imports(planted, copy / "mmo_magic") == [f"line {last_line}: from .."]
+
+
+# -- import cycles --------------------------------------------------------------------------------
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """Every set of modules of ``package`` that import each other in a circle (imports
+    inside functions and under TYPE_CHECKING included): the graph's strongly connected
+    components of more than one module, or a module importing itself."""
+    import grimp
+
+    graph = grimp.build_graph(package)
+    modules = sorted(graph.modules)
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in modules}
+    # Tarjan's algorithm, iterative (the package is deeper than Python's recursion likes).
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = 0
+    for root in modules:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            targets = edges.get(node, [])
+            if i < len(targets):
+                work.append((node, i + 1))
+                target = targets[i]
+                if target not in index:
+                    work.append((target, 0))
+                elif target in on_stack:
+                    low[node] = min(low[node], index[target])
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in edges.get(node, []):
+                    cycles.append(sorted(component))
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    """``python -c "from test_layers import import_cycles; print(import_cycles('mmo_magic'))"``
+    from tests/ shows them."""
+    assert import_cycles("mmo_magic") == []
+
+
+def test_the_cycle_check_sees_a_planted_cycle(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "circle"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from . import b  # noqa: F401\n")
+    (package / "b.py").write_text("def f() -> None:\n    from . import c  # noqa: F401\n")
+    (package / "c.py").write_text("from . import a  # noqa: F401\n")
+    (package / "d.py").write_text("from . import a  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_cycles("circle") == [["circle.a", "circle.b", "circle.c"]]

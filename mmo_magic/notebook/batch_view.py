@@ -22,7 +22,7 @@ import time
 from typing import IO, Any
 
 from ..core.pricing import format_usd
-from ..orchestration.batch_progress import BatchStats, ModelStats, set_default_progress
+from ..evaluation.progress import BatchStats, ModelStats, set_default_progress
 
 __all__ = ["TextProgress", "WidgetProgress", "auto_progress", "install", "render_text"]
 

@@ -468,7 +468,7 @@ class MMOMagics(Magics):
     @_friendly
     def mmo_batch(self, line: str, cell: str) -> Any:
         """Every model on every item of --data; the cell is the prompt template ({column})."""
-        from ..orchestration.batch import load_items
+        from ..evaluation import load_items
         from .batch_view import auto_progress
 
         args = _parse(self.mmo_batch, line)
@@ -637,6 +637,6 @@ def unload(shell: Any) -> None:
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, MMOMagics)]
     for formatter, module, name, _ in formatters(shell):
         formatter.pop(f"{module}.{name}", None)
-    from ..orchestration.batch import set_default_progress
+    from ..evaluation.progress import set_default_progress
 
     set_default_progress(None)

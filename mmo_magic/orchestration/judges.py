@@ -1,11 +1,14 @@
-"""LLM-as-judge and consensus voting: the pure logic, with no I/O.
+"""LLM-as-judge and consensus voting: the one home of judging, for consensus and batches.
 
-``parallel.consensus`` builds a prompt with ``judge_messages``, sends it to each
-judge model, reads the reply with ``parse_verdict`` (asking once more with
-``repair_messages`` when the reply is unusable), maps a swapped-order verdict
-back with ``unswap``, merges the two orders with ``combine_swap`` and counts a
-panel of judges with ``tally``. Short answers can be voted on without a judge
-through ``majority_answer``.
+A judging builds a prompt with ``judge_messages``, asks the judge over a
+completer (``ask_verdict``: under a verdict schema where the judge has
+structured output), reads the reply strictly with ``parse_verdict`` (asking
+once more with ``repair_messages`` when the reply is unusable), maps a
+swapped-order verdict back with ``unswap`` (``verdict_in_order`` does the
+three), merges the two ``orders`` with ``combine_swap`` and counts a panel of
+judges with ``tally``. ``parallel.consensus`` and the evaluation layer's
+batches both judge through these. Short answers are voted on without a judge
+in ``answers``.
 
 Judges are biased: towards the first position, towards longer answers, and
 towards text that tells them what to decide. So this module
@@ -20,6 +23,7 @@ towards text that tells them what to decide. So this module
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -29,8 +33,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..core.errors import ConfigError, MMOError
+from ..core.completion import Prompt
+from ..core.errors import ConfigError, MMOError, ProviderError
 from ..core.redaction import redact
+from ..core.structured import StructuredOutputError
+from .calls import CallContext, CallOptions, Completer
 
 __all__ = [
     "TIE",
@@ -40,17 +47,19 @@ __all__ = [
     "Tally",
     "Verdict",
     "VerdictError",
+    "ask_verdict",
     "combine_swap",
     "judge_messages",
+    "judge_reply",
     "labels",
-    "longest",
-    "majority_answer",
-    "normalise_answer",
+    "orders",
     "parse_verdict",
+    "read_verdict",
     "repair_messages",
     "swapped",
     "tally",
     "unswap",
+    "verdict_in_order",
     "verdict_schema",
 ]
 
@@ -500,6 +509,128 @@ def _mean_scores(a: dict[str, float] | None, b: dict[str, float] | None) -> dict
     return merged
 
 
+# --- asking a judge (over a completer) ----------------------------------------------------------
+
+
+def orders(n: int, swap: bool = True) -> list[tuple[list[int], bool]]:
+    """The presentation orders of a judging, each with whether it is the swapped pass:
+    the candidates as given, then (``swap``) reversed."""
+    both = [(list(range(n)), False)]
+    if swap:
+        both.append((swapped(n), True))
+    return both
+
+
+def read_verdict(
+    text: str,
+    candidate_labels: Sequence[str],
+    *,
+    judge: str | None = None,
+    need_scores: bool = False,
+) -> Verdict:
+    """``parse_verdict``, and with ``need_scores`` a VerdictError when a label has no score
+    (a grade)."""
+    verdict = parse_verdict(text, candidate_labels, judge=judge)
+    if need_scores:
+        missing = [n for n in candidate_labels if not verdict.scores or n not in verdict.scores]
+        if missing:
+            raise VerdictError(
+                f'the reply gives no score for {", ".join(missing)} in "scores"',
+                reply=text, judge=judge, labels=candidate_labels,
+            )  # fmt: skip
+    return verdict
+
+
+async def judge_reply(
+    complete: Completer,
+    messages: Prompt,
+    judge: str,
+    options: CallOptions,
+    context: CallContext,
+) -> str:
+    """A judge's reply text, under ``options["response_format"]`` where the judge has it.
+
+    A reply that breaks the schema comes back as it was, for ``parse_verdict`` to say
+    what is wrong and the repair turn to ask again; a server without structured output
+    is asked again without the schema (strict parsing and repair do the rest).
+    """
+    try:
+        return (await complete(messages, judge, options, context)).content
+    except StructuredOutputError as exc:
+        return exc.raw
+    except ProviderError as exc:
+        if exc.code != "structured_output_unsupported":
+            raise
+    plain: CallOptions = {k: v for k, v in options.items() if k != "response_format"}  # type: ignore[assignment]
+    return (await complete(messages, judge, plain, context)).content
+
+
+Replay = Callable[[str], "str | None"]  # a step's recorded reply (a resumed judging), else None
+
+
+async def ask_verdict(
+    complete: Completer,
+    messages: list[dict[str, str]],
+    judge: str,
+    candidate_labels: Sequence[str],
+    options: CallOptions,
+    context: CallContext,
+    *,
+    need_scores: bool = False,
+    replay: Replay | None = None,
+) -> tuple[Verdict, bool]:
+    """The judge's verdict, read strictly, and whether it took the one repair turn.
+
+    ``replay`` gives the reply a run log already holds for the call's step (or its
+    repair), so a resumed judging asks again only when it has no usable one. A reply
+    still unusable after the repair is a VerdictError: never a silent default.
+    """
+    step = context.step or ""
+    repair_step = f"{step} (repair)"
+    if replay is not None:
+        for logged_step in (step, repair_step):
+            text = replay(logged_step)
+            if text is None:
+                continue
+            try:
+                verdict = read_verdict(text, candidate_labels, judge=judge, need_scores=need_scores)
+            except VerdictError:
+                continue
+            return verdict, logged_step == repair_step
+    text = await judge_reply(complete, messages, judge, options, context)
+    try:
+        return read_verdict(text, candidate_labels, judge=judge, need_scores=need_scores), False
+    except VerdictError as error:
+        fixed = repair_messages(messages, text, error)
+        context = dataclasses.replace(context, step=repair_step)
+        text = await judge_reply(complete, fixed, judge, options, context)
+        return read_verdict(text, candidate_labels, judge=judge, need_scores=need_scores), True
+
+
+async def verdict_in_order(
+    complete: Completer,
+    question: str,
+    answers: Sequence[str],
+    order: Sequence[int],
+    judge: str,
+    options: CallOptions,
+    context: CallContext,
+    *,
+    criteria: str | None = None,
+    need_scores: bool = False,
+    replay: Replay | None = None,
+) -> tuple[Verdict, Verdict, bool]:
+    """The judge's verdict on ``answers`` shown in ``order``: in the answers' own labels,
+    as the judge gave it (in the labels it saw), and whether it took the repair turn."""
+    names = labels(len(answers))
+    messages = judge_messages(question, [answers[i] for i in order], criteria=criteria)
+    shown, repaired = await ask_verdict(
+        complete, messages, judge, names, options, context,
+        need_scores=need_scores, replay=replay,
+    )  # fmt: skip
+    return unswap(shown, order, names), shown, repaired
+
+
 # --- panels of judges ----------------------------------------------------------------------------
 
 
@@ -545,110 +676,3 @@ def _strict_best(totals: Mapping[str, float]) -> str:
     best = max(totals.values())
     leaders = [label for label, total in totals.items() if total == best]
     return leaders[0] if len(leaders) == 1 else TIE
-
-
-# --- voting on short answers ---------------------------------------------------------------------
-
-_ANSWER_PREFIXES = ("the final answer is", "the answer is", "final answer:", "answer:")
-# Pairs that may wrap a whole answer; longer markers first so "**" wins over "*".
-_WRAPPERS = (
-    ("```", "```"),
-    ("**", "**"),
-    ("__", "__"),
-    ("`", "`"),
-    ("*", "*"),
-    ("_", "_"),
-    ('"', '"'),
-    ("'", "'"),
-    ("“", "”"),
-    ("‘", "’"),
-    ("«", "»"),
-    ("$", "$"),
-    ("(", ")"),
-    ("[", "]"),
-)
-_BOXED = re.compile(r"\\boxed\{(.*)\}", re.DOTALL)  # LaTeX \boxed{...}, common in maths answers
-# Leading "." or "-" would change a number (".5", "-3"), so fewer characters go at the start.
-_LEAD_PUNCT = ",;:!? \t\n"
-_TRAIL_PUNCT = ".,;:!? \t\n"
-_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
-
-
-def _unwrap(text: str) -> str:
-    for opener, closer in _WRAPPERS:
-        inner = text[len(opener) : len(text) - len(closer)]
-        if (
-            len(text) > len(opener) + len(closer)
-            and text.startswith(opener)
-            and text.endswith(closer)
-            # "(a) + (b)" or "**x** and **y**" are not wrapped as a whole.
-            and opener not in inner
-            and closer not in inner
-        ):
-            return inner
-    return text
-
-
-def _canonical_number(token: str) -> str:
-    if not _NUMBER.fullmatch(token):
-        return token
-    from decimal import Decimal
-
-    value = Decimal(token.replace(",", ""))
-    if value == 0:
-        return "0"  # also folds "-0" and "0.00"
-    return format(value.normalize(), "f")
-
-
-def normalise_answer(text: str) -> str:
-    """A short answer reduced to a form where equal answers compare equal.
-
-    "The answer is **42**." and "42" both become "42"; "1,000" and "1000.0" both become "1000".
-    """
-    answer = text.casefold()
-    while True:  # peel layers until nothing changes: "The answer is `"42"`." has several
-        before = answer
-        answer = " ".join(answer.split())
-        answer = answer.lstrip(_LEAD_PUNCT).rstrip(_TRAIL_PUNCT)
-        for prefix in _ANSWER_PREFIXES:
-            if answer.startswith(prefix):
-                answer = answer[len(prefix) :]
-                break
-        boxed = _BOXED.fullmatch(answer)
-        if boxed:
-            answer = boxed.group(1)
-        answer = _unwrap(answer)
-        if answer == before:
-            break
-    return " ".join(_canonical_number(token) for token in answer.split())
-
-
-def majority_answer(answers: Sequence[str]) -> tuple[int | None, dict[str, int]]:
-    """The index of the first answer of the largest group of equal answers, and the group counts.
-
-    The index is None when no group is strictly largest. Blank answers do not vote.
-    """
-    counts: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for index, answer in enumerate(answers):
-        key = normalise_answer(answer)
-        if not key:
-            continue
-        counts[key] = counts.get(key, 0) + 1
-        first.setdefault(key, index)
-    if not counts:
-        return None, counts
-    best = max(counts.values())
-    leaders = [key for key, count in counts.items() if count == best]
-    return (first[leaders[0]] if len(leaders) == 1 else None), counts
-
-
-def longest(answers: Sequence[str]) -> int | None:
-    """The index of the longest answer (the first on a tie), or None when there are none.
-
-    This is the naive strategy the project started with, kept to show why judges are needed:
-    it rewards padding, not correctness.
-    """
-    if not answers:
-        return None
-    return max(range(len(answers)), key=lambda i: len(answers[i]))

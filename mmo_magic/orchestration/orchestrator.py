@@ -28,22 +28,19 @@ from .calls import (
     ModelText,
     OnFinish,
     OnText,
+    build_request,
     check_options,
     checked_values,
 )
-from .engine import (
-    AUTO,
-    DEFAULT_CONCURRENCY_PER_PROVIDER,
-    SESSION_ID,
-    CallEngine,
-    build_request,
-)
+from .engine import AUTO, DEFAULT_CONCURRENCY_PER_PROVIDER, SESSION_ID, CallEngine
 from .reliability import CircuitBreaker, RetryPolicy
 from .streams import AsyncCompletionStream, CompletionStream, Start
 
 if TYPE_CHECKING:
+    from ..evaluation.progress import BatchProgress
+    from ..evaluation.result import BatchResult
+    from ..evaluation.spec import BatchContext
     from ..routing import RouteDecision, Router
-    from .batch import BatchResult
     from .judges import OnJudge
     from .parallel import ConsensusResult, RaceResult, Strategy
     from .pipeline import Pipeline, PipelineResult, PipelineStep
@@ -505,42 +502,61 @@ class Orchestrator:
         )
 
     # -- batches --------------------------------------------------------------
+    # The one place orchestration/ knows about evaluation/ (a declared exception in the
+    # import contracts): these methods hand the evaluation layer the engine's part it runs on.
 
     def batch(
         self,
         data: Any,
-        models: Sequence[str],
-        prompt: str = "{question}",
+        models: Sequence[str] | None = None,
+        prompt: str | None = None,
         *,
-        judges: Sequence[str] | None = None,
-        engine: str | None = None,
+        progress: BatchProgress | bool | None = None,
         **options: Any,
     ) -> BatchResult:
         """Every model on every item of ``data``, judged if asked, resumable; a BatchResult.
 
-        See ``mmo_magic.orchestration.batch.run_batch`` for the options (system,
-        judge_mode, reference_column, concurrency, limits, budget, rerun, ...).
-        ``engine="ray"`` spreads the calls over Ray workers (``ray_address``,
-        ``workers``): see ``mmo_magic.orchestration.ray_engine``.
+        ``data`` is the items (a DataFrame, a list of dicts or a file path) with
+        ``models``, ``prompt`` (default ``"{question}"``) and the options of
+        ``mmo_magic.evaluation.BatchSpec`` (judges, judge_mode, system,
+        reference_column, concurrency, limits, budget, rerun, key, ...), or a
+        ``BatchSpec`` alone. ``engine="ray"`` spreads the calls over Ray workers
+        (``ray_address``, ``workers``). ``progress``: a view, False for none, None for
+        the registered default.
         """
-        from .batch import run_batch
+        from ..evaluation.batch import run_batch
 
-        return run_batch(self, data, models, prompt, judges=judges, engine=engine, **options)
+        return run_batch(self, data, models, prompt, progress=progress, **options)
 
     async def abatch(
         self,
         data: Any,
-        models: Sequence[str],
-        prompt: str = "{question}",
+        models: Sequence[str] | None = None,
+        prompt: str | None = None,
         *,
-        judges: Sequence[str] | None = None,
-        engine: str | None = None,
+        progress: BatchProgress | bool | None = None,
         **options: Any,
     ) -> BatchResult:
-        """Async twin of ``batch``."""
-        from .batch import arun_batch
+        """Async twin of ``batch``; cancelling it stops the batch (answers so far are kept)."""
+        from ..evaluation.batch import arun_batch
 
-        return await arun_batch(self, data, models, prompt, judges=judges, engine=engine, **options)
+        return await arun_batch(self, data, models, prompt, progress=progress, **options)
+
+    def estimate_batch(
+        self, data: Any, models: Sequence[str] | None = None, prompt: str | None = None,
+        **options: Any,
+    ) -> dict[str, float | None]:  # fmt: skip
+        """The worst-case USD per model (and ``"judge <name>"``) of what ``batch`` with the
+        same arguments would send now; None: an unpriced model. Sends nothing."""
+        from ..evaluation.batch import estimate_batch
+
+        return estimate_batch(self, data, models, prompt, **options)
+
+    def batch_context(self) -> BatchContext:
+        """The call engine's part a batch runs on (for ``mmo_magic.evaluation``)."""
+        from ..evaluation.spec import BatchContext
+
+        return BatchContext.of(self._engine, self._loop)
 
     # -- lifecycle ------------------------------------------------------------
 

@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ..core.completion import Attempt, CompletionResponse, Prompt, Status
-from ..core.errors import AllModelsFailedError, ConfigError, MMOError, ProviderError
+from ..core.attempts import Attempt, Status
+from ..core.completion import CompletionResponse, Prompt
+from ..core.errors import AllModelsFailedError, ConfigError, MMOError
 from ..core.ids import new_id
-from ..core.structured import StructuredOutputError
+from .answers import longest, majority_answer
 from .calls import CallContext, CallOptions, Completer, ModelText, OnFinish, model_names
 from .judges import (
     METHODS,
@@ -27,17 +28,11 @@ from .judges import (
     OnJudge,
     Tally,
     Verdict,
-    VerdictError,
     combine_swap,
-    judge_messages,
     labels,
-    longest,
-    majority_answer,
-    parse_verdict,
-    repair_messages,
-    swapped,
+    orders,
     tally,
-    unswap,
+    verdict_in_order,
     verdict_schema,
 )
 
@@ -315,30 +310,6 @@ async def consensus(
     return result
 
 
-async def judge_reply(
-    complete: Completer,
-    messages: Prompt,
-    judge: str,
-    options: CallOptions,
-    context: CallContext,
-) -> str:
-    """A judge's reply text, under ``options["response_format"]`` where the judge has it.
-
-    A reply that breaks the schema comes back as it was, for ``parse_verdict`` to say
-    what is wrong and the repair turn to ask again; a server without structured output
-    is asked again without the schema (strict parsing and repair do the rest).
-    """
-    try:
-        return (await complete(messages, judge, options, context)).content
-    except StructuredOutputError as exc:
-        return exc.raw
-    except ProviderError as exc:
-        if exc.code != "structured_output_unsupported":
-            raise
-    plain: CallOptions = {k: v for k, v in options.items() if k != "response_format"}  # type: ignore[assignment]
-    return (await complete(messages, judge, plain, context)).content
-
-
 async def _judge(
     complete: Completer,
     prompt: Prompt,
@@ -356,6 +327,7 @@ async def _judge(
         result.winner, result.reason = ok[0], "only one model answered"
         return
     question = prompt if isinstance(prompt, str) else _last_user_text(prompt)
+    answers = [r.content for r in ok]
     calls: dict[tuple[str, bool], JudgeEvent] = {}  # (judge, swapped) -> its latest event
 
     def tell(event: JudgeEvent) -> None:
@@ -363,32 +335,21 @@ async def _judge(
         if on_judge is not None:
             on_judge(event)
 
-    async def ask(judge: str, order: list[int], role: str) -> tuple[Verdict, bool]:
-        """The verdict on the candidates shown in ``order`` (in their shown labels), and
-        whether it took the repair turn."""
-        messages = judge_messages(question, [ok[i].content for i in order], criteria=criteria)
-        # The verdict under a schema (structured output), still read strictly and repaired.
-        options: CallOptions = {"temperature": 0, "response_format": verdict_schema(names)}
-        context = CallContext("judge", result.group_id, step=f"{role} {judge}", repairs_output=True)
-        text = await judge_reply(complete, messages, judge, options, context)
-        try:
-            return parse_verdict(text, names, judge=judge), False
-        except VerdictError as error:  # one repair attempt, never a silent default
-            fixed = repair_messages(messages, text, error)
-            context = dataclasses.replace(context, step=f"{context.step} (repair)")
-            text = await judge_reply(complete, fixed, judge, options, context)
-            return parse_verdict(text, names, judge=judge), True
-
     async def verdict_of(judge: str, order: list[int], swapped_pass: bool) -> Verdict:
         tell(JudgeEvent(judge, swapped_pass, "pending"))
         started = time.perf_counter()
+        role = "judge swapped" if swapped_pass else "judge"
+        # The verdict under a schema (structured output), still read strictly and repaired.
+        options: CallOptions = {"temperature": 0, "response_format": verdict_schema(names)}
+        context = CallContext("judge", result.group_id, step=f"{role} {judge}", repairs_output=True)
         try:
-            shown, repaired = await ask(judge, order, "judge swapped" if swapped_pass else "judge")
+            verdict, shown, repaired = await verdict_in_order(
+                complete, question, answers, order, judge, options, context, criteria=criteria
+            )
         except MMOError as error:
             latency = (time.perf_counter() - started) * 1000
             tell(JudgeEvent(judge, swapped_pass, "failed", latency_ms=latency, error=str(error)))
             raise
-        verdict = unswap(shown, order, names)
         tell(
             JudgeEvent(
                 judge, swapped_pass, "voted", winner=verdict.winner,
@@ -400,16 +361,17 @@ async def _judge(
         return verdict
 
     async def judge_both_ways(judge: str) -> Verdict:
+        (order, _), *swap_pass = orders(len(ok), swap)
         try:
-            first = await verdict_of(judge, list(range(len(ok))), False)
+            first = await verdict_of(judge, order, False)
         except MMOError:
-            if swap:
+            if swap_pass:
                 why = "its first-order pass gave no verdict"
                 tell(JudgeEvent(judge, True, "skipped", error=why))
             raise
-        if not swap:
+        if not swap_pass:
             return first
-        second = await verdict_of(judge, swapped(len(ok)), True)
+        second = await verdict_of(judge, swap_pass[0][0], True)
         return combine_swap(first, second)
 
     for judge in judges:  # every call in sight from the start, in the order of the table

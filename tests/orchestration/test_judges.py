@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import mmo_magic as mmo
+from mmo_magic.orchestration.answers import longest, majority_answer, normalise_answer
 from mmo_magic.orchestration.judges import (
     TIE,
     Verdict,
@@ -18,9 +19,6 @@ from mmo_magic.orchestration.judges import (
     combine_swap,
     judge_messages,
     labels,
-    longest,
-    majority_answer,
-    normalise_answer,
     parse_verdict,
     repair_messages,
     swapped,

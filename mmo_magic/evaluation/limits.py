@@ -84,7 +84,7 @@ class RateLimit:
 
 class Gate(Protocol):
     """What the batch scheduler needs of a model's gate (a ``ModelGate``, or one shared
-    by every worker of a Ray batch: ``ray_engine``)."""
+    by every worker of a Ray batch: ``evaluation.ray.limiter``)."""
 
     @property
     def counts_tokens(self) -> bool: ...

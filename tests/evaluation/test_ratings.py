@@ -9,8 +9,7 @@ from urllib.parse import quote
 import pytest
 from helpers import with_model_id
 
-from mmo_magic.orchestration.batch import run_batch
-from mmo_magic.orchestration.ratings import (
+from mmo_magic.evaluation.ratings import (
     Comparison,
     bradley_terry,
     bradley_terry_intervals,
@@ -122,7 +121,7 @@ def test_scripted_judges_rank_models_in_the_order_their_answers_deserve(orc, sim
         with_model_id(orc, "an", "sim-fast?reply=judge&prefer=beta"),
     ]
     items = [{"question": f"item {i}"} for i in range(6)]
-    result = run_batch(orc, items, [bronze, gold, silver], judges=judges)
+    result = orc.batch(items, [bronze, gold, silver], judges=judges)
     board = result.leaderboard(rounds=100)
     assert list(board.index) == [gold, silver, bronze]
     assert board["rating"].is_monotonic_decreasing and board["rating"].nunique() == 3

@@ -17,7 +17,7 @@ import pytest
 from helpers import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, sim_models, with_model_id
 
 import mmo_magic as mmo
-from mmo_magic.orchestration.batch import BatchStats, arun_batch, run_batch
+from mmo_magic.evaluation import BatchStats
 
 KEYS = {
     OPENAI_KEY_ENV: "sk-test-openai-000000000000",
@@ -90,7 +90,7 @@ def test_a_ray_batch_answers_like_the_local_one_and_logs_every_call_once(orc, si
     echo = with_model_id(orc, "oa", "sim-echo")
     models = [echo, "an"]
     data = items(300)
-    local = run_batch(orc, data, models, progress=False)
+    local = orc.batch(data, models, progress=False)
     sim.reset()
     recorder = Recorder()
     with mmo.Orchestrator(list(orc.catalogue), runlog=":memory:", cache=False) as other:
@@ -116,9 +116,9 @@ def test_judging_on_ray_matches_judging_here(orc, sim):
     bad = with_model_id(orc, "lo", "sim-fast?reply=" + quote("Lyon, I think."))
     judge = with_model_id(orc, "an", "sim-fast?reply=judge&prefer=paris")
     data = [{"question": f"Capital of France? ({i})"} for i in range(6)]
-    local = run_batch(orc, data, [bad, good], judges=[judge], progress=False)
+    local = orc.batch(data, [bad, good], judges=[judge], progress=False)
     with mmo.Orchestrator(list(orc.catalogue), runlog=":memory:", cache=False) as other:
-        on_ray = run_batch(other, data, [bad, good], judges=[judge], engine="ray", workers=2,
+        on_ray = other.batch(data, [bad, good], judges=[judge], engine="ray", workers=2,
                            progress=False)  # fmt: skip
     assert len(on_ray.judgements) == len(local.judgements) == 6
     assert {j["winner"] for j in on_ray.judgements} == {good}
@@ -149,8 +149,8 @@ def test_the_orchestrators_budget_holds_across_all_workers(orc, sim):
 
 def test_a_rate_limit_is_one_limit_for_all_workers(orc, sim):
     limited = with_model_id(orc, "oa", "sim-fast?tokens=2")
-    result = run_batch(
-        orc, items(9), [limited], limits={limited: {"requests_per_minute": 120}},
+    result = orc.batch(
+        items(9), [limited], limits={limited: {"requests_per_minute": 120}},
         engine="ray", workers=2, progress=False,
     )  # fmt: skip
     starts = sorted(r.started_at.timestamp() for r in batch_records(orc, result.group_id))
@@ -175,7 +175,7 @@ def test_a_worker_that_dies_loses_only_its_calls_in_flight(orc, sim, ray_cluster
 
     recorder = Recorder()
     recorder.at(60, kill_one)
-    result = run_batch(orc, data, slow, engine="ray", workers=2, concurrency=8, progress=recorder)
+    result = orc.batch(data, slow, engine="ray", workers=2, concurrency=8, progress=recorder)
     assert killed
     assert {r["status"] for r in result.rows} == {"ok"}
     ok = [r for r in batch_records(orc, result.group_id) if r.status == "ok"]
@@ -189,7 +189,7 @@ def interrupt(orc: mmo.Orchestrator, data: list[dict[str, Any]], models: list[st
               **options: Any) -> int:  # fmt: skip
     """Start a batch, stop it once 40 answers are in, and return how many are ok in the log."""
     recorder = Recorder()
-    future = orc._loop.submit(arun_batch(orc, data, models, progress=recorder, **options))
+    future = orc._loop.submit(orc.abatch(data, models, progress=recorder, **options))
     deadline = time.monotonic() + 60
     while (not recorder.updates or recorder.updates[-1] < 40) and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -214,7 +214,7 @@ def test_a_stopped_batch_resumes_on_the_other_engine_sending_only_what_is_missin
     time.sleep(0.3)
     assert sim.request_count() == sent_before
 
-    result = run_batch(orc, data, slow, concurrency=8, progress=False,
+    result = orc.batch(data, slow, concurrency=8, progress=False,
                        **({"engine": "ray", **ray_options} if then else {}))  # fmt: skip
     frame = result.to_dataframe()
     assert set(frame["status"]) == {"ok"} and len(frame) == 120
@@ -228,7 +228,7 @@ def test_a_key_set_here_but_not_on_the_workers_is_a_config_error(orc, sim, monke
     monkeypatch.setenv("MMO_TEST_LATE_KEY", "sk-test-late-0000000000")  # after Ray started
     orc.add_model(orc.catalogue.resolve("oa").replace(name="late", api_key_env="MMO_TEST_LATE_KEY"))
     with pytest.raises(mmo.ConfigError, match="MMO_TEST_LATE_KEY is set here but not on the Ray"):
-        run_batch(orc, items(4), ["late"], engine="ray", workers=1, progress=False)
+        orc.batch(items(4), ["late"], engine="ray", workers=1, progress=False)
     assert sim.request_count() == 0
 
 
@@ -252,7 +252,7 @@ def test_engine_options_are_checked_before_anything_runs():
 def test_importing_the_package_does_not_import_ray():
     import subprocess
 
-    code = "import sys, mmo_magic.orchestration.ray_engine; print('ray' in sys.modules)"
+    code = "import sys, mmo_magic.evaluation.ray.driver; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ}, check=True)  # fmt: skip
     assert done.stdout.strip() == "False"

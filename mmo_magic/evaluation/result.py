@@ -7,13 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.completion import CompletionResponse
-from ..core.errors import (
-    MMOError,
-)
-from .judges import (
-    TIE,
-)
+from ..orchestration.judges import TIE
+from .progress import BatchStats
 from .ratings import (
     Comparison,
     bradley_terry_intervals,
@@ -21,61 +16,12 @@ from .ratings import (
     position_bias,
     win_matrix,
 )
+from .rows import ROW_FIELDS, ItemRow
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..storage.runlog import RunRecord
-
-from .batch_progress import BatchStats
-
-__all__ = [
-    "ROW_FIELDS",
-    "BatchResult",
-    "row_from_error",
-    "row_from_record",
-    "row_from_response",
-]
-
-ROW_FIELDS = (
-    "answer", "answered_by", "status", "error", "input_tokens", "output_tokens", "ttft_ms",
-    "latency_ms", "cost", "attempts", "cached", "resumed", "run_id",
-)  # fmt: skip
-
-
-def row_from_response(r: CompletionResponse, seen: list[CompletionResponse]) -> dict[str, Any]:
-    costs = [x.cost for x in seen if x.cost is not None]
-    return {
-        "answer": r.content, "answered_by": r.model, "status": r.status, "error": None,
-        "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "ttft_ms": r.ttft_ms,
-        "latency_ms": r.latency_ms, "cost": sum(costs) if costs else r.cost,
-        "attempts": len(r.attempts) or len(seen) or 1, "cached": r.cached, "resumed": False,
-        "run_id": r.run_id,
-    }  # fmt: skip
-
-
-def row_from_error(exc: MMOError, seen: list[CompletionResponse]) -> dict[str, Any]:
-    last = seen[-1] if seen else None
-    costs = [x.cost for x in seen if x.cost is not None]
-    status = last.status if last is not None and last.status != "ok" else "error"
-    return {
-        "answer": None, "answered_by": None, "status": status, "error": str(exc),
-        "input_tokens": None, "output_tokens": None,
-        "ttft_ms": last.ttft_ms if last else None, "latency_ms": last.latency_ms if last else None,
-        "cost": sum(costs) if costs else None, "attempts": len(exc.attempts) or len(seen),
-        "cached": False, "resumed": False, "run_id": last.run_id if last else None,
-    }  # fmt: skip
-
-
-def row_from_record(r: RunRecord) -> dict[str, Any]:
-    ok = r.status == "ok"
-    return {
-        "answer": r.response if ok else None, "answered_by": r.model if ok else None,
-        "status": r.status, "error": r.error, "input_tokens": r.input_tokens,
-        "output_tokens": r.output_tokens, "ttft_ms": r.ttft_ms, "latency_ms": r.latency_ms,
-        "cost": r.cost, "attempts": r.attempt, "cached": r.cached, "resumed": True,
-        "run_id": r.run_id,
-    }  # fmt: skip
+__all__ = ["BatchResult"]
 
 
 # -- the result -----------------------------------------------------------------------------------
@@ -87,7 +33,7 @@ class BatchResult:
 
     items: list[dict[str, Any]]
     models: list[str]
-    rows: list[dict[str, Any]]  # one per (item, model), item-major
+    rows: list[ItemRow]  # one per (item, model), item-major
     group_id: str
     judges: list[str] = field(default_factory=list)
     judge_mode: str = "pairwise"

@@ -13,12 +13,7 @@ import pytest
 from helpers import with_model_id
 
 import mmo_magic as mmo
-from mmo_magic.orchestration.batch import (
-    BatchStats,
-    arun_batch,
-    estimate_batch,
-    run_batch,
-)
+from mmo_magic.evaluation import BatchStats
 
 QUESTIONS = [{"question": f"What is {i} plus {i}?", "topic": "maths", "n": i} for i in range(4)]
 
@@ -47,7 +42,7 @@ def batch_records(orc: mmo.Orchestrator, result) -> list[mmo.RunRecord]:  # type
 
 def test_one_row_per_item_and_model_with_the_item_columns(orc, sim):
     echo = with_model_id(orc, "oa", "sim-echo")
-    result = run_batch(orc, QUESTIONS, [echo, "an", "lo"], prompt="Topic {topic}: {question}")
+    result = orc.batch(QUESTIONS, [echo, "an", "lo"], prompt="Topic {topic}: {question}")
     frame = result.to_dataframe()
     assert len(frame) == 12 and sim.request_count() == 12
     assert list(frame.columns[:3]) == ["question", "topic", "n"]
@@ -68,7 +63,7 @@ def test_one_row_per_item_and_model_with_the_item_columns(orc, sim):
 def test_failures_are_rows_and_a_call_fails_over_like_a_single_call(orc, sim):
     broken = with_model_id(orc, "oa", "sim-fast?fail=500")
     covered = with_model_id(orc, "an", "sim-fast?fail=503", fallbacks=("lo",))
-    result = run_batch(orc, QUESTIONS, [broken, covered, "lo"])
+    result = orc.batch(QUESTIONS, [broken, covered, "lo"])
     frame = result.to_dataframe().set_index(["n", "model"])
     for i in range(4):
         row = frame.loc[(i, broken)]
@@ -87,46 +82,46 @@ def test_data_from_a_dataframe_csv_jsonl_or_parquet(orc, sim, tmp_path):
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in QUESTIONS))
     answers = []
     for data in (frame, tmp_path / "q.csv", str(tmp_path / "q.jsonl"), tmp_path / "q.parquet"):
-        result = run_batch(orc, data, ["oa"], rerun="all")
+        result = orc.batch(data, ["oa"], rerun="all")
         answers.append(result.to_dataframe()["answer"].tolist())
     assert all(a == answers[0] for a in answers) and len(answers[0]) == 4
 
 
 def test_a_missing_column_is_a_template_error_before_any_request(orc, sim):
     with pytest.raises(mmo.TemplateError, match="questoin"):
-        run_batch(orc, QUESTIONS, ["oa", "an"], prompt="{questoin}")
+        orc.batch(QUESTIONS, ["oa", "an"], prompt="{questoin}")
     assert sim.request_count() == 0
 
 
 def test_braces_in_item_values_are_data_not_template(orc, sim):
     echo = with_model_id(orc, "oa", "sim-echo")
-    result = run_batch(orc, [{"question": "keep {topic} and {{x}}"}], [echo])
+    result = orc.batch([{"question": "keep {topic} and {{x}}"}], [echo])
     assert result.rows[0]["answer"] == "keep {topic} and {{x}}"
 
 
 def test_over_budget_is_refused_before_anything_is_sent(orc, sim):
     models = ["oa", "an", "lo"]
-    worst = estimate_batch(orc, QUESTIONS, models, max_tokens=500)
+    worst = orc.estimate_batch(QUESTIONS, models, max_tokens=500)
     total = sum(worst.values())  # type: ignore[arg-type]
     # Worst case: input tokens plus 500 output tokens per call at $0.006/1k.
     assert total > 12 * 500 * 0.006 / 1000
     with pytest.raises(mmo.BudgetExceededError, match="Nothing was sent") as caught:
-        run_batch(orc, QUESTIONS, models, max_tokens=500, budget=total * 0.9)
+        orc.batch(QUESTIONS, models, max_tokens=500, budget=total * 0.9)
     assert caught.value.estimate == pytest.approx(total)
     assert sim.request_count() == 0
     # Within budget it runs, and what it spent stays under the worst case.
-    result = run_batch(orc, QUESTIONS, models, max_tokens=500, budget=total * 1.01)
+    result = orc.batch(QUESTIONS, models, max_tokens=500, budget=total * 1.01)
     assert sim.request_count() == 12
     assert 0 < result.cost <= result.worst_case_cost == pytest.approx(total)
 
 
 def test_judges_count_in_the_worst_case(orc, sim):
     judge = with_model_id(orc, "an", "sim-fast?reply=judge&prefer=x")
-    alone = sum(estimate_batch(orc, QUESTIONS, ["oa", "lo"]).values())  # type: ignore[arg-type]
-    judged = estimate_batch(orc, QUESTIONS, ["oa", "lo"], judges=[judge])
+    alone = sum(orc.estimate_batch(QUESTIONS, ["oa", "lo"]).values())  # type: ignore[arg-type]
+    judged = orc.estimate_batch(QUESTIONS, ["oa", "lo"], judges=[judge])
     assert judged[f"judge {judge}"] > 0 and sum(judged.values()) > alone  # type: ignore[arg-type]
     with pytest.raises(mmo.BudgetExceededError):
-        run_batch(orc, QUESTIONS, ["oa", "lo"], judges=[judge], budget=alone * 1.01)
+        orc.batch(QUESTIONS, ["oa", "lo"], judges=[judge], budget=alone * 1.01)
     assert sim.request_count() == 0
 
 
@@ -134,33 +129,33 @@ def test_an_unpriced_model_under_a_budget_is_refused_unless_allowed(orc, sim):
     orc.add_model(orc.catalogue.resolve("lo").replace(name="free", cost_per_1k_input=None,
                                                       cost_per_1k_output=None))  # fmt: skip
     with pytest.raises(mmo.BudgetExceededError, match="free"):
-        run_batch(orc, QUESTIONS, ["oa", "free"], budget=1.0)
+        orc.batch(QUESTIONS, ["oa", "free"], budget=1.0)
     assert sim.request_count() == 0
-    result = run_batch(orc, QUESTIONS, ["oa", "free"], budget=1.0, allow_unpriced=True)
+    result = orc.batch(QUESTIONS, ["oa", "free"], budget=1.0, allow_unpriced=True)
     assert {r["status"] for r in result.rows} == {"ok"}
 
 
 def test_rerunning_a_batch_sends_nothing_already_answered(orc, sim):
-    first = run_batch(orc, QUESTIONS, ["oa", "an"])
+    first = orc.batch(QUESTIONS, ["oa", "an"])
     sent = sim.request_count()
-    again = run_batch(orc, QUESTIONS, ["oa", "an"])
+    again = orc.batch(QUESTIONS, ["oa", "an"])
     assert sim.request_count() == sent == 8
     assert again.to_dataframe()["resumed"].all()
     assert again.wide().equals(first.wide())
     # Other parameters are another batch; a new item is the only new call.
-    run_batch(orc, QUESTIONS, ["oa", "an"], max_tokens=5)
+    orc.batch(QUESTIONS, ["oa", "an"], max_tokens=5)
     assert sim.request_count() == 16
-    run_batch(orc, [*QUESTIONS, {"question": "new?", "topic": "t", "n": 9}], ["oa", "an"])
+    orc.batch([*QUESTIONS, {"question": "new?", "topic": "t", "n": 9}], ["oa", "an"])
     assert sim.request_count() == 18
 
 
 def test_rerun_failed_retries_only_the_failures(orc, sim):
     flaky = with_model_id(orc, "oa", "sim-fast?fail=500&fail_times=2")
-    first = run_batch(orc, QUESTIONS, [flaky, "an"], concurrency=1)
+    first = orc.batch(QUESTIONS, [flaky, "an"], concurrency=1)
     assert [r["status"] for r in first.rows].count("error") == 2
-    again = run_batch(orc, QUESTIONS, [flaky, "an"])  # resume: failures stay rows
+    again = orc.batch(QUESTIONS, [flaky, "an"])  # resume: failures stay rows
     assert sim.request_count() == 8 and [r["status"] for r in again.rows].count("error") == 2
-    fixed = run_batch(orc, QUESTIONS, [flaky, "an"], rerun="failed")
+    fixed = orc.batch(QUESTIONS, [flaky, "an"], rerun="failed")
     assert sim.request_count() == 10
     assert {r["status"] for r in fixed.rows} == {"ok"}
     assert sum(not r["resumed"] for r in fixed.rows) == 2
@@ -170,7 +165,7 @@ def test_an_interrupted_batch_resumes_and_answers_each_pair_ok_exactly_once(orc,
     slow = [with_model_id(orc, m, "sim-fast?latency_ms=100") for m in ("oa", "an")]
     items = [{"question": f"question number {i}"} for i in range(20)]
     recorder = Recorder()
-    future = orc._loop.submit(arun_batch(orc, items, slow, concurrency=4, progress=recorder))
+    future = orc._loop.submit(orc.abatch(items, slow, concurrency=4, progress=recorder))
     deadline = time.monotonic() + 10
     while (not recorder.updates or recorder.updates[-1] < 8) and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -181,7 +176,7 @@ def test_an_interrupted_batch_resumes_and_answers_each_pair_ok_exactly_once(orc,
     ok_before = sum(r.status == "ok" for r in orc.runs.records() if r.kind == "batch")
     assert 8 <= ok_before < 40
 
-    result = run_batch(orc, items, slow, concurrency=4)
+    result = orc.batch(items, slow, concurrency=4)
     frame = result.to_dataframe()
     assert set(frame["status"]) == {"ok"} and len(frame) == 40
     assert int(frame["resumed"].sum()) == ok_before
@@ -200,8 +195,8 @@ def warm(orc: mmo.Orchestrator, sim, *models: str) -> None:  # type: ignore[no-u
 def test_requests_per_minute_is_honoured(orc, sim):
     limited = with_model_id(orc, "oa", "sim-fast?tokens=2")
     warm(orc, sim, "oa", "an")
-    result = run_batch(
-        orc, [{"question": f"q{i}"} for i in range(7)], [limited, "an"],
+    result = orc.batch(
+        [{"question": f"q{i}"} for i in range(7)], [limited, "an"],
         limits={limited: {"requests_per_minute": 120}},
     )  # fmt: skip
     records = batch_records(orc, result)
@@ -215,7 +210,7 @@ def test_requests_per_minute_is_honoured(orc, sim):
 def test_a_models_own_requests_per_minute_applies_when_the_call_names_none(orc, sim):
     limited = with_model_id(orc, "oa", "sim-fast?tokens=2", requests_per_minute=120)
     warm(orc, sim, "oa")
-    result = run_batch(orc, [{"question": f"q{i}"} for i in range(5)], [limited])
+    result = orc.batch([{"question": f"q{i}"} for i in range(5)], [limited])
     starts = sorted(r.started_at.timestamp() for r in batch_records(orc, result))
     assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(2.0, rel=0.05)
 
@@ -223,7 +218,7 @@ def test_a_models_own_requests_per_minute_applies_when_the_call_names_none(orc, 
 def test_max_concurrency_per_model(orc, sim):
     slow = with_model_id(orc, "oa", "sim-fast?latency_ms=50")
     started = time.perf_counter()
-    run_batch(orc, [{"question": f"q{i}"} for i in range(6)], [slow],
+    orc.batch([{"question": f"q{i}"} for i in range(6)], [slow],
               limits={slow: {"max_concurrency": 1}}, concurrency=6)  # fmt: skip
     assert time.perf_counter() - started >= 6 * 0.05
 
@@ -233,7 +228,7 @@ def test_a_429_pauses_only_that_model_and_honours_retry_after(orc, sim):
     warm(orc, sim, "oa", "an")
     items = [{"question": f"q{i}"} for i in range(3)]
     begun = time.time()
-    result = run_batch(orc, items, [limited, "an"], concurrency=1)
+    result = orc.batch(items, [limited, "an"], concurrency=1)
     assert {r["status"] for r in result.rows} == {"ok"}
     assert sim.request_count("sim-fast?fail=429&fail_times=2&retry_after=1") == 5
     records = batch_records(orc, result)
@@ -258,7 +253,7 @@ def test_pairwise_judging_exposes_a_position_biased_judge(orc, sim):
     fair = with_model_id(orc, "an", "sim-fast?reply=judge&prefer=paris")
     biased = with_model_id(orc, "an", quoted('{"winner": "A", "reason": "the first"}'))
     items = [{"question": f"Capital of France? ({i})"} for i in range(3)]
-    result = run_batch(orc, items, [bad, good], judges=[fair, biased])
+    result = orc.batch(items, [bad, good], judges=[fair, biased])
     judged = result.judgements_frame()
     assert len(judged) == 6  # 3 items x 1 pair x 2 judges, each asked in both orders
     assert sim.request_count("sim-fast?reply=judge&prefer=paris") == 6
@@ -278,7 +273,7 @@ def test_pairwise_judging_exposes_a_position_biased_judge(orc, sim):
     assert board.loc[good, "ties"] == 3 and board.loc[bad, "losses"] == 3
     # Judgements are resumed too.
     count = sim.request_count()
-    run_batch(orc, items, [bad, good], judges=[fair, biased])
+    orc.batch(items, [bad, good], judges=[fair, biased])
     assert sim.request_count() == count
 
 
@@ -305,7 +300,7 @@ def test_grading_with_a_reference_answer(orc, sim):
     wrong = with_model_id(orc, "lo", quoted("It is Rome."))
     items = [{"question": "Capital of France?", "answer": "Paris"},
              {"question": "Capital of Italy?", "answer": "Rome"}]  # fmt: skip
-    result = run_batch(orc, items, [right, wrong], judges=["grader"], judge_mode="grade",
+    result = orc.batch(items, [right, wrong], judges=["grader"], judge_mode="grade",
                        reference_column="answer")  # fmt: skip
     grades = result.judgements_frame().set_index(["item", "model"])["score"]
     assert grades[(0, right)] == 9 and grades[(0, wrong)] == 2
@@ -317,7 +312,7 @@ def test_grading_with_a_reference_answer(orc, sim):
 
 def test_progress_is_told_every_result(orc, sim):
     recorder = Recorder()
-    run_batch(orc, QUESTIONS, ["oa", "an"], progress=recorder)
+    orc.batch(QUESTIONS, ["oa", "an"], progress=recorder)
     assert recorder.finished is not None and recorder.finished.phase == "done"
     stats = recorder.finished
     assert stats.done == 8 and stats.total == 8 and stats.failed == 0
@@ -334,7 +329,7 @@ def test_terminal_progress_shows_done_failed_cost_and_eta_per_model(orc, sim):
 
     broken = with_model_id(orc, "oa", "sim-fast?fail=500&fail_times=1")
     out = io.StringIO()  # not a terminal: one block at the start, one at the end
-    run_batch(orc, QUESTIONS, [broken, "an"], concurrency=1, progress=TextProgress(out))
+    orc.batch(QUESTIONS, [broken, "an"], concurrency=1, progress=TextProgress(out))
     blocks = out.getvalue().split("batch ")[1:]
     assert len(blocks) == 2 and "\x1b[" not in out.getvalue()
     final = blocks[-1].splitlines()
@@ -345,7 +340,7 @@ def test_terminal_progress_shows_done_failed_cost_and_eta_per_model(orc, sim):
 
     term = Terminal()
     view = TextProgress(term, interval_s=0)
-    run_batch(orc, QUESTIONS, ["lo"], progress=view)
+    orc.batch(QUESTIONS, ["lo"], progress=view)
     text = term.getvalue()
     assert text.count("\x1b[2F\x1b[J") >= 2  # each redraw goes back over its two lines
     assert text.rstrip().endswith("done")
@@ -366,7 +361,7 @@ def test_text_progress_eta_follows_each_models_pace():
 
 
 async def test_tokens_per_minute_waits_for_the_bucket_to_drain():
-    from mmo_magic.orchestration.limits import Limits
+    from mmo_magic.evaluation.limits import Limits
 
     gate = Limits({"m": {"tokens_per_minute": 60}}).gate("m")  # one token a second
     started = time.perf_counter()
@@ -384,5 +379,5 @@ async def test_tokens_per_minute_waits_for_the_bucket_to_drain():
 )
 def test_bad_limits_are_config_errors_before_any_request(orc, sim, limits):
     with pytest.raises(mmo.ConfigError):
-        run_batch(orc, QUESTIONS, ["oa"], limits=limits)
+        orc.batch(QUESTIONS, ["oa"], limits=limits)
     assert sim.request_count() == 0

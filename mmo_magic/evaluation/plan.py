@@ -1,0 +1,297 @@
+"""A batch's plan: its items and calls, what the run log already has, and the worst case.
+
+Everything here happens before the first request:
+
+* **Items.** ``prompt`` and ``system`` (safe templates, see ``core.templates``)
+  are rendered for every item; an item's key is its ``key`` column or a hash
+  of its rendered prompt.
+* **Resume.** Every answer is recorded under one ``group_id``, a fingerprint
+  of the batch's template and parameters, with ``step`` naming the item and
+  the model's settings. Running the same batch again reads the run log first
+  and does not send an (item, model) that already has an ok answer. By
+  default the calls that never finished (not sent, cancelled) are sent;
+  ``rerun="failed"`` also retries the failed ones, ``rerun="all"`` sends
+  everything again.
+* **Budget first.** With ``budget``, the worst case (each request's input
+  tokens plus ``max_tokens`` at the model's prices, judges included) is
+  computed before anything is sent; over budget is a BudgetExceededError and
+  no request leaves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.completion import CompletionRequest, Prompt, as_messages
+from ..core.errors import BudgetExceededError, ConfigError
+from ..core.models import Catalogue, ModelConfig
+from ..core.templates import Template
+from ..orchestration.judges import judge_messages
+from .limits import Limits
+from .progress import BatchProgress, BatchStats
+from .rows import Row, row_from_record
+
+if TYPE_CHECKING:
+    from ..storage.runlog import RunRecord
+    from ..storage.sinks import RecordSink
+    from .spec import BatchSpec
+
+__all__ = ["Call", "Item", "Plan"]
+
+_GRADE_RUBRIC = (
+    "Grade the single candidate on a scale of 1 to 10 (MT-Bench style): 1-2 wrong, harmful "
+    "or off-topic; 3-4 mostly wrong; 5-6 partly right or missing important parts; 7-8 right "
+    'with minor flaws; 9-10 right, complete and clear. Put the grade in "scores" for A'
+)
+
+
+def digest(*parts: Any, size: int = 12) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    index: int
+    key: str
+    prompt: str
+    system: str | None
+    reference: str | None
+
+
+@dataclass(slots=True)
+class Call:
+    """One (item, model) answer to get, or that the log already has."""
+
+    item: Item
+    model: str
+    step: str
+    row: Row | None = None  # the outcome
+
+
+def model_signature(config: ModelConfig, temperature: float | None, max_tokens: int | None) -> str:
+    return digest(
+        config.provider, config.model_id, config.base_url,
+        max_tokens or config.max_tokens,
+        temperature if temperature is not None else config.temperature,
+        size=8,
+    )  # fmt: skip
+
+
+def plan_items(
+    raw: list[dict[str, Any]],
+    prompt: str,
+    system: str | None,
+    key: str | None,
+    reference_column: str | None,
+) -> list[Item]:
+    template = Template(prompt)
+    system_template = Template(system) if system else None
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for i, values in enumerate(raw):
+        text = template.render(values, where=f"the batch prompt (item {i})")
+        sys_text = (
+            system_template.render(values, where=f"the batch system prompt (item {i})")
+            if system_template is not None
+            else None
+        )
+        if not text.strip():
+            raise ConfigError(f"Batch item {i} renders an empty prompt.")
+        if key is not None:
+            if key not in values:
+                raise ConfigError(f"No column {key!r} for the item key (item {i}).")
+            item_key = str(values[key])
+            if item_key in seen:
+                raise ConfigError(f"Item key {item_key!r} (column {key!r}) is not unique.")
+            seen[item_key] = 1
+        else:
+            base = digest(text, sys_text)
+            seen[base] = seen.get(base, 0) + 1
+            item_key = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        reference = None
+        if reference_column is not None:
+            if reference_column not in values:
+                raise ConfigError(f"No column {reference_column!r} for reference answers.")
+            value = values[reference_column]
+            reference = None if value is None or value == "" else str(value)
+        items.append(Item(i, item_key, text, sys_text, reference))
+    return items
+
+
+def request_for(
+    prompt: Prompt, system: str | None, max_tokens: int, temperature: float | None
+) -> CompletionRequest:
+    return CompletionRequest(
+        as_messages(prompt, system), max_tokens=max_tokens, temperature=temperature
+    )
+
+
+def _worst_case(config: ModelConfig, request: CompletionRequest, max_tokens: int) -> float | None:
+    from ..core.pricing import estimate_cost
+
+    return estimate_cost(config, request, max_tokens)
+
+
+class Plan:
+    """A batch's items and calls, resumed from the log and checked against the budget."""
+
+    def __init__(
+        self,
+        spec: BatchSpec,
+        catalogue: Catalogue,
+        raw: list[dict[str, Any]],
+        items: list[Item] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        """``items``: already planned (a shard of a batch running on Ray), else planned from
+        ``raw``; ``limits``: the gates to use (default: fresh ones from ``spec.limits``)."""
+        s = self.s = spec
+        self.raw = raw
+        self.configs = {m: catalogue.resolve(m) for m in s.models}
+        self.judge_configs = {j: catalogue.resolve(j) for j in s.judges}
+        self.limits = limits if limits is not None else Limits.of(s.limits)
+        self.limits.configure({**self.judge_configs, **self.configs})
+        self.items = (
+            items
+            if items is not None
+            else plan_items(raw, s.prompt, s.system, s.key, s.reference_column)
+        )
+        self.group_id = "batch-" + digest(
+            s.prompt, s.system, s.temperature, s.max_tokens,
+            list(s.fallbacks) if s.fallbacks is not None else None, size=16,
+        )  # fmt: skip
+        self.signatures = {
+            m: model_signature(c, s.temperature, s.max_tokens) for m, c in self.configs.items()
+        }
+        self.calls = [
+            Call(item, m, f"{item.key}|{self.signatures[m]}")
+            for item in self.items
+            for m in s.models
+        ]
+        self.stats = BatchStats()
+        self.judgements: list[dict[str, Any]] = []
+        self.grades: list[dict[str, Any]] = []
+        self.judge_cost = 0.0
+        self.progress: BatchProgress | None = None
+        self.log: dict[tuple[str, str], list[RunRecord]] = {}
+
+    # -- the log
+
+    def read_log(self, runs: RecordSink) -> None:
+        by_step: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+        for record in runs.records(group_id=self.group_id):
+            if record.step is not None:
+                by_step[(record.step, record.requested_model)].append(record)
+        self.log = by_step
+
+    def logged(self, step: str, model: str) -> tuple[str, RunRecord] | None:
+        """("ok" | "failed" | "unfinished", the record that says so), or None if never sent."""
+        records = self.log.get((step, model))
+        if not records:
+            return None
+        ok = [r for r in records if r.status == "ok"]
+        if ok:
+            return "ok", ok[-1]
+        last = records[-1]
+        return ("unfinished" if last.status == "cancelled" else "failed"), last
+
+    def resume(self) -> list[Call]:
+        """Fill the rows the log already has; return the calls still to send."""
+        todo = []
+        for call in self.calls:
+            found = None if self.s.rerun == "all" else self.logged(call.step, call.model)
+            stats = self.stats.model(call.model)
+            stats.total += 1
+            if found is not None:
+                state, record = found
+                if state == "ok" or (state == "failed" and self.s.rerun is None):
+                    call.row = row_from_record(record)
+                    stats.resumed += 1
+                    stats.failed += state == "failed"
+                    continue
+            todo.append(call)
+        return todo
+
+    # -- budget
+
+    def criteria(self, item: Item) -> str | None:
+        """What judges are told to judge ``item`` on: the rubric, its reference, the criteria."""
+        parts = [_GRADE_RUBRIC] if self.s.judge_mode == "grade" else []
+        if item.reference:
+            parts.append(
+                "A reference answer, written by the person who set the question, is: "
+                + json.dumps(item.reference, ensure_ascii=False)
+                + " Judge correctness against it"
+            )
+        if self.s.criteria:
+            parts.append(self.s.criteria)
+        return ". ".join(p.rstrip(".") for p in parts) or None
+
+    def worst_case(self, todo: Sequence[Call]) -> dict[str, float | None]:
+        """USD per model (judges as ``"judge <name>"``) of the worst case; None: unpriced."""
+        s = self.s
+        out: dict[str, float | None] = {}
+
+        def add(name: str, value: float | None) -> None:
+            if name in out and out[name] is None:
+                return
+            out[name] = None if value is None else (out.get(name) or 0.0) + value
+
+        for call in todo:
+            config = self.configs[call.model]
+            max_tokens = s.max_tokens or config.max_tokens
+            request = request_for(call.item.prompt, call.item.system, max_tokens, s.temperature)
+            add(call.model, _worst_case(config, request, max_tokens))
+        if s.judges:
+            for item in self.items:
+                if s.judge_mode == "pairwise":
+                    shapes: list[tuple[str, ...]] = [
+                        *itertools.combinations(s.models, 2),
+                        *itertools.combinations(s.models, 2),  # both orders
+                    ]
+                else:
+                    shapes = [(m,) for m in s.models]
+                criteria = self.criteria(item)
+                for judge, config in self.judge_configs.items():
+                    for shape in shapes:
+                        # The candidates' own tokens are added below, as their max_tokens.
+                        blank = ["" for _ in shape]
+                        messages = judge_messages(item.prompt, blank, criteria=criteria, nonce="0")
+                        candidate_tokens = sum(
+                            s.max_tokens or self.configs[m].max_tokens for m in shape
+                        )
+                        request = request_for(messages, None, config.max_tokens, 0)
+                        cost = _worst_case(config, request, config.max_tokens)
+                        if cost is not None and config.cost_per_1k_input is not None:
+                            cost += candidate_tokens * config.cost_per_1k_input / 1000
+                        add(f"judge {judge}", cost)
+        return out
+
+    def check_budget(self, todo: Sequence[Call]) -> None:
+        if self.s.budget is None:
+            return
+        costs = self.worst_case(todo)
+        unpriced = [name for name, cost in costs.items() if cost is None]
+        if unpriced and not self.s.allow_unpriced:
+            raise BudgetExceededError(
+                f"Model(s) {', '.join(unpriced)} have no price, so the batch's budget cannot "
+                "bound what they cost.",
+                hint="Pass allow_unpriced=True to send them anyway, or set their prices.",
+            )
+        total = sum(c for c in costs.values() if c is not None)
+        self.stats.worst_case_cost = total
+        if total > self.s.budget:
+            parts = ", ".join(f"{n} ${c:.4f}" for n, c in costs.items() if c is not None)
+            raise BudgetExceededError(
+                f"This batch could cost up to ${total:.4f} ({parts}), over its budget of "
+                f"${self.s.budget:.4f}. Nothing was sent.",
+                estimate=total,
+                hint="Lower max_tokens, use fewer items or models, or raise the budget.",
+            )
