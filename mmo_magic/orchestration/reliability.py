@@ -17,12 +17,15 @@ these rules decide what it means:
 - any other 4xx (a content-policy refusal, a bad request) is final: another
   model would refuse the same request, so the provider's reason propagates;
 - a model that keeps failing is skipped for a cooldown by its circuit
-  breaker, then probed once, and used again when the probe succeeds;
+  breaker, then probed once, and used again when the probe succeeds; probes
+  go on at most ``max_cooldown_s`` (5 s) apart however long the outage;
+- a 429 is back-pressure, not an outage: it is retried after ``retry-after``
+  but never counts toward the breaker;
 - a stream that has already shown text is neither retried nor failed over:
   the caller cannot take the text back, and a second answer would follow it.
 
-The breaker counts every failed attempt, retries included: a ``threshold``
-below ``max_retries + 1`` opens it in the middle of a call's retries.
+The breaker counts every failed attempt but a 429, retries included: a
+``threshold`` below ``max_retries + 1`` opens it in the middle of a call's retries.
 """
 
 from __future__ import annotations
@@ -118,9 +121,14 @@ class CircuitBreaker:
 
     Once the cooldown has passed, one probe is let through (half-open); its
     success closes the breaker, its failure opens it again for a cooldown
-    ``backoff`` times longer, up to ``max_cooldown_s``. The first cooldown is
-    short (``cooldown_s``) so a recovered model is back within seconds, while
-    one that stays down is probed less and less often.
+    ``backoff`` times longer, up to ``max_cooldown_s``. That cap is the probe
+    interval however long the outage: a model that comes back is used again at
+    most ``max_cooldown_s`` (default 5 s) after it does. (It used to grow to 60 s:
+    after a 70 s outage a recovered model was refused for 54.6 s more.) A probe
+    still in flight after ``max_cooldown_s`` (a hanging upstream) lets another in.
+
+    Only outages count: a 429 is back-pressure, not a failure, so it never opens
+    the breaker (``record_backpressure``); the retry policy waits it out.
     """
 
     def __init__(
@@ -128,7 +136,7 @@ class CircuitBreaker:
         threshold: int = 5,
         cooldown_s: float = 1.0,
         *,
-        max_cooldown_s: float = 60.0,
+        max_cooldown_s: float = 5.0,
         backoff: float = 2.0,
     ) -> None:
         _check_setting("threshold", threshold, 1, whole=True)
@@ -142,7 +150,7 @@ class CircuitBreaker:
         self._failures: dict[str, int] = {}
         self._opened_at: dict[str, float] = {}
         self._cooldown: dict[str, float] = {}  # the current cooldown of each open model
-        self._probing: set[str] = set()
+        self._probing: dict[str, float] = {}  # model -> when its probe was let through
 
     def state(self, model: str) -> str:
         """ "closed", "open" or "half-open"."""
@@ -163,8 +171,11 @@ class CircuitBreaker:
         state = self.state(model)
         if state == "closed":
             return True
-        if state == "half-open" and model not in self._probing:
-            self._probing.add(model)
+        probe = self._probing.get(model)
+        if state == "half-open" and (
+            probe is None or time.monotonic() - probe >= self.max_cooldown_s
+        ):
+            self._probing[model] = time.monotonic()
             return True
         return False
 
@@ -172,7 +183,7 @@ class CircuitBreaker:
         self._failures.pop(model, None)
         self._opened_at.pop(model, None)
         self._cooldown.pop(model, None)
-        self._probing.discard(model)
+        self._probing.pop(model, None)
 
     def record_failure(self, model: str) -> None:
         count = self._failures.get(model, 0) + 1
@@ -184,7 +195,12 @@ class CircuitBreaker:
         elif count >= self.threshold and model not in self._opened_at:
             self._cooldown[model] = self.cooldown_s
             self._opened_at[model] = time.monotonic()
-        self._probing.discard(model)
+        self._probing.pop(model, None)
+
+    def record_backpressure(self, model: str) -> None:
+        """A 429: the model is up but busy. Not a failure; a probe that met it ends
+        without a verdict, so the next request may probe again."""
+        self._probing.pop(model, None)
 
     def reset(self) -> None:
         self._failures.clear()
@@ -247,7 +263,9 @@ class Failover:
         if isinstance(error, ProviderError):
             error.retryable = retryable(error)
         step = next_step(error)
-        if step in (Next.RETRY, Next.FAILOVER) and isinstance(error, ProviderError):
+        if isinstance(error, ProviderError) and error.status == 429:
+            self.breaker.record_backpressure(config.name)  # busy, not down: never opens it
+        elif step in (Next.RETRY, Next.FAILOVER) and isinstance(error, ProviderError):
             self.breaker.record_failure(config.name)
         if step is Next.STOP or text_shown:
             # A stream's caller has shown the text so far and cannot take it back:
