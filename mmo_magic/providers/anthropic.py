@@ -18,7 +18,7 @@ from ..core.errors import MissingAPIKeyError
 from ..core.models import ModelConfig
 from ..core.redaction import read_key
 from ..core.structured import ToolChoice, invalid_parameter
-from .base import ModelClient, StreamItem, read_to_end, split_base_url, sse_events
+from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
 
 __all__ = ["AnthropicClient"]
 
@@ -117,7 +117,7 @@ class AnthropicClient(ModelClient):
         # (not structured output's forced tool, whose input is the answer's text).
         calls: dict[int, int] = {}
         answer_tool = request.response_format.name if request.response_format else None
-        body = self._body(request)
+        body = sendable(self._body(request))  # no lone surrogate: see sendable
         with self.errors_mapped():
             # As for OpenAI: the wire-form body skips the SDK's TypedDict transform.
             async with self._sdk.messages.with_streaming_response.create(

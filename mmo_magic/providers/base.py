@@ -30,6 +30,7 @@ from ..core.errors import ProviderError, StreamError
 from ..core.models import ModelConfig
 from ..core.redaction import StreamRedactor, could_be_credential, redact_url, redactor
 from ..core.structured import invalid_parameter
+from ..core.text import storable
 
 __all__ = [
     "ModelClient", "StreamItem", "UsageWarning", "map_sdk_error", "scrub_exception", "sse_events",
@@ -57,6 +58,23 @@ def split_base_url(url: str | None) -> tuple[str | None, dict[str, str] | None]:
     parts = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     return parts._replace(query="", fragment="").geturl(), query or None
+
+
+def sendable(value: Any) -> Any:
+    """A request body with every lone surrogate replaced (U+FFFD), as output is cleaned.
+
+    ``"a\ud800b"`` is a Python str but no text: the SDKs raise UnicodeEncodeError
+    encoding it, and nothing is sent or recorded. Replaced, the call goes out and the
+    record shows the same U+FFFD the run log stores. Walks dicts and lists; the
+    common all-ASCII body costs one check per string.
+    """
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {sendable(k): sendable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sendable(v) for v in value]
+    return value
 
 
 def token_count(value: Any) -> int | None:

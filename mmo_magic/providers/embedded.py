@@ -37,7 +37,7 @@ from ..core.completion import CompletionRequest, StreamEnd
 from ..core.errors import ConfigError, ProviderError
 from ..core.local_model import ENV_VAR, NO_MODEL_FILE, missing_reason, model_path
 from ..core.models import ModelConfig
-from .base import ModelClient, StreamItem
+from .base import ModelClient, StreamItem, sendable
 
 __all__ = ["ENV_VAR", "N_CTX", "EmbeddedClient", "missing_reason", "model_path"]
 
@@ -308,7 +308,10 @@ class EmbeddedClient(ModelClient):
         )
         temperature = self.temperature(request)
         params: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            # No lone surrogate reaches the tokenizer (see base.sendable).
+            "messages": sendable(
+                [{"role": m.role, "content": m.content} for m in request.messages]
+            ),
             "max_tokens": request.max_tokens or self.config.max_tokens,
             "temperature": DEFAULT_TEMPERATURE if temperature is None else temperature,
         }

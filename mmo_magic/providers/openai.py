@@ -10,7 +10,7 @@ from ..core.completion import CompletionRequest, Message, ToolCallDelta
 from ..core.errors import MissingAPIKeyError, ProviderError
 from ..core.models import ModelConfig
 from ..core.redaction import read_key, redact_url
-from .base import ModelClient, StreamItem, read_to_end, split_base_url, sse_events
+from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
 
 __all__ = ["LocalClient", "OpenAIClient"]
 
@@ -82,7 +82,7 @@ class OpenAIClient(ModelClient):
         usage: dict[str, Any] | None = None
         produced: list[str] = []
         guard = self.answer_guard(self._key)
-        body = self._body(request)
+        body = sendable(self._body(request))  # no lone surrogate: see sendable
         with self.errors_mapped():
             # The body is already in wire form, so it goes in extra_body: the SDK
             # walks typed parameters through its TypedDict transform, ~0.6 ms a call.

@@ -183,6 +183,7 @@ def create_app(
 
     @app.post("/v1/complete", response_model=CompletionOut | ManyOut, responses=ERROR_RESPONSES)
     async def complete(body: CompleteRequest, request: Request) -> CompletionOut | ManyOut:
+        await _check_unicode(request)  # a lone surrogate is a 400 naming its place, as for chat
         _check_cap(body.max_tokens, settings.max_tokens_cap)
         options: dict[str, Any] = {
             "system": body.system, "temperature": body.temperature, "max_tokens": body.max_tokens,
