@@ -299,3 +299,150 @@ def fill(where: Path) -> None:
         while True:
             out.write(b"\0" * 4096)
             out.flush()
+
+
+# -- learned routing: a synthetic world with known truth ------------------------------------------
+# Six kinds of prompt, generated from templates (no benchmark set), and three models whose
+# true mean grade (1-10) on each kind and price per call are set here. Judges grade the
+# true score plus Gaussian noise, rounded to whole grades; an item also has a difficulty
+# shared by the models. Routing can only win by telling the kinds apart from the prompts.
+
+_SLOTS = {
+    "lang": ["Python", "JavaScript", "Rust", "Go", "Java", "C++", "TypeScript", "SQL"],
+    "thing": ["list", "string", "dictionary", "binary tree", "graph", "matrix", "queue",
+              "linked list", "CSV file", "JSON document", "date range", "set of intervals"],
+    "topic": ["a library", "a bakery", "a hospital", "a school", "a bank", "a train station",
+              "a museum", "a football club", "a bookshop", "a farm", "a hotel", "a pharmacy"],
+    "person": ["a pirate captain", "a medieval knight", "a detective", "a space explorer",
+               "a grumpy wizard", "a tour guide", "a chef", "a time traveller", "a robot butler"],
+    "field": ["name", "date", "price", "email address", "phone number", "city", "order number"],
+    "event": ["the French Revolution", "the Moon landing", "the fall of Rome", "the printing press",
+              "the Silk Road", "the Industrial Revolution", "the Renaissance", "the Cold War"],
+}  # fmt: skip
+
+WORLD_TEMPLATES = {
+    "coding": [
+        "Write a {lang} function that sorts a {thing} without using the built-in sort.",
+        "Fix the bug in this {lang} code that reverses a {thing}: it fails on empty input.",
+        "Implement a {lang} class that caches lookups in a {thing} with an LRU policy.",
+        "How do I parse a {thing} in {lang} and handle malformed input gracefully?",
+        "Refactor this {lang} loop over a {thing} into a generator and explain the speed-up.",
+        "Write unit tests in {lang} for a function that merges two {thing}s.",
+    ],
+    "math": [
+        "Solve for x: {a}x + {b} = {c}x - {d}. Show each step.",
+        "What is the derivative of x^{a} * sin({b}x)? Simplify the result.",
+        "A train travels {a}0 km in {b} hours, then {c}0 km in {d} hours. Average speed?",
+        "Prove that the sum of the first {a} odd numbers is a perfect square.",
+        "Compute the integral of {a}x^2 + {b}x from 0 to {c}.",
+        "How many ways can {a} people sit around a round table if {b} must sit together?",
+    ],
+    "writing": [
+        "Write a short story about {topic} on the day everything went wrong.",
+        "Draft a persuasive essay arguing that {topic} should open on Sundays.",
+        "Compose a poem about the quiet mornings at {topic}.",
+        "Write a heartfelt speech for the retirement of the oldest employee at {topic}.",
+        "Write a blog post describing a week behind the scenes at {topic}.",
+        "Write the opening chapter of a mystery novel set in {topic}.",
+    ],
+    "extraction": [
+        "Extract the {field} and the {field2} from this text: 'Invoice {a}{b} from {topic}.'",
+        "From the email below, pull out every {field} and return them as JSON.",
+        "List each {field} mentioned in this receipt from {topic}, one per line.",
+        "Return a table of {field} and {field2} from the following customer records.",
+        "Find the {field} in this message from {topic} and give only that value.",
+        "Parse the {field} out of these log lines and output them as a CSV column.",
+    ],
+    "roleplay": [
+        "Pretend you are {person} and greet a new visitor to {topic}.",
+        "Stay in character as {person} and explain why you are late.",
+        "You are {person}. Describe your morning routine in your own voice.",
+        "Act as {person} giving directions to {topic}.",
+        "Role-play {person} complaining about the food at {topic}.",
+        "Imagine you are {person} and answer questions from a curious child.",
+    ],
+    "trivia": [
+        "When did {event} happen and why did it matter?",
+        "Who were the key figures of {event}?",
+        "Give me three surprising facts about {event}.",
+        "What caused {event}, in two sentences?",
+        "How is {event} remembered today?",
+        "Summarise the consequences of {event} for ordinary people.",
+    ],
+}
+
+# True mean grade of each model on each kind of prompt, and its price per call (USD).
+WORLD_GRADES = {
+    "small": {"coding": 3.0, "math": 2.5, "writing": 6.0, "extraction": 8.3, "roleplay": 8.0,
+              "trivia": 7.0},
+    "medium": {"coding": 8.0, "math": 5.0, "writing": 8.2, "extraction": 8.4, "roleplay": 8.0,
+               "trivia": 8.2},
+    "large": {"coding": 8.5, "math": 8.6, "writing": 8.5, "extraction": 8.5, "roleplay": 8.3,
+              "trivia": 8.5},
+}  # fmt: skip
+WORLD_PRICES = {"small": 0.0002, "medium": 0.002, "large": 0.02}
+
+
+@dataclass
+class World:
+    """Items of the synthetic world: prompt, kind, true grades, judges' grades, cost."""
+
+    prompts: list[str]
+    kinds: list[str]
+    truth: list[dict[str, float]]
+    grades: list[dict[str, list[float]]]
+    costs: list[dict[str, float]]
+    models: tuple[str, ...]
+
+    def quality(self) -> list[list[float]]:
+        """Per item and model: the judges' mean grade scaled to [0, 1]."""
+        return [[(sum(g[m]) / len(g[m]) - 1) / 9 for m in self.models] for g in self.grades]
+
+    def cost(self) -> list[list[float]]:
+        return [[c[m] for m in self.models] for c in self.costs]
+
+    def evidence(self) -> Any:
+        from mmo_magic.routing.learned import RoutingEvidence
+
+        return RoutingEvidence(
+            self.prompts, list(self.models), self.quality(), self.cost(), source="synthetic"
+        )
+
+
+def make_world(
+    n: int,
+    seed: int,
+    models: tuple[str, ...] = ("small", "medium", "large"),
+    *,
+    judges: int = 2,
+    noise: float = 1.0,
+    grades: dict[str, dict[str, float]] | None = None,
+) -> World:
+    """``n`` items of the synthetic world, reproducible from ``seed``."""
+    import random
+
+    rng = random.Random(seed)
+    table = grades or WORLD_GRADES
+    kinds = list(WORLD_TEMPLATES)
+    world = World([], [], [], [], [], models)
+    for _ in range(n):
+        kind = rng.choice(kinds)
+        field, field2 = rng.sample(_SLOTS["field"], 2)
+        values = {k: rng.choice(v) for k, v in _SLOTS.items()}
+        numbers = {k: rng.randint(2, 9) for k in "abcd"}
+        prompt = rng.choice(WORLD_TEMPLATES[kind]).format(
+            **values, **numbers, field=field, field2=field2
+        )
+        shift = rng.gauss(0, 0.4)  # the item's difficulty, shared by the models
+        true = {m: min(10.0, max(1.0, table[m][kind] + shift)) for m in models}
+        judged = {
+            m: [float(min(10, max(1, round(true[m] + rng.gauss(0, noise))))) for _ in range(judges)]
+            for m in models
+        }
+        length = rng.uniform(0.7, 1.3)  # the answer's length drives its measured cost
+        world.prompts.append(prompt)
+        world.kinds.append(kind)
+        world.truth.append(true)
+        world.grades.append(judged)
+        world.costs.append({m: WORLD_PRICES[m] * length for m in models})
+    return world
