@@ -330,8 +330,18 @@ def _read_server(path: Path, table: Any, settings: Settings) -> None:
             raise ConfigError(
                 f"{path}: [server] {key} must be {_type_name(annotation)}, got {_describe(value)}."
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{path}: [server] {key} must be a finite number, got {value!r}.",
+                hint=f"Give {key} in seconds, e.g. 10.",
+            )
         if key in _SERVER_POSITIVE and value <= 0:
             raise ConfigError(f"{path}: [server] {key} must be > 0, got {value!r}.")
+        if key == "port" and value > 65535:
+            raise ConfigError(
+                f"{path}: [server] port must be 1-65535, got {value!r}.",
+                hint="TCP ports go up to 65535; 8000 is the default.",
+            )
         if key == "graceful_shutdown_s" and value < 0:
             raise ConfigError(f"{path}: [server] {key} must be >= 0, got {value!r}.")
         if key == "allowed_hosts":
