@@ -428,7 +428,7 @@ def make_world(
     for _ in range(n):
         kind = rng.choice(kinds)
         field, field2 = rng.sample(_SLOTS["field"], 2)
-        values = {k: rng.choice(v) for k, v in _SLOTS.items()}
+        values = {k: rng.choice(v) for k, v in _SLOTS.items() if k != "field"}
         numbers = {k: rng.randint(2, 9) for k in "abcd"}
         prompt = rng.choice(WORLD_TEMPLATES[kind]).format(
             **values, **numbers, field=field, field2=field2
