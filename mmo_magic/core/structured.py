@@ -28,6 +28,7 @@ __all__ = [
     "StructuredOutputError",
     "Tool",
     "ToolChoice",
+    "check_schema",
     "invalid_parameter",
     "parse",
     "response_format",
@@ -110,6 +111,8 @@ def response_format(value: object) -> ResponseFormat:
             hint='For example response_format={"type": "object", "properties": {...}}.',
         )
     name = re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64] or "response"
+    if model is None:  # pydantic's own schemas are valid; a hand-written one is checked
+        check_schema(schema, "response_format", "response_format's schema")
     blob = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=str)
     key = hashlib.sha256(f"{name}\n{blob}".encode()).hexdigest()[:32]
     key = hashlib.sha256(f"{key}\n{given is not None}".encode()).hexdigest()[:32]
@@ -163,7 +166,7 @@ def parse(fmt: ResponseFormat, text: str, **where: Any) -> Any:
                 raw=text,
                 **where,
             ) from None
-    if (problem := _violation(fmt.schema, value, fmt.schema, "$")) is not None:
+    if (problem := _violation(fmt.schema, value)) is not None:
         raise StructuredOutputError(
             f"the answer does not fit the schema: {problem}", raw=text, **where
         )
@@ -177,63 +180,57 @@ def _unfenced(text: str) -> str:
     return match.group(1) if match else stripped
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
+def _validator(schema: Mapping[str, Any]) -> Any:
+    """A ``jsonschema`` validator for ``schema`` (its own draft, else 2020-12), cached by content.
+
+    jsonschema, a maintained implementation of the whole specification, replaced a
+    hand-written subset that let ``maximum``, ``pattern`` and unknown types through.
+    """
+    blob = json.dumps(schema, sort_keys=True, default=str)
+    found = _VALIDATORS.get(blob)
+    if found is None:
+        import jsonschema  # here: ~30 ms, and only structured output needs it
+
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        found = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        if len(_VALIDATORS) > 256:  # bounded: schemas are few, but a service takes any
+            _VALIDATORS.clear()
+        _VALIDATORS[blob] = found
+    return found
 
 
-def _resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part, {}) if isinstance(target, Mapping) else {}
-        return target if isinstance(target, Mapping) else {}
-    return node
+_VALIDATORS: dict[str, Any] = {}
 
 
-def _violation(node: Any, value: Any, root: Mapping[str, Any], path: str) -> str | None:
-    """The first way ``value`` breaks schema ``node`` (a useful subset of JSON Schema), or None."""
-    if not isinstance(node, Mapping):
+def check_schema(schema: Mapping[str, Any], param: str, what: str) -> None:
+    """InvalidRequestError (``param``) when ``schema`` is no valid JSON Schema, before sending.
+
+    A typo such as ``"type": "strng"`` would otherwise reach the provider (a 400 there,
+    or a schema silently ignored) or let every answer pass.
+    """
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(top level)"
+        raise invalid_parameter(
+            param,
+            f"{what} is not a valid JSON Schema: at {where}, {exc.message[:160]}",
+            hint="See https://json-schema.org/understanding-json-schema for the keywords.",
+        ) from None
+
+
+def _violation(schema: Mapping[str, Any], value: Any) -> str | None:
+    """How ``value`` breaks ``schema`` (the most relevant error), or None when it fits."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
+    if error is None:
         return None
-    node = _resolve(node, root)
-    for combo in ("anyOf", "oneOf"):
-        if isinstance(node.get(combo), list):
-            if all(_violation(n, value, root, path) for n in node[combo]):
-                return f"{path} matches none of {combo}"
-            return None
-    if "enum" in node and value not in node["enum"]:
-        return f"{path} is {value!r:.40}, not one of {node['enum']!r:.80}"
-    if "const" in node and value != node["const"]:
-        return f"{path} must be {node['const']!r:.40}"
-    kind = node.get("type")
-    kinds = kind if isinstance(kind, list) else [kind] if isinstance(kind, str) else []
-    if kinds:
-        ok = any(
-            isinstance(value, _TYPES.get(k, object))
-            and not (k in ("integer", "number") and isinstance(value, bool))
-            for k in kinds
-        )
-        if not ok:
-            return f"{path} should be {'/'.join(kinds)}, got {type(value).__name__}"
-    if isinstance(value, dict):
-        for name in node.get("required") or ():
-            if name not in value:
-                return f"{path} lacks {name!r}"
-        for name, sub in (node.get("properties") or {}).items():
-            if name in value and (why := _violation(sub, value[name], root, f"{path}.{name}")):
-                return why
-    if isinstance(value, list) and isinstance(node.get("items"), Mapping):
-        for i, item in enumerate(value):
-            if why := _violation(node["items"], item, root, f"{path}[{i}]"):
-                return why
-    return None
+    where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
+    return f"{where}: {error.message[:200]}"
 
 
 # -- tool definitions --------------------------------------------------------------------------
@@ -358,6 +355,7 @@ def _checked(
         )
     if strict is not None and not isinstance(strict, bool):
         raise invalid_parameter("tools", f"tools[{index}] ({name}): strict must be true or false.")
+    check_schema(parameters, "tools", f"tools[{index}] ({name}): parameters")
     return Tool(name, description, dict(parameters), strict)
 
 

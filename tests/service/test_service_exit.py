@@ -58,9 +58,12 @@ def test_the_process_exits_within_a_second_of_the_grace(sim_server, tmp_path):
         started = threading.Event()
 
         def stream() -> None:
-            with httpx.Client(base_url=url, timeout=60) as http, http.stream(
-                "POST", "/v1/chat/completions", json=chat("slow", stream=True)
-            ) as response:
+            with (
+                httpx.Client(base_url=url, timeout=60) as http,
+                http.stream(
+                    "POST", "/v1/chat/completions", json=chat("slow", stream=True)
+                ) as response,
+            ):
                 for _ in response.iter_lines():
                     started.set()
 
