@@ -53,9 +53,11 @@ def test_an_invalid_response_schema_is_refused_before_sending(sim, keys, schema)
 
     with pytest.raises(mmo.InvalidRequestError, match="not a valid JSON Schema"):
         response_format(schema)
-    with mmo.Orchestrator(sim_models(sim), runlog=":memory:", cache=False) as orc:
-        with pytest.raises(mmo.InvalidRequestError) as caught:
-            orc.complete("x", model="oa", response_format=schema)
+    with (
+        mmo.Orchestrator(sim_models(sim), runlog=":memory:", cache=False) as orc,
+        pytest.raises(mmo.InvalidRequestError) as caught,
+    ):
+        orc.complete("x", model="oa", response_format=schema)
     assert caught.value.param == "response_format"
     assert sim.request_count() == 0
 
