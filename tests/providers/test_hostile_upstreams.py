@@ -9,7 +9,7 @@ import traceback
 import warnings
 
 import pytest
-from helpers import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, KEY, chat, plain_service
+from helpers import ANTHROPIC_KEY_ENV, KEY, OPENAI_KEY_ENV, chat, plain_service
 
 import mmo_magic as mmo
 from mmo_magic.providers.base import UsageWarning
