@@ -14,13 +14,16 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop", "background_loop"]
+__all__ = ["CANCEL_GRACE_S", "BackgroundLoop", "background_loop", "get_interruptibly"]
 
 T = TypeVar("T")
-_CANCEL_GRACE_S = 5.0
+# After a stop: how long cancelled requests get to close their HTTP streams and have their
+# run records written before the stop reaches the caller. Normally they take milliseconds.
+CANCEL_GRACE_S = 5.0
+# How often a waiting thread wakes up, to notice Ctrl-C / the stop button (see ``wait``).
 _POLL_S = 0.1
 
 
@@ -60,23 +63,46 @@ class BackgroundLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it (from any thread but the loop's).
-
-        KeyboardInterrupt (a notebook's stop button) cancels the coroutine,
-        waits briefly for its cleanup (closing HTTP streams), then propagates.
-        """
+        """Run ``coro`` on the loop and ``wait`` for it (from any thread but the loop's)."""
         if self.in_loop_thread():
             coro.close()
             raise RuntimeError(
                 "a sync mmo_magic call was made on its own event loop; await the a-prefixed twin"
             )
-        future = self.submit(coro)
+        return self.wait(self.submit(coro))
+
+    def wait(
+        self, future: concurrent.futures.Future[T], on_tick: Callable[[], None] | None = None
+    ) -> T:
+        """``future.result()``, from a thread other than the loop's, in short waits.
+
+        A SIGINT may land on another thread; the main thread sees the pending
+        KeyboardInterrupt only when it runs Python code again, so it never blocks in
+        one long wait. ``on_tick`` runs after each short wait that found the future
+        still running (a terminal view printing news, a magic showing finished steps).
+
+        KeyboardInterrupt (a notebook's stop button), or anything ``on_tick`` raises,
+        cancels the future, and with it every request it made (``cancel``), then
+        propagates.
+        """
         try:
-            return wait_interruptibly(future)
-        except KeyboardInterrupt:
-            future.cancel()
-            concurrent.futures.wait([future], timeout=_CANCEL_GRACE_S)
+            while True:
+                try:
+                    return future.result(timeout=_POLL_S)
+                except concurrent.futures.TimeoutError:
+                    if future.done():
+                        raise  # the work's own TimeoutError (the same class), not the poll's
+                    if on_tick is not None:
+                        on_tick()
+        except BaseException:
+            if not future.done():
+                self.cancel(future)
             raise
+
+    def cancel(self, future: concurrent.futures.Future[Any]) -> None:
+        """Cancel ``future`` and give its requests ``CANCEL_GRACE_S`` to close and be recorded."""
+        future.cancel()
+        concurrent.futures.wait([future], timeout=CANCEL_GRACE_S)
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` from any event loop; it runs on the background loop."""
@@ -90,22 +116,8 @@ class BackgroundLoop:
             raise
 
 
-def wait_interruptibly(future: concurrent.futures.Future[T]) -> T:
-    """``future.result()``, waking up often enough to notice Ctrl-C / the stop button.
-
-    A SIGINT may land on another thread; the main thread sees the pending
-    KeyboardInterrupt only when it runs Python code again, so never block
-    in one long wait.
-    """
-    while True:
-        try:
-            return future.result(timeout=_POLL_S)
-        except concurrent.futures.TimeoutError:
-            continue
-
-
 def get_interruptibly(items: queue.SimpleQueue[T]) -> T:
-    """``items.get()``, in short waits for the same reason as ``wait_interruptibly``."""
+    """``items.get()``, in short waits for the reason given in ``BackgroundLoop.wait``."""
     while True:
         try:
             return items.get(timeout=_POLL_S)

@@ -8,7 +8,6 @@ is decided in ``rendering``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -27,8 +26,6 @@ __all__ = ["SHOWN_LIVE", "RaceDisplay", "formatters"]
 SHOWN_LIVE: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 _LIVE_RESULTS = ("mmo_magic.orchestration.parallel", ("RaceResult", "ConsensusResult"))
 _ROUTE_DECISION = ("mmo_magic.routing.base", "RouteDecision")
-_POLL_S = 0.1  # how often a terminal's race view looks for news
-_CANCEL_GRACE_S = 2.0  # after Stop: time for cancelled requests to close and be recorded
 
 
 class RaceDisplay:
@@ -58,26 +55,19 @@ class RaceDisplay:
             bundle["text/plain"] = f"racing {', '.join(view.models)}…"
             self.handle = display(bundle, raw=True, display_id=True)
         future = background_loop.submit(call(view.on_text, view.on_finish, view.on_judge))
+        # A terminal prints news as it comes; a live widget updates itself.
+        on_tick = None if self.live else self._print_status
         try:
-            result = as_result(self._wait(future))
+            # A stop cancels every request and gives them a moment to close and be recorded.
+            result = as_result(background_loop.wait(future, on_tick=on_tick))
         except MMOError as exc:
             self._finish(getattr(exc, "result", None))
             raise
         except KeyboardInterrupt:
-            future.cancel()  # cancels every request; give them a moment to close and be recorded
-            concurrent.futures.wait([future], timeout=_CANCEL_GRACE_S)
             self._finish(None, stopped=True)
             raise
         self._finish(result)
         return result
-
-    def _wait(self, future: concurrent.futures.Future[Any]) -> Any:
-        while True:
-            try:
-                return future.result(timeout=_POLL_S)
-            except concurrent.futures.TimeoutError:
-                if not self.live:
-                    self._print_status()
 
     def _print_status(self) -> None:
         state = self.view.final_state()

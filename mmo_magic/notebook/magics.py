@@ -25,7 +25,7 @@ from traitlets import Bool, Float, Unicode, observe
 
 from ..core.completion import CompletionResponse
 from ..core.errors import ConfigError, MMOError
-from ..core.loop import background_loop, wait_interruptibly
+from ..core.loop import background_loop
 from ..core.templates import Template
 from ..orchestration.calls import CallOptions
 from ..orchestration.orchestrator import Orchestrator
@@ -515,22 +515,24 @@ class MMOMagics(Magics):
             values[name] = value
         needed = {n for s in pipeline.steps for n in s.inputs}
         variables = {k: v for k, v in values.items() if k in needed}
-        shown: queue.SimpleQueue[tuple[PipelineStep, CompletionResponse]] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[tuple[PipelineStep, CompletionResponse]] = queue.SimpleQueue()
+
+        def show_finished_steps() -> None:
+            while not finished.empty():
+                step, response = finished.get()
+                head = f"**{step.name}** · {rendering.escape_markdown(response.model)}"
+                plain = f"[{step.name}] {response.model}\n{response.content}"
+                markdown = f"{head}\n\n{response.content}"
+                display({"text/markdown": markdown, "text/plain": plain}, raw=True)
+                self._footer(response)
+
         future = background_loop.submit(
-            self.orc.arun_pipeline(pipeline, on_step=lambda s, r: shown.put((s, r)), **variables)
+            self.orc.arun_pipeline(pipeline, on_step=lambda s, r: finished.put((s, r)), **variables)
         )
-        while not future.done() or not shown.empty():
-            try:
-                step, response = shown.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            head = f"**{step.name}** · {rendering.escape_markdown(response.model)}"
-            plain = f"[{step.name}] {response.model}\n{response.content}"
-            display(
-                {"text/markdown": f"{head}\n\n{response.content}", "text/plain": plain}, raw=True
-            )
-            self._footer(response)
-        result = wait_interruptibly(future)
+        try:  # a stop cancels the step under way (see BackgroundLoop.wait)
+            result = background_loop.wait(future, on_tick=show_finished_steps)
+        finally:
+            show_finished_steps()  # those that ended since the last tick
         if not result.ok:
             print(f"Step {result.failed_step!r} failed: {result.error}", file=sys.stderr)
         self._store(args.out, result)

@@ -22,7 +22,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..core.attempts import Attempt
 from ..core.cells import current_cell
@@ -40,7 +40,8 @@ from ..core.models import Catalogue, ModelConfig
 from ..core.structured import ResponseFormat, StructuredOutputError, Tool, ToolChoice, parse
 from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
-from ..storage.runlog import RunLog, RunRecord
+from ..storage.runlog import RunRecord
+from ..storage.sinks import RecordSink
 from .budget import Budget, Reservation
 from .calls import CallContext, CallOptions, OnFinish, OnText, build_request, checked_values
 from .draining import Progress, assemble_tool_calls, drain
@@ -111,19 +112,24 @@ class _Call:
     committed: list[concurrent.futures.Future[None]] = field(default_factory=list)
 
 
-class CallEngine:
+# Where the engine writes its run records: an Orchestrator's RunLog, a Ray worker's shipping
+# log. Generic, so the owner of an engine knows the kind of sink it gave it.
+Sink = TypeVar("Sink", bound=RecordSink)
+
+
+class CallEngine(Generic[Sink]):
     """Runs calls for an Orchestrator, which owns it and hands out its ``complete``.
 
     ``router`` gives the Router for a ``route`` (None: the default route) and
     ``default_model`` the model to use when a call names none: both stay the
-    Orchestrator's, which users configure.
+    Orchestrator's, which users configure. ``runs`` takes a record per attempt.
     """
 
     def __init__(
         self,
         catalogue: Catalogue,
         *,
-        runs: RunLog,
+        runs: Sink,
         cache: ResponseCache | None,
         budget: Budget,
         allow_unpriced: bool,

@@ -47,13 +47,10 @@ class CompletionStream:
         try:
             while (item := get_interruptibly(deltas)) is not _DONE:
                 yield item
-            self.response = future.result()
         finally:
-            if not future.done():
-                future.cancel()
-                import concurrent.futures
-
-                concurrent.futures.wait([future], timeout=5)
+            if not future.done():  # the caller broke out of the loop, or pressed stop
+                self._loop.cancel(future)
+        self.response = self._loop.wait(future)
 
     @property
     def text(self) -> str:

@@ -471,3 +471,30 @@ def test_interrupt_during_a_race_cancels_every_request(ip, orc, sim):
     assert [r.status for r in orc.runs.records()[-2:]] == ["cancelled", "cancelled"]
     _, cap = run(ip, "mmo", "oa:sim-echo", "next cell")
     assert cap.stdout == "next cell\n"
+
+
+def test_interrupt_during_a_pipeline_cancels_its_request(ip, orc, sim):
+    """The stop button during %%mmo_pipeline cancels the step under way (its HTTP stream is
+    closed, its record says cancelled) rather than leaving it running in the background."""
+    model_id = "sim-fast?fault=hang&hold_s=20"
+    orc.add_model(orc.catalogue.resolve("oa").replace(name="oa:hang", model_id=model_id))
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 10
+        while sim.request_count(model_id) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    started = time.monotonic()
+    value, cap = run(ip, "mmo_pipeline", "topic=owls", "[facts] oa:hang\nFacts about {topic}.")
+    assert value is None and "Stopped" in cap.stderr
+    assert time.monotonic() - started < 10  # not the 20 s the model holds the request
+    deadline = time.monotonic() + 3
+    while not sim.disconnects and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [d.phase for d in sim.disconnects] == ["waiting"]
+    assert orc.runs.records()[-1].status == "cancelled"

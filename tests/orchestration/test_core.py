@@ -335,3 +335,54 @@ def test_sim_options_are_part_of_a_sim_model_name():
         for unknown in ("sim-fsat?fail=429", "gpt-4o-mini?fail=429"):  # not simulated: refused
             with pytest.raises(mmo.UnknownModelError):
                 orc.complete("hi", model=unknown)
+
+
+def test_waiting_on_the_loop_passes_a_coroutines_own_timeout_error_on() -> None:
+    """A TimeoutError raised by the work itself is its result, not a poll that timed out:
+    the waiting thread raises it instead of polling a finished future forever."""
+    from mmo_magic.core.loop import BackgroundLoop
+
+    async def times_out() -> None:
+        raise TimeoutError("the work's own deadline")
+
+    loop = BackgroundLoop(name="mmo-test-loop")
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            loop.run(times_out())
+        except BaseException as exc:
+            raised.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)  # daemon: a hang must not outlive us
+    waiter.start()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive(), "the wait never returned"
+    assert isinstance(raised[0], TimeoutError) and "own deadline" in str(raised[0])
+
+
+def test_wait_ticks_while_the_work_runs_and_a_failing_tick_cancels_it() -> None:
+    from mmo_magic.core.loop import BackgroundLoop
+
+    loop = BackgroundLoop(name="mmo-test-loop")
+    ticks: list[float] = []
+    sleeping = loop.submit(asyncio.sleep(0.35, "done"))
+    assert loop.wait(sleeping, on_tick=lambda: ticks.append(1)) == "done"
+    assert 2 <= len(ticks) <= 4  # one per 0.1 s poll that found it running
+
+    cancelled = threading.Event()
+
+    async def long_work() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def tick() -> None:
+        raise RuntimeError("the view broke")
+
+    future = loop.submit(long_work())
+    with pytest.raises(RuntimeError, match="the view broke"):
+        loop.wait(future, on_tick=tick)
+    assert future.cancelled() and cancelled.is_set()
