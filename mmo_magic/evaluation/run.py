@@ -178,7 +178,9 @@ class Batch(Plan):
 
     def _reply(self, judge: str, step: str) -> str | None:
         found = self.logged(step, judge)
-        return found[1].response or "" if found is not None and found[0] == "ok" else None
+        if found is None or found[0] != "ok":
+            return None
+        return found[1].response or ""
 
     def _judge_cost(self, response: CompletionResponse) -> None:
         if response.cost:
