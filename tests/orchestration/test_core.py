@@ -386,3 +386,22 @@ def test_wait_ticks_while_the_work_runs_and_a_failing_tick_cancels_it() -> None:
     with pytest.raises(RuntimeError, match="the view broke"):
         loop.wait(future, on_tick=tick)
     assert future.cancelled() and cancelled.is_set()
+
+
+def test_records_carry_the_cell_their_front_end_reports(orc):
+    """The engine records the cell the installed reader reports (notebook/ installs IPython's);
+    it knows nothing of IPython itself. A refused call carries it too."""
+    from mmo_magic.core.cells import current_cell, read_cells_with
+    from mmo_magic.notebook.cells import running_cell
+
+    assert current_cell() is None  # no shell in this test
+    read_cells_with(lambda: 42)
+    try:
+        orc.complete("from cell 42", model="oa")
+        with pytest.raises(mmo.InvalidRequestError):
+            orc.complete("refused", model="oa", temperature=7)
+    finally:
+        read_cells_with(running_cell)
+    assert [r.cell for r in orc.runs.records()[-2:]] == [42, 42]
+    orc.complete("no cell", model="oa")
+    assert orc.runs.records()[-1].cell is None
