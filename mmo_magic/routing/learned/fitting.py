@@ -62,10 +62,9 @@ def learn(
     predictors: Sequence[PredictorSpec] = CANDIDATES,
 ) -> LearnedRouting:
     """A learned routing over ``evidence``: see ``LearnedRouting``."""
-    with one_blas_thread():
-        return LearnedRouting(
-            evidence, representation=representation, folds=folds, seed=seed, predictors=predictors
-        )
+    return LearnedRouting(
+        evidence, representation=representation, folds=folds, seed=seed, predictors=predictors
+    )
 
 
 def _distinct(quality: np.ndarray, price_share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +100,18 @@ class LearnedRouting:
         seed: int = 0,
         predictors: Sequence[PredictorSpec] = CANDIDATES,
         _vectors: tuple[SparseRows, np.ndarray] | None = None,
+    ) -> None:
+        with one_blas_thread():
+            self._fit(evidence, representation, folds, seed, predictors, _vectors)
+
+    def _fit(
+        self,
+        evidence: RoutingEvidence,
+        representation: str,
+        folds: int,
+        seed: int,
+        predictors: Sequence[PredictorSpec],
+        _vectors: tuple[SparseRows, np.ndarray] | None,
     ) -> None:
         import numpy as np
 
@@ -379,10 +390,6 @@ class LearnedRouting:
     def subset(self, models: Sequence[str]) -> LearnedRouting:
         """The same learning restricted to some models (e.g. two, for APGR); prompts are
         not embedded again."""
-        with one_blas_thread():
-            return self._subset(models)
-
-    def _subset(self, models: Sequence[str]) -> LearnedRouting:
         return LearnedRouting(
             self.evidence.subset(models),
             representation=self.representation.name,

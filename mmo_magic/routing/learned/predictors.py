@@ -15,7 +15,7 @@ and sliced for every cross-validation fold.
   training prompts, shrunk towards the model's mean by one pseudo-neighbour.
 - ``mean``: each model's mean quality (the reference a predictor must beat).
 
-``choose`` picks among them by leave-one-out error on the training set only,
+``Trainer.choose`` picks among them by leave-one-out error on the training set only,
 so an outer cross-validation around it stays honest. Missing qualities (NaN)
 are left out of each model's fit.
 
