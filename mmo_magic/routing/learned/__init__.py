@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from .evidence import RoutingEvidence
 from .fitting import LearnedRouting, learn
-from .router import LearnedDecision, LearnedRouter
-from .store import load_router
+from .router import LearnedDecision, LearnedRouter, load_router
 
 __all__ = [
     "LearnedDecision",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...core.completion import CompletionRequest
@@ -24,12 +25,13 @@ from ..base import (
 from ..features import Representation
 from . import policy
 from .predictors import Fitted, SparseRows
+from .store import read_router, write_router
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["LearnedDecision", "LearnedRouter"]
+__all__ = ["LearnedDecision", "LearnedRouter", "load_router"]
 
 NEAREST = 3
 
@@ -267,11 +269,22 @@ class LearnedRouter(Router):
 
     # -- persistence
 
-    def save(self, path: Any) -> None:
-        """Write the router as one JSON file (arrays base64 float32 inside; never pickle)."""
-        from .store import save_router
+    def state(self) -> dict[str, Any]:
+        """What the router is made of: its constructor's arguments."""
+        return {
+            "models": self.models, "representation": self.representation,
+            "vectors": self.vectors, "prompts": self.prompts, "quality": self.quality,
+            "fitted": self.fitted, "prices": self.prices, "knob": self.knob,
+            "target": self.target, "heldout": self.heldout, "best_model": self.best_model,
+            "training": self.training,
+        }  # fmt: skip
 
-        save_router(self, path)
+    def save(self, path: str | Path) -> None:
+        """Write the router as one JSON file (arrays as base64 numbers inside; never pickle).
+
+        It holds the training prompts (for explanations): share it like the data.
+        """
+        write_router(self.state(), path)
 
     def __repr__(self) -> str:
         held = ""
@@ -284,3 +297,11 @@ class LearnedRouter(Router):
             f"LearnedRouter(models={self.models}, knob={self.knob:.4g}, "
             f"predictor={self.fitted.spec}{held})"
         )
+
+
+def load_router(path: str | Path) -> LearnedRouter:
+    """The router ``router.save(path)`` wrote. ``ConfigError`` (one line: what is wrong and
+    what to do) for a missing, foreign, damaged, tampered or other-version file, or one
+    learned on a representation this install has in another version. Loading runs no code
+    from the file: it is JSON, and arrays are read as plain numbers."""
+    return LearnedRouter(**read_router(path))

@@ -20,8 +20,10 @@ import base64
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ...core.errors import ConfigError
@@ -31,9 +33,7 @@ from .predictors import Fitted, PredictorSpec, SparseRows
 if TYPE_CHECKING:
     import numpy as np
 
-    from .router import LearnedRouter
-
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_router", "save_router"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_router", "write_router"]
 
 FORMAT = "mmo_magic.learned_router"
 FORMAT_VERSION = 1
@@ -80,8 +80,10 @@ def _number(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def save_router(router: LearnedRouter, path: str | Path) -> None:
-    """Write ``router`` to ``path`` (see the module docstring for the format)."""
+def write_router(state: Mapping[str, Any], path: str | Path) -> None:
+    """Write a router's ``state`` (``LearnedRouter.state()``: its constructor's arguments)
+    to ``path`` (see the module docstring for the format)."""
+    router = SimpleNamespace(**state)
     fitted = router.fitted
     rep = router.representation
     arrays = {
@@ -117,11 +119,10 @@ def save_router(router: LearnedRouter, path: str | Path) -> None:
     Path(path).write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
 
 
-def load_router(path: str | Path) -> LearnedRouter:
-    """The router saved at ``path``; ``ConfigError`` for anything but an intact router file
-    of this format version whose representation is available in the same version."""
-    from .router import LearnedRouter
-
+def read_router(path: str | Path) -> dict[str, Any]:
+    """The state (``LearnedRouter``'s constructor arguments) saved at ``path``;
+    ``ConfigError`` for anything but an intact router file of this format version whose
+    representation is available in the same version."""
     where = str(path)
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -196,7 +197,7 @@ def load_router(path: str | Path) -> LearnedRouter:
         elif spec.kind == "knn":
             fitted.targets = _unpack(doc, "targets", (n, k)).astype(float)
         heldout = {str(a): (math.nan if b is None else float(b)) for a, b in doc["heldout"].items()}
-        return LearnedRouter(
+        return dict(
             models=models, representation=representation, vectors=vectors,
             prompts=[str(p) for p in doc["prompts"]],
             quality=_unpack(doc, "quality", (n, k)).astype(float), fitted=fitted,
