@@ -355,7 +355,7 @@ class LearnedRouting:
                 share = float(rows["cost_share"].min()) if len(rows) else math.nan
                 out[f"cost_share@{level:.0%}:{kind}"] = share
         if len(self.models) == 2:
-            weak, strong = self.cheapest, 1 - self.cheapest
+            strong, weak = self.best, 1 - self.best
             q = self._q
             predicted = self.oof[self.eval_items]
             out["apgr:learned"] = policy.apgr(

@@ -286,6 +286,24 @@ class LearnedRouter(Router):
         """
         write_router(self.state(), path)
 
+    def _repr_markdown_(self) -> str:
+        lines = [f"**Learned router** over {escape_markdown(', '.join(self.models))}"]
+        lines.append(f"- knob {self.knob:.4g} ({escape_markdown(self.target or 'set by hand')})")
+        if self.heldout:
+            best = escape_markdown(self.best_model or "the best model")
+            lines.append(
+                f"- held out: {self.heldout.get('quality_share', float('nan')):.1%} of {best}'s "
+                f"quality at {self.heldout.get('cost_share', float('nan')):.1%} of its cost "
+                f"({int(self.heldout.get('items', 0))} items)"
+            )
+        lines.append(
+            f"- predictor {self.fitted.spec} on {self.representation.name} "
+            f"({escape_markdown(self.representation.version)}); trained on "
+            f"{self.training.get('items', len(self.prompts))} items, "
+            f"{escape_markdown(str(self.training.get('date', '?')))}"
+        )
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         held = ""
         if self.heldout:
