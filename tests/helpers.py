@@ -446,3 +446,31 @@ def make_world(
         world.grades.append(judged)
         world.costs.append({m: WORLD_PRICES[m] * length for m in models})
     return world
+
+
+# -- request arrivals at the sim (evaluation: judges inside their rate limits) ---------------------
+
+
+@contextlib.contextmanager
+def arrivals(sim: Any, model: str) -> Iterator[list[float]]:
+    """Times (time.monotonic) at which requests for ``model`` (the name sent, options
+    included) reached the sim, polled every 2 ms while the block runs."""
+    times: list[float] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        seen = sim.request_count(model)
+        while not stop.is_set():
+            count = sim.request_count(model)
+            times.extend([time.monotonic()] * (count - seen))
+            seen = count
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield times
+    finally:
+        time.sleep(0.05)  # the last arrivals
+        stop.set()
+        thread.join()

@@ -91,6 +91,8 @@ class Gate(Protocol):
     @property
     def paused(self) -> bool: ...
     async def acquire(self, tokens: int | None = None) -> None: ...
+    async def acquire_slot(self) -> None: ...
+    async def pace(self, tokens: int | None = None) -> None: ...
     def release(self) -> None: ...
     async def wait_pause(self) -> None: ...
     def back_off(self, retry_after_s: float | None = None) -> float: ...
@@ -121,18 +123,31 @@ class ModelGate:
 
     async def acquire(self, tokens: int | None = None) -> None:
         """Wait until a call may be sent: a free slot, the pause over, request and token budget."""
-        if self._slots is not None:
-            await self._slots.acquire()
+        await self.acquire_slot()
         try:
-            await self._wait_pause()
-            if self._interval_s is not None:
-                await self._request_slot(self._interval_s)
-            if self._tokens is not None and tokens:
-                await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
-            await self._wait_pause()  # a 429 may have arrived while this call waited
+            await self.pace(tokens)
         except BaseException:
             self.release()
             raise
+
+    async def acquire_slot(self) -> None:
+        """Take one of the calls in flight (``max_concurrency``); ``release`` gives it back.
+
+        A job that makes several calls in its slot (a judging: both orders, a repair)
+        paces each of them with ``pace``.
+        """
+        if self._slots is not None:
+            await self._slots.acquire()
+
+    async def pace(self, tokens: int | None = None) -> None:
+        """Wait until one more request may be sent: the pause over, a request slot of
+        ``requests_per_minute`` and ``tokens`` of ``tokens_per_minute``."""
+        await self._wait_pause()
+        if self._interval_s is not None:
+            await self._request_slot(self._interval_s)
+        if self._tokens is not None and tokens:
+            await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
+        await self._wait_pause()  # a 429 may have arrived while this call waited
 
     async def _request_slot(self, interval_s: float) -> None:
         loop = asyncio.get_running_loop()

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..core.completion import CompletionResponse
+from ..core.completion import CompletionResponse, Prompt
 from ..core.errors import MMOError
 from ..core.models import Catalogue
 from ..orchestration.calls import CallContext, CallOptions, Completer
@@ -168,13 +168,35 @@ class Batch(Plan):
         )
         try:
             verdict, _, _ = await verdict_in_order(
-                self.complete, question, answers, order, judge, options, context,
+                self._paced(judge), question, answers, order, judge, options, context,
                 criteria=criteria, need_scores=need_score,
                 replay=None if self.s.rerun == "all" else functools.partial(self._reply, judge),
             )  # fmt: skip
         except MMOError as exc:
             return None, str(exc)
         return verdict, None
+
+    def _paced(self, judge: str) -> Completer:
+        """``complete`` for a judge's calls, each passing the judge's gate first: both
+        orders and a repair are requests of their own, each counting its tokens (the
+        scheduler gave the judging only its slot; a resumed verdict sends nothing)."""
+        gate = self.limits.gate(judge)
+        config = self.judge_configs[judge]
+
+        async def complete(
+            prompt: Prompt, model: str | None, options: CallOptions, context: CallContext, /
+        ) -> CompletionResponse:
+            tokens = None
+            if gate.counts_tokens:
+                from ..core.pricing import input_tokens
+
+                max_tokens = options.get("max_tokens") or config.max_tokens
+                request = request_for(prompt, None, max_tokens, options.get("temperature"))
+                tokens = input_tokens(request, config) + max_tokens
+            await gate.pace(tokens)
+            return await self.complete(prompt, model, options, context)
+
+        return complete
 
     def _reply(self, judge: str, step: str) -> str | None:
         found = self.logged(step, judge)
@@ -247,7 +269,7 @@ class Batch(Plan):
             self._finished(stats, ok=not errors)
             return Outcome()
 
-        return Job(judge, run)
+        return Job(judge, run, paces_itself=True)
 
     def _grade_job(self, item: Item, judge: str, judge_sig: str, model: str, row: Row) -> Job:
         criteria = self.criteria(item)
@@ -269,7 +291,7 @@ class Batch(Plan):
             self._finished(stats, ok=error is None)
             return Outcome()
 
-        return Job(judge, run)
+        return Job(judge, run, paces_itself=True)
 
     # -- all of it
 

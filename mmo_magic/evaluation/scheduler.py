@@ -29,6 +29,9 @@ class Job:
     model: str
     run: Callable[[bool], Coroutine[Any, Any, Outcome]]  # (last try) -> outcome
     tokens: int | None = None
+    # The job passes the gate's pacing for each call it makes (``Gate.pace``); the
+    # scheduler gives it only a slot (a judging: both orders and a repair are calls).
+    paces_itself: bool = False
 
 
 @dataclass
@@ -79,7 +82,10 @@ class Scheduler:
                 await asyncio.gather(*rest, return_exceptions=True)
 
     async def _enter(self, gate: Gate, job: Job) -> None:
-        await gate.acquire(job.tokens)
+        if job.paces_itself:
+            await gate.acquire_slot()
+        else:
+            await gate.acquire(job.tokens)
         try:
             while True:
                 await self.slots.acquire()

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, sim_models, with_model_id
+from helpers import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV, arrivals, sim_models, with_model_id
 
 import mmo_magic as mmo
 from mmo_magic.evaluation import BatchStats
@@ -123,6 +123,25 @@ def test_judging_on_ray_matches_judging_here(orc, sim):
     assert len(on_ray.judgements) == len(local.judgements) == 6
     assert {j["winner"] for j in on_ray.judgements} == {good}
     assert on_ray.leaderboard().index[0] == good
+
+
+def test_judge_calls_on_ray_pass_the_judges_one_rate_limit_each(orc, sim):
+    """Issue 24, defect 1 on Ray: both orders of every pair pass the shared limiter."""
+    from urllib.parse import quote
+
+    good = with_model_id(orc, "oa", "sim-fast?reply=" + quote("Paris is the capital of France."))
+    bad = with_model_id(orc, "lo", "sim-fast?reply=" + quote("Lyon, I think."))
+    judge = with_model_id(orc, "an", "sim-fast?reply=judge&prefer=paris")
+    data = [{"question": f"Capital of France? ({i})"} for i in range(6)]
+    with arrivals(sim, "sim-fast?reply=judge&prefer=paris") as times:
+        result = orc.batch(
+            data, [bad, good], judges=[judge], engine="ray", workers=2, progress=False,
+            limits={judge: {"requests_per_minute": 240}},
+        )  # fmt: skip
+    assert len(result.judgements) == 6 and len(times) == 12
+    # 240 a minute is one every 0.25 s: 12 calls span 2.75 s (a stalled first call may
+    # let one catch up). Passing the gate once per pair, they spanned about 1.25 s.
+    assert times[-1] - times[0] >= 2.2, times[-1] - times[0]
 
 
 def test_the_orchestrators_budget_holds_across_all_workers(orc, sim):

@@ -64,6 +64,14 @@ class ClusterLimiter:
         if self._limits.limit(model).max_concurrency is not None:
             self._slots[(holder, model)] += 1
 
+    async def acquire_slot(self, holder: str, model: str) -> None:
+        await self._limits.gate(model).acquire_slot()
+        if self._limits.limit(model).max_concurrency is not None:
+            self._slots[(holder, model)] += 1
+
+    async def pace(self, model: str, tokens: int | None) -> None:
+        await self._limits.gate(model).pace(tokens)
+
     def release(self, holder: str, model: str) -> None:
         if self._slots.get((holder, model), 0) > 0:
             self._slots[(holder, model)] -= 1
@@ -152,6 +160,13 @@ class SharedGate:
 
     async def acquire(self, tokens: int | None = None) -> None:
         await remote_call(self._limiter.acquire, self._holder, self.model, tokens)
+
+    async def acquire_slot(self) -> None:
+        if self.limit.max_concurrency is not None:  # else there is no slot to hold
+            await remote_call(self._limiter.acquire_slot, self._holder, self.model)
+
+    async def pace(self, tokens: int | None = None) -> None:
+        await remote_call(self._limiter.pace, self.model, tokens)
 
     def release(self) -> None:
         if self.limit.max_concurrency is not None:
