@@ -2,9 +2,10 @@
 
 ``CallEngine.complete`` is the one entry point (a ``Completer``): the
 Orchestrator's ``complete``, its streams, races, judges and pipelines all
-call it. It routes, then tries the model and its fallbacks under the rules of
-``reliability``, each attempt from the cache or within the budget, under the
-model's deadlines, and records every attempt in the run log.
+call it. It builds the request (``calls.build_request``), routes, then tries
+the model and its fallbacks under the rules of ``reliability``, each attempt
+from the cache or within the budget, its stream drained under the model's
+deadlines (``draining``), and records every attempt in the run log.
 """
 
 from __future__ import annotations
@@ -169,13 +170,26 @@ class CallEngine(Generic[Sink]):
         choice when ``model`` is "auto" or a ``route`` is given.
 
         Arguments are checked first; a refused call is still recorded (status "error").
+        The call returns or raises only once its run records are committed: a returned
+        call is a recorded call, even if the process dies right after (concurrent calls
+        share one commit: see ``storage.runlog``). A cancelled call does not wait: its
+        records are queued and written all the same.
         """
         try:
             call = self._call(model, route, options, context)
         except MMOError as exc:
             await self._refused(prompt, model, context, exc)
             raise
-        return await self.loop.arun(self._complete(prompt, call))
+        # The commit is awaited here, on the caller's loop, not on the background loop: the
+        # writer thread then wakes the caller directly (one thread hop fewer), and the commit
+        # overlaps the answer's way back from the background loop.
+        try:
+            response = await self.loop.arun(self._route_and_run(prompt, call))
+        except MMOError:
+            await _committed(call)
+            raise
+        await _committed(call)
+        return response
 
     def _call(
         self,
@@ -184,15 +198,13 @@ class CallEngine(Generic[Sink]):
         options: CallOptions,
         context: CallContext,
     ) -> _Call:
-        from ..routing import Router
-
         if model is not None and (not isinstance(model, str) or not model.strip()):
             # "" or a None in a list of models must not quietly mean the default model.
             raise InvalidRequestError(
                 f"model must be a model name, got {model!r}.",
                 hint="Leave it out for the default model, or pass model='auto' to route.",
             )
-        if route is not None and not isinstance(route, str | Router):
+        if route is not None and not isinstance(route, str) and not _is_router(route):
             raise InvalidRequestError(
                 f"route must be a router name or a Router, got {type(route).__name__}.",
                 hint="One of 'complexity', 'task', 'cost', 'rules'.",
@@ -253,21 +265,6 @@ class CallEngine(Generic[Sink]):
         committed = self.runs.add(record)
         if not committed.done():
             await asyncio.wrap_future(committed)
-
-    async def _complete(self, prompt: Prompt, call: _Call) -> CompletionResponse:
-        """One call, returning or raising only once its run records are committed.
-
-        A returned call is a recorded call, even if the process dies right after
-        (concurrent calls share one commit: see ``storage.runlog``). A cancelled
-        call does not wait: its records are queued and written all the same.
-        """
-        try:
-            response = await self._route_and_run(prompt, call)
-        except MMOError:
-            await _committed(call)
-            raise
-        await _committed(call)
-        return response
 
     async def _route_and_run(self, prompt: Prompt, call: _Call) -> CompletionResponse:
         """One call: route, then try the model and its fallbacks under the retry policy."""
@@ -564,6 +561,12 @@ class CallEngine(Generic[Sink]):
 
         if clients:
             self.loop.run(close_all())
+
+
+def _is_router(route: object) -> bool:
+    from ..routing import Router  # routing loads on first use (its routers compile patterns)
+
+    return isinstance(route, Router)
 
 
 async def _committed(call: _Call) -> None:
