@@ -59,10 +59,17 @@ def digest(*parts: Any, size: int = 12) -> str:
 @dataclass(frozen=True, slots=True)
 class Item:
     index: int
-    key: str
+    key: str  # the ``key`` column's value, else a hash of what the item asks
     prompt: str
     system: str | None
     reference: str | None
+    asks: str = ""  # a hash of the rendered prompt and system prompt
+
+    @property
+    def ident(self) -> str:
+        """The item in its calls' steps: its key and what it asks, so that resume never
+        returns an answer to an item that has since been edited under the same key."""
+        return self.key if self.key == self.asks else f"{self.key}|{self.asks}"
 
 
 @dataclass(slots=True)
@@ -111,17 +118,17 @@ def plan_items(
             if item_key in seen:
                 raise ConfigError(f"Item key {item_key!r} (column {key!r}) is not unique.")
             seen[item_key] = 1
-        else:
-            base = digest(text, sys_text)
-            seen[base] = seen.get(base, 0) + 1
-            item_key = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        asks = digest(text, sys_text)
+        if key is None:
+            seen[asks] = seen.get(asks, 0) + 1
+            item_key = asks if seen[asks] == 1 else f"{asks}#{seen[asks]}"
         reference = None
         if reference_column is not None:
             if reference_column not in values:
                 raise ConfigError(f"No column {reference_column!r} for reference answers.")
             value = values[reference_column]
             reference = None if value is None or value == "" else str(value)
-        items.append(Item(i, item_key, text, sys_text, reference))
+        items.append(Item(i, item_key, text, sys_text, reference, asks))
     return items
 
 
@@ -171,7 +178,7 @@ class Plan:
             m: model_signature(c, s.temperature, s.max_tokens) for m, c in self.configs.items()
         }
         self.calls = [
-            Call(item, m, f"{item.key}|{self.signatures[m]}")
+            Call(item, m, f"{item.ident}|{self.signatures[m]}")
             for item in self.items
             for m in s.models
         ]
@@ -219,7 +226,25 @@ class Plan:
             todo.append(call)
         return todo
 
-    # -- budget
+    # -- judging
+
+    def pair_steps(
+        self, item: Item, judge: str, a: str, b: str, text_a: str, text_b: str
+    ) -> tuple[str, str]:
+        """The steps of ``judge``'s two calls on ``a`` and ``b`` (first order, swapped):
+        they change with the judge's settings, the criteria, the question and the answers."""
+        base = digest(self._judge_signature(judge), self.criteria(item), item.prompt,
+                      text_a, text_b, size=10)  # fmt: skip
+        return f"judge|{item.key}|{a}|{b}|{base}|first", f"judge|{item.key}|{a}|{b}|{base}|swapped"
+
+    def grade_step(self, item: Item, judge: str, model: str, answer: str) -> str:
+        """The step of ``judge``'s grade of ``model``'s ``answer`` (as ``pair_steps``)."""
+        base = digest(self._judge_signature(judge), self.criteria(item), item.prompt, answer,
+                      size=10)  # fmt: skip
+        return f"grade|{item.key}|{model}|{base}"
+
+    def _judge_signature(self, judge: str) -> str:
+        return model_signature(self.judge_configs[judge], 0, None)
 
     def criteria(self, item: Item) -> str | None:
         """What judges are told to judge ``item`` on: the rubric, its reference, the criteria."""

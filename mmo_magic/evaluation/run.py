@@ -43,7 +43,7 @@ from ..orchestration.judges import (
     verdict_schema,
 )
 from .limits import Gate, Limits
-from .plan import Call, Item, Plan, digest, model_signature, request_for
+from .plan import Call, Item, Plan, request_for
 from .progress import BatchProgress, ModelStats
 from .result import BatchResult
 from .rows import ItemRow, Row, not_run_row, row_from_error, row_from_response
@@ -219,24 +219,20 @@ class Batch(Plan):
             answers = rows_by_item.get(item.index, {})
             ok_models = [m for m in self.s.models if m in answers]
             for judge in self.s.judges:
-                judge_sig = model_signature(self.judge_configs[judge], 0, None)
                 if self.s.judge_mode == "pairwise":
                     for a, b in itertools.combinations(ok_models, 2):
-                        jobs.append(self._pair_job(item, judge, judge_sig, a, b, answers))
+                        jobs.append(self._pair_job(item, judge, a, b, answers))
                 else:
                     for m in ok_models:
-                        jobs.append(self._grade_job(item, judge, judge_sig, m, answers[m]))
+                        jobs.append(self._grade_job(item, judge, m, answers[m]))
         for job in jobs:
             self.stats.model(f"judge {job.model}").total += 1
         return jobs
 
-    def _pair_job(
-        self, item: Item, judge: str, judge_sig: str, a: str, b: str,
-        answers: dict[str, Row],
-    ) -> Job:  # fmt: skip
+    def _pair_job(self, item: Item, judge: str, a: str, b: str, answers: dict[str, Row]) -> Job:
         text_a, text_b = answers[a]["answer"] or "", answers[b]["answer"] or ""  # ok rows: text
         criteria = self.criteria(item)
-        base = digest(judge_sig, criteria, text_a, text_b, size=10)
+        steps = self.pair_steps(item, judge, a, b, text_a, text_b)
         stats = self.stats.model(f"judge {judge}")
 
         async def run(last_try: bool) -> Outcome:
@@ -244,8 +240,7 @@ class Batch(Plan):
                 stats.started = time.perf_counter()
             verdicts: dict[bool, Verdict | None] = {}
             errors: list[str] = []
-            for order, swapped_pass in orders(2):
-                step = f"judge|{item.key}|{a}|{b}|{base}|{'swapped' if swapped_pass else 'first'}"
+            for (order, swapped_pass), step in zip(orders(2), steps, strict=True):
                 verdicts[swapped_pass], error = await self._verdict(
                     judge, item.prompt, (text_a, text_b), order, step, criteria, False
                 )
@@ -271,15 +266,14 @@ class Batch(Plan):
 
         return Job(judge, run, paces_itself=True)
 
-    def _grade_job(self, item: Item, judge: str, judge_sig: str, model: str, row: Row) -> Job:
+    def _grade_job(self, item: Item, judge: str, model: str, row: Row) -> Job:
         criteria = self.criteria(item)
-        base = digest(judge_sig, criteria, row["answer"], size=10)
+        step = self.grade_step(item, judge, model, row["answer"] or "")
         stats = self.stats.model(f"judge {judge}")
 
         async def run(last_try: bool) -> Outcome:
             if stats.started is None:
                 stats.started = time.perf_counter()
-            step = f"grade|{item.key}|{model}|{base}"
             verdict, error = await self._verdict(
                 judge, item.prompt, [row["answer"] or ""], [0], step, criteria, True
             )
