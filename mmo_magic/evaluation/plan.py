@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from ..core.completion import CompletionRequest, Prompt, as_messages
 from ..core.errors import BudgetExceededError, ConfigError
 from ..core.models import Catalogue, ModelConfig
 from ..core.templates import Template
-from ..orchestration.judges import judge_messages
+from ..orchestration.judges import VerdictError, judge_messages, labels, read_verdict
 from .limits import Limits
 from .progress import BatchProgress, BatchStats
 from .rows import Row, row_from_record
@@ -275,29 +275,82 @@ class Plan:
             request = request_for(call.item.prompt, call.item.system, max_tokens, s.temperature)
             add(call.model, _worst_case(config, request, max_tokens))
         if s.judges:
-            for item in self.items:
-                if s.judge_mode == "pairwise":
-                    shapes: list[tuple[str, ...]] = [
-                        *itertools.combinations(s.models, 2),
-                        *itertools.combinations(s.models, 2),  # both orders
-                    ]
-                else:
-                    shapes = [(m,) for m in s.models]
-                criteria = self.criteria(item)
-                for judge, config in self.judge_configs.items():
-                    for shape in shapes:
-                        # The candidates' own tokens are added below, as their max_tokens.
-                        blank = ["" for _ in shape]
-                        messages = judge_messages(item.prompt, blank, criteria=criteria, nonce="0")
-                        candidate_tokens = sum(
-                            s.max_tokens or self.configs[m].max_tokens for m in shape
-                        )
-                        request = request_for(messages, None, config.max_tokens, 0)
-                        cost = _worst_case(config, request, config.max_tokens)
-                        if cost is not None and config.cost_per_1k_input is not None:
-                            cost += candidate_tokens * config.cost_per_1k_input / 1000
-                        add(f"judge {judge}", cost)
+            for judge in self.judge_configs:
+                for item, shape in self._judge_calls_to_send(judge, todo):
+                    add(f"judge {judge}", self._judge_worst_case(judge, item, shape))
         return out
+
+    def _judge_calls_to_send(
+        self, judge: str, todo: Sequence[Call]
+    ) -> Iterator[tuple[Item, tuple[str, ...]]]:
+        """(item, the models shown) of every call ``judge`` would make: one per order of a
+        pair (pairwise) or per answer (grade) that will have answers, unless the log holds
+        its verdict (answers resumed, so its step is known)."""
+        sending = {(c.item.index, c.model) for c in todo}
+        answers = {
+            (c.item.index, c.model): c.row["answer"] or ""
+            for c in self.calls
+            if c.row is not None
+            and c.row["status"] == "ok"
+            and (c.item.index, c.model) not in sending
+        }
+        models = self.s.models
+        for item in self.items:
+            judged = [m for m in models if (item.index, m) in sending or (item.index, m) in answers]
+            if self.s.judge_mode == "pairwise":
+                for a, b in itertools.combinations(judged, 2):
+                    known = (item.index, a) in answers and (item.index, b) in answers
+                    text_a, text_b = (
+                        answers.get((item.index, a), ""),
+                        answers.get((item.index, b), ""),
+                    )
+                    for step in self.pair_steps(item, judge, a, b, text_a, text_b):
+                        if not (known and self.has_verdict(judge, step, 2)):
+                            yield item, (a, b)
+            else:
+                for m in judged:
+                    known = (item.index, m) in answers
+                    step = self.grade_step(item, judge, m, answers.get((item.index, m), ""))
+                    if not (known and self.has_verdict(judge, step, 1, need_scores=True)):
+                        yield item, (m,)
+
+    def _judge_worst_case(self, judge: str, item: Item, shape: tuple[str, ...]) -> float | None:
+        """One judge call on the answers of the models in ``shape`` at their longest."""
+        config = self.judge_configs[judge]
+        # The candidates' own tokens are added below, as their max_tokens.
+        blank = ["" for _ in shape]
+        messages = judge_messages(item.prompt, blank, criteria=self.criteria(item), nonce="0")
+        candidate_tokens = sum(self.s.max_tokens or self.configs[m].max_tokens for m in shape)
+        request = request_for(messages, None, config.max_tokens, 0)
+        cost = _worst_case(config, request, config.max_tokens)
+        if cost is not None and config.cost_per_1k_input is not None:
+            cost += candidate_tokens * config.cost_per_1k_input / 1000
+        return cost
+
+    def logged_reply(self, judge: str, step: str) -> str | None:
+        """The reply of ``judge``'s ok call at ``step`` in the log, else None."""
+        found = self.logged(step, judge)
+        if found is None or found[0] != "ok":
+            return None
+        return found[1].response or ""
+
+    def has_verdict(
+        self, judge: str, step: str, candidates: int, need_scores: bool = False
+    ) -> bool:
+        """Whether the log holds a usable verdict for ``step`` (or its repair), so the
+        judging there is resumed, not sent (never with ``rerun="all"``)."""
+        if self.s.rerun == "all":
+            return False
+        for logged_step in (step, f"{step} (repair)"):
+            text = self.logged_reply(judge, logged_step)
+            if text is None:
+                continue
+            try:
+                read_verdict(text, labels(candidates), judge=judge, need_scores=need_scores)
+            except VerdictError:
+                continue
+            return True
+        return False
 
     def check_budget(self, todo: Sequence[Call]) -> None:
         if self.s.budget is None:

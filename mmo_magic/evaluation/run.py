@@ -166,11 +166,12 @@ class Batch(Plan):
         context = CallContext(
             "judge", self.group_id, step=step, on_finish=self._judge_cost, repairs_output=True
         )
+        resumed = None if self.s.rerun == "all" else functools.partial(self.logged_reply, judge)
         try:
             verdict, _, _ = await verdict_in_order(
                 self._paced(judge), question, answers, order, judge, options, context,
                 criteria=criteria, need_scores=need_score,
-                replay=None if self.s.rerun == "all" else functools.partial(self._reply, judge),
+                replay=resumed,
             )  # fmt: skip
         except MMOError as exc:
             return None, str(exc)
@@ -197,12 +198,6 @@ class Batch(Plan):
             return await self.complete(prompt, model, options, context)
 
         return complete
-
-    def _reply(self, judge: str, step: str) -> str | None:
-        found = self.logged(step, judge)
-        if found is None or found[0] != "ok":
-            return None
-        return found[1].response or ""
 
     def _judge_cost(self, response: CompletionResponse) -> None:
         if response.cost:
