@@ -72,3 +72,26 @@ def test_a_local_batch_imports_no_ray_code():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_the_estimate_is_the_batchs_own_budget_check(orc, sim):
+    # The same spec, key, reference and criteria included: one worst case, not two.
+    items = [{"id": f"q{i}", "question": f"What is {i} plus {i}?", "answer": str(2 * i)}
+             for i in range(3)]  # fmt: skip
+    options = {"judges": ["an"], "judge_mode": "grade", "key": "id", "max_tokens": 50,
+               "reference_column": "answer", "criteria": "Be strict."}  # fmt: skip
+    estimate = orc.estimate_batch(items, ["oa", "lo"], **options)
+    assert set(estimate) == {"oa", "lo", "judge an"}
+    result = orc.batch(items, ["oa", "lo"], budget=10.0, progress=False, **options)
+    assert result.worst_case_cost == sum(c or 0 for c in estimate.values())
+
+
+def test_the_run_log_and_the_ray_shipping_log_are_record_sinks():
+    from mmo_magic.evaluation.ray.worker import ShippingLog
+    from mmo_magic.storage.sinks import RecordSink
+
+    with mmo.RunLog(":memory:") as log:
+        assert isinstance(log, RecordSink)
+    shipping = ShippingLog()
+    assert isinstance(shipping, RecordSink) and not isinstance(shipping, mmo.RunLog)
+    assert shipping.records(group_id="any") == []
