@@ -6,16 +6,19 @@ Everything here happens before the first request:
   are rendered for every item; an item's key is its ``key`` column or a hash
   of its rendered prompt.
 * **Resume.** Every answer is recorded under one ``group_id``, a fingerprint
-  of the batch's template and parameters, with ``step`` naming the item and
-  the model's settings. Running the same batch again reads the run log first
+  of the batch's template and parameters, with ``step`` naming the item (its
+  key and a hash of what it asks: an item edited under the same key is asked
+  again) and the model's settings; a judge's step names the question and the
+  answers it judged. Running the same batch again reads the run log first
   and does not send an (item, model) that already has an ok answer. By
   default the calls that never finished (not sent, cancelled) are sent;
   ``rerun="failed"`` also retries the failed ones, ``rerun="all"`` sends
   everything again.
 * **Budget first.** With ``budget``, the worst case (each request's input
   tokens plus ``max_tokens`` at the model's prices, judges included) is
-  computed before anything is sent; over budget is a BudgetExceededError and
-  no request leaves.
+  computed before anything is sent, counting only what would be sent (not
+  what the log answered or judged already); over budget is a
+  BudgetExceededError and no request leaves.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
   ``limits={"model": {"requests_per_minute": ..., "tokens_per_minute": ...,
   "max_concurrency": ...}}`` (see ``limits``). A 429 pauses that model only,
   honouring ``Retry-After``, and a call that was still rate limited after its
-  retries is queued again (see ``scheduler``).
+  retries is queued again (see ``scheduler``). A judge's limits hold for each
+  of its calls: both orders of a pair and a repair turn each pass its gate.
 * **Judging.** ``judges=[...]`` with ``judge_mode="pairwise"`` (every pair
   of models on each item, judged in both orders; a verdict that flips with
   the order is a tie) or ``"grade"`` (a 1–10 rubric, MT-Bench style, with an
