@@ -678,7 +678,9 @@ class RunLog:
     def __len__(self) -> int:
         self.flush()
         with self._lock:
-            return len(self._query("SELECT run_id, started_at FROM runs", ()))
+            if (self._spill is None or not self._spill.rows) and self._conn is not None:
+                return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            return len(self._query("SELECT run_id, started_at FROM runs", ()))  # both, merged
 
     def to_dataframe(
         self,
