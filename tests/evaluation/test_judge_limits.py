@@ -49,10 +49,13 @@ def test_both_orders_and_repairs_pass_the_judges_requests_per_minute(orc, sim):
     with arrivals(sim, garbling) as times:
         result = orc.batch(items, models, judges=[judge], progress=False,
                            limits={judge: {"requests_per_minute": 240}})  # fmt: skip
+    # 240 a minute is one every 0.25 s, repairs included: 8 calls span 1.75 s (a call
+    # delayed by a stalled loop lets the next catch up one slot). Passing the gate once
+    # per pair, they spanned about 0.5 s.
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
+    assert times[-1] - times[0] >= 1.25, gaps
     assert len(result.judgements) == 3 and all(j["error"] is None for j in result.judgements)
     assert len(times) == 3 * 2 + 2  # three pairs in both orders, two repairs
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.25 * 0.8, gaps  # 240 a minute: one every 0.25 s, repairs included
 
 
 def test_judge_calls_count_toward_the_judges_tokens_per_minute(orc, sim):
