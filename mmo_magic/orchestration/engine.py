@@ -463,16 +463,14 @@ class CallEngine(Generic[Sink]):
         DeepSeek...) all have provider "openai" but each has its own limit, of the size
         configured for the provider (``provider_concurrency``, ``[concurrency]``).
         """
-        async with contextlib.AsyncExitStack() as held:
-            if config.max_concurrency is not None:
-                await held.enter_async_context(
-                    self._slot(f"model:{config.name}", config.max_concurrency)
-                )
-            limit = self.provider_concurrency.get(
-                config.provider, self.max_concurrency_per_provider
-            )
-            await held.enter_async_context(self._slot(_provider_slot(config), limit))
-            yield
+        limit = self.provider_concurrency.get(config.provider, self.max_concurrency_per_provider)
+        provider = self._slot(_provider_slot(config), limit)
+        if config.max_concurrency is None:
+            async with provider:
+                yield
+        else:
+            async with self._slot(f"model:{config.name}", config.max_concurrency), provider:
+                yield
 
     def _slot(self, key: str, limit: int) -> asyncio.Semaphore:
         slot = self._semaphores.get(key)
