@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core.catalogue import PRICES_AS_OF
 from .core.attempts import Attempt
+from .core.catalogue import PRICES_AS_OF
 from .core.completion import CompletionRequest, CompletionResponse, Message, ToolCall
 from .core.errors import (
     AllModelsFailedError,
@@ -32,6 +32,7 @@ from .core.errors import (
 )
 from .core.models import Catalogue, ModelConfig
 from .core.structured import Tool
+from .notebook import cells as _cells  # noqa: F401  installs the reader of the running cell
 from .orchestration.orchestrator import CompletionStream, Orchestrator
 from .orchestration.reliability import CircuitBreaker, RetryPolicy
 from .orchestration.session import get_orchestrator, use

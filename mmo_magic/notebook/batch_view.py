@@ -21,7 +21,7 @@ import threading
 import time
 from typing import IO, Any
 
-from ..core.pricing import format_usd
+from ..core.money import format_usd
 from ..evaluation.progress import BatchStats, ModelStats, set_default_progress
 
 __all__ = ["TextProgress", "WidgetProgress", "auto_progress", "install", "render_text"]
