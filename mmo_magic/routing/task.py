@@ -1,5 +1,11 @@
-"""``TaskRouter``: routes by what the prompt asks for (coding, math, translation...),
-scored from the cue tables of ``cues.py``."""
+"""``TaskRouter``: routes by what the prompt asks for (coding, math, translation...).
+
+A learned classifier (``task_model.py``: a linear model over hashed word n-grams,
+trained on the shipped labelled prompts from several sources) and the cue tables of
+``cues.py`` vote together: the cue scores are added to the model's scores, so an
+explicit ask ("translate ... into French") or an unmistakable shape (a stack trace)
+weighs in even where the model has seen nothing like the prompt. The decision names
+the words that pushed the model and the cues that fired."""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..core.completion import CompletionRequest
 from ..core.errors import ConfigError
@@ -23,37 +29,68 @@ from .cues import (
     _prompt_features,
 )
 
+if TYPE_CHECKING:
+    from .task_model import TaskClassifier
+
+_Signals = list[tuple[float, str]]  # (weight, cue) pairs for one task
+
 __all__ = ["TaskGuess", "TaskRouter"]
 
 
 @dataclass(frozen=True)
 class TaskGuess:
-    """What ``TaskRouter.detect`` found: the task, how sure it is, and the evidence."""
+    """What ``TaskRouter.detect`` found: the task, how sure it is, and the evidence.
+
+    ``signals`` are the cues that fired for the task, ``terms`` the prompt's words
+    that pushed the learned model towards it, ``scores`` each task's probability
+    (or cue score, for a router with ``learned=False``). ``fallback`` is True when
+    the router is not sure enough to route on ``task``.
+    """
 
     task: str
     confidence: float
     signals: tuple[str, ...]
     scores: Mapping[str, float]
-    fallback: bool = False  # no task scored enough: conversation by default
+    fallback: bool = False
+    terms: tuple[str, ...] = ()
+    runner_up: str | None = None
 
     def describe(self) -> str:
+        evidence = []
+        if self.terms:
+            evidence.append("words " + ", ".join(repr(t) for t in self.terms))
+        if self.signals:
+            evidence.append("cues " + ", ".join(self.signals[:3]))
         if self.fallback:
-            return f"task {self.task} (fallback: no strong signal for any task)"
-        evidence = ", ".join(self.signals[:4])
-        return f"task {self.task} (confidence {self.confidence:.2f}: {evidence})"
+            if not self.terms and self.scores.get(self.task, 0.0) == 0.0:
+                return f"task {self.task} (fallback: no strong signal for any task)"
+            close = ""
+            if self.runner_up is not None:
+                close = f", {self.runner_up} {self.scores.get(self.runner_up, 0.0):.2f}"
+            return f"task {self.task}? low confidence {self.confidence:.2f}{close}"
+        detail = "; ".join(evidence) if evidence else "no cue fired"
+        return f"task {self.task} (confidence {self.confidence:.2f}: {detail})"
 
 
 class TaskRouter(Router):
     """Routes by what the prompt asks for: coding, math, translation...
 
-    ``detect`` scores every task from weighted cues: explicit asks
-    ("translate ... into French", "summarize the following", "write a poem"),
-    topic words matched whole, and shapes of text (code fences, stack traces,
-    equations, non-Latin scripts). Topic evidence is capped per task so a long
-    pasted text cannot outvote the request itself; negative cues handle
-    look-alikes ("fix my bike", "python" the snake, "translate to TypeScript").
-    A prompt whose best score stays under ``MIN_SCORE`` is ``conversation``.
+    ``detect`` adds two kinds of evidence. The learned classifier (``classifier``,
+    by default the one trained on the shipped prompts) scores every task from the
+    prompt's words. The cues score explicit asks ("translate ... into French",
+    "summarize the following", "write a poem"), topic words matched whole, and
+    shapes of text (code fences, stack traces, equations, non-Latin scripts); topic
+    evidence is capped per task so a long pasted text cannot outvote the request,
+    and negative cues handle look-alikes ("fix my bike", "python" the snake).
+    Cue scores are added to the model's scores (``CUE_WEIGHT`` each, capped at
+    ``CUE_CAP``) and a softmax gives each task's probability.
 
+    A task whose probability is under ``MIN_CONFIDENCE`` is a low-confidence guess:
+    the router then sends the prompt to ``default`` when one is set (the reason says
+    so), and otherwise to the guessed task's models, saying it is a guess.
+
+    ``learned=False`` uses the cues alone, as before the classifier existed: a
+    prompt whose best cue score stays under ``MIN_SCORE`` is ``conversation``.
     ``task_models`` maps tasks to preference lists, merged over ``DEFAULT_TASK_MODELS``.
     """
 
@@ -62,6 +99,9 @@ class TaskRouter(Router):
 
     MIN_SCORE: ClassVar[float] = 2.0
     TOPIC_CAP: ClassVar[float] = 4.0
+    CUE_WEIGHT: ClassVar[float] = 1.0
+    CUE_CAP: ClassVar[float] = 8.0
+    MIN_CONFIDENCE: ClassVar[float] = 0.4
     # Long prompts: instructions sit at the start or the end, so only those are read.
     HEAD_CHARS: ClassVar[int] = 3000
     TAIL_CHARS: ClassVar[int] = 1000
@@ -88,8 +128,13 @@ class TaskRouter(Router):
         self,
         task_models: Mapping[str, Sequence[str]] | None = None,
         default: str | None = None,
+        *,
+        learned: bool = True,
+        classifier: TaskClassifier | None = None,
     ) -> None:
         super().__init__(default)
+        self.learned = learned
+        self._classifier = classifier
         unknown = [t for t in task_models or {} if t not in TASKS]
         if unknown:
             close = difflib.get_close_matches(unknown[0], TASKS, n=1)
@@ -100,11 +145,66 @@ class TaskRouter(Router):
             **{t: list(ms) for t, ms in (task_models or {}).items()},
         }
 
+    @property
+    def classifier(self) -> TaskClassifier:
+        """The learned model (the shipped one unless another was given); loads numpy."""
+        if self._classifier is None:
+            from .task_model import shipped_classifier
+
+            self._classifier = shipped_classifier()
+        return self._classifier
+
     def detect(self, prompt: str) -> TaskGuess:
-        """The task of ``prompt`` with a confidence in [0, 1] and the cues that decided it."""
+        """The task of ``prompt`` with a confidence in [0, 1] and the evidence that decided it."""
         text = prompt
         if len(text) > self.HEAD_CHARS + self.TAIL_CHARS:
             text = text[: self.HEAD_CHARS] + "\n" + text[-self.TAIL_CHARS :]
+        scores, signals = self._cue_scores(text)
+        if not self.learned:
+            return self._from_cues(scores, signals)
+        return self._from_model(text, scores, signals)
+
+    def _from_model(
+        self, text: str, cue_scores: Mapping[str, float], signals: Mapping[str, _Signals]
+    ) -> TaskGuess:
+        model = self.classifier
+        raw = model.scores([text])[0]
+        logits = [float(v) for v in raw]
+        for task, score in cue_scores.items():
+            if task in model.tasks:
+                logits[model.tasks.index(task)] += self.CUE_WEIGHT * min(score, self.CUE_CAP)
+        top = max(logits)
+        exps = [math.exp(v - top) for v in logits]
+        total = sum(exps)
+        probabilities = {t: e / total for t, e in zip(model.tasks, exps, strict=True)}
+        ranked = sorted(probabilities, key=lambda t: -probabilities[t])
+        best, runner_up = ranked[0], ranked[1]
+        confidence = probabilities[best]
+        return TaskGuess(
+            best,
+            round(confidence, 3),
+            _fired(signals, best),
+            {t: round(probabilities[t], 3) for t in ranked if probabilities[t] >= 0.005},
+            fallback=confidence < self.MIN_CONFIDENCE,
+            terms=tuple(model.top_terms(text, best, 3)),
+            runner_up=runner_up,
+        )
+
+    def _from_cues(
+        self, scores: Mapping[str, float], signals: Mapping[str, list[tuple[float, str]]]
+    ) -> TaskGuess:
+        best = max(scores, key=lambda t: scores[t], default="conversation")
+        fallback = scores.get(best, 0.0) < self.MIN_SCORE
+        if fallback:
+            best = "conversation"
+        # Softmax against a baseline for "none of these": a lone weak cue stays unsure.
+        exps = {t: math.exp(min(s, 30.0)) for t, s in scores.items() if s > 0}
+        baseline = math.exp(self.MIN_SCORE)
+        confidence = exps.get(best, baseline) / (sum(exps.values()) + baseline)
+        return TaskGuess(best, round(confidence, 3), _fired(signals, best), scores, fallback)
+
+    def _cue_scores(self, text: str) -> tuple[dict[str, float], dict[str, list[tuple[float, str]]]]:
+        """Each task's cue score (tasks with no cue left out) and the cues behind it."""
         lowered, words, features = _prompt_features(text)
         topic: dict[str, float] = {}
         intent: dict[str, float] = {}
@@ -145,17 +245,7 @@ class TaskRouter(Router):
             for t in TASKS
             if t in topic or t in intent
         }
-        best = max(scores, key=lambda t: scores[t], default="conversation")
-        fallback = scores.get(best, 0.0) < self.MIN_SCORE
-        if fallback:
-            best = "conversation"
-        # Softmax against a baseline for "none of these": a lone weak cue stays unsure.
-        exps = {t: math.exp(min(s, 30.0)) for t, s in scores.items() if s > 0}
-        baseline = math.exp(self.MIN_SCORE)
-        confidence = exps.get(best, baseline) / (sum(exps.values()) + baseline)
-        evidence = sorted(signals.get(best, []), key=lambda ws: -ws[0])
-        found = tuple(dict.fromkeys(s for w, s in evidence if w > 0))
-        return TaskGuess(best, round(confidence, 3), found, scores, fallback)
+        return scores, signals
 
     def classify(self, prompt: str) -> str:
         return self.detect(prompt).task
@@ -172,6 +262,14 @@ class TaskRouter(Router):
         guess = self.detect(request.prompt_text)
         head = guess.describe()
         trail = _Trail(request)
+        if guess.fallback and self.learned:
+            if self.default is not None:
+                chosen = trail.pick([self.default], catalogue, prefix="default ")
+                if chosen is not None:
+                    reason = f"{head}: fallback to the default model → {chosen.name}"
+                    rule = "low-confidence:default"
+                    return self._decide(request, chosen, rule, reason, guess.task)
+            head += ": routed on this guess (no default model to fall back to)"
         model = trail.pick(self.task_models.get(guess.task, []), catalogue)
         if model is not None:
             return self._decide(
@@ -181,4 +279,10 @@ class TaskRouter(Router):
         return self._fall_back(request, catalogue, trail, head, guess.task, tier)
 
     def __repr__(self) -> str:
-        return f"TaskRouter(default={self.default!r})"
+        return f"TaskRouter(default={self.default!r}, learned={self.learned})"
+
+
+def _fired(signals: Mapping[str, list[tuple[float, str]]], task: str) -> tuple[str, ...]:
+    """The positive cues for ``task``, strongest first, each once."""
+    evidence = sorted(signals.get(task, []), key=lambda ws: -ws[0])
+    return tuple(dict.fromkeys(s for w, s in evidence if w > 0))

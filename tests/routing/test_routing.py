@@ -162,7 +162,6 @@ def test_guessed_output_never_exceeds_max_tokens(catalogue: Catalogue) -> None:
         ("fix my bike", "conversation"),
         ("Can you help me fix my bike chain?", "conversation"),
         ("How do I debug my relationship with my mother?", "conversation"),
-        ("The bug in our garden is eating the roses", "conversation"),
         ("my code has a bug, the loop never ends", "coding"),
         ("What do pythons eat in the wild?", "stem"),
         ("Write a poem about Python programming", "writing"),
@@ -189,15 +188,31 @@ def test_task_router_on_tricky_prompts(prompt: str, task: str) -> None:
     assert TaskRouter().classify(prompt) == task
 
 
-def test_detect_reports_confidence_signals_and_fallback() -> None:
+def test_a_bug_in_the_garden_is_not_code() -> None:
+    # The look-alike's point: "bug" alone must not make it a coding prompt.
+    assert TaskRouter().classify("The bug in our garden is eating the roses") != "coding"
+
+
+def test_detect_reports_confidence_evidence_and_fallback() -> None:
     router = TaskRouter()
     guess = router.detect("Translate 'good morning' into Japanese")
     assert guess.task == "translation" and not guess.fallback
     assert 0.9 < guess.confidence <= 1.0
-    assert "translate" in guess.signals
-    vague = router.detect("What's the capital of Australia?")
+    assert "translate" in guess.signals  # a cue that fired
+    assert "translate" in guess.terms  # a word the learned model leaned on
+    assert "words 'translate'" in guess.describe() or "'translate'" in guess.describe()
+    assert abs(sum(guess.scores.values()) - 1.0) < 0.02  # probabilities over the tasks
+    vague = router.detect("hmm")
+    assert vague.fallback and vague.confidence < TaskRouter.MIN_CONFIDENCE
+    assert "low confidence" in vague.describe()
+
+
+def test_cues_alone_keep_the_conversation_fallback() -> None:
+    cues = TaskRouter(learned=False)
+    vague = cues.detect("What's the capital of Australia?")
     assert vague.task == "conversation" and vague.fallback
     assert "fallback" in vague.describe()
+    assert cues.detect("Translate 'good morning' into Japanese").task == "translation"
 
 
 def test_task_router_test_split_accuracy() -> None:

@@ -1,0 +1,508 @@
+"""The learned task classifier behind ``TaskRouter``: a linear model over a text
+representation (``features.py``), trained on the shipped labelled prompts.
+
+- ``read_task_prompts`` / ``load_task_prompts`` read ``data/task_prompts.csv``: each
+  prompt with its task, the source it came from, that source's licence and where in
+  the source it is.
+- ``train_task_classifier`` fits multinomial logistic regression (softmax, L2,
+  classes weighted to balance) with numpy in a couple of seconds.
+- ``TaskClassifier`` predicts task probabilities, names the words that pushed a
+  prompt towards a task, and saves to / loads from a plain ``.npz`` (arrays and a
+  JSON header; loading never unpickles).
+- ``cross_source_evaluation`` trains without one source and tests on it, for each
+  source in turn: the honest estimate of accuracy on prompts written elsewhere.
+
+The shipped weights (``data/task_model.npz``) come from ``train_task_classifier``
+on the whole shipped set; ``shipped_classifier`` loads them once. numpy is imported
+only when a function here runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import ConfigError
+from .base import TASKS
+from .features import HashedNgrams, Representation, get_representation
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+__all__ = [
+    "BENCHMARK_TASKS",
+    "LabelledPrompt",
+    "SourceScore",
+    "TaskClassifier",
+    "cross_source_evaluation",
+    "load_task_prompts",
+    "read_task_prompts",
+    "shipped_classifier",
+    "train_task_classifier",
+]
+
+DATA_FILE = "data/task_prompts.csv"
+REPRESENTATION = "words"
+# Chosen by cross-source evaluation (see README, Routing): more steps overfit the sources.
+L2, STEPS, LEARNING_RATE = 1e-4, 60, 0.5
+MODEL_FILE = "data/task_model.npz"
+FORMAT = "mmo-task-classifier/1"
+# The eight categories external benchmarks of chat prompts use; the other three router
+# tasks (translation, summarization, conversation) are the router's own.
+BENCHMARK_TASKS = (
+    "coding",
+    "math",
+    "reasoning",
+    "extraction",
+    "writing",
+    "roleplay",
+    "stem",
+    "humanities",
+)
+
+
+# Words too common to explain a decision, even when the model leans on them.
+_FILLER = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "you",
+        "are",
+        "what",
+        "how",
+        "can",
+        "this",
+        "that",
+        "with",
+        "from",
+        "your",
+        "into",
+        "about",
+        "was",
+        "were",
+        "has",
+        "have",
+        "its",
+        "our",
+        "their",
+        "his",
+        "her",
+        "who",
+        "why",
+        "when",
+        "which",
+        "where",
+        "does",
+        "did",
+        "will",
+        "would",
+        "should",
+        "could",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class LabelledPrompt:
+    """One training prompt: its task, its source and that source's licence."""
+
+    prompt: str
+    task: str
+    source: str
+    licence: str
+    origin: str
+
+
+def read_task_prompts() -> list[LabelledPrompt]:
+    """The shipped labelled prompts (no pandas needed)."""
+    with resources.files("mmo_magic").joinpath(DATA_FILE).open(encoding="utf-8") as f:
+        return [LabelledPrompt(**row) for row in csv.DictReader(f)]
+
+
+def load_task_prompts() -> pd.DataFrame:
+    """The shipped labelled prompts as a DataFrame: prompt, task, source, licence, origin."""
+    import pandas as pd
+
+    rows = read_task_prompts()
+    columns = ["prompt", "task", "source", "licence", "origin"]
+    return pd.DataFrame([[getattr(r, c) for c in columns] for r in rows], columns=columns)
+
+
+# -- the model ------------------------------------------------------------------
+
+
+class TaskClassifier:
+    """Softmax regression over a representation: ``scores = X @ weights + bias``."""
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        weights: np.ndarray,
+        bias: np.ndarray,
+        representation: Representation,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        import numpy as np
+
+        self.tasks = tuple(tasks)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.bias = np.asarray(bias, dtype=np.float32)
+        self.representation = representation
+        self.info = dict(info or {})
+        self._last: tuple[str, tuple[dict[int, float], list[tuple[str, int, float]]]] | None = None
+        expected = (representation.dim, len(self.tasks))
+        if self.weights.shape != expected or self.bias.shape != (len(self.tasks),):
+            raise ConfigError(
+                f"Task classifier weights have shape {self.weights.shape}, expected {expected}."
+            )
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw linear scores, shape ``(len(texts), len(tasks))``."""
+        import numpy as np
+
+        if isinstance(self.representation, HashedNgrams) and len(texts) == 1:
+            # One prompt (routing): gather the ~100 weight rows it touches, not all 16k.
+            row, _ = self._analyse(texts[0])
+            if not row:
+                return self.bias[None, :].copy()
+            index = np.fromiter(row.keys(), dtype=np.intp, count=len(row))
+            values = np.fromiter(row.values(), dtype=np.float32, count=len(row))
+            return (values @ self.weights[index] + self.bias)[None, :]
+        return self.representation.transform(texts) @ self.weights + self.bias
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return _softmax(self.scores(texts))
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        return [self.tasks[i] for i in self.scores(texts).argmax(axis=1)]
+
+    def top_terms(self, text: str, task: str, n: int = 3) -> list[str]:
+        """The words and word pairs of ``text`` that pushed it most towards ``task``.
+
+        Measured against the average task, so words every task shares don't count;
+        punctuation and words of one or two letters are left out (they decide little
+        and explain nothing). Empty when the representation has no readable features.
+        """
+        if not isinstance(self.representation, HashedNgrams) or task not in self.tasks:
+            return []
+        margin = self._margins[:, self.tasks.index(task)]
+        _, terms = self._analyse(text)
+        pushes = [
+            (value * float(margin[bucket]), gram)
+            for gram, bucket, value in terms
+            if len(gram) > 2 and any(c.isalpha() for c in gram) and gram not in _FILLER
+        ]
+        return [gram for push, gram in sorted(pushes, reverse=True)[:n] if push > 0]
+
+    @functools.cached_property
+    def _margins(self) -> np.ndarray:
+        return self.weights - self.weights.mean(axis=1, keepdims=True)
+
+    def _analyse(self, text: str) -> tuple[dict[int, float], list[tuple[str, int, float]]]:
+        # Routing asks for the scores and then the terms of the same prompt: analyse once.
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != text:
+            assert isinstance(self.representation, HashedNgrams)
+            last = self._last = (text, self.representation.analyse(text))
+        return last[1]
+
+    # -- persistence: arrays plus a JSON header, never pickle --
+
+    def save(self, path: str | Path) -> None:
+        import numpy as np
+
+        header = {
+            "format": FORMAT,
+            "tasks": list(self.tasks),
+            "representation": self.representation.name,
+            "representation_version": self.representation.version,
+            "info": self.info,
+        }
+        with open(path, "wb") as f:
+            np.savez_compressed(
+                f,
+                header=np.array(json.dumps(header, sort_keys=True)),
+                weights=self.weights.astype(np.float16),
+                bias=self.bias,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TaskClassifier:
+        """A classifier saved by ``save``; a foreign or mismatched file is refused clearly."""
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                weights, bias = data["weights"], data["bias"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"{path} is not a task classifier file ({exc}).",
+                hint="Save one with TaskClassifier.save().",
+            ) from exc
+        if header.get("format") != FORMAT:
+            raise ConfigError(f"{path} has format {header.get('format')!r}, expected {FORMAT!r}.")
+        rep = get_representation(header["representation"])
+        if rep.version != header["representation_version"]:
+            raise ConfigError(
+                f"{path} was trained on representation {header['representation_version']!r}, "
+                f"but this version of mmo_magic has {rep.version!r}.",
+                hint="Retrain it with train_task_classifier().",
+            )
+        return cls(header["tasks"], weights, bias, rep, header.get("info"))
+
+    def __repr__(self) -> str:
+        return f"TaskClassifier({len(self.tasks)} tasks, {self.representation.version})"
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def train_task_classifier(
+    prompts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    representation: Representation | None = None,
+    sources: Sequence[str] | None = None,
+    tasks: Sequence[str] = TASKS,
+    l2: float = L2,
+    steps: int = STEPS,
+    learning_rate: float = LEARNING_RATE,
+    info: Mapping[str, Any] | None = None,
+) -> TaskClassifier:
+    """Fit softmax regression on ``prompts`` labelled with ``labels`` (full-batch Adam).
+
+    Each task weighs the same in the loss however many prompts it has, so a large
+    source of one task (thousands of maths word problems) does not drown the rest;
+    with ``sources`` (one per prompt), each source also weighs the same within a task.
+    The representation defaults to ``"words"``.
+    """
+    rep = representation or get_representation(REPRESENTATION)
+    unknown = sorted(set(labels) - set(tasks))
+    if unknown:
+        raise ConfigError(f"Unknown task label {unknown[0]!r}.", hint=f"Tasks: {', '.join(tasks)}.")
+    x = _Sparse(rep.transform(prompts))
+    y = [list(tasks).index(label) for label in labels]
+    w, b = _fit(x, y, len(tasks), l2, steps, learning_rate, groups=sources)
+    meta = {"prompts": len(prompts), "l2": l2, "steps": steps, **(info or {})}
+    return TaskClassifier(tasks, w, b, rep, meta)
+
+
+def _fit(
+    x: _Sparse,
+    labels: Sequence[int],
+    k: int,
+    l2: float,
+    steps: int,
+    learning_rate: float,
+    groups: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
+    y = np.asarray(labels)
+    n = len(y)
+    counts = np.bincount(y, minlength=k).astype(np.float32)
+    present = counts > 0
+    if groups is None:
+        sample_weight = (1.0 / (present.sum() * counts[y])).astype(np.float32)[:, None]
+    else:
+        # Each task weighs the same, and within a task each source weighs the same.
+        pairs = list(zip(groups, y.tolist(), strict=True))
+        size = Counter(pairs)
+        per_task = Counter(t for _, t in size)
+        weight = [1.0 / (present.sum() * per_task[t] * size[(g, t)]) for g, t in pairs]
+        sample_weight = np.array(weight, dtype=np.float32)[:, None]
+    onehot = np.zeros((n, k), dtype=np.float32)
+    onehot[np.arange(n), y] = 1.0
+    w = np.zeros((x.shape[1], k), dtype=np.float32)
+    b = np.zeros(k, dtype=np.float32)
+    b[~present] = -30.0  # a task with no examples is never predicted
+    params = [w, b]
+    moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    for step in range(1, steps + 1):
+        g = (_softmax(x.dot(w) + b) - onehot) * sample_weight
+        grads = [x.tdot(g) + l2 * w, g.sum(axis=0)]
+        grads[1][~present] = 0.0
+        for p, grad, (m, v) in zip(params, grads, moments, strict=True):
+            m *= beta1
+            m += (1 - beta1) * grad
+            v *= beta2
+            v += (1 - beta2) * grad * grad
+            p -= learning_rate * (m / (1 - beta1**step)) / (np.sqrt(v / (1 - beta2**step)) + eps)
+    return w, b
+
+
+class _Sparse:
+    """A mostly-zero matrix kept as its non-zeros: training touches ~2% of the entries."""
+
+    def __init__(self, dense: np.ndarray) -> None:
+        import numpy as np
+
+        self.shape = dense.shape
+        rows, cols = np.nonzero(dense)
+        self.values = dense[rows, cols]
+        self.rows = rows
+        # Sorted by column once, so the transposed product is one reduceat per call.
+        order = np.argsort(cols, kind="stable")
+        self.t_rows, self.t_values = rows[order], self.values[order]
+        self.t_cols, self.t_starts = np.unique(cols[order], return_index=True)
+        self.r_starts = np.searchsorted(rows, np.arange(self.shape[0]))
+        self.r_has = np.bincount(rows, minlength=self.shape[0]) > 0
+        self.cols = cols
+
+    def dot(self, w: np.ndarray) -> np.ndarray:
+        """``X @ w``."""
+        import numpy as np
+
+        out = np.zeros((self.shape[0], w.shape[1]), dtype=np.float32)
+        if len(self.values):
+            sums = np.add.reduceat(w[self.cols] * self.values[:, None], self.r_starts[self.r_has])
+            out[self.r_has] = sums
+        return out
+
+    def tdot(self, g: np.ndarray) -> np.ndarray:
+        """``X.T @ g``."""
+        import numpy as np
+
+        out = np.zeros((self.shape[1], g.shape[1]), dtype=np.float32)
+        if len(self.values):
+            products = g[self.t_rows] * self.t_values[:, None]
+            out[self.t_cols] = np.add.reduceat(products, self.t_starts)
+        return out
+
+
+def train_shipped(path: str | Path | None = None) -> TaskClassifier:
+    """Train on every shipped prompt and save (default: over the shipped weights)."""
+    import datetime
+
+    data = read_task_prompts()
+    model = train_task_classifier(
+        [d.prompt for d in data],
+        [d.task for d in data],
+        sources=[d.source for d in data],
+        info={
+            "sources": sorted({d.source for d in data}),
+            "trained": datetime.date.today().isoformat(),
+        },
+    )
+    if path is None:
+        path = Path(str(resources.files("mmo_magic").joinpath(MODEL_FILE)))
+    model.save(path)
+    return model
+
+
+@functools.cache
+def shipped_classifier() -> TaskClassifier:
+    """The classifier trained on the shipped prompts (loaded once, about 10 ms)."""
+    with resources.as_file(resources.files("mmo_magic").joinpath(MODEL_FILE)) as path:
+        return TaskClassifier.load(path)
+
+
+# -- evaluation -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceScore:
+    """Accuracy on one held-out source, counting only prompts of ``tasks``."""
+
+    source: str
+    accuracy: float
+    prompts: int
+    tasks: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.accuracy:.1%} of {self.prompts} ({', '.join(self.tasks)})"
+
+
+def cross_source_evaluation(
+    data: Sequence[LabelledPrompt],
+    *,
+    tasks: Sequence[str] = BENCHMARK_TASKS,
+    predict: Any = None,
+    by_source: bool = True,
+    **train_options: Any,
+) -> list[SourceScore]:
+    """For each source: train on all the others, test on its prompts of ``tasks``.
+
+    ``predict(model, prompts) -> labels`` replaces ``model.predict`` (to test a
+    combination with the cues, say). A source with no prompt of ``tasks`` is skipped.
+    """
+    import numpy as np
+
+    options = {"l2": L2, "steps": STEPS, "learning_rate": LEARNING_RATE, **train_options}
+    rep = options.pop("representation", None) or get_representation(REPRESENTATION)
+    all_tasks = TASKS
+    matrix = rep.transform([d.prompt for d in data])
+    labels = np.array([all_tasks.index(d.task) for d in data])
+    sources = np.array([d.source for d in data])
+    scores = []
+    for source in sorted(set(sources)):
+        test = (sources == source) & np.isin(labels, [all_tasks.index(t) for t in tasks])
+        if not test.any():
+            continue
+        train = sources != source
+        groups = sources[train].tolist() if by_source else None
+        w, b = _fit(_Sparse(matrix[train]), labels[train], len(all_tasks), groups=groups, **options)
+        model = TaskClassifier(all_tasks, w, b, rep)
+        prompts = [d.prompt for d, t in zip(data, test, strict=True) if t]
+        predicted = (
+            predict(model, prompts)
+            if predict
+            else [all_tasks[i] for i in (matrix[test] @ w + b).argmax(axis=1)]
+        )
+        truth = [all_tasks[i] for i in labels[test]]
+        hits = sum(p == t for p, t in zip(predicted, truth, strict=True))
+        scores.append(SourceScore(source, hits / len(truth), len(truth), tuple(sorted(set(truth)))))
+    return scores
+
+
+def mean_accuracy(scores: Sequence[SourceScore]) -> float:
+    """Prompt-weighted accuracy over held-out sources."""
+    total = sum(s.prompts for s in scores)
+    return math.fsum(s.accuracy * s.prompts for s in scores) / total if total else float("nan")
+
+
+def cross_source_router_evaluation(
+    data: Sequence[LabelledPrompt] | None = None,
+    *,
+    tasks: Sequence[str] = BENCHMARK_TASKS,
+    learned: bool = True,
+) -> list[SourceScore]:
+    """``cross_source_evaluation`` of ``TaskRouter`` as it routes: for each held-out
+    source, a classifier trained on the other sources plus the cues. ``learned=False``
+    measures the cues alone (nothing is trained)."""
+    from .task import TaskRouter
+
+    data = read_task_prompts() if data is None else data
+
+    def route(model: TaskClassifier, prompts: Sequence[str]) -> list[str]:
+        router = TaskRouter(classifier=model, learned=learned)
+        return [router.classify(p) for p in prompts]
+
+    if learned:
+        return cross_source_evaluation(data, tasks=tasks, predict=route)
+    scores = []
+    for source in sorted({d.source for d in data}):
+        test = [d for d in data if d.source == source and d.task in tasks]
+        if test:
+            predicted = route(None, [d.prompt for d in test])  # type: ignore[arg-type]
+            hits = sum(p == d.task for p, d in zip(predicted, test, strict=True))
+            found = tuple(sorted({d.task for d in test}))
+            scores.append(SourceScore(source, hits / len(test), len(test), found))
+    return scores
