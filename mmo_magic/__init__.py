@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core.attempts import Attempt
 from .core.catalogue import PRICES_AS_OF
-from .core.completion import CompletionRequest, CompletionResponse, Message, ToolCall
+from .core.completion import CompletionRequest, CompletionResponse, Message, StreamEnd, ToolCall
 from .core.errors import (
     AllModelsFailedError,
     BudgetExceededError,
@@ -27,8 +27,10 @@ from .core.errors import (
     NoModelAvailableError,
     ProviderError,
     StreamError,
+    StructuredOutputError,
     TemplateError,
     UnknownModelError,
+    VerdictError,
 )
 from .core.models import Catalogue, ModelConfig
 from .core.structured import Tool
@@ -39,59 +41,89 @@ from .orchestration.session import get_orchestrator, use
 from .storage.runlog import RunLog, RunRecord
 
 if TYPE_CHECKING:
-    from .evaluation import BatchResult
+    from .core.local_model import missing_reason as embedded_missing_reason
+    from .evaluation import (
+        BatchResult,
+        BatchSpec,
+        arun_batch,
+        estimate_batch,
+        eval_questions,
+        run_batch,
+    )
+    from .evaluation.learning import learn_router
     from .orchestration.parallel import ConsensusResult, RaceResult
-    from .orchestration.pipeline import Pipeline, PipelineResult, PipelineStep
+    from .orchestration.pipeline import Pipeline, PipelineResult, PipelineStep, research_pipeline
+    from .providers.function import register_function, unregister_function
     from .routing import (
         ComplexityRouter,
         CostOptimizedRouter,
-        ModelRouter,
         RouteDecision,
         Router,
         RoutingRule,
+        RulesRouter,
         TaskRouter,
         evaluate_router,
         load_routing_prompts,
     )
+    from .routing.learned import LearnedRouter, LearnedRouting, load_router
 
-from .core import __version__
-
-# Loaded on first use: the routers compile their task patterns on import
-# (~90 ms); races, judges and pipelines are not needed by every session.
+# Loaded on first use: the routers load their models and data on import; races,
+# judges, pipelines and batches are not needed by every session.
 _LAZY = {
     **dict.fromkeys(("ConsensusResult", "RaceResult"), "orchestration.parallel"),
-    "BatchResult": "evaluation",
-    **dict.fromkeys(("Pipeline", "PipelineResult", "PipelineStep"), "orchestration.pipeline"),
+    **dict.fromkeys(
+        (
+            "BatchResult",
+            "BatchSpec",
+            "arun_batch",
+            "estimate_batch",
+            "eval_questions",
+            "run_batch",
+        ),
+        "evaluation",
+    ),
+    "learn_router": "evaluation.learning",
+    **dict.fromkeys(
+        ("Pipeline", "PipelineResult", "PipelineStep", "research_pipeline"),
+        "orchestration.pipeline",
+    ),
+    **dict.fromkeys(("register_function", "unregister_function"), "providers.function"),
     **dict.fromkeys(
         (
             "ComplexityRouter",
             "CostOptimizedRouter",
-            "ModelRouter",
             "RouteDecision",
             "Router",
             "RoutingRule",
+            "RulesRouter",
             "TaskRouter",
             "evaluate_router",
             "load_routing_prompts",
         ),
         "routing",
     ),
+    **dict.fromkeys(("LearnedRouter", "LearnedRouting", "load_router"), "routing.learned"),
+}
+# Public names whose home calls them something else.
+_RENAMED = {
+    "embedded_missing_reason": ("core.local_model", "missing_reason"),
+    "__version__": ("core", "__version__"),
 }
 
 
 def __getattr__(name: str) -> Any:
     import importlib
 
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _LAZY or name in _RENAMED:
+        module, attribute = _RENAMED.get(name, (_LAZY.get(name, ""), name))
+        value = getattr(importlib.import_module(f".{module}", __name__), attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'mmo_magic' has no attribute {name!r}")
 
 
-
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_RENAMED})
 
 
 __all__ = [
@@ -99,6 +131,7 @@ __all__ = [
     "AllModelsFailedError",
     "Attempt",
     "BatchResult",
+    "BatchSpec",
     "BudgetExceededError",
     "Catalogue",
     "CircuitBreaker",
@@ -111,11 +144,12 @@ __all__ = [
     "ConsensusResult",
     "CostOptimizedRouter",
     "InvalidRequestError",
+    "LearnedRouter",
+    "LearnedRouting",
     "MMOError",
     "Message",
     "MissingAPIKeyError",
     "ModelConfig",
-    "ModelRouter",
     "NoModelAvailableError",
     "Orchestrator",
     "Pipeline",
@@ -127,20 +161,34 @@ __all__ = [
     "RouteDecision",
     "Router",
     "RoutingRule",
+    "RulesRouter",
     "RunLog",
     "RunRecord",
+    "StreamEnd",
     "StreamError",
+    "StructuredOutputError",
     "TaskRouter",
     "TemplateError",
     "Tool",
     "ToolCall",
     "UnknownModelError",
+    "VerdictError",
     "__version__",
+    "arun_batch",
+    "embedded_missing_reason",
+    "estimate_batch",
+    "eval_questions",
     "evaluate_router",
     "get_orchestrator",
+    "learn_router",
     "load_ipython_extension",
+    "load_router",
     "load_routing_prompts",
+    "register_function",
+    "research_pipeline",
+    "run_batch",
     "unload_ipython_extension",
+    "unregister_function",
     "use",
 ]
 

@@ -11,13 +11,15 @@ into it at the client boundary (``raise ... from exc``)::
     ├── MissingAPIKeyError       the key's environment variable is unset
     ├── ProviderError            the provider answered with an error, or never answered
     │   ├── StreamError          the stream was cut, stalled, or malformed
+    │   │   └── StructuredOutputError  the answer is not valid JSON for the requested schema
     │   └── CircuitOpenError     not sent: the model kept failing (says when to retry)
     ├── AllModelsFailedError     every model of a call failed (carries every attempt)
     ├── BudgetExceededError      the call would spend more than is left
-    └── TemplateError            a template names a variable that has no value
+    ├── TemplateError            a template names a variable that has no value
+    └── VerdictError             a judge's reply could not be parsed into a verdict
 
 Messages are one readable line: what is wrong, then what to do. They never
-contain an API key (see ``mmo_magic.secrets.redact``).
+contain an API key (see ``mmo_magic.core.redaction.redact``).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ __all__ = [
     "NoModelAvailableError",
     "ProviderError",
     "StreamError",
+    "StructuredOutputError",
     "TemplateError",
     "UnknownModelError",
+    "VerdictError",
 ]
 
 
@@ -191,4 +195,46 @@ class TemplateError(MMOError):
         super().__init__(
             f"Template variable {{{variable}}}{place} has no value.",
             hint="Pass it as a keyword argument, or write {{ and }} for literal braces.",
+        )
+
+
+class StructuredOutputError(StreamError):
+    """The model's answer is not valid JSON for the requested schema. ``raw`` is its text."""
+
+    def __init__(self, message: str, *, raw: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.raw = raw
+
+
+_REPLY_KEEP = (
+    500  # characters of a bad judge reply kept on the error, enough to see what went wrong
+)
+
+
+class VerdictError(MMOError):
+    """A judge's reply could not be parsed into a verdict.
+
+    ``problem`` says what was wrong (it is what ``repair_messages`` tells the
+    judge), ``reply`` is the start of the raw reply, ``judge`` names the judge
+    when known and ``labels`` are the candidate labels the verdict had to use.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        reply: str = "",
+        judge: str | None = None,
+        labels: Sequence[str] = (),
+    ) -> None:
+        from .redaction import redact
+
+        self.problem = problem
+        self.reply = redact(reply if len(reply) <= _REPLY_KEEP else reply[:_REPLY_KEEP] + "…")
+        self.judge = judge
+        self.labels = tuple(labels)
+        who = f"Judge {judge!r}" if judge else "The judge"
+        super().__init__(
+            f"{who} gave an unusable verdict: {problem}.",
+            hint="Ask again with repair_messages(), or use another judge.",
         )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import InvalidRequestError, StreamError
+from .errors import InvalidRequestError, StructuredOutputError
 
 __all__ = [
     "ResponseFormat",
@@ -42,14 +42,6 @@ def invalid_parameter(param: str, message: str, hint: str | None = None) -> Inva
     """An InvalidRequestError about the request parameter ``param``; ``error.param`` names it
     (the service reports it in OpenAI's ``param`` field)."""
     return InvalidRequestError(message, hint=hint, param=param)
-
-
-class StructuredOutputError(StreamError):
-    """The model's answer is not valid JSON for the requested schema. ``raw`` is its text."""
-
-    def __init__(self, message: str, *, raw: str = "", **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.raw = raw
 
 
 @dataclass(frozen=True, slots=True)

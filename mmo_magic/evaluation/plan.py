@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.completion import CompletionRequest, Prompt, as_messages
-from ..core.errors import BudgetExceededError, ConfigError
+from ..core.errors import BudgetExceededError, ConfigError, VerdictError
 from ..core.models import Catalogue, ModelConfig
 from ..core.templates import Template
-from ..orchestration.judges import VerdictError, judge_messages, labels, read_verdict
+from ..orchestration.judges import judge_messages, labels, read_verdict
 from .limits import Limits
 from .progress import BatchProgress, BatchStats
 from .rows import Row, row_from_record

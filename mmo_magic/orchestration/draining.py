@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.completion import CompletionRequest, StreamEnd, ToolCall, ToolCallDelta
-from ..core.errors import ProviderError
+from ..core.errors import ProviderError, StructuredOutputError
 from ..core.models import ModelConfig
-from ..core.structured import StructuredOutputError
 from ..core.text import storable
 from ..providers import ModelClient
 from .calls import OnText

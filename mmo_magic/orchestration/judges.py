@@ -34,9 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..core.completion import Prompt
-from ..core.errors import ConfigError, MMOError, ProviderError
-from ..core.redaction import redact
-from ..core.structured import StructuredOutputError
+from ..core.errors import ConfigError, ProviderError, StructuredOutputError, VerdictError
 from .calls import CallContext, CallOptions, Completer
 
 __all__ = [
@@ -66,35 +64,7 @@ __all__ = [
 TIE = "tie"
 MAX_CANDIDATES = 26
 METHODS = ("majority", "borda")
-_REPLY_KEEP = 500  # characters of a bad reply kept on the error, enough to see what went wrong
 _SHOW_KEEP = 60  # characters of a bad value quoted in a one-line message
-
-
-class VerdictError(MMOError):
-    """A judge's reply could not be parsed into a verdict.
-
-    ``problem`` says what was wrong (it is what ``repair_messages`` tells the
-    judge), ``reply`` is the start of the raw reply, ``judge`` names the judge
-    when known and ``labels`` are the candidate labels the verdict had to use.
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        reply: str = "",
-        judge: str | None = None,
-        labels: Sequence[str] = (),
-    ) -> None:
-        self.problem = problem
-        self.reply = redact(_truncate(reply, _REPLY_KEEP))
-        self.judge = judge
-        self.labels = tuple(labels)
-        who = f"Judge {judge!r}" if judge else "The judge"
-        super().__init__(
-            f"{who} gave an unusable verdict: {problem}.",
-            hint="Ask again with repair_messages(), or use another judge.",
-        )
 
 
 @dataclass(frozen=True)

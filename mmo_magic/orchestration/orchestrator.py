@@ -456,12 +456,6 @@ class Orchestrator:
         request = build_request(prompt, options.get("system"), None, options.get("max_tokens"))
         return self._router(route).route(request, self.catalogue)
 
-    async def aroute(
-        self, prompt: Prompt, route: str | Router | None = None, **options: Unpack[CallOptions]
-    ) -> RouteDecision:
-        """Async twin of ``route`` (routing is pure computation; nothing is awaited)."""
-        return self.route(prompt, route, **options)
-
     def _router(self, route: str | Router | None) -> Router:
         from ..routing import Router, make_router
 
