@@ -244,14 +244,15 @@ class TaskClassifier:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
+                if not isinstance(header, dict) or header.get("format") != FORMAT:
+                    found = header.get("format") if isinstance(header, dict) else None
+                    raise ConfigError(f"{path} has format {found!r}, expected {FORMAT!r}.")
                 weights, bias = data["weights"], data["bias"]
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(
                 f"{path} is not a task classifier file ({exc}).",
                 hint="Save one with TaskClassifier.save().",
             ) from exc
-        if header.get("format") != FORMAT:
-            raise ConfigError(f"{path} has format {header.get('format')!r}, expected {FORMAT!r}.")
         rep = get_representation(header["representation"])
         if rep.version != header["representation_version"]:
             raise ConfigError(
