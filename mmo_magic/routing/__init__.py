@@ -6,7 +6,7 @@ Four routers share one interface, ``Router.route(request, catalogue) -> RouteDec
   translation...) from weighted cues and sends each task to a preference list.
 - ``ComplexityRouter`` ("complexity") scores how demanding the prompt is and
   picks the cheapest model of a tier that can handle it.
-- ``RulesRouter`` ("rules", also called ``ModelRouter``) applies user
+- ``RulesRouter`` ("rules") applies user
   ``RoutingRule``s in priority order; ``task_router`` builds one that sends
   every prompt to one task's models.
 - ``CostOptimizedRouter`` ("cost") counts tokens and picks the cheapest model
@@ -46,12 +46,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.pricing import estimate_cost, guess_output_tokens, input_tokens
 from .base import COMPLEXITY_LEVELS, ROUTERS, TASKS, TIER_FOR_LEVEL, RouteDecision, Router
 from .complexity import ComplexityAssessment, ComplexityRouter
 from .cost import CostOptimizedRouter
 from .evaluation import RouterEvaluation, evaluate_router, load_routing_prompts
-from .rules import ModelRouter, RoutingRule, RulesRouter, seed_rules, task_router
+from .rules import RoutingRule, RulesRouter, seed_rules, task_router
 from .task import TaskGuess, TaskRouter
 
 __all__ = [
@@ -62,7 +61,6 @@ __all__ = [
     "ComplexityAssessment",
     "ComplexityRouter",
     "CostOptimizedRouter",
-    "ModelRouter",
     "RouteDecision",
     "Router",
     "RouterEvaluation",
@@ -70,10 +68,7 @@ __all__ = [
     "RulesRouter",
     "TaskGuess",
     "TaskRouter",
-    "estimate_cost",
     "evaluate_router",
-    "guess_output_tokens",
-    "input_tokens",
     "load_routing_prompts",
     "make_router",
     "seed_rules",

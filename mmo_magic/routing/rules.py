@@ -1,5 +1,5 @@
-"""The rules router: user ``RoutingRule``s tried in priority order (``RulesRouter``, also
-called ``ModelRouter``), an example rule set, and ``task_router`` for a fixed task."""
+"""The rules router: user ``RoutingRule``s tried in priority order (``RulesRouter``),
+an example rule set, and ``task_router`` for a fixed task."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .base import (
 from .complexity import ComplexityAssessment, ComplexityRouter
 from .task import TaskGuess, TaskRouter
 
-__all__ = ["ModelRouter", "RoutingRule", "RulesRouter", "seed_rules", "task_router"]
+__all__ = ["RoutingRule", "RulesRouter", "seed_rules", "task_router"]
 
 
 def _as_set(value: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> frozenset[str]:
@@ -204,10 +204,6 @@ class RulesRouter(Router):
     def __repr__(self) -> str:
         names = ", ".join(r.name for r in self.rules)
         return f"RulesRouter(rules=[{names}], default={self.default!r})"
-
-
-# The name the rules router had first; kept so existing code and notebooks keep working.
-ModelRouter = RulesRouter
 
 
 def seed_rules() -> list[RoutingRule]:
