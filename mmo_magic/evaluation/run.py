@@ -7,7 +7,9 @@
   ``limits={"model": {"requests_per_minute": ..., "tokens_per_minute": ...,
   "max_concurrency": ...}}`` (see ``limits``). A 429 pauses that model only,
   honouring ``Retry-After``, and a call that was still rate limited after its
-  retries is queued again (see ``scheduler``). A judge's limits hold for each
+  retries is queued again (see ``scheduler``). A call refused by an open
+  circuit (nothing sent) waits for the breaker's probe and is asked again: it
+  is never an error row of its own. A judge's limits hold for each
   of its calls: both orders of a pair and a repair turn each pass its gate.
 * **Judging.** ``judges=[...]`` with ``judge_mode="pairwise"`` (every pair
   of models on each item, judged in both orders; a verdict that flips with
@@ -48,7 +50,7 @@ from .plan import Call, Item, Plan, request_for
 from .progress import BatchProgress, ModelStats
 from .result import BatchResult
 from .rows import ItemRow, Row, not_run_row, row_from_error, row_from_response
-from .scheduler import Job, Outcome, Scheduler, rate_limited
+from .scheduler import Job, Outcome, Scheduler, circuit_wait, rate_limited
 from .spec import BatchSpec
 
 __all__ = ["Batch"]
@@ -118,6 +120,9 @@ class Batch(Plan):
             try:
                 response = await self.complete(prompt, call.model, system_options, context)  # type: ignore[arg-type]
             except MMOError as exc:
+                refused_for = circuit_wait(exc)
+                if refused_for is not None:  # nothing sent: wait for the breaker, ask again
+                    return Outcome(retry_after_s=refused_for, refused=True)
                 limited, wait = rate_limited(exc)
                 call.row = row_from_error(exc, seen)
                 if limited and not last_try:

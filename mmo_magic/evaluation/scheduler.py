@@ -10,13 +10,17 @@ from typing import Any
 
 from ..core.errors import (
     AllModelsFailedError,
+    CircuitOpenError,
     ProviderError,
 )
 from .limits import Gate, Limits
 
-__all__ = ["MAX_REQUEUES", "Job", "Outcome", "Scheduler", "rate_limited"]
+__all__ = ["MAX_REQUEUES", "Job", "Outcome", "Scheduler", "circuit_wait", "rate_limited"]
 
 MAX_REQUEUES = 3  # times a rate-limited call goes back in its model's queue
+# The shortest wait of a call refused by an open circuit ("retry in 0.0 s": another
+# call holds the breaker's probe), so refused calls do not spin while it is out.
+MIN_CIRCUIT_WAIT_S = 0.25
 
 
 # -- the runner -----------------------------------------------------------------------------------
@@ -38,6 +42,10 @@ class Job:
 class Outcome:
     throttled: bool = False  # still rate limited after the engine's retries: queue again
     retry_after_s: float | None = None
+    # Not sent: the model's circuit is open. The call waits for the breaker and is asked
+    # again; this never counts toward MAX_REQUEUES (each probe the breaker lets through
+    # is a real request, so an outage still ends every call, ok or failed).
+    refused: bool = False
 
 
 class Scheduler:
@@ -104,21 +112,36 @@ class Scheduler:
 
     async def _one(self, gate: Gate, job: Job) -> None:
         inside = True
+        requeues = 0
         try:
-            for requeue in range(MAX_REQUEUES + 1):
-                outcome = await job.run(requeue == MAX_REQUEUES)
-                if not outcome.throttled or requeue == MAX_REQUEUES:
+            while True:
+                outcome = await job.run(requeues == MAX_REQUEUES)
+                if outcome.refused:
+                    self._leave(gate)
+                    inside = False
+                    await asyncio.sleep(max(outcome.retry_after_s or 0.0, MIN_CIRCUIT_WAIT_S))
+                elif not outcome.throttled or requeues == MAX_REQUEUES:
                     if not outcome.throttled:
                         gate.succeeded()
                     return
-                gate.back_off(outcome.retry_after_s)
-                self._leave(gate)
-                inside = False
+                else:
+                    requeues += 1
+                    gate.back_off(outcome.retry_after_s)
+                    self._leave(gate)
+                    inside = False
                 await self._enter(gate, job)
                 inside = True
         finally:
             if inside:
                 self._leave(gate)
+
+
+def circuit_wait(error: BaseException) -> float | None:
+    """Seconds until the breaker lets a probe in, if ``error`` is only an open circuit
+    (nothing was sent); None for any other error."""
+    if isinstance(error, CircuitOpenError):
+        return error.retry_after_s or 0.0
+    return None
 
 
 def rate_limited(error: BaseException) -> tuple[bool, float | None]:
