@@ -30,6 +30,8 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     saved = dict(os.environ)
     os.environ["MMO_RUNLOG"] = str(tmp_path_factory.mktemp("runlog") / "runs.sqlite3")
     os.environ["MMO_CACHE"] = str(tmp_path_factory.mktemp("cache") / "responses.sqlite3")
+    # Where records go while a run log can't be written: never the user's cache dir.
+    os.environ["MMO_RUNLOG_FALLBACK"] = str(tmp_path_factory.mktemp("runlog-fallback"))
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MMO_CONFIG", "MMO_DEFAULT_MODEL"):
         os.environ.pop(name, None)
     os.chdir(tmp_path_factory.mktemp("cwd"))  # no stray mmo.toml
