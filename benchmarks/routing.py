@@ -9,7 +9,17 @@ counting as it would for a prompt never seen before; the last column repeats
 the run with counts cached (the same prompts again). No model is called.
 Timings use time.perf_counter; the table shows decisions/s for the median
 round and the median and 90th-percentile time of one decision. For scale, the
-last rows time the classifiers alone and one count_message_tokens call.
+last rows time the classifiers alone (the learned task classifier with its
+cues, and the cues alone) and one count_message_tokens call. The task router's
+target (issue 23) is a decision under 5 ms at p50.
+
+    python benchmarks/routing.py --accuracy
+
+also runs the cross-source evaluation of the task router on
+mmo_magic/data/task_prompts.csv: for each source, train on the others and
+classify that source's prompts of the eight benchmark categories (coding, math,
+reasoning, extraction, writing, roleplay, stem, humanities); the learned router
+against the cues alone.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--accuracy", action="store_true", help="cross-source task accuracy")
     args = parser.parse_args()
 
     prompts = list(routing.load_routing_prompts()["prompt"])
@@ -72,6 +83,7 @@ def main() -> None:
     )
 
     rules, task = routing.RulesRouter(), routing.TaskRouter()
+    cues = routing.TaskRouter(learned=False)
     complexity, cost = routing.ComplexityRouter(), routing.CostOptimizedRouter()
     cases: list[tuple[str, Callable[[CompletionRequest], object]]] = [
         ("rules (seed rules)", lambda r: rules.route(r, catalogue)),
@@ -79,6 +91,7 @@ def main() -> None:
         ("task", lambda r: task.route(r, catalogue)),
         ("cost", lambda r: cost.route(r, catalogue)),
         ("  TaskRouter.detect only", lambda r: task.detect(r.prompt_text)),
+        ("  TaskRouter.detect, cues only", lambda r: cues.detect(r.prompt_text)),
         ("  ComplexityRouter.assess only", lambda r: complexity.assess(r.prompt_text)),
         (
             "  one count_message_tokens",
@@ -116,8 +129,61 @@ def main() -> None:
         )
         for r in rows[:4]
     ]
+    task_row = rows[2]
+    checks.append(
+        Check(
+            "routing: task decision p50",
+            task_row["median_us"] / 1000,
+            "ms",
+            "< 5 ms",
+            task_row["median_us"] < 5000,
+            "learned classifier + cues",
+        )
+    )
+    if args.accuracy:
+        rows_accuracy = task_accuracy()
+        for r in rows_accuracy:
+            rows.append(r)
+        learned = [r for r in rows_accuracy if r["router"] == "task accuracy: learned + cues"]
+        checks.append(
+            Check(
+                "routing: task accuracy across sources",
+                learned[0]["accuracy"] * 100,
+                "%",
+                "",
+                None,
+                "8 categories, each source held out",
+            )
+        )
     print_checks(checks)
     save("routing", vars(args), rows, checks)
+
+
+def task_accuracy() -> list[dict[str, object]]:
+    """Cross-source accuracy of the task router, learned + cues and cues alone."""
+    from mmo_magic.routing.task_model import cross_source_router_evaluation, mean_accuracy
+
+    print("\ntask accuracy, each source held out (8 benchmark categories)")
+    learned = cross_source_router_evaluation()
+    alone = {s.source: s for s in cross_source_router_evaluation(learned=False)}
+    print(f"{'held-out source':26} {'prompts':>8} {'learned + cues':>15} {'cues alone':>11}")
+    for s in learned:
+        print(f"{s.source:26} {s.prompts:8} {s.accuracy:15.1%} {alone[s.source].accuracy:11.1%}")
+    both = mean_accuracy(learned), mean_accuracy(list(alone.values()))
+    total = sum(s.prompts for s in learned)
+    print(f"{'all (prompt-weighted)':26} {total:8} {both[0]:15.1%} {both[1]:11.1%}")
+    out: list[dict[str, object]] = [
+        {
+            "router": "task accuracy: learned + cues",
+            "source": s.source,
+            "prompts": s.prompts,
+            "accuracy": s.accuracy,
+        }
+        for s in learned
+    ]
+    out.insert(0, {"router": "task accuracy: learned + cues", "source": "all", "accuracy": both[0]})
+    out.append({"router": "task accuracy: cues alone", "source": "all", "accuracy": both[1]})
+    return out
 
 
 if __name__ == "__main__":

@@ -113,7 +113,9 @@ class _Signals:
         if rule._tasks:
             if self.task.task not in rule._tasks:
                 return None
-            matched.append(f"task={self.task.task}, matched: {', '.join(self.task.signals[:3])}")
+            evidence = [*self.task.signals[:2], *(repr(t) for t in self.task.terms[:2])]
+            found = f", matched: {', '.join(evidence)}" if evidence else ""
+            matched.append(f"task={self.task.task} ({self.task.confidence:.2f}){found}")
         if rule._levels:
             if self.complexity.level not in rule._levels:
                 return None

@@ -312,7 +312,7 @@ def test_rule_on_task_names_the_matched_signals() -> None:
     )
     d = router.route(request("Please refactor this:\n```python\nx=1\n```"), rules_catalogue())
     assert (d.model, d.rule, d.label) == ("code-model", "rule:code-review", "coding")
-    assert d.reason.startswith("rule 'code-review' (task=coding, matched: ")
+    assert d.reason.startswith("rule 'code-review' (task=coding (") and "matched: " in d.reason
     assert "code fence" in d.reason and d.reason.endswith("→ code-model")
 
 
