@@ -59,6 +59,7 @@ from ..storage.runlog import new_id
 from .auth import Gate, client_keys, declare_security
 from .disconnect import unless_disconnected
 from .errors import error_response, install_error_handlers
+from .responses import ResponsesRequest, ResponsesWire, request_options, response_object
 from .schemas import (
     ERROR_RESPONSES,
     UNSUPPORTED,
@@ -81,7 +82,7 @@ from .schemas import (
 )
 from .scrub import Scrubber
 from .shutdown import Drain
-from .streaming import start_stream
+from .streaming import ChatWire, start_stream
 
 __all__ = ["create_app"]
 
@@ -236,7 +237,8 @@ def create_app(
             options["parallel_tool_calls"] = body.parallel_tool_calls
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await start_stream(request, orc, messages, model, options, include_usage, scrub)
+            wire = ChatWire(model, include_usage, scrub)
+            return await start_stream(request, orc, messages, model, options, wire)
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
         return ChatCompletionOut(
             id=f"chatcmpl-{response.run_id or new_id()}",
@@ -255,6 +257,22 @@ def create_app(
             usage=usage_out(response),
             mmo=details_out(response, scrub),
         )
+
+    @app.post(
+        "/v1/responses",
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+    )
+    async def responses(body: ResponsesRequest, request: Request) -> Any:
+        _check_cap(body.max_output_tokens, settings.max_tokens_cap)
+        await _check_unicode(request)
+        messages, options = request_options(body)
+        model, route = _target(body.model)
+        options["route"] = route
+        if body.stream:
+            wire = ResponsesWire(body, body.model, scrub)
+            return await start_stream(request, orc, messages, model, options, wire)
+        response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
+        return response_object(body, response, scrub)
 
     return app
 

@@ -24,10 +24,10 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..core.errors import MMOError
 from ..orchestration.orchestrator import AsyncCompletionStream, Orchestrator
@@ -37,7 +37,7 @@ from .errors import mmo_error_response, server_error, shutting_down_response
 from .schemas import details_out, finish_reason, tool_calls_out, usage_out
 from .shutdown import Drain, ShuttingDown
 
-__all__ = ["start_stream"]
+__all__ = ["ChatWire", "StreamWire", "sse", "start_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ async def start_stream(
     messages: list[dict[str, Any]],
     model: str,
     options: dict[str, Any],
-    include_usage: bool,
-    scrub: Callable[[str], str],
+    wire: StreamWire,
 ) -> Response:
-    """Stream the answer as SSE; a call failing before its first token gets a plain HTTP error."""
+    """Stream the answer as SSE in ``wire``'s events; a call failing before its first token
+    gets a plain HTTP error."""
     stream = orc.astream(messages, model, **options)
     texts = aiter(stream)
     # Closing the iterator is what cancels the call (and closes the provider's stream).
@@ -66,50 +66,91 @@ async def start_stream(
         await texts.aclose()
         raise ShuttingDown
     return StreamingResponse(
-        _chat_stream(stream, texts, first, model, include_usage, scrub, drain),
+        _guarded(wire, stream, texts, first, drain),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+class StreamWire(Protocol):
+    """One wire's SSE events: the answer's, and the ending of a stream that broke."""
+
+    scrub: Callable[[str], str]  # hides upstream addresses in errors (``scrub.Scrubber``)
+
+    def events(
+        self, stream: AsyncCompletionStream, texts: AsyncIterator[str], first: str | None
+    ) -> AsyncIterator[str]:
+        """Every event of a stream that finishes; ``first`` is the first text (None: none)."""
+        ...
+
+    def failed(self, error: JSONResponse) -> str:
+        """The events ending a stream that broke with ``error`` (OpenAI's error shape)."""
+        ...
 
 
-def _error_event(response: Response) -> str:
-    return f"data: {bytes(response.body).decode()}\n\n"
+def sse(payload: dict[str, Any], event: str | None = None) -> str:
+    """One SSE event; ``event`` names it (the Responses and Messages wires name theirs)."""
+    data = f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+    return data if event is None else f"event: {event}\n{data}"
 
 
-async def _chat_stream(
+async def _guarded(
+    wire: StreamWire,
     stream: AsyncCompletionStream,
     texts: AsyncGenerator[str, None],
     first: str | None,
-    requested: str,
-    include_usage: bool,
-    scrub: Callable[[str], str],
     drain: Drain | None,
 ) -> AsyncIterator[str]:
-    """OpenAI ``chat.completion.chunk`` events, then ``[DONE]``; an error event first if it
-    breaks, or if shutdown cuts it."""
-    head = {"id": f"chatcmpl-{new_id()}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": requested}  # fmt: skip
-    extra = {"usage": None} if include_usage else {}
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return _sse({**head, "choices": [choice], **extra, **more})
-
+    """``wire``'s events, ended by its error events if the call breaks or shutdown cuts it."""
     task = asyncio.current_task()
     try:
         if drain is not None and drain.cut:
             raise ShuttingDown
         # While the answer streams, shutdown's cut cancels this task (see except below).
         with drain.watch(task) if drain is not None else nullcontext():
-            yield chunk({"role": "assistant", "content": ""})
-            text = first
-            while text is not None:
-                yield chunk({"content": text})
-                text = await anext(texts, None)
+            async for event in wire.events(stream, texts, first):
+                yield event
+    except asyncio.CancelledError:
+        if task is None or drain is None or not drain.was_cut(task):
+            raise  # the client left, or the server is being stopped hard
+        task.uncancel()  # cut by shutdown: this task lives on to say so
+        yield wire.failed(shutting_down_response(started=True))
+    except ShuttingDown:
+        yield wire.failed(shutting_down_response(started=True))
+    except MMOError as exc:
+        yield wire.failed(mmo_error_response(exc, wire.scrub))
+    except Exception:
+        logger.exception("Unhandled error while streaming")
+        yield wire.failed(server_error())
+    finally:
+        await texts.aclose()  # a no-op when finished; stops the call when the client left
+
+
+class ChatWire:
+    """OpenAI ``chat.completion.chunk`` events, then ``[DONE]``; an error event before
+    ``[DONE]`` when it breaks."""
+
+    def __init__(self, requested: str, include_usage: bool, scrub: Callable[[str], str]) -> None:
+        self.requested = requested
+        self.include_usage = include_usage
+        self.scrub = scrub
+
+    async def events(
+        self, stream: AsyncCompletionStream, texts: AsyncIterator[str], first: str | None
+    ) -> AsyncIterator[str]:
+        head = {"id": f"chatcmpl-{new_id()}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": self.requested}  # fmt: skip
+        extra = {"usage": None} if self.include_usage else {}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return sse({**head, "choices": [choice], **extra, **more})
+
+        yield chunk({"role": "assistant", "content": ""})
+        text = first
+        while text is not None:
+            yield chunk({"content": text})
+            text = await anext(texts, None)
         response = stream.response
         assert response is not None  # set when the texts run out
         # Content chunks name the model asked for; the answering one is known at the end.
@@ -117,27 +158,12 @@ async def _chat_stream(
         # Tool calls arrive whole with the response: one delta each, arguments complete.
         for index, call in enumerate(tool_calls_out(response)):
             yield chunk({"tool_calls": [{"index": index, **call.model_dump()}]})
-        details = details_out(response, scrub).model_dump()
+        details = details_out(response, self.scrub).model_dump()
         yield chunk({}, finish_reason(response), mmo=details)
-        if include_usage:
+        if self.include_usage:
             usage = usage_out(response)
-            yield _sse({**head, "choices": [], "usage": usage and usage.model_dump()})
+            yield sse({**head, "choices": [], "usage": usage and usage.model_dump()})
         yield _DONE
-    except asyncio.CancelledError:
-        if task is None or drain is None or not drain.was_cut(task):
-            raise  # the client left, or the server is being stopped hard
-        task.uncancel()  # cut by shutdown: this task lives on to say so
-        yield _error_event(shutting_down_response(started=True))
-        yield _DONE
-    except ShuttingDown:
-        yield _error_event(shutting_down_response(started=True))
-        yield _DONE
-    except MMOError as exc:
-        yield _error_event(mmo_error_response(exc, scrub))
-        yield _DONE
-    except Exception:
-        logger.exception("Unhandled error while streaming")
-        yield _error_event(server_error())
-        yield _DONE
-    finally:
-        await texts.aclose()  # a no-op when finished; stops the call when the client left
+
+    def failed(self, error: JSONResponse) -> str:
+        return f"data: {bytes(error.body).decode()}\n\n{_DONE}"
