@@ -28,7 +28,8 @@ class ModelStats:
     done: int = 0  # finished this run, ok or not
     failed: int = 0
     resumed: int = 0  # taken from the run log, not sent
-    cost: float = 0.0
+    cost: float = 0.0  # of the priced calls
+    unpriced: int = 0  # answered calls whose cost is unknown (shown as missing, never $0)
     throttled: int = 0  # 429 answers
     started: float | None = None  # perf_counter of the first send
     last: float | None = None  # of the last finish
@@ -67,6 +68,10 @@ class BatchStats:
         return sum(m.cost for m in self.models.values())
 
     @property
+    def unpriced(self) -> int:
+        return sum(m.unpriced for m in self.models.values())
+
+    @property
     def done(self) -> int:
         return sum(m.done + m.resumed for m in self.models.values())
 
@@ -102,5 +107,10 @@ def set_default_progress(factory: ProgressFactory | None) -> None:
 
 
 def default_progress() -> BatchProgress | None:
-    """A new view from the registered factory (a notebook's or a terminal's), or None."""
-    return _default_progress() if _default_progress is not None else None
+    """A new view from the registered factory (a notebook's), else the text view when
+    stderr is a terminal (a plain script or shell), else None."""
+    if _default_progress is not None:
+        return _default_progress()
+    from .text_progress import terminal_progress
+
+    return terminal_progress()

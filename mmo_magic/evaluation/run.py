@@ -24,6 +24,7 @@ this module never imports Ray code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -54,6 +55,8 @@ from .scheduler import Job, Outcome, Scheduler, circuit_wait, rate_limited
 from .spec import BatchSpec
 
 __all__ = ["Batch"]
+
+TICK_S = 0.5  # a progress view is redrawn at least this often while the batch runs
 
 
 class Batch(Plan):
@@ -107,6 +110,8 @@ class Batch(Plan):
                 seen.append(response)
                 if response.cost:
                     stats.cost += response.cost
+                elif response.cost is None and not response.error:
+                    stats.unpriced += 1
                 if response.error and "(HTTP 429)" in response.error:
                     stats.throttled += 1
 
@@ -206,9 +211,12 @@ class Batch(Plan):
         return complete
 
     def _judge_cost(self, response: CompletionResponse) -> None:
+        stats = self.stats.model(f"judge {response.model}")
         if response.cost:
             self.judge_cost += response.cost
-            self.stats.model(f"judge {response.model}").cost += response.cost
+            stats.cost += response.cost
+        elif response.cost is None and not response.error:
+            stats.unpriced += 1
 
     def judge_jobs(self) -> list[Job]:
         jobs: list[Job] = []
@@ -298,17 +306,20 @@ class Batch(Plan):
         with self.shown(progress):
             await scheduler.run(self.answer_job(c, options) for c in todo)
             if self.s.judges:
+                jobs = self.judge_jobs()  # first: the judges' rows show their totals at once
                 self.stats.phase = "judging"
                 self._update(force=True)
-                await scheduler.run(self.judge_jobs())
+                await scheduler.run(jobs)
 
     @contextlib.contextmanager
     def shown(self, progress: BatchProgress | None) -> Iterator[None]:
         """Report the run to ``progress`` from start to finish; its phase ends done or stopped
         (the same for this process's loop and for Ray)."""
         self.progress = progress
+        ticking = None
         if progress is not None:
             progress.start(self.stats)
+            ticking = asyncio.get_running_loop().create_task(self._tick())
         try:
             yield
             self.stats.phase = "done"
@@ -316,8 +327,16 @@ class Batch(Plan):
             self.stats.phase = "stopped"
             raise
         finally:
+            if ticking is not None:
+                ticking.cancel()
             if progress is not None:
                 progress.finish(self.stats)
+
+    async def _tick(self) -> None:
+        """Redraw now and then, so the clock moves while a slow call (a judge's) runs."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._update(force=True)
 
     def _scheduler(self) -> Scheduler:
         return Scheduler(self.s.concurrency, self.limits)

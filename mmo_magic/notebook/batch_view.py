@@ -17,134 +17,52 @@ from __future__ import annotations
 
 import html
 import sys
-import threading
 import time
-from typing import IO, Any
+from typing import Any
 
-from ..core.money import format_usd
-from ..evaluation.progress import BatchStats, ModelStats, set_default_progress
+from ..evaluation.progress import BatchStats, set_default_progress
+from ..evaluation.text_progress import (
+    TextProgress,
+    eta_text,
+    header_text,
+    render_text,
+    spent_text,
+)
 
 __all__ = ["TextProgress", "WidgetProgress", "auto_progress", "install", "render_text"]
 
-_BAR = 20
-
-
-def _eta(stats: ModelStats) -> str:
-    eta = stats.eta_s
-    if eta is None:
-        return "eta ?"
-    if eta == 0:
-        return "done"
-    if eta < 60:
-        return f"eta {eta:.0f}s"
-    minutes, seconds = divmod(int(eta), 60)
-    return f"eta {minutes}m{seconds:02d}s"
-
-
-def _bar(done: int, total: int, width: int = _BAR) -> str:
-    filled = width if total == 0 else int(width * done / total)
-    return "█" * filled + "·" * (width - filled)
-
-
-def _header(stats: BatchStats) -> str:
-    elapsed = time.perf_counter() - stats.started
-    worst = (
-        f" · worst case {format_usd(stats.worst_case_cost)}"
-        if stats.worst_case_cost is not None
-        else ""
-    )
-    return (
-        f"batch {stats.phase}: {stats.done}/{stats.total} · {stats.failed} failed · "
-        f"{format_usd(stats.cost)} spent{worst} · {elapsed:.1f}s"
-    )
-
-
-def render_text(stats: BatchStats) -> str:
-    """The text view: a totals line, then one bar per model (and judge)."""
-    rows = [_header(stats)]
-    width = max((len(name) for name in stats.models), default=0)
-    for name, m in stats.models.items():
-        finished = m.done + m.resumed
-        resumed = f" ({m.resumed} from the log)" if m.resumed else ""
-        throttled = f" · {m.throttled}× 429" if m.throttled else ""
-        rows.append(
-            f"  {name.ljust(width)} {_bar(finished, m.total)} {finished}/{m.total}{resumed} · "
-            f"{m.failed} failed · {format_usd(m.cost)} · {_eta(m)}{throttled}"
-        )
-    return "\n".join(rows)
-
-
-class TextProgress:
-    """A text view for terminals and scripts.
-
-    On a terminal the block is redrawn in place (at most ``interval_s`` apart);
-    elsewhere (a log file, CI) it is printed every ``quiet_interval_s`` and
-    once at the end.
-    """
-
-    def __init__(
-        self,
-        stream: IO[str] | None = None,
-        *,
-        interval_s: float = 0.2,
-        quiet_interval_s: float = 10.0,
-    ) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        isatty = getattr(self.stream, "isatty", None)
-        self.live = bool(isatty and isatty())
-        self.interval_s = interval_s if self.live else quiet_interval_s
-        self._lines = 0
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def start(self, stats: BatchStats) -> None:
-        self._draw(stats, force=True)
-
-    def update(self, stats: BatchStats) -> None:
-        self._draw(stats)
-
-    def finish(self, stats: BatchStats) -> None:
-        self._draw(stats, force=True)
-
-    def close(self) -> None:
-        """Nothing to replace: the text is already final."""
-
-    def _draw(self, stats: BatchStats, force: bool = False) -> None:
-        with self._lock:
-            now = time.perf_counter()
-            if not force and now - self._last < self.interval_s:
-                return
-            self._last = now
-            text = render_text(stats)
-            if self.live and self._lines:
-                # Back to the first line of the previous block, and clear below it.
-                self.stream.write(f"\x1b[{self._lines}F\x1b[J")
-            self.stream.write(text + "\n")
-            self.stream.flush()
-            self._lines = text.count("\n") + 1
+# MathJax 3 and 2 class names: money such as "$0.01 spent · worst case $0.02" is text,
+# never LaTeX (JupyterLab and nbconvert typeset "$...$" otherwise).
+_NO_MATH = "mathjax_ignore tex2jax_ignore"
+_CELL = "padding:0.15em 0.6em"  # the live table's cells, as the finished view's
 
 
 def render_html(stats: BatchStats) -> str:
     """The widget's table as HTML (also the static rendering left in the notebook)."""
     rows = []
+    td = f"<td style='{_CELL}'>"
     for name, m in stats.models.items():
         finished = m.done + m.resumed
         share = 100 if m.total == 0 else 100 * finished / m.total
-        failed_style = " style='color:var(--jp-error-color1, #c00)'" if m.failed else ""
+        failed = f"{_CELL};color:var(--jp-error-color1, #c00)" if m.failed else _CELL
         rows.append(
-            f"<tr><td><b>{html.escape(name)}</b></td>"
-            "<td style='min-width:8em'><div style='background:var(--jp-layout-color3,#ddd);"
-            "height:0.7em'><div style='background:var(--jp-brand-color1,#1976d2);height:0.7em;"
-            f"width:{share:.0f}%'></div></div></td>"
-            f"<td>{finished}/{m.total}</td><td{failed_style}>{m.failed}</td>"
-            f"<td>{m.resumed}</td><td>{html.escape(format_usd(m.cost))}</td>"
-            f"<td>{html.escape(_eta(m))}</td><td>{m.throttled or ''}</td></tr>"
+            f"<tr>{td}<b>{html.escape(name)}</b></td>"
+            f"<td style='{_CELL};min-width:8em'><div style='background:"
+            "var(--jp-layout-color3,#ddd);height:0.7em'><div style='background:"
+            f"var(--jp-brand-color1,#1976d2);height:0.7em;width:{share:.0f}%'></div></div></td>"
+            f"{td}{finished}/{m.total}</td><td style='{failed}'>{m.failed}</td>"
+            f"{td}{m.resumed}</td>{td}{html.escape(spent_text(m.cost, m.unpriced))}</td>"
+            f"{td}{html.escape(eta_text(m, stats.phase))}</td>{td}{m.throttled or ''}</td></tr>"
         )
+    th = f"<th style='{_CELL}'>"
+    heads = "".join(
+        f"{th}{h}</th>"
+        for h in ("model", "progress", "done", "failed", "from log", "cost", "time left", "429s")
+    )
     return (
-        f"<div style='color:var(--jp-ui-font-color1)'><p>{html.escape(_header(stats))}</p>"
-        "<table><tr><th>model</th><th>progress</th><th>done</th><th>failed</th>"
-        "<th>from log</th><th>cost</th><th>time left</th><th>429s</th></tr>"
-        f"{''.join(rows)}</table></div>"
+        f"<div class='{_NO_MATH}' style='color:var(--jp-ui-font-color1)'>"
+        f"<p>{html.escape(header_text(stats))}</p>"
+        f"<table style='border-collapse:collapse'><tr>{heads}</tr>{''.join(rows)}</table></div>"
     )
 
 

@@ -325,7 +325,7 @@ class Terminal(io.StringIO):
 
 
 def test_terminal_progress_shows_done_failed_cost_and_eta_per_model(orc, sim):
-    from mmo_magic.notebook.batch_view import TextProgress
+    from mmo_magic.evaluation.text_progress import TextProgress
 
     broken = with_model_id(orc, "oa", "sim-fast?fail=500&fail_times=1")
     out = io.StringIO()  # not a terminal: one block at the start, one at the end
@@ -347,7 +347,7 @@ def test_terminal_progress_shows_done_failed_cost_and_eta_per_model(orc, sim):
 
 
 def test_text_progress_eta_follows_each_models_pace():
-    from mmo_magic.notebook.batch_view import render_text
+    from mmo_magic.evaluation.text_progress import render_text
 
     stats = BatchStats()
     fast, slow = stats.model("fast"), stats.model("slow")
