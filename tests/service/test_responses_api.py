@@ -240,3 +240,27 @@ def test_langchain_use_responses_api(gateway, stream):
     assert "21 degrees" in bound.invoke(messages).text
     city = chat.with_structured_output(City, method="json_schema").invoke("Describe Paris.")
     assert isinstance(city, City)
+
+
+def test_openai_agents_default_agent_with_a_tool_and_an_output_type(gateway):
+    import asyncio
+
+    from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
+
+    asked: list[str] = []
+
+    @function_tool
+    def population(city: str) -> int:
+        """How many people live in ``city``."""
+        asked.append(city)
+        return 2_100_000
+
+    async def run() -> Any:
+        client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+        model = OpenAIResponsesModel("oa", openai_client=client)  # the default model's class
+        agent = Agent(name="cities", model=model, tools=[population], output_type=City)
+        config = RunConfig(tracing_disabled=True)
+        return await Runner.run(agent, "How many people live in Paris?", run_config=config)
+
+    result = asyncio.run(run())
+    assert isinstance(result.final_output, City) and len(asked) == 1
