@@ -13,6 +13,9 @@ directory. ``MMO_CONFIG=path`` replaces both. Example::
     default = "task"                   # the router model="auto" uses
     [routing.tasks]                    # TaskRouter: task -> models, in preference order
     coding = ["claude-sonnet-4-5", "gpt-5"]
+    [routing.learned.mine]             # a learned router (router.save(...)), used as
+    path = "routers/mine.json"         # route="mine", %%mmo auto -r mine, model="auto:mine";
+                                       # a relative path is from this file's directory
 
     [models.gpt-4o]                    # override a built-in model's fields
     cost_per_1k_input = 0.0025
@@ -88,7 +91,10 @@ _TOP_LEVEL_KEYS = (
     "concurrency",
 )
 _BREAKER_KEYS = ("threshold", "cooldown_s", "max_cooldown_s", "backoff")
-_ROUTING_KEYS = ("default", "tasks")
+_ROUTING_KEYS = ("default", "tasks", "learned")
+_LEARNED_KEYS = ("path",)
+# A learned router's name is typed after "auto:" and "-r": one word, no spaces or colons.
+_ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _FIELD_TYPES = typing.get_type_hints(ModelConfig)
 _LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
@@ -131,6 +137,8 @@ class Settings:
     budget: float | None = None
     route: str | None = None
     task_models: dict[str, list[str]] = field(default_factory=dict)
+    # [routing.learned.NAME] path = ...: NAME -> the router file (checked to exist, not read)
+    learned_routers: dict[str, Path] = field(default_factory=dict)
     server: ServerSettings = field(default_factory=ServerSettings)
     # [breaker]: CircuitBreaker's arguments (threshold, cooldown_s, max_cooldown_s, backoff)
     breaker: dict[str, Any] = field(default_factory=dict)
@@ -273,6 +281,9 @@ def _read_routing(path: Path, table: Any, settings: Settings) -> None:
                 )
             settings.route = value
             continue
+        if key == "learned":
+            _read_learned(path, value, settings)
+            continue
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: [routing.tasks] must be a table of task = model(s).")
         for task, models in value.items():
@@ -283,6 +294,46 @@ def _read_routing(path: Path, table: Any, settings: Settings) -> None:
                     f"got {_describe(models)}."
                 )
             settings.task_models[task] = names
+
+
+def _read_learned(path: Path, table: Any, settings: Settings) -> None:
+    """[routing.learned.NAME] path = "...": where each named learned router's file is.
+
+    Only the file's existence is checked here (core reads no router); the orchestrator
+    loads it (``Orchestrator.from_config``), so a damaged file is refused there.
+    """
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [routing.learned] must hold tables ([routing.learned.NAME]).")
+    for name, fields in table.items():
+        where = f"{path}: [routing.learned.{name}]"
+        if not _ROUTER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{where}: {name!r} is not a router name.",
+                hint="Use letters, digits, '_', '-' or '.', e.g. [routing.learned.mine].",
+            )
+        if not isinstance(fields, dict):
+            raise ConfigError(f'{where} must be a table: path = "router.json".')
+        for key in fields:
+            if key not in _LEARNED_KEYS:
+                raise ConfigError(
+                    f"{where} unknown setting {key!r}.", hint=_did_you_mean(key, _LEARNED_KEYS)
+                )
+        file = fields.get("path")
+        if not isinstance(file, str) or not file.strip():
+            raise ConfigError(
+                f"{where} needs path = the router file, got {_describe(file)}.",
+                hint='Save one with router.save("router.json") and give its path.',
+            )
+        router_path = Path(file).expanduser()
+        if not router_path.is_absolute():
+            router_path = Path(path).parent / router_path
+        if not router_path.is_file():
+            raise ConfigError(
+                f"{where}: the router file {router_path} does not exist.",
+                hint="Save one there with router.save(...), or fix the path "
+                "(relative paths are read from the config file's directory).",
+            )
+        settings.learned_routers[name] = router_path
 
 
 def _read_concurrency(path: Path, table: Any, settings: Settings) -> None:

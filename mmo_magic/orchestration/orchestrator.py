@@ -8,8 +8,10 @@ the methods users call. The work of one call is the call engine's
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline, PipelineResult, PipelineStep
 
 __all__ = ["AUTO", "AsyncCompletionStream", "CompletionStream", "Orchestrator"]
+
+# A named router is typed after "auto:" and -r: one word (as mmo.toml's [routing.learned.NAME]).
+_ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class Orchestrator:
@@ -97,7 +102,8 @@ class Orchestrator:
         self._default_model = default_model
         self.default_route = default_route
         self.task_models = task_models
-        self._routers: dict[str, Router] = {}
+        self._routers: dict[str, Router] = {}  # built-in routers made on first use
+        self._named_routers: dict[str, Router] = {}  # add_router's, kept across model changes
         self._loop = background_loop
         self._engine = CallEngine(
             catalogue,
@@ -145,7 +151,20 @@ class Orchestrator:
             kwargs.setdefault("max_concurrency_per_provider", concurrency.pop("default"))
         if concurrency:
             kwargs.setdefault("provider_concurrency", concurrency)
-        return cls(catalogue, default, **kwargs)
+        orc = cls(catalogue, default, **kwargs)
+        # [routing.learned.NAME] path = ...: named learned routers, loaded (and their models
+        # checked against the catalogue) now, so a bad file fails here, not at a call.
+        for name, router_path in settings.learned_routers.items():
+            from ..routing.learned import load_router
+
+            try:
+                orc.add_router(name, load_router(router_path))
+            except ConfigError as exc:
+                orc.close()
+                raise ConfigError(
+                    f"{source}: [routing.learned.{name}]: {exc.message}", hint=exc.hint
+                ) from exc
+        return orc
 
     @property
     def session_id(self) -> str:
@@ -456,14 +475,68 @@ class Orchestrator:
         request = build_request(prompt, options.get("system"), None, options.get("max_tokens"))
         return self._router(route).route(request, self.catalogue)
 
+    @property
+    def routers(self) -> dict[str, Router]:
+        """The named routers ``add_router`` (or mmo.toml's ``[routing.learned.NAME]``) added."""
+        return dict(self._named_routers)
+
+    def add_router(self, name: str, router: Router | str | os.PathLike[str]) -> None:
+        """Make ``router`` usable by ``name``: ``route=name``, ``%%mmo auto -r name``,
+        ``%mmo_route -r name`` and the gateway's ``model="auto:name"``.
+
+        ``router`` is a Router (a ``LearnedRouter`` from ``lr.at(...)``, say) or the path of
+        a file ``router.save`` wrote. A learned router's models must be in the catalogue.
+        The name may not be a built-in router's; adding a name again replaces its router.
+        """
+        from ..routing import ROUTERS, Router
+        from ..routing.learned import LearnedRouter, load_router
+
+        if not isinstance(name, str) or not _ROUTER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"Router name {name!r} is not a name.",
+                hint="Use letters, digits, '_', '-' or '.' (it is typed after 'auto:' and -r).",
+            )
+        if name.lower() in ROUTERS:
+            raise ConfigError(
+                f"{name!r} is a built-in router's name.",
+                hint=f"Pick another name; built-in routers: {', '.join(ROUTERS)}.",
+            )
+        if isinstance(router, str | os.PathLike):
+            router = load_router(Path(router))
+        if not isinstance(router, Router):
+            raise ConfigError(
+                f"add_router takes a Router or a router file's path, got {type(router).__name__}."
+            )
+        if isinstance(router, LearnedRouter):
+            missing = [m for m in router.models if not _in_catalogue(self.catalogue, m)]
+            if missing:
+                raise ConfigError(
+                    f"Router {name!r} was learned on {', '.join(missing)}, "
+                    f"which {'is' if len(missing) == 1 else 'are'} not in the catalogue.",
+                    hint="Add them under the same names (mmo.toml or add_model), "
+                    "or learn a router on the models you have.",
+                )
+        self._named_routers[name] = router
+
     def _router(self, route: str | Router | None) -> Router:
-        from ..routing import Router, make_router
+        from ..routing import ROUTERS, Router, make_router
 
         if isinstance(route, Router):
             return route
         name = route or self.default_route
+        named = self._named_routers.get(name)
+        if named is not None:
+            return named
         router = self._routers.get(name)
         if router is None:
+            if name.strip().lower() not in ROUTERS:
+                known = [*ROUTERS, *self._named_routers]
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(
+                    f"Unknown router {name!r}.",
+                    hint=f"{hint}Routers: {', '.join(known)} (add_router adds one by name).",
+                )
             router = self._routers[name] = make_router(
                 name, default=self.default_model, task_models=self.task_models
             )
@@ -573,6 +646,14 @@ class Orchestrator:
             f"<Orchestrator {models} models ({available} available), "
             f"default {self.default_model!r}>"
         )
+
+
+def _in_catalogue(catalogue: Catalogue, name: str) -> bool:
+    try:
+        catalogue.resolve(name)
+    except UnknownModelError:
+        return False
+    return True
 
 
 def check_fallbacks(catalogue: Catalogue) -> None:
