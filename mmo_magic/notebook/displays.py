@@ -113,7 +113,10 @@ def _race_html(result: Any) -> str | None:
 
 def _race_plain(result: Any, printer: Any, cycle: bool) -> None:
     if SHOWN_LIVE.get(id(result)) is result:
-        printer.text(rendering.summary_text(_race_state(result)))  # the rest is shown above
+        # The race, its winner and its summary are printed above: Out[] only names the value.
+        value: Any = result
+        winner = value.winner.model if value.winner is not None else None
+        printer.text(f"<{type(value).__name__}: winner {winner}, {len(value.responses)} answers>")
     else:
         printer.text(rendering.race_text(_race_state(result)))
 

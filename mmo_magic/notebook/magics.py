@@ -31,7 +31,7 @@ from ..orchestration.calls import CallOptions
 from ..orchestration.orchestrator import Orchestrator
 from ..orchestration.pipeline import Pipeline, PipelineStep
 from ..orchestration.session import get_orchestrator
-from . import rendering
+from . import rendering, transforms
 from .displays import SHOWN_LIVE, RaceDisplay, formatters
 
 __all__ = ["MMOMagics", "load", "parse_pipeline", "unload"]
@@ -432,8 +432,8 @@ class MMOMagics(Magics):
     @line_magic
     @_friendly
     def mmo_models(self, line: str) -> Any:
-        """Models with availability, prices (USD per 1M tokens) and context windows."""
-        return self.orc.catalogue.to_dataframe()
+        """Models: availability (and the key to set), prices (USD per 1M tokens), tier, host."""
+        return rendering.models_frame(self.orc.catalogue)
 
     @magic_arguments()
     @argument("-r", "--route", default=None, help="Router: complexity, task, cost, rules.")
@@ -453,12 +453,17 @@ class MMOMagics(Magics):
     @argument("--models", required=True, metavar="M1,M2")
     @argument("--judge", default=None, metavar="J1,J2", help="judges: pairwise, both orders")
     @argument("--grade", action="store_true", help="judges grade each answer 1-10 instead")
+    @argument("--criteria", default=None, metavar="TEXT", help="what the judges look for")
     @argument("--reference", default=None, metavar="COLUMN", help="reference answers")
+    @argument("--key", default=None, metavar="COLUMN", help="the column naming items (resume)")
     @argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
     @argument("--concurrency", type=int, default=16)
+    @argument("--limits", default=None, metavar="VAR|JSON", help="rate limits by model")
     @argument("--budget", type=float, default=None)
+    @argument("--allow-unpriced", action="store_true", help="send to unpriced models too")
     @argument("--rerun", choices=["failed", "all"], default=None)
     @argument("-s", "--system", default=None)
+    @argument("--temperature", type=float, default=None)
     @argument("--max-tokens", type=int, default=None)
     @argument("--engine", choices=["local", "ray"], default=None, help="ray: spread over Ray")
     @argument("--ray-address", default=None, metavar="ADDRESS", help="a Ray cluster to join")
@@ -467,23 +472,56 @@ class MMOMagics(Magics):
     @cell_magic
     @_friendly
     def mmo_batch(self, line: str, cell: str) -> Any:
-        """Every model on every item of --data; the cell is the prompt template ({column})."""
+        """Every model on every item of --data; the cell is the prompt template ({column}).
+
+        ``--limits`` names a variable holding a dict or ``Limits`` (or is a JSON object):
+        ``{"sim-fast": {"requests_per_minute": 60}}``.
+        """
         from ..evaluation import load_items
-        from .batch_view import auto_progress
 
         args = _parse(self.mmo_batch, line)
         items = load_items(self.ip.user_ns.get(args.data, args.data))
         if args.limit is not None:
             items = items[: args.limit]
-        result = self.orc.batch(
-            items, _models(args.models), cell.strip(), judges=_models(args.judge) or None,
-            judge_mode="grade" if args.grade else "pairwise", reference_column=args.reference,
-            concurrency=args.concurrency, budget=args.budget, rerun=args.rerun,
-            system=args.system, max_tokens=args.max_tokens, progress=auto_progress(),
-            engine=args.engine, ray_address=args.ray_address, workers=args.workers,
-        )  # fmt: skip
+        # progress=None: the view (a widget under a kernel) is made only once the batch has
+        # been checked, so a refused batch leaves no "batch starting…" widget behind.
+        try:
+            result = self._batch(items, args, cell)
+        except MMOError as exc:
+            # The hint speaks the API's keyword; here the same thing is a flag.
+            exc.args = (str(exc).replace("allow_unpriced=True", "--allow-unpriced"),)
+            raise
         self._store(args.out, result)
         return result
+
+    def _batch(self, items: Any, args: argparse.Namespace, cell: str) -> Any:
+        return self.orc.batch(
+            items, _models(args.models), cell.strip(), judges=_models(args.judge) or None,
+            judge_mode="grade" if args.grade else "pairwise", criteria=args.criteria,
+            reference_column=args.reference, key=args.key, concurrency=args.concurrency,
+            limits=self._limits(args.limits), budget=args.budget,
+            allow_unpriced=args.allow_unpriced, rerun=args.rerun, system=args.system,
+            temperature=args.temperature, max_tokens=args.max_tokens, progress=None,
+            engine=args.engine, ray_address=args.ray_address, workers=args.workers,
+        )  # fmt: skip
+
+    def _limits(self, value: str | None) -> Any:
+        """--limits: a variable of the user's namespace, else a JSON object."""
+        if value is None:
+            return None
+        if value in self.ip.user_ns:
+            return self.ip.user_ns[value]
+        try:
+            limits = json.loads(value)
+        except ValueError:
+            limits = None
+        if not isinstance(limits, dict):
+            raise ConfigError(
+                f"--limits {value!r} is neither a variable nor a JSON object.",
+                hint='Use --limits LIMITS (a dict in a variable) or --limits \'{"m": '
+                '{"requests_per_minute": 60}}\'',
+            )
+        return limits
 
     # -- %%mmo_pipeline -----------------------------------------------------------
 
@@ -522,7 +560,7 @@ class MMOMagics(Magics):
                 step, response = finished.get()
                 head = f"**{step.name}** · {rendering.escape_markdown(response.model)}"
                 plain = f"[{step.name}] {response.model}\n{response.content}"
-                markdown = f"{head}\n\n{response.content}"
+                markdown = f"{head}\n\n{rendering.answer_markdown(response.content)}"
                 display({"text/markdown": markdown, "text/plain": plain}, raw=True)
                 self._footer(response)
 
@@ -601,7 +639,8 @@ def _render(text: str, fmt: str) -> dict[str, str]:
         return {"text/markdown": f"```\n{code}\n```", "text/plain": code}
     if fmt == "text":
         return {"text/plain": text, "text/html": rendering.pre_html(text)}
-    return {"text/markdown": text, "text/plain": text}
+    # Markdown, with each "$" outside code a literal dollar, never math
+    return {"text/markdown": rendering.answer_markdown(text), "text/plain": text}
 
 
 def _code_of(text: str) -> str:
@@ -624,6 +663,7 @@ def load(shell: Any) -> None:
     shell.configurables.append(magics)
     for formatter, module, name, function in formatters(shell):
         formatter.for_type_by_name(module, name, function)
+    transforms.install(shell)  # "%mmo_route ... France?" is a prompt, not a help request
     from .batch_view import install
 
     install()  # batches show a live progress view here
@@ -639,6 +679,7 @@ def unload(shell: Any) -> None:
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, MMOMagics)]
     for formatter, module, name, _ in formatters(shell):
         formatter.pop(f"{module}.{name}", None)
+    transforms.uninstall(shell)
     from ..evaluation.progress import set_default_progress
 
     set_default_progress(None)

@@ -39,6 +39,7 @@ __all__ = [
     "PanelState",
     "RaceState",
     "Votes",
+    "answer_markdown",
     "escape_markdown",
     "footer_html",
     "judge_line",
@@ -267,6 +268,47 @@ def pre_html(text: str) -> str:
     return (
         f'<pre class="{NO_MATH}" style="white-space:pre-wrap;color:{FG}">{html.escape(text)}</pre>'
     )
+
+
+_FENCE_LINE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(`+)(?:.+?)\1", re.DOTALL)
+_BARE_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def answer_markdown(text: str) -> str:
+    """A model's answer as Markdown in which every ``$`` outside code is a literal dollar.
+
+    JupyterLab (and nbconvert with MathJax) typeset ``$...$`` as math, so "Prices: $5
+    and $6" showed as italic "5and6". ``\\$`` is the escape JupyterLab's Markdown
+    renderer leaves as a dollar. Code spans and fenced blocks are left as written:
+    a backslash there would show.
+    """
+    if "$" not in text:
+        return text
+    out: list[str] = []
+    fence: str | None = None
+    for line in text.splitlines(keepends=True):
+        opening = _FENCE_LINE.match(line)
+        if fence is not None:
+            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
+                fence = None
+            out.append(line)
+        elif opening:
+            fence = opening.group(1)
+            out.append(line)
+        else:
+            out.append(_escape_outside_spans(line))
+    return "".join(out)
+
+
+def _escape_outside_spans(line: str) -> str:
+    pieces, last = [], 0
+    for span in _CODE_SPAN.finditer(line):
+        pieces.append(_BARE_DOLLAR.sub(r"\\$", line[last : span.start()]))
+        pieces.append(span.group())
+        last = span.end()
+    pieces.append(_BARE_DOLLAR.sub(r"\\$", line[last:]))
+    return "".join(pieces)
 
 
 def footer_html(line: str) -> str:
@@ -540,18 +582,21 @@ def runs_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.
     import pandas as pd
 
     compact = pd.DataFrame(index=frame.index)
-    compact["time"] = frame["started_at"].dt.tz_convert(None).dt.strftime("%H:%M:%S")
-    compact["cell"] = frame["cell"]
+    # The reader's own clock (the log stores UTC); the caption of the HTML table says so.
+    local = frame["started_at"].dt.tz_convert(_local_zone())
+    compact["time"] = local.dt.strftime("%H:%M:%S")
+    compact["cell"] = frame["cell"].astype("string").fillna("")  # no cell: a script's call
     compact["model"] = frame["model"].astype("string")
     compact["status"] = frame["status"].astype("string")
-    compact["ttft_ms"] = frame["ttft_ms"].round(0)
-    compact["latency_ms"] = frame["latency_ms"].round(0)
+    compact["ttft_ms"] = frame["ttft_ms"].map(_whole)
+    compact["latency_ms"] = frame["latency_ms"].map(_whole)
     compact["tokens"] = (
         frame["input_tokens"].astype("string").fillna("?")
         + "→"
         + frame["output_tokens"].astype("string").fillna("?")
     )
-    compact["cost"] = frame["cost"]
+    # As the panels say it: "$0.00012", "cost n/a" for unknown (never <NA>, never 0)
+    compact["cost"] = frame["cost"].map(lambda c: format_usd(None if _missing(c) else float(c)))
     answer = frame["response"].astype("string").fillna("")
     error = frame["error"].astype("string").fillna("") if "error" in frame else answer
     text = answer.where(answer != "", error)
@@ -590,10 +635,12 @@ def compact_runs(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> p
 
         def __repr__(self) -> str:
             # Every compact column, however narrow the terminal: these are the ones that matter.
-            return _compact(self).to_string(max_rows=_MAX_ROWS, show_dimensions=True)
+            table = _compact(self).to_string(max_rows=_MAX_ROWS, show_dimensions=True)
+            return f"{table}\n{_time_note()}"
 
         def _repr_html_(self) -> str | None:
-            return _compact(self)._repr_html_()  # type: ignore[operator]
+            table = _compact(self)._repr_html_()  # type: ignore[operator]
+            return f'{table}<small style="color:{FG_DIM}">{html.escape(_time_note())}</small>'
 
     out = RunsFrame(frame)
     object.__setattr__(out, "_mmo_columns", list(columns) if columns else None)
@@ -606,6 +653,102 @@ def _compact(frame: pd.DataFrame) -> pd.DataFrame:
     return runs_table(pd.DataFrame(frame), getattr(frame, "_mmo_columns", None))
 
 
+def _time_note() -> str:
+    from datetime import datetime
+
+    return f"time: local ({datetime.now().astimezone().strftime('UTC%z')})"
+
+
+def _local_zone() -> Any:
+    from datetime import datetime
+
+    return datetime.now().astimezone().tzinfo
+
+
+def _missing(value: object) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))  # type: ignore[call-overload]
+
+
+def _whole(value: object) -> str:
+    """A number of milliseconds for display: "412", or "" when there is none."""
+    return "" if _missing(value) else f"{float(value):.0f}"  # type: ignore[arg-type]
+
+
 def _shorten(text: object) -> str:
     s = str(text)
     return s if len(s) <= _ANSWER_KEEP else s[: _ANSWER_KEEP - 1] + "…"
+
+
+# -- %mmo_models ---------------------------------------------------------------------------------
+
+# What a reader looks for first: can I use it, what do I set if not, what it costs.
+MODEL_COLUMNS = (
+    "name",
+    "available",
+    "why_unavailable",
+    "usd_per_1m_input",
+    "usd_per_1m_output",
+    "tier",
+    "context_window",
+    "host",
+    "provider",
+    "aliases",
+    "model_id",
+)
+
+
+def models_frame(catalogue: Iterable[Any]) -> pd.DataFrame:
+    """The catalogue as %mmo_models shows it: useful columns first, and who hosts each model.
+
+    ``provider`` is the wire (Mistral, DeepSeek, Groq and Together speak OpenAI's), so
+    ``host`` says where the requests go: the base URL's host, or the provider's own.
+    """
+    from urllib.parse import urlsplit
+
+    import pandas as pd
+
+    rows = []
+    for m in catalogue:
+        host = urlsplit(m.base_url).hostname if m.base_url else None
+        rows.append({
+            "name": m.name, "available": m.available, "why_unavailable": m.unavailable_reason,
+            "usd_per_1m_input": None if m.cost_per_1k_input is None else m.cost_per_1k_input * 1000,
+            "usd_per_1m_output": (
+                None if m.cost_per_1k_output is None else m.cost_per_1k_output * 1000
+            ),
+            "tier": m.tier, "context_window": m.context_window,
+            "host": host or _OWN_HOST.get(m.provider, m.provider), "provider": m.provider,
+            "aliases": ", ".join(m.aliases), "model_id": m.model_id,
+        })  # fmt: skip
+    frame = pd.DataFrame(rows, columns=list(MODEL_COLUMNS)).convert_dtypes()
+
+    class ModelsFrame(pd.DataFrame):
+        @property
+        def _constructor(self) -> type[pd.DataFrame]:
+            return pd.DataFrame
+
+        def __repr__(self) -> str:
+            # Every column, however narrow the terminal (pandas hid why_unavailable behind "…").
+            import shutil
+
+            width = shutil.get_terminal_size().columns  # wider than this: the columns wrap
+            return pd.DataFrame(self).to_string(
+                max_rows=200, index=False, line_width=width, na_rep=""
+            )
+
+        def _repr_html_(self) -> str | None:
+            shown = pd.DataFrame(self).fillna("")
+            table = shown.to_html(max_rows=200, index=False, float_format="{:g}".format)
+            return f'<div style="overflow-x:auto">{table}</div>'
+
+    return ModelsFrame(frame)
+
+
+_OWN_HOST = {
+    "openai": "api.openai.com",
+    "anthropic": "api.anthropic.com",
+    "embedded": "this machine",
+    "function": "this process",
+}

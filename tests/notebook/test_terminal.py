@@ -90,7 +90,9 @@ def test_race_prints_status_lines_each_answer_and_the_winner(term, orc, capsys):
     assert "winner: hare" in out
     assert "── broken · failed" in out
     assert out.count("The hare answers first.") == 1  # Out[] does not repeat the race
-    assert re.search(r"Out\[\d+\]: winner: hare", out)
+    # Out[] names the value without printing the summary line again (issue 28 #14).
+    assert re.search(r"Out\[\d+\]: <RaceResult: winner hare, 3 answers>", out)
+    assert out.count("first successful answer") == 1
 
 
 def test_judged_race_prints_a_votes_table(term, orc, capsys):
