@@ -8,6 +8,7 @@ the methods users call. The work of one call is the call engine's
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import functools
 import os
@@ -369,9 +370,13 @@ class Orchestrator:
         return await self._loop.arun(
             race(
                 self._engine.complete, prompt, models, hedge_ms=hedge_ms, on_text=on_text,
-                on_result=on_result, **options,
+                on_result=on_result, settle=self._records_committed, **options,
             )
         )  # fmt: skip
+
+    async def _records_committed(self) -> None:
+        """Wait until every record added so far is committed (a race's cancelled losers)."""
+        await asyncio.to_thread(self.runs.flush)
 
     def all(
         self,

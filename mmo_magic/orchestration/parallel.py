@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import html
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -39,10 +39,14 @@ from .judges import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ConsensusResult", "RaceResult", "Strategy", "all_models", "consensus", "race"]
+__all__ = [
+    "ConsensusResult", "RaceResult", "Settle", "Strategy", "all_models", "consensus", "race",
+]  # fmt: skip
 
 STRATEGIES = ("judge", "majority", "longest")
 Strategy = str | Callable[[list[CompletionResponse]], "CompletionResponse | int | None"]
+# Waits until every run record added so far is committed (the orchestrator flushes its log).
+Settle = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -123,13 +127,16 @@ async def race(
     hedge_ms: float | None = None,
     on_text: ModelText | None = None,
     on_result: OnFinish | None = None,
+    settle: Settle | None = None,
     **options: Unpack[CallOptions],
 ) -> RaceResult:
     """The first *successful* answer wins; losers are cancelled and their streams closed.
 
     A model that fails does not end the race. With ``hedge_ms``, models start
     one at a time: the next starts when no token has arrived ``hedge_ms``
-    after the last start, or at once when a running model fails.
+    after the last start, or at once when a running model fails. ``settle``
+    (when given) is awaited after losers were cancelled, so that their records
+    are committed before the race returns, as the winner's is.
     """
     models = model_names(models)  # one model twice would race itself
     group = new_id()
@@ -174,6 +181,11 @@ async def race(
     finally:
         stopped = set(running.values())
         await _cancel(running)
+        if stopped and settle is not None:
+            # A cancelled call returns without waiting for its commit (the engine waits only
+            # for calls that end): a process killed right after the race returned would lose
+            # the losers' records, which rr.responses shows.
+            await settle()
     responses = [
         last.get(i) or _not_run(m, group, "an earlier model won") for i, m in enumerate(models)
     ]
