@@ -59,6 +59,8 @@ from ..storage.runlog import new_id
 from .auth import Gate, client_keys, declare_security
 from .disconnect import unless_disconnected
 from .errors import error_response, install_error_handlers
+from .messages import AnthropicErrors, MessagesRequest, MessagesWire, message_object
+from .messages import request_options as messages_options
 from .responses import ResponsesRequest, ResponsesWire, request_options, response_object
 from .schemas import (
     ERROR_RESPONSES,
@@ -155,6 +157,7 @@ def create_app(
         Gate, keys=accepted, max_body_bytes=settings.max_body_bytes,
         allowed_hosts=settings.allowed_hosts, drain=drain,
     )  # fmt: skip
+    app.add_middleware(AnthropicErrors)  # outside the gate: its refusals are reshaped too
     if settings.cors_origins:  # added last, so outermost: preflights need no key
         app.add_middleware(
             CORSMiddleware,
@@ -273,6 +276,22 @@ def create_app(
             return await start_stream(request, orc, messages, model, options, wire)
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
         return response_object(body, response, scrub)
+
+    @app.post(
+        "/v1/messages",
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+    )
+    async def messages(body: MessagesRequest, request: Request) -> Any:
+        _check_cap(body.max_tokens, settings.max_tokens_cap)
+        await _check_unicode(request)
+        messages, options = messages_options(body)
+        model, route = _target(body.model)
+        options["route"] = route
+        if body.stream:
+            wire = MessagesWire(body.model, scrub)
+            return await start_stream(request, orc, messages, model, options, wire)
+        response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
+        return message_object(response, scrub)
 
     return app
 

@@ -1,7 +1,7 @@
 """The gate: shutdown, client keys, loopback-only serving, allowed hosts and body size,
 before FastAPI sees anything.
 
-Clients send ``Authorization: Bearer KEY``; keys come from
+Clients send ``Authorization: Bearer KEY`` (or Anthropic's ``x-api-key: KEY``); keys come from
 ``MMO_SERVER_KEYS`` (comma-separated) and from the variable ``[server]
 keys_env`` names, never from a file. ``PUBLIC_PATHS`` need no key; the
 OpenAPI schema is not among them (README: "The service").
@@ -200,6 +200,8 @@ class Gate:
 
     def _key_refusal(self, scope: Scope) -> Response | None:
         scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
+        if not scheme and (api_key := _header(scope, b"x-api-key")) is not None:
+            scheme, token = "bearer", api_key  # Anthropic's clients send x-api-key
         given = token.strip().encode("latin-1")
         matched = False
         for key in self.keys:  # no early exit: every key is compared
@@ -208,7 +210,8 @@ class Gate:
             return None
         return error_response(
             401,
-            f"Missing or invalid API key. Send 'Authorization: Bearer KEY' with a key "
+            f"Missing or invalid API key. Send 'Authorization: Bearer KEY' (or 'x-api-key: KEY') "
+            f"with a key "
             f"from the server's {KEYS_ENV}.",
             "authentication_error",
             code="invalid_api_key",
