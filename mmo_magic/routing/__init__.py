@@ -3,7 +3,8 @@
 Four routers share one interface, ``Router.route(request, catalogue) -> RouteDecision``:
 
 - ``TaskRouter`` ("task") classifies what the prompt asks for (coding, math,
-  translation...) from weighted cues and sends each task to a preference list.
+  translation...) with a learned classifier plus weighted cues, and sends each
+  task to a preference list; an unsure guess falls back to the default model.
 - ``ComplexityRouter`` ("complexity") scores how demanding the prompt is and
   picks the cheapest model of a tier that can handle it.
 - ``RulesRouter`` ("rules") applies user
@@ -27,16 +28,20 @@ preference list, the cheapest model of the needed tier), then ``default``
 model. Simulated (sim-*) models are chosen only when no real model qualifies,
 so routing works offline without ever preferring a simulation to a real model.
 
-Routing must stay cheap enough to run before every call: the classifiers are
-a word lookup plus regular expressions indexed by the words and characters
-they need (a prompt visits only the few that can match), and token counts
-are cached per text and vocabulary.
+Routing must stay cheap enough to run before every call: the task classifier
+reads the ~100 weight rows a prompt's hashed n-grams touch, the cues are a word
+lookup plus regular expressions indexed by the words and characters they need
+(a prompt visits only the few that can match), and token counts are cached per
+text and vocabulary. numpy loads with the first task decision, not on import.
 ``evaluate_router`` measures a classifier against labelled prompts
 (``load_routing_prompts`` ships a labelled set); it imports pandas lazily.
 
 Modules: ``base`` (the interface, decisions, shared helpers), ``cues`` (the task
-cue tables), ``task``, ``complexity``, ``rules``, ``cost`` (one router each) and
-``evaluation``. Imports only the core.
+cue tables), ``features`` (text representations for learned routing),
+``task_model`` (the learned task classifier, its data and its cross-source
+evaluation), ``task``, ``complexity``, ``rules``, ``cost`` (one router each),
+``learned`` (routers learned from judged results) and ``evaluation``. Imports
+only the core.
 """
 
 from __future__ import annotations
