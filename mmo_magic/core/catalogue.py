@@ -86,6 +86,7 @@ def _embedded(name: str, temperature: float, profile: str) -> ModelConfig:
         cost_per_1k_output=0.0,
         context_window=2048,
         tier=1,
+        vision=False,
         description=f"SmolLM2-135M-Instruct, embedded (llama.cpp), {profile} profile",
     )
 
@@ -278,8 +279,22 @@ def _local(server: str, name: str, model_id: str, base_url: str, *aliases: str) 
     )
 
 
+# Models that take text only (no images): a prompt with an image refuses before sending.
+# The local-server presets are text models as shipped (another model_id may see: set
+# vision = true in mmo.toml).
+_TEXT_ONLY = frozenset({
+    "groq/llama-3.3-70b-versatile", "groq/llama-3.1-8b-instant", "deepseek-chat",
+    "deepseek-reasoner", "together/llama-3.3-70b", "together/llama-3.1-8b", "ollama",
+    "vllm", "lmstudio", "smollm2", "smollm2-creative",
+})  # fmt: skip
+
+
 def builtin_models() -> list[ModelConfig]:
     """A fresh list of the built-in models."""
+    return [m.replace(vision=False) if m.name in _TEXT_ONLY else m for m in _models()]
+
+
+def _models() -> list[ModelConfig]:
     openai = "openai"
     anthropic = "anthropic"
     return [

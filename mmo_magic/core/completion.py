@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from .attempts import Attempt, Status
 from .errors import InvalidRequestError
 from .money import format_usd
+from .parts import Part, content_parts, is_part_list
 from .structured import ResponseFormat, Tool, ToolChoice
 
 __all__ = [
@@ -72,17 +73,36 @@ class ToolCallDelta:
 @dataclass(frozen=True, slots=True)
 class Message:
     """One chat message. An assistant message may carry the ``tool_calls`` it made (its
-    ``content`` then often ""); a ``tool`` message is one call's result (``tool_call_id``)."""
+    ``content`` then often ""); a ``tool`` message is one call's result (``tool_call_id``).
+
+    A message with images or documents has them in ``parts`` (text parts too, in their
+    order); ``content`` is then its text parts joined, what routers, judges and the run
+    log read. ``Message.of(role, [parts...])`` builds one from a content list.
+    """
 
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    parts: tuple[Part, ...] = ()
+
+    @classmethod
+    def of(cls, role: Role, content: str | Sequence[Any], where: str = "The prompt") -> Message:
+        """A message from text or a content list (strings, Parts, OpenAI part dicts,
+        Anthropic blocks)."""
+        if isinstance(content, str):
+            return cls(role, content)
+        parts = content_parts(content, where)
+        text = "\n".join(p.text for p in parts if p.kind == "text")
+        if all(p.kind == "text" for p in parts):
+            return cls(role, text)  # text blocks only: plain text on every wire
+        return cls(role, text, parts=parts)
 
 
-# What users pass as a prompt: a string, or chat messages (Message or dicts in OpenAI's form:
-# {"role", "content"}, plus "tool_calls" on assistant messages and "tool_call_id" on tool ones).
-Prompt = str | Sequence[Message | Mapping[str, Any]]
+# What users pass as a prompt: a string, chat messages (Message or dicts in OpenAI's form:
+# {"role", "content"}, plus "tool_calls" on assistant messages and "tool_call_id" on tool ones;
+# a content may be a list of parts), or a list of content parts (text, Image, Document).
+Prompt = str | Sequence[Message | Mapping[str, Any] | Part]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +282,12 @@ def as_messages(prompt: Prompt, system: str | None = None) -> tuple[Message, ...
     if isinstance(prompt, str):
         out.append(Message("user", prompt))
         return tuple(out)
+    if is_part_list(prompt):  # ["What does this show?", mmo.Image(...)]: one user message
+        out.append(Message.of("user", prompt))
+        return tuple(out)
     for i, m in enumerate(prompt):
+        if isinstance(m, Part):  # is_part_list took every list with a Part in it
+            raise InvalidRequestError(f"Message {i} is a content part among messages.")
         message = m if isinstance(m, Message) else _message(i, m)
         if message.role == "tool" and not (
             isinstance(message.tool_call_id, str) and message.tool_call_id
@@ -284,6 +309,14 @@ def _message(index: int, m: Mapping[str, Any]) -> Message:
         raise InvalidRequestError(f"Message {index} ({role}) has tool_calls; only assistant "
                                   "messages make tool calls.")  # fmt: skip
     content = m.get("content")
+    if isinstance(content, list | tuple):
+        message = Message.of(role, content, f"Message {index}")
+        if message.parts and role != "user":
+            raise InvalidRequestError(
+                f"Message {index} ({role}) has an image or document; only user messages may.",
+                hint="Put images and documents in a user message.",
+            )
+        return Message(role, message.content, calls, tool_call_id, message.parts)
     return Message(role, "" if content is None else content, calls, tool_call_id)
 
 

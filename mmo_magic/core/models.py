@@ -58,6 +58,9 @@ class ModelConfig:
     aliases: tuple[str, ...] = ()
     tier: int | None = None
     description: str = ""
+    # Whether the model takes images (and documents): None is its provider's default (all
+    # but the embedded model); the catalogue marks text-only models False.
+    vision: bool | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: defaults derived from other fields are filled here
@@ -78,6 +81,9 @@ class ModelConfig:
         register_url_secrets(self.base_url)
         for names in ("fallbacks", "aliases"):
             set_(self, names, _model_names(self.name, names, getattr(self, names)))
+        if self.vision is not None and not isinstance(self.vision, bool):
+            raise ConfigError(f"Model {self.name!r}: vision must be true or false, "
+                              f"got {self.vision!r}.")  # fmt: skip
         for field_name, (kind, low, low_allowed, optional) in _NUMBERS.items():
             _check_number(self.name, field_name, getattr(self, field_name), kind, low, low_allowed,
                           optional)  # fmt: skip
@@ -106,6 +112,11 @@ class ModelConfig:
         return (
             input_tokens * self.cost_per_1k_input + output_tokens * self.cost_per_1k_output
         ) / 1000
+
+    @property
+    def sees(self) -> bool:
+        """Whether the model takes image and document parts."""
+        return self.vision if self.vision is not None else self.provider != "embedded"
 
     @property
     def needs_key(self) -> bool:

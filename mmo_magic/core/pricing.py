@@ -25,6 +25,7 @@ __all__ = [
     "estimate_cost",
     "guess_output_tokens",
     "input_tokens",
+    "media_tokens",
 ]
 
 # Per-message framing tokens of the chat format (role and separators).
@@ -71,7 +72,8 @@ _TOKEN_CACHE_MAX = 4096
 def input_tokens(request: CompletionRequest, model: ModelConfig | None = None) -> int:
     """Input tokens of ``request`` for ``model`` (o200k_base when no model is given).
 
-    Exact for OpenAI models, an estimate for others (see ``count_message_tokens``).
+    Exact for OpenAI models' text, an estimate for others (see ``count_message_tokens``)
+    and for images and documents (``media_tokens``).
     Counting is the slow part of routing, so counts are cached; the key is
     the vocabulary, not the model, so models sharing one share the entry.
     """
@@ -84,7 +86,18 @@ def input_tokens(request: CompletionRequest, model: ModelConfig | None = None) -
         if len(_TOKEN_CACHE) >= _TOKEN_CACHE_MAX:
             _TOKEN_CACHE.clear()  # a crude bound; routing a new batch refills it cheaply
         _TOKEN_CACHE[key] = count
+    if any(m.parts for m in request.messages):
+        return count + media_tokens(request, model)
     return count
+
+
+def media_tokens(request: CompletionRequest, model: ModelConfig | None = None) -> int:
+    """Estimated input tokens of ``request``'s images and documents on ``model``'s provider
+    (see ``core.parts.part_tokens``); 0 for a text-only request."""
+    from .parts import media_parts, part_tokens
+
+    provider = model.provider if model is not None else "openai"
+    return sum(part_tokens(p, provider) for p in media_parts(request.messages))
 
 
 # Typical answer lengths in tokens by task or complexity level: rough priors from

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypedDict
 
 from ..core.completion import CompletionRequest, CompletionResponse, Message, Prompt, as_messages
 from ..core.errors import InvalidRequestError
+from ..core.parts import is_part_list
 from ..core.structured import (
     ResponseFormat,
     Tool,
@@ -319,7 +320,7 @@ def build_request(
         raise InvalidRequestError(
             f"A prompt must be a string or a list of messages, not {type(prompt).__name__}."
         )
-    if not isinstance(prompt, str):
+    if not isinstance(prompt, str) and not is_part_list(prompt):
         for i, message in enumerate(prompt):
             _check_message(i, message)
     messages = as_messages(prompt, system)
@@ -333,7 +334,7 @@ def build_request(
         parallel_tool_calls=parallel_tool_calls,
         **(sampling or {}),
     )
-    if not request.prompt_text.strip():
+    if not request.prompt_text.strip() and not _has_media(request):
         raise InvalidRequestError(
             "The prompt is empty.", hint="Write something for the model to answer."
         )
@@ -368,8 +369,16 @@ def _check_message(index: int, message: object) -> None:
             f"Message {index} has an invalid role {role!r}.",
             hint=f"Use one of {', '.join(_ROLES)}.",
         )
-    if not isinstance(content, str):
+    if not isinstance(content, str | list | tuple):
         raise InvalidRequestError(
             f"Message {index} ({role}) must have text content, got {type(content).__name__}.",
-            hint="Pass the content as a string.",
+            hint="Pass the content as a string (a user message may be a list of parts).",
         )
+
+
+def _has_media(request: CompletionRequest) -> bool:
+    """The last user message has an image or document (a prompt may be an image alone)."""
+    for m in reversed(request.messages):
+        if m.role == "user":
+            return any(p.kind != "text" for p in m.parts)
+    return False

@@ -38,6 +38,7 @@ from ..core.errors import (
 from ..core.ids import new_id
 from ..core.loop import BackgroundLoop, background_loop
 from ..core.models import Catalogue, ModelConfig
+from ..core.parts import check_parts, parts_digest, parts_record
 from ..core.structured import ResponseFormat, StructuredOutputError, Tool, ToolChoice, parse
 from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
@@ -280,6 +281,7 @@ class CallEngine(Generic[Sink]):
                 tool_choice=call.tool_choice, parallel_tool_calls=call.parallel_tool_calls,
             )  # fmt: skip
             base.prompt, base.system = request.prompt_text, request.system
+            base.parts = parts_record(request.messages)  # kind, type, size, hash: no bytes
             if call.requested == AUTO:
                 decision = self.router(call.route).route(request, self.catalogue)
                 base.route_reason = f"{decision.router}: {decision.reason}"
@@ -371,11 +373,20 @@ class CallEngine(Generic[Sink]):
         temperature = call.temperature if call.temperature is not None else config.temperature
         # Tools offered, or a conversation with tool calls in it: the cache key knows
         # neither the tools nor the calls' ids, so a text answer could stand in for a call.
+        if record.parts is not None:
+            try:  # a part this model cannot take is refused before anything is sent
+                check_parts(config, request.messages)
+            except MMOError as exc:
+                return self._finish(call, record, config, Progress(), exc), exc
         cacheable = call.use_cache and not request.uses_tools
         key = cache_key(config, request, max_tokens, temperature) if cacheable else None
         if key is not None and request.response_format is not None:
             # The same prompt under another schema is another question.
             key = hashlib.sha256(f"{key}:{request.response_format.key}".encode()).hexdigest()
+        if key is not None and record.parts is not None:
+            # The same words about another image are another question: key on the hashes.
+            digest = parts_digest(request.messages)
+            key = hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()
         if key is not None and self.cache is not None and (hit := self.cache.get(key)):
             return self._from_cache(record, config, hit, call, request), None
         try:

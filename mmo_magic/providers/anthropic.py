@@ -16,6 +16,7 @@ from typing import Any
 from ..core.completion import CompletionRequest, Message, ToolCallDelta
 from ..core.errors import MissingAPIKeyError
 from ..core.models import ModelConfig
+from ..core.parts import anthropic_block
 from ..core.redaction import read_key
 from ..core.structured import ToolChoice, invalid_parameter
 from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
@@ -222,6 +223,16 @@ def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
                 for c in m.tool_calls
             ]
             out.append({"role": "assistant", "content": blocks})
+            continue
+        if m.parts:  # images and documents as their blocks, base64 or URL
+            blocks = [anthropic_block(p) for p in m.parts]
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user":
+                if isinstance(last["content"], str):
+                    last["content"] = [{"type": "text", "text": last["content"]}]
+                last["content"].extend(blocks)
+            else:
+                out.append({"role": "user", "content": blocks})
             continue
         if m.role == "tool":
             block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}

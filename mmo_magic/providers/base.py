@@ -141,11 +141,11 @@ class ModelClient(abc.ABC):
         wanted = [c is None and (estimate_missing or b) for c, b in zip(counts, bad, strict=True)]
         if not any(wanted):
             return StreamEnd(finish_reason, counts[0], counts[1])
-        from ..core.pricing import count_message_tokens, count_tokens
+        from ..core.pricing import count_tokens, input_tokens
 
         model_id = self.config.model_id
-        if wanted[0]:
-            counts[0] = count_message_tokens((m.content for m in request.messages), model_id)
+        if wanted[0]:  # images and documents included, estimated as the budget does
+            counts[0] = input_tokens(request, self.config)
         if wanted[1]:
             counts[1] = count_tokens("".join(produced), model_id)
         return StreamEnd(finish_reason, counts[0], counts[1], estimated=True)

@@ -9,6 +9,7 @@ from typing import Any
 from ..core.completion import CompletionRequest, Message, ToolCallDelta
 from ..core.errors import MissingAPIKeyError, ProviderError
 from ..core.models import ModelConfig
+from ..core.parts import openai_part
 from ..core.redaction import read_key, redact_url
 from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
 
@@ -136,6 +137,8 @@ def _message(m: Message) -> dict[str, Any]:
         }
     if m.role == "tool":
         return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    if m.parts:  # images as image_url (a data URL or the URL), PDFs as file inputs
+        return {"role": m.role, "content": [openai_part(p) for p in m.parts]}
     return {"role": m.role, "content": m.content}
 
 

@@ -22,6 +22,13 @@ by the base name and the last user message (so options never change the text);
 as an LLM judge would, picking the fenced candidate that contains ``prefer``
 (``garble_times=N``: its first N verdicts are unparseable prose); any other
 value is the literal reply (``reply=hello+world``; line breaks are kept).
+``reply=parts`` says what images and documents the request carried: their count,
+kinds, media types and sizes (the simulation cannot see what an image shows).
+Images and documents (OpenAI ``image_url`` data or http URLs and ``file`` inputs;
+Anthropic ``image``/``document`` blocks, base64 or URL) are validated as the real APIs
+do: the media type must be one they take and match the bytes, the base64 must decode,
+and a part over the provider's size limit (OpenAI 20 MB per image, Anthropic 5 MB;
+32 MB per PDF) gets a 400. Each image counts 85 input tokens, each document 500.
 Structured output (OpenAI ``response_format`` json_schema or json_object, or
 Anthropic's forced tool): ``words`` and ``echo`` replies become a JSON object
 satisfying the schema (``wire.instance_of``, deterministic), streamed a word at

@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
 from .behaviour import PRESETS, Behaviour, OptionError, reply_words, resolve
-from .wire import ANTHROPIC, OPENAI, BadRequest, Call, Frame, Reply, Wire, instance_of
+from .wire import (
+    ANTHROPIC,
+    OPENAI,
+    BadRequest,
+    Call,
+    Frame,
+    Reply,
+    Wire,
+    describe_media,
+    instance_of,
+)
 
 __all__ = ["Disconnect", "SimServer"]
 
@@ -506,6 +516,8 @@ class SimServer:
             return
 
         words = reply_words(behaviour, base, call.last_user, seen)
+        if behaviour.reply == "parts":  # what it can tell about the images: count and sizes
+            words = describe_media(call.media).split()
         if call.schema is not None and behaviour.reply in ("words", "echo"):
             # Structured output or a tool call's arguments: a JSON object satisfying the
             # schema, in word-sized pieces. Scripted replies (literal text, a judge's verdict

@@ -43,6 +43,9 @@ class Call:
     # The output token count to report instead of the true one (hostile-usage tests): any
     # JSON value, "x" or -5 included; None reports the truth.
     reported_output: Any = None
+    # The images and documents the request carried, as (kind, media type, bytes or None
+    # for a URL), validated as the real APIs do (see ``media``).
+    media: tuple[tuple[str, str, int | None], ...] = ()
 
     def output_tokens(self, reply: Reply) -> Any:
         return len(reply.words) if self.reported_output is None else self.reported_output
@@ -93,6 +96,119 @@ def _text_of(content: Any) -> str:
         ]
         return " ".join(p for p in parts if isinstance(p, str))
     return ""
+
+
+# -- images and documents ----------------------------------------------------------------------
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_MAGIC = {"image/png": b"\x89PNG", "image/jpeg": b"\xff\xd8\xff", "image/gif": b"GIF8",
+          "application/pdf": b"%PDF-"}  # fmt: skip
+_MB = 1024 * 1024
+# Per-part size limits (decoded bytes) as the providers document them.
+_LIMITS = {"openai": {"image": 20 * _MB, "document": 32 * _MB},
+           "anthropic": {"image": 5 * _MB, "document": 32 * _MB}}  # fmt: skip
+# Input tokens the simulation counts per part (a token is a word elsewhere): fixed, so
+# tests can tell what usage a request with images reports.
+IMAGE_TOKENS = 85
+DOCUMENT_TOKENS = 500
+Media = tuple[str, str, int | None]
+
+
+def _decoded(data: object, what: str) -> bytes:
+    import base64
+    import binascii
+
+    if not isinstance(data, str):
+        raise BadRequest(f"{what}: base64 data must be a string")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{what}: the data is not valid base64") from None
+
+
+def _checked(wire: str, kind: str, media_type: object, raw: bytes, what: str) -> Media:
+    """(kind, media type, size) of a part's bytes, or BadRequest as the provider would say."""
+    allowed = IMAGE_TYPES if kind == "image" else ("application/pdf",)
+    if media_type not in allowed:
+        raise BadRequest(f"{what}: media type {media_type!r} is not one of {', '.join(allowed)}")
+    magic = _MAGIC.get(str(media_type))
+    webp = raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
+    if (magic is not None and not raw.startswith(magic)) or (
+        media_type == "image/webp" and not webp
+    ):
+        raise BadRequest(f"{what}: the data does not match the media type {media_type}")
+    limit = _LIMITS[wire][kind]
+    if len(raw) > limit:
+        raise BadRequest(f"{what}: {len(raw)} bytes exceeds the {limit // _MB} MB maximum")
+    return kind, str(media_type), len(raw)
+
+
+def _openai_media(messages: list[dict[str, Any]]) -> tuple[Media, ...]:
+    out: list[Media] = []
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            what = f"messages[{i}].content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "image_url":
+                spec = part.get("image_url")
+                url = spec.get("url") if isinstance(spec, dict) else None
+                if not isinstance(url, str):
+                    raise BadRequest(f"{what}: image_url.url is required")
+                if url.startswith(("http://", "https://")):
+                    out.append(("image", "url", None))
+                    continue
+                head, sep, data = url.partition(";base64,")
+                if not head.startswith("data:") or not sep:
+                    raise BadRequest(f"{what}: image_url.url must be an http(s) or base64 data URL")
+                out.append(_checked("openai", "image", head[5:], _decoded(data, what), what))
+            elif kind == "file":
+                spec = part.get("file")
+                file_data = spec.get("file_data") if isinstance(spec, dict) else None
+                if not isinstance(file_data, str):
+                    raise BadRequest(f"{what}: file.file_data (or file_id) is required")
+                head, sep, data = file_data.partition(";base64,")
+                if not head.startswith("data:") or not sep:
+                    raise BadRequest(f"{what}: file.file_data must be a base64 data URL")
+                out.append(_checked("openai", "document", head[5:], _decoded(data, what), what))
+            elif kind not in ("text", None) or not isinstance(part, dict):
+                raise BadRequest(f"{what}: unknown content part type {kind!r}")
+    return tuple(out)
+
+
+def _anthropic_media(messages: list[dict[str, Any]]) -> tuple[Media, ...]:
+    out: list[Media] = []
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind not in ("image", "document"):
+                continue
+            what = f"messages.{i}.content.{j}.{kind}.source"
+            source = block.get("source")
+            if not isinstance(source, dict):
+                raise BadRequest(f"{what}: Field required")
+            if source.get("type") == "url" and isinstance(source.get("url"), str):
+                out.append((kind, "url", None))
+            elif source.get("type") == "base64":
+                raw = _decoded(source.get("data"), what)
+                out.append(_checked("anthropic", kind, source.get("media_type"), raw, what))
+            else:
+                raise BadRequest(f"{what}: source type must be 'base64' or 'url'")
+    return tuple(out)
+
+
+def media_tokens(media: tuple[Media, ...]) -> int:
+    return sum(IMAGE_TOKENS if kind == "image" else DOCUMENT_TOKENS for kind, _, _ in media)
+
+
+def describe_media(media: tuple[Media, ...]) -> str:
+    """What the simulation can tell about the parts it got: their count, types and sizes."""
+    if not media:
+        return "I received no images or documents (simulated)."
+    seen = [f"{kind} {mtype}" + (f" {size} bytes" if size is not None else "")
+            for kind, mtype, size in media]  # fmt: skip
+    return f"I received {len(media)} part(s): {'; '.join(seen)} (simulated: sizes only)."
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -228,11 +344,14 @@ class _OpenAI(Wire):
                 break
             results.insert(0, _text_of(m.get("content")))
         tool, schema = _tool_to_call(tools, mode, forced, called, ended_with_result=bool(results))
+        media = _openai_media(messages)
         return Call(
             model=model,
             stream=bool(body.get("stream")),
             include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
-            input_tokens=sum(count_words(_text_of(m.get("content"))) for m in messages),
+            input_tokens=sum(count_words(_text_of(m.get("content"))) for m in messages)
+            + media_tokens(media),
+            media=media,
             last_user=_last_user(messages),
             max_tokens=limit if isinstance(limit, int) else None,
             schema=schema if tool else _openai_schema(body.get("response_format")),
@@ -366,11 +485,13 @@ class _Anthropic(Wire):
             if isinstance(b, dict) and b.get("type") == "tool_result"
         ]  # fmt: skip
         tool, schema = _tool_to_call(tools, mode, forced, called, ended_with_result=bool(results))
+        media = _anthropic_media(messages)
         return Call(
             model=model,
             stream=bool(body.get("stream")),
             include_usage=True,
-            input_tokens=words,
+            input_tokens=words + media_tokens(media),
+            media=media,
             last_user=_last_user(messages),
             max_tokens=limit if isinstance(limit, int) else None,
             schema=schema,

@@ -109,16 +109,20 @@ class RunRecord:
     # The tools the model called, as JSON in OpenAI's form: [{"id", "type", "function":
     # {"name", "arguments"}}]; None when it called none.
     tool_calls: str | None = None
+    # The prompt's images and documents, as JSON: [{"kind", "media_type", "size", "sha256"}]
+    # (and "url" for one the provider fetched); never their bytes. None for text.
+    parts: str | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
 _DATETIME = ("started_at", "finished_at")
 _BOOL = ("tokens_estimated", "cached")
 # Free text a provider or user supplied: the only places a key could hide.
-_REDACTED = ("error", "prompt", "system", "response", "route_reason", "tool_calls")
+_REDACTED = ("error", "prompt", "system", "response", "route_reason", "tool_calls", "parts")
 
 _TEXT = (
     "run_id", "group_id", "error", "prompt", "system", "response", "route_reason", "tool_calls",
+    "parts",
 )  # fmt: skip
 _CATEGORY = ("kind", "requested_model", "model", "provider", "status", "error_type", "step")
 # DataFrame dtype of each non-datetime column. Repeated values (model names,
@@ -198,6 +202,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     ("ALTER TABLE runs ADD COLUMN step TEXT",),
     ("ALTER TABLE runs ADD COLUMN tool_calls TEXT",),
+    ("ALTER TABLE runs ADD COLUMN parts TEXT",),  # issue 25: images and documents sent
 ]
 
 _COLUMNS = ", ".join(FIELDS)
