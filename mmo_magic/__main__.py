@@ -15,10 +15,11 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ip
 
 
 def _text_of(output: Any) -> str:
+    """An output as a terminal shows it: its text/plain form (never Markdown or HTML markup)."""
     if "text" in output:
         return str(output["text"])
     data = output.get("data", {})
-    return str(data.get("text/markdown") or data.get("text/plain") or "")
+    return str(data.get("text/plain") or data.get("text/markdown") or "")
 
 
 def _join_streams(outputs: list[Any]) -> list[str]:

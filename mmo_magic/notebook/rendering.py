@@ -257,8 +257,8 @@ def judging_html(calls: Sequence[JudgeEvent]) -> str:
     )
     return (
         f'<table class="mmo-judging {NO_MATH}" style="border-collapse:collapse;margin-top:6px;'
-        f'color:{FG}"><caption style="text-align:left;color:{FG}">'
-        f"{html.escape(_judging_caption(calls))}</caption>"
+        f'color:{FG}"><caption style="text-align:left;color:{FG}">{_judging_caption_html(calls)}'
+        "</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
     )
 
@@ -395,6 +395,12 @@ def judge_line(call: JudgeEvent) -> str:
 def judging_text(calls: Sequence[JudgeEvent]) -> str:
     """The judge calls as text: a caption, then one line per call."""
     return "\n".join([_judging_caption(calls), *(f"  {judge_line(c)}" for c in calls)])
+
+
+def _judging_caption_html(calls: Sequence[JudgeEvent]) -> str:
+    """The caption, each phrase kept on one line: a narrow cell wraps between them only."""
+    phrases = _judging_caption(calls).split(" — ")
+    return " — ".join(f'<span style="white-space:nowrap">{html.escape(p)}</span>' for p in phrases)
 
 
 def _judging_caption(calls: Sequence[JudgeEvent]) -> str:

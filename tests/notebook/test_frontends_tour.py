@@ -195,3 +195,16 @@ def test_models_table_puts_useful_columns_first_and_names_the_host(ip, orc):
     mistral = next(n for n in hosts if "mistral" in n)
     assert hosts[mistral] == "api.mistral.ai" and hosts["gpt-4o"] == "api.openai.com"
     assert len(everything) == len(full.catalogue)
+
+
+# -- 12: the judging caption -----------------------------------------------------------------------
+
+
+def test_judging_caption_wraps_only_between_phrases() -> None:
+    from mmo_magic.orchestration.judges import JudgeEvent
+
+    calls = [JudgeEvent("j", False, "voted", winner="A"), JudgeEvent("j", True, "pending")]
+    html = rendering.judging_html(calls)
+    caption = re.search(r"<caption[^>]*>(.*?)</caption>", html).group(1)
+    assert '<span style="white-space:nowrap">1 of 2 judge calls ended</span>' in caption
+    assert 'nowrap">judging (each judge reads the answers in both orders)</span>' in caption
