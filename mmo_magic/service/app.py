@@ -59,6 +59,8 @@ from ..storage.runlog import new_id
 from .auth import Gate, client_keys, declare_security
 from .disconnect import unless_disconnected
 from .errors import error_response, install_error_handlers
+from .legacy import LegacyRequest, LegacyWire, legacy_object
+from .legacy import request_options as legacy_options
 from .messages import AnthropicErrors, MessagesRequest, MessagesWire, message_object
 from .messages import request_options as messages_options
 from .responses import ResponsesRequest, ResponsesWire, request_options, response_object
@@ -79,8 +81,8 @@ from .schemas import (
     completion_out,
     details_out,
     finish_reason,
+    summed_usage,
     tool_calls_out,
-    usage_out,
 )
 from .scrub import Scrubber
 from .shutdown import Drain
@@ -242,22 +244,27 @@ def create_app(
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             wire = ChatWire(model, include_usage, scrub)
             return await start_stream(request, orc, messages, model, options, wire)
-        response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
+        answers = await unless_disconnected(
+            request, _choices(orc, messages, model, body.n, options)
+        )
+        response = answers[0]
         return ChatCompletionOut(
             id=f"chatcmpl-{response.run_id or new_id()}",
             created=int(time.time()),
             model=response.model,
             choices=[
                 ChoiceOut(
+                    index=i,
                     message=ChatMessageOut(
                         # OpenAI's form: content null beside tool calls when there is no text.
-                        content=response.content or (None if response.tool_calls else ""),
-                        tool_calls=tool_calls_out(response) or None,
+                        content=answer.content or (None if answer.tool_calls else ""),
+                        tool_calls=tool_calls_out(answer) or None,
                     ),
-                    finish_reason=finish_reason(response),
+                    finish_reason=finish_reason(answer),
                 )
+                for i, answer in enumerate(answers)
             ],
-            usage=usage_out(response),
+            usage=summed_usage(answers),
             mmo=details_out(response, scrub),
         )
 
@@ -278,6 +285,25 @@ def create_app(
         return response_object(body, response, scrub)
 
     @app.post(
+        "/v1/completions",
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+    )
+    async def completions(body: LegacyRequest, request: Request) -> Any:
+        _check_cap(body.max_tokens, settings.max_tokens_cap)
+        await _check_unicode(request)
+        messages, options = legacy_options(body)
+        model, route = _target(body.model)
+        options["route"] = route
+        if body.stream:
+            usage = bool(body.stream_options and body.stream_options.get("include_usage"))
+            wire = LegacyWire(body.model, usage, scrub)
+            return await start_stream(request, orc, messages, model, options, wire)
+        answers = await unless_disconnected(
+            request, _choices(orc, messages, model, body.n, options)
+        )
+        return legacy_object(answers, scrub)
+
+    @app.post(
         "/v1/messages",
         responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
     )
@@ -294,6 +320,21 @@ def create_app(
         return message_object(response, scrub)
 
     return app
+
+
+async def _choices(
+    orc: Orchestrator,
+    messages: list[dict[str, Any]],
+    model: str,
+    n: int | None,
+    options: dict[str, Any],
+) -> list[CompletionResponse]:
+    """``n`` answers: no provider's ``n`` is in the unified interface, so n calls, none
+    answered from the cache (it would repeat one answer n times)."""
+    if not n or n == 1:
+        return [await orc.acomplete(messages, model, **options)]
+    calls = [orc.acomplete(messages, model, cache=False, **options) for _ in range(n)]
+    return list(await asyncio.gather(*calls))
 
 
 def _single(orc: Orchestrator, body: CompleteRequest, routing: str) -> tuple[str, Any]:
@@ -377,23 +418,32 @@ def _target(name: str) -> tuple[str, str | None]:
 
 
 def _unsupported(body: ChatRequest) -> Response | None:
-    """The 400 for a parameter this server cannot honour yet, naming it; None if none is set.
+    """The 400 for a parameter this server cannot honour, or an unknown one, naming it; None
+    if none is set.
 
     Accepting it would return an answer that silently ignored it: free text for a
-    JSON schema, no log probabilities for ``logprobs``, one choice for ``n``.
+    JSON schema, no log probabilities for ``logprobs``.
     """
     name: str | None = None
-    if body.n is not None and body.n > 1:
-        name, what = "n", f"n={body.n} (only one choice per request)"
+    code = "unsupported_parameter"
+    if body.n is not None and body.n > 1 and body.stream:
+        name, what = "n", f"n={body.n} with stream=true (several choices are not streamed)"
     elif body.response_format is not None and body.response_format.get("type") not in (
         "text", "json_schema", "json_object",
     ):  # fmt: skip
         kind = body.response_format.get("type")
         name, what = "response_format", f"response_format of type {str(kind)[:40]!r}"
     else:
-        extra = body.model_extra or {}
-        for field, off in UNSUPPORTED.items():
-            if field in extra and extra[field] not in off:
+        for field, value in (body.model_extra or {}).items():
+            if field not in UNSUPPORTED:
+                shown = field if len(field) <= 60 else f"{field[:60]}…"
+                return error_response(
+                    400,
+                    f"Unknown parameter {shown!r}: this server does not know it, and would not "
+                    "honour it. Leave it out.",
+                    "invalid_request_error", param=shown, code="unknown_parameter",
+                )  # fmt: skip
+            if value not in UNSUPPORTED[field]:
                 name, what = field, field
                 break
     if name is None:
@@ -403,7 +453,7 @@ def _unsupported(body: ChatRequest) -> Response | None:
         f"{what} is not supported by this server yet. Leave {name} out.",
         "invalid_request_error",
         param=name,
-        code="unsupported_parameter",
+        code=code,
     )
 
 

@@ -17,6 +17,7 @@ from ..routing import ROUTERS
 
 __all__ = [
     "ERROR_RESPONSES",
+    "MAX_CHOICES",
     "MAX_MODELS",
     "UNSUPPORTED",
     "AttemptOut",
@@ -40,11 +41,13 @@ __all__ = [
     "completion_out",
     "details_out",
     "finish_reason",
+    "summed_usage",
     "tool_calls_out",
     "usage_out",
 ]
 
 MAX_MODELS = 8  # models (or judges) one request may fan out to
+MAX_CHOICES = 8  # n: each choice is a call of its own
 # Anthropic's finish reasons, in OpenAI's words.
 _FINISH = {
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -206,10 +209,10 @@ class ChatRequest(BaseModel):
 
     The sampling parameters go to the model (mapped to its provider's names, or
     refused by a provider that lacks one), and so do ``tools``, ``tool_choice`` and
-    ``parallel_tool_calls`` (a model without tool calling refuses them). Parameters
-    this server cannot honour yet (``n`` > 1, and ``UNSUPPORTED``) get a 400 naming
-    them, never a 200 that ignored them.
-    Other unknown fields are accepted: clients add fields of their own.
+    ``parallel_tool_calls`` (a model without tool calling refuses them); ``n`` > 1
+    makes n calls. Parameters this server cannot honour (``UNSUPPORTED``, ``n`` > 1
+    with ``stream``) and unknown fields get a 400 naming them, never a 200 that
+    ignored them.
     """
 
     model_config = ConfigDict(
@@ -233,7 +236,7 @@ class ChatRequest(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = Field(None, description="token id -> -100 to 100")
     user: str | None = Field(None, description="an end-user id, passed to the provider")
-    n: int | None = Field(None, ge=1, description="only 1 is supported yet")
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES, description="choices: n calls")
     response_format: dict[str, Any] | None = Field(
         None, description='{"type": "text" | "json_schema" | "json_object", ...}'
     )
@@ -242,15 +245,28 @@ class ChatRequest(BaseModel):
     parallel_tool_calls: bool | None = Field(None, description="false: at most one tool call")
 
 
-# OpenAI parameters outside ChatRequest's fields that this server cannot honour yet: a
-# request setting one (to anything but these "off" values) gets a 400 naming it.
+# OpenAI parameters outside ChatRequest's fields that this server cannot honour: a request
+# setting one (to anything but these "off" values) gets a 400 naming it. Any other field
+# outside ChatRequest's is unknown, and refused too: a parameter is never accepted and dropped.
 UNSUPPORTED: dict[str, tuple[object, ...]] = {
     "functions": (None, []),  # the legacy form of tools
     "function_call": (None, "none"),
-    "logprobs": (None, False),
+    "logprobs": (None, False),  # no provider's log probabilities reach the unified interface
     "top_logprobs": (None, 0),
     "audio": (None,),
     "modalities": (None, ["text"]),
+    "reasoning_effort": (None,),  # the unified interface has no reasoning controls yet
+    "verbosity": (None,),
+    "service_tier": (None, "auto"),  # "auto": the provider's default, which is what is sent
+    "store": (None, False),  # nothing is kept at a provider for later
+    "metadata": (None, {}),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "moderation": (None,),
+    "prompt_cache_key": (None,),
+    "prompt_cache_retention": (None,),
+    "prompt_cache_options": (None,),
+    "safety_identifier": (None,),
 }
 
 
@@ -368,6 +384,20 @@ def usage_out(r: CompletionResponse) -> UsageOut | None:
         prompt_tokens=r.input_tokens,
         completion_tokens=r.output_tokens,
         total_tokens=r.input_tokens + r.output_tokens,
+    )
+
+
+def summed_usage(answers: list[CompletionResponse]) -> UsageOut | None:
+    """Several choices' usage added up (the prompt counted once per call, as each was
+    sent); None when any count is unknown."""
+    usages = [usage_out(r) for r in answers]
+    if any(u is None for u in usages):
+        return None
+    known = [u for u in usages if u is not None]
+    return UsageOut(
+        prompt_tokens=sum(u.prompt_tokens for u in known),
+        completion_tokens=sum(u.completion_tokens for u in known),
+        total_tokens=sum(u.total_tokens for u in known),
     )
 
 

@@ -348,7 +348,7 @@ IMAGE = [{"type": "image_url", "image_url": {"url": "https://example.com/x.png"}
         ("/v1/chat/completions", chat("oa", []), "messages"),
         ("/v1/chat/completions", chat("oa", [{"role": "tool", "content": "x"}]), "tool_call_id"),
         ("/v1/chat/completions", chat("oa", [{"role": "user", "content": IMAGE}]), "only text"),
-        ("/v1/chat/completions", chat("oa", n=2), "n"),
+        ("/v1/chat/completions", chat("oa", n=2, stream=True), "n"),
         ("/v1/chat/completions", chat("oa", stream="yes"), "stream"),
         ("/v1/chat/completions", chat("oa", tools=[{"type": "function"}]), "tools"),
     ],

@@ -107,7 +107,6 @@ async def test_anthropic_models_refuse_what_they_lack(client, sim, param, stream
 # response_format (json_object, json_schema) passes through: see test_structured.py.
 # tools, tool_choice and parallel_tool_calls pass through: see test_framework_clients.py.
 UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
-    ("n", {"n": 2}),
     ("functions", {"functions": [{"name": "f", "parameters": {}}]}),
     ("function_call", {"function_call": "auto"}),
     ("logprobs", {"logprobs": True}),
