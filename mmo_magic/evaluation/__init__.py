@@ -16,6 +16,8 @@ the call engine's part a batch runs on (a ``BatchContext``). The modules:
 * ``result`` and ``rows``: ``BatchResult`` and its one row type;
 * ``progress``: the counts a progress view is shown (``notebook.batch_view`` draws them);
 * ``ratings``: Bradley–Terry ratings, win matrices, judges' biases and agreement;
+* ``scorers`` and ``scoring``: answers checked by code (exact, numeric, ...), their statistics;
+* ``text_progress``: the status block a plain script or terminal shows on stderr;
 * ``ray``: the same batch on Ray workers (``engine="ray"``), imported only then.
 
 This layer sits above ``orchestration`` and never imports the Orchestrator.
@@ -23,6 +25,7 @@ This layer sits above ``orchestration`` and never imports the Orchestrator.
 
 from __future__ import annotations
 
+from . import scorers
 from .batch import arun_batch, estimate_batch, run_batch
 from .datasets import eval_questions, load_items
 from .progress import BatchProgress, BatchStats, ModelStats, set_default_progress
@@ -56,6 +59,7 @@ __all__ = [
     "load_items",
     "position_bias",
     "run_batch",
+    "scorers",
     "set_default_progress",
     "win_matrix",
 ]

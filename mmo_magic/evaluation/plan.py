@@ -83,6 +83,7 @@ class Call:
     model: str
     step: str
     row: Row | None = None  # the outcome
+    epoch: int = 0  # which repeat (``epochs=N``: 0 .. N-1)
 
 
 def model_signature(config: ModelConfig, temperature: float | None, max_tokens: int | None) -> str:
@@ -173,16 +174,21 @@ class Plan:
             if items is not None
             else plan_items(raw, s.prompt, s.system, s.key, s.reference_column)
         )
+        # Sampling options and a seed change what is asked: they join the fingerprint
+        # (only when given, so a batch without them resumes from older logs).
+        sampling = {**s.sampling(), **({"seed": s.seed} if s.seed is not None else {})}
         self.group_id = "batch-" + digest(
             s.prompt, s.system, s.temperature, s.max_tokens,
-            list(s.fallbacks) if s.fallbacks is not None else None, size=16,
+            list(s.fallbacks) if s.fallbacks is not None else None,
+            *([sampling] if sampling else []), size=16,
         )  # fmt: skip
         self.signatures = {
             m: model_signature(c, s.temperature, s.max_tokens) for m, c in self.configs.items()
         }
         self.calls = [
-            Call(item, m, f"{item.ident}|{self.signatures[m]}")
+            Call(item, m, self.answer_step(item, m, epoch), epoch=epoch)
             for item in self.items
+            for epoch in range(s.epochs)
             for m in s.models
         ]
         self.stats = BatchStats()
@@ -191,6 +197,11 @@ class Plan:
         self.judge_cost = 0.0
         self.progress: BatchProgress | None = None
         self.log: dict[tuple[str, str], list[RunRecord]] = {}
+
+    def answer_step(self, item: Item, model: str, epoch: int) -> str:
+        """The step of ``model``'s answer to ``item`` (repeat ``epoch``) in the run log."""
+        repeat = f"|epoch {epoch}" if epoch else ""  # the first keeps its old step
+        return f"{item.ident}{repeat}|{self.signatures[model]}"
 
     # -- the log
 

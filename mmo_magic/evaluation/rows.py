@@ -51,6 +51,7 @@ class ItemRow(Row):
     item: int
     key: str
     model: str
+    epoch: int  # which repeat of the (item, model) pair (0 without ``epochs=``)
 
 
 ROW_FIELDS = tuple(Row.__annotations__)

@@ -52,6 +52,7 @@ from .progress import BatchProgress, ModelStats
 from .result import BatchResult
 from .rows import ItemRow, Row, not_run_row, row_from_error, row_from_response
 from .scheduler import Job, Outcome, Scheduler, circuit_wait, rate_limited
+from .scoring import describe, describe_spec, prices_of, score_rows
 from .spec import BatchSpec
 
 __all__ = ["Batch"]
@@ -87,6 +88,7 @@ class Batch(Plan):
             options["fallbacks"] = self.s.fallbacks
         if self.s.allow_unpriced:
             options["allow_unpriced"] = True
+        options.update(self.s.sampling())  # type: ignore[typeddict-item]
         return options
 
     def _tokens(self, call: Call, gate: Gate) -> int | None:
@@ -122,6 +124,8 @@ class Batch(Plan):
             system_options = dict(options)
             if call.item.system is not None:
                 system_options["system"] = call.item.system
+            if self.s.seed is not None:  # each repeat its own seed, the same on a re-run
+                system_options["seed"] = self.s.seed + call.epoch
             try:
                 response = await self.complete(prompt, call.model, system_options, context)  # type: ignore[arg-type]
             except MMOError as exc:
@@ -220,25 +224,28 @@ class Batch(Plan):
 
     def judge_jobs(self) -> list[Job]:
         jobs: list[Job] = []
-        rows_by_item: dict[int, dict[str, Row]] = defaultdict(dict)
+        rows_by_item: dict[tuple[int, int], dict[str, Row]] = defaultdict(dict)
         for call in self.calls:
             if call.row is not None and call.row["status"] == "ok":
-                rows_by_item[call.item.index][call.model] = call.row
+                rows_by_item[(call.item.index, call.epoch)][call.model] = call.row
         for item in self.items:
-            answers = rows_by_item.get(item.index, {})
-            ok_models = [m for m in self.s.models if m in answers]
-            for judge in self.s.judges:
-                if self.s.judge_mode == "pairwise":
-                    for a, b in itertools.combinations(ok_models, 2):
-                        jobs.append(self._pair_job(item, judge, a, b, answers))
-                else:
-                    for m in ok_models:
-                        jobs.append(self._grade_job(item, judge, m, answers[m]))
+            for epoch in range(self.s.epochs):  # each repeat's answers judged among themselves
+                answers = rows_by_item.get((item.index, epoch), {})
+                ok_models = [m for m in self.s.models if m in answers]
+                for judge in self.s.judges:
+                    if self.s.judge_mode == "pairwise":
+                        for a, b in itertools.combinations(ok_models, 2):
+                            jobs.append(self._pair_job(item, judge, a, b, answers, epoch))
+                    else:
+                        for m in ok_models:
+                            jobs.append(self._grade_job(item, judge, m, answers[m], epoch))
         for job in jobs:
             self.stats.model(f"judge {job.model}").total += 1
         return jobs
 
-    def _pair_job(self, item: Item, judge: str, a: str, b: str, answers: dict[str, Row]) -> Job:
+    def _pair_job(
+        self, item: Item, judge: str, a: str, b: str, answers: dict[str, Row], epoch: int = 0
+    ) -> Job:
         text_a, text_b = answers[a]["answer"] or "", answers[b]["answer"] or ""  # ok rows: text
         criteria = self.criteria(item)
         steps = self.pair_steps(item, judge, a, b, text_a, text_b)
@@ -264,7 +271,8 @@ class Batch(Plan):
                 return TIE if v.winner == TIE else (a if v.winner == "A" else b)
 
             self._judged({
-                "item": item.index, "key": item.key, "judge": judge, "model_a": a, "model_b": b,
+                "item": item.index, "key": item.key, "epoch": epoch, "judge": judge,
+                "model_a": a, "model_b": b,
                 "first": named(first), "swapped": named(swapped),
                 "winner": named(combined) if first and swapped else None,
                 "reason": combined.reason if combined else None,
@@ -275,7 +283,7 @@ class Batch(Plan):
 
         return Job(judge, run, paces_itself=True)
 
-    def _grade_job(self, item: Item, judge: str, model: str, row: Row) -> Job:
+    def _grade_job(self, item: Item, judge: str, model: str, row: Row, epoch: int = 0) -> Job:
         criteria = self.criteria(item)
         step = self.grade_step(item, judge, model, row["answer"] or "")
         stats = self.stats.model(f"judge {judge}")
@@ -288,7 +296,8 @@ class Batch(Plan):
             )
             score = verdict.scores.get("A") if verdict and verdict.scores else None
             self._judged({
-                "item": item.index, "key": item.key, "judge": judge, "model": model,
+                "item": item.index, "key": item.key, "epoch": epoch, "judge": judge,
+                "model": model,
                 "score": score, "reason": verdict.reason if verdict else None, "error": error,
             })  # fmt: skip
             self._finished(stats, ok=error is None)
@@ -346,12 +355,17 @@ class Batch(Plan):
         for call in self.calls:
             outcome = call.row or not_run_row("not run: the batch was stopped")
             rows.append(
-                ItemRow(item=call.item.index, key=call.item.key, model=call.model, **outcome)
-            )
+                ItemRow(item=call.item.index, key=call.item.key, model=call.model,
+                        epoch=call.epoch, **outcome)
+            )  # fmt: skip
+        scorers = list(self.s.scorers)
         return BatchResult(
             items=self.raw, models=list(self.s.models), rows=rows, group_id=self.group_id,
             judges=list(self.s.judges), judge_mode=self.s.judge_mode,
             judgements=self.judgements, grades=self.grades,
             worst_case_cost=self.stats.worst_case_cost, judge_cost=self.judge_cost,
-            stats=self.stats,
+            stats=self.stats, prompts=[item.prompt for item in self.items],
+            scores=score_rows(scorers, self.raw, rows), scorers=describe(scorers),
+            epochs=self.s.epochs, spec=describe_spec(self.s),
+            prices={m: prices_of(c) for m, c in {**self.configs, **self.judge_configs}.items()},
         )  # fmt: skip

@@ -61,10 +61,13 @@ class BatchSpec:
 
     ``data``: a DataFrame, a list of dicts, or a CSV / JSONL / Parquet path
     (read when the batch runs). ``prompt`` and ``system`` are templates over an
-    item's columns. ``key`` names a column that identifies items (default: a
-    hash of the rendered prompt). ``cache`` is off by default: a batch compares
-    models. ``engine="ray"`` runs the calls on Ray workers: ``ray_address``,
-    ``workers``, ``cpus_per_worker``.
+    item's columns. ``scorers`` check answers by code (``evaluation.scorers``);
+    ``epochs`` asks each (item, model) that many times (``seed``, when given, is
+    ``seed + epoch`` for each repeat); ``seed``, ``top_p``, ``stop`` and the
+    penalties pass through to every call, as in ``orc.complete``. ``key`` names a
+    column that identifies items (default: a hash of the rendered prompt).
+    ``cache`` is off by default: a batch compares models. ``engine="ray"`` runs
+    the calls on Ray workers: ``ray_address``, ``workers``, ``cpus_per_worker``.
     """
 
     data: Any
@@ -75,8 +78,15 @@ class BatchSpec:
     judge_mode: JudgeMode = "pairwise"
     criteria: str | None = None
     reference_column: str | None = None
+    scorers: Sequence[Any] = ()
     temperature: float | None = None
     max_tokens: int | None = None
+    seed: int | None = None
+    top_p: float | None = None
+    stop: str | Sequence[str] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    epochs: int = 1
     fallbacks: Sequence[str] | None = None
     cache: bool = False
     allow_unpriced: bool = False
@@ -109,6 +119,29 @@ class BatchSpec:
             raise ConfigError(f"budget must be a finite number >= 0, got {budget!r}.")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ConfigError("The batch prompt must be a non-empty template string.")
+        epochs = self.epochs
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ConfigError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+        if epochs > 1 and self.on_ray:
+            raise ConfigError(
+                "epochs > 1 runs on this process's loop only, not yet on Ray.",
+                hint="Leave engine='ray' out, or run one epoch.",
+            )
+        seed = self.seed
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ConfigError(f"seed must be a whole number, got {seed!r}.")
+        from .scorers import as_scorer
+
+        scorers = tuple(as_scorer(s) for s in (self.scorers or ()))
+        names = [s.name for s in scorers]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"Two scorers share a name ({', '.join(names)}).",
+                hint="Give each its own: scorers.exact('reference', name='exact answer').",
+            )
+        object.__setattr__(self, "scorers", scorers)
+        if isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
         Limits.of(self.limits)  # checks every model's limits now; each run makes its own gates
         # Frozen values: a caller's list changed later cannot change the batch.
         object.__setattr__(self, "models", tuple(models))
@@ -161,6 +194,11 @@ class BatchSpec:
                 hint=f"Valid options: {', '.join(OPTIONS)}.",
             )
         return cls(data, models, prompt, **options)
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling options given (stop, top_p, penalties; seed is per epoch)."""
+        names = ("top_p", "stop", "frequency_penalty", "presence_penalty")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @property
     def on_ray(self) -> bool:
