@@ -300,31 +300,29 @@ class Plan:
         """(item, the models shown) of every call ``judge`` would make: one per order of a
         pair (pairwise) or per answer (grade) that will have answers, unless the log holds
         its verdict (answers resumed, so its step is known)."""
-        sending = {(c.item.index, c.model) for c in todo}
+        sending = {(c.item.index, c.epoch, c.model) for c in todo}
         answers = {
-            (c.item.index, c.model): c.row["answer"] or ""
+            (c.item.index, c.epoch, c.model): c.row["answer"] or ""
             for c in self.calls
             if c.row is not None
             and c.row["status"] == "ok"
-            and (c.item.index, c.model) not in sending
+            and (c.item.index, c.epoch, c.model) not in sending
         }
         models = self.s.models
-        for item in self.items:
-            judged = [m for m in models if (item.index, m) in sending or (item.index, m) in answers]
+        for item, epoch in itertools.product(self.items, range(self.s.epochs)):
+            at = (item.index, epoch)
+            judged = [m for m in models if (*at, m) in sending or (*at, m) in answers]
             if self.s.judge_mode == "pairwise":
                 for a, b in itertools.combinations(judged, 2):
-                    known = (item.index, a) in answers and (item.index, b) in answers
-                    text_a, text_b = (
-                        answers.get((item.index, a), ""),
-                        answers.get((item.index, b), ""),
-                    )
+                    known = (*at, a) in answers and (*at, b) in answers
+                    text_a, text_b = answers.get((*at, a), ""), answers.get((*at, b), "")
                     for step in self.pair_steps(item, judge, a, b, text_a, text_b):
                         if not (known and self.has_verdict(judge, step, 2)):
                             yield item, (a, b)
             else:
                 for m in judged:
-                    known = (item.index, m) in answers
-                    step = self.grade_step(item, judge, m, answers.get((item.index, m), ""))
+                    known = (*at, m) in answers
+                    step = self.grade_step(item, judge, m, answers.get((*at, m), ""))
                     if not (known and self.has_verdict(judge, step, 1, need_scores=True)):
                         yield item, (m,)
 
