@@ -213,8 +213,8 @@ def test_learn_router_is_a_method_and_uses_the_rendered_prompts(orc):
 
 def test_the_worst_case_counts_every_repeat_judged(orc):
     items = QUESTIONS[QUESTIONS["id"].isin(["code-01", "code-02"])]
-    one = orc.estimate_batch(items, ["right", "chatty"], judges=["grader"], judge_mode="grade")
-    two = orc.estimate_batch(items, ["right", "chatty"], judges=["grader"], judge_mode="grade",
-                             epochs=2)  # fmt: skip
+    options = {"judges": ["grader"], "judge_mode": "grade", "rerun": "all"}  # all to send
+    one = orc.estimate_batch(items, ["right", "chatty"], **options)
+    two = orc.estimate_batch(items, ["right", "chatty"], epochs=2, **options)
     assert two["judge grader"] == pytest.approx(2 * one["judge grader"])  # type: ignore[operator]
     assert two["right"] == pytest.approx(2 * one["right"])  # type: ignore[operator]
