@@ -34,6 +34,7 @@ from .calls import (
     build_request,
     check_options,
     checked_values,
+    model_names,
 )
 from .engine import AUTO, DEFAULT_CONCURRENCY_PER_PROVIDER, SESSION_ID, CallEngine
 from .reliability import CircuitBreaker, RetryPolicy
@@ -80,11 +81,7 @@ class Orchestrator:
         """``cache``: True (the default file), False, a path or a ResponseCache; None (the
         default) follows ``MMO_CACHE`` and is off when it is unset: a re-run calls the model.
         ``budget``: USD this orchestrator may spend (None: unlimited)."""
-        if models is None:
-            from ..core.catalogue import builtin_models
-
-            models = builtin_models()
-        catalogue = models if isinstance(models, Catalogue) else Catalogue.of(models)
+        catalogue = _catalogue_of(models)
         if default_model is not None:
             catalogue.resolve(default_model)  # fail now, not at the first call
         check_fallbacks(catalogue)
@@ -461,6 +458,7 @@ class Orchestrator:
 
         own = ("judges", "strategy", "swap", "panel", "criteria", "on_text", "on_result")
         check_options(options, also=(*own, "on_judge"))
+        self._check_judges(judges)  # before the candidates are paid for
         return await self._loop.arun(
             consensus(
                 self._engine.complete, prompt, models, judges=judges, strategy=strategy,
@@ -468,6 +466,22 @@ class Orchestrator:
                 on_judge=on_judge, **options,
             )
         )  # fmt: skip
+
+    def _check_judges(self, judges: Sequence[str]) -> None:
+        """Every judge is a model of the catalogue that can be called now (or has fallbacks)."""
+        for name in model_names(judges, "judges", allow_empty=True):
+            try:
+                judge = self.catalogue.resolve(name)
+            except UnknownModelError as exc:
+                raise UnknownModelError(
+                    name, self.catalogue.names(), where="in judges (nothing was sent)"
+                ) from exc
+            reason = judge.unavailable_reason
+            if reason is not None and not judge.fallbacks:
+                raise ConfigError(
+                    f"Judge {name!r} is unavailable ({reason}); nothing was sent.",
+                    hint="Make it available, or pick another judge.",
+                )
 
     # -- routing --------------------------------------------------------------
 
@@ -651,6 +665,34 @@ class Orchestrator:
             f"<Orchestrator {models} models ({available} available), "
             f"default {self.default_model!r}>"
         )
+
+
+def _catalogue_of(models: object) -> Catalogue:
+    """The catalogue ``Orchestrator(models)`` means; one ConfigError line for anything else."""
+    if models is None:
+        from ..core.catalogue import builtin_models
+
+        return Catalogue.of(builtin_models())
+    if isinstance(models, Catalogue):
+        return models
+    if isinstance(models, str | bytes | Mapping) or not isinstance(models, Iterable):
+        raise ConfigError(
+            f"models must be a list of ModelConfig objects or a Catalogue, got {models!r}.",
+            hint=(
+                f"For the built-in models with a default: Orchestrator(default_model={models!r})."
+                if isinstance(models, str)
+                else "For example models=[mmo.ModelConfig('openai', 'gpt-4o-mini')]."
+            ),
+        )
+    listed = list(models)
+    for i, model in enumerate(listed):
+        if not isinstance(model, ModelConfig):
+            raise ConfigError(
+                f"models[{i}] is {model!r}, not a ModelConfig.",
+                hint="Give mmo.ModelConfig(provider, model_id, ...) objects; a model the "
+                "catalogue has already is called by name, it needs no entry.",
+            )
+    return Catalogue.of(listed)  # empty is allowed: models may be added later
 
 
 def _in_catalogue(catalogue: Catalogue, name: str) -> bool:

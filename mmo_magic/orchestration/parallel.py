@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
+import operator
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -316,10 +317,31 @@ async def consensus(
         result.reason = "the longest answer (length says little about quality: a teaching baseline)"
     else:
         assert callable(strategy)
-        pick = strategy(ok)
-        result.winner = ok[pick] if isinstance(pick, int) else pick
-        result.reason = f"chosen by {name}"
+        result.winner = _strategy_pick(strategy(ok), ok, name)
+        result.reason = f"chosen by {name}" if result.winner is not None else f"{name} chose none"
     return result
+
+
+def _strategy_pick(
+    pick: object, ok: list[CompletionResponse], name: str
+) -> CompletionResponse | None:
+    """What a strategy function returned, as the winner: a response of ``ok``, its index, or
+    None; anything else is one ConfigError line (the candidates' answers are in the run log)."""
+    if pick is None or (isinstance(pick, CompletionResponse) and pick in ok):
+        return pick
+    if not isinstance(pick, bool):
+        try:
+            index = operator.index(pick)  # type: ignore[arg-type]  # int or numpy int (argmax)
+        except TypeError:
+            pass
+        else:
+            if -len(ok) <= index < len(ok):
+                return ok[index]
+    raise ConfigError(
+        f"The consensus strategy {name} returned {pick!r}; it must return one of the "
+        f"{len(ok)} responses it was given, its index (0-{len(ok) - 1}) or None.",
+        hint="The candidates' answers are in the run log (orc.runs).",
+    )
 
 
 async def _judge(

@@ -628,6 +628,7 @@ class RunLog:
         group_id: str | None,
         session_id: str | None,
     ) -> list[tuple[Any, ...]]:
+        _check_filters(last, cell, group_id, session_id)
         where, params = [], []
         for column, value in (("cell", cell), ("group_id", group_id), ("session_id", session_id)):
             if value is not None:
@@ -726,28 +727,44 @@ class RunLog:
         """Write every record to ``path`` as csv, parquet or jsonl (from the suffix by default)."""
         from ..core.errors import ConfigError
 
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise ConfigError(f"export needs a file path, got {path!r}.")
+        if format is not None and not isinstance(format, str):
+            raise ConfigError(f"format must be 'csv', 'parquet' or 'jsonl', got {format!r}.")
         target = Path(path).expanduser()
         fmt = (format or target.suffix).lower().lstrip(".")
         fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
-        if fmt == "jsonl":
-            with target.open("w", encoding="utf-8") as out:
-                for record in self.records():
-                    out.write(json.dumps(_json_dict(record), ensure_ascii=False) + "\n")
-        elif fmt == "csv":
-            frame = self.to_dataframe()
-            for name in _DATETIME:
-                frame[name] = frame[name].map(
-                    lambda t: t.isoformat(timespec="microseconds"), na_action="ignore"
-                )
-            frame.to_csv(target, index=False)
-        elif fmt == "parquet":
-            self.to_dataframe().to_parquet(target, index=False)
-        else:
+        if fmt not in ("jsonl", "csv", "parquet"):
             raise ConfigError(
                 f"Cannot export the run log as {fmt!r}: supported formats are "
                 "csv, parquet and jsonl.",
                 hint="Give the path a .csv, .parquet or .jsonl suffix, or pass format=.",
             )
+        if not target.parent.is_dir():
+            raise ConfigError(
+                f"Cannot export the run log to {target}: the directory {target.parent} "
+                "does not exist.",
+                hint="Create it first (Path(...).mkdir(parents=True)), or fix the path.",
+            )
+        try:
+            if fmt == "jsonl":
+                with target.open("w", encoding="utf-8") as out:
+                    for record in self.records():
+                        out.write(json.dumps(_json_dict(record), ensure_ascii=False) + "\n")
+            elif fmt == "csv":
+                frame = self.to_dataframe()
+                for name in _DATETIME:
+                    frame[name] = frame[name].map(
+                        lambda t: t.isoformat(timespec="microseconds"), na_action="ignore"
+                    )
+                frame.to_csv(target, index=False)
+            else:
+                self.to_dataframe().to_parquet(target, index=False)
+        except OSError as exc:  # a directory at that path, no permission, a full disk
+            raise ConfigError(
+                f"Cannot export the run log to {target}: {exc.strerror or exc}.",
+                hint="Choose a writable file path.",
+            ) from exc
         return target
 
     def clear(self) -> None:
@@ -775,6 +792,23 @@ class RunLog:
 
 
 _writer = Writer()
+
+
+def _check_filters(last: object, cell: object, group_id: object, session_id: object) -> None:
+    """The arguments of ``records``/``to_dataframe``: one ConfigError line for a wrong one."""
+    from ..core.errors import ConfigError
+
+    for name, value in (("last", last), ("cell", cell)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(
+                f"{name} must be a whole number, got {value!r}.",
+                hint="last=10 keeps the newest 10 records; cell=3 those of cell [3].",
+            )
+    if isinstance(last, int) and last < 0:
+        raise ConfigError(f"last must be >= 0, got {last}.", hint="last=10 keeps the newest 10.")
+    for name, value in (("group_id", group_id), ("session_id", session_id)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string id, got {value!r}.")
 
 
 def _json_dict(record: RunRecord) -> dict[str, Any]:
