@@ -289,9 +289,25 @@ _TEXT_ONLY = frozenset({
 })  # fmt: skip
 
 
+# Reasoning models: they take reasoning_effort / thinking_budget (OpenAI's reasoning models
+# and Gemini 2.5 take reasoning_effort; Claude 4 models extended thinking).
+_REASONING = frozenset({
+    "gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini", "claude-opus-4-5",
+    "claude-opus-4-1", "claude-sonnet-4-5", "claude-sonnet-4", "claude-haiku-4-5",
+    "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite",
+})  # fmt: skip
+
+
 def builtin_models() -> list[ModelConfig]:
     """A fresh list of the built-in models."""
-    return [m.replace(vision=False) if m.name in _TEXT_ONLY else m for m in _models()]
+    out = []
+    for m in _models():
+        if m.name in _TEXT_ONLY:
+            m = m.replace(vision=False)
+        if m.name in _REASONING:
+            m = m.replace(reasoning=True)
+        out.append(m)
+    return out
 
 
 def _models() -> list[ModelConfig]:

@@ -19,6 +19,7 @@ __all__ = [
     "Message",
     "Prompt",
     "StreamEnd",
+    "Thinking",
     "ToolCall",
     "ToolCallDelta",
     "as_messages",
@@ -133,6 +134,10 @@ class CompletionRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # Reasoning models: how hard to think ("minimal" | "low" | "medium" | "high"), or a
+    # budget of thinking tokens; each provider maps them (see core.reasoning).
+    reasoning_effort: str | None = None
+    thinking_budget: int | None = None
 
     # The sampling options beside temperature and max_tokens, in OpenAI's spelling. Each
     # provider client sends those it has (mapped to its own names) and refuses the others.
@@ -173,6 +178,15 @@ class CompletionRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Thinking:
+    """A stream item that is no answer: a piece of the model's thinking (Anthropic thinking
+    blocks, ``reasoning_content`` of OpenAI-compatible servers), or "" for a sign of life
+    (the first bytes of a response that is still thinking). Kept apart from the answer."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEnd:
     """The last item of a client stream: why it stopped and what it used.
 
@@ -184,6 +198,8 @@ class StreamEnd:
     input_tokens: int | None = None
     output_tokens: int | None = None
     estimated: bool = False
+    # Of output_tokens, those spent thinking (billed as output); None when not reported.
+    reasoning_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -218,6 +234,12 @@ class CompletionResponse:
     parsed: Any = None
     # The tools the model called (finish_reason "tool_calls"); empty when it answered in text.
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # Reasoning models: the thinking text a provider returned (never part of ``content``),
+    # the tokens spent thinking (part of output_tokens, billed as output), and when the
+    # first bytes of any kind came (``ttft_ms`` is the first visible token).
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
+    first_activity_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -242,6 +264,8 @@ class CompletionResponse:
         approx = "~" if self.tokens_estimated else ""
         if self.input_tokens is not None and self.output_tokens is not None:
             parts.append(f"{approx}{self.input_tokens}→{approx}{self.output_tokens} tokens")
+        if self.reasoning_tokens:
+            parts.append(f"{self.reasoning_tokens} thinking")
         if self.ttft_ms is not None:
             parts.append(f"ttft {self.ttft_ms:.0f} ms")
         if self.latency_ms is not None:

@@ -61,6 +61,9 @@ class ModelConfig:
     # Whether the model takes images (and documents): None is its provider's default (all
     # but the embedded model); the catalogue marks text-only models False.
     vision: bool | None = None
+    # A reasoning model: it takes reasoning_effort / thinking_budget, and may be silent
+    # while it thinks (no time-to-first-token deadline before its first visible token).
+    reasoning: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: defaults derived from other fields are filled here
@@ -81,6 +84,9 @@ class ModelConfig:
         register_url_secrets(self.base_url)
         for names in ("fallbacks", "aliases"):
             set_(self, names, _model_names(self.name, names, getattr(self, names)))
+        if not isinstance(self.reasoning, bool):
+            raise ConfigError(f"Model {self.name!r}: reasoning must be true or false, "
+                              f"got {self.reasoning!r}.")  # fmt: skip
         if self.vision is not None and not isinstance(self.vision, bool):
             raise ConfigError(f"Model {self.name!r}: vision must be true or false, "
                               f"got {self.vision!r}.")  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypedDict
 from ..core.completion import CompletionRequest, CompletionResponse, Message, Prompt, as_messages
 from ..core.errors import InvalidRequestError
 from ..core.parts import is_part_list
+from ..core.reasoning import checked_budget, checked_effort
 from ..core.structured import (
     ResponseFormat,
     Tool,
@@ -78,6 +79,13 @@ class CallOptions(TypedDict, total=False):
     ``tool_calls`` holds the calls the model made (``finish_reason`` "tool_calls");
     send their results back as ``call.result(text)`` messages after ``response.message``.
     A model whose provider has no tool calling refuses them (InvalidRequestError).
+
+    Reasoning models: ``reasoning_effort`` ("minimal", "low", "medium", "high") or
+    ``thinking_budget`` (tokens), one of them; each provider gets its form (OpenAI's
+    reasoning_effort, Anthropic's extended thinking, with its rules checked before
+    sending), and a model the catalogue does not mark as a reasoning model refuses them.
+    The response's ``reasoning`` holds the thinking text a provider returned, and
+    ``reasoning_tokens`` the tokens spent thinking (billed as output).
     """
 
     system: str | None
@@ -98,6 +106,8 @@ class CallOptions(TypedDict, total=False):
     tools: Sequence[Mapping[str, Any] | type | Callable[..., Any] | Tool] | None
     tool_choice: str | Mapping[str, Any] | None
     parallel_tool_calls: bool | None
+    reasoning_effort: str | None
+    thinking_budget: int | None
 
 
 _OPTION_NAMES: frozenset[str] = CallOptions.__optional_keys__
@@ -109,6 +119,9 @@ _OTHER_SPELLINGS = {
     "random_seed": "seed",  # Mistral
     "functions": "tools",  # OpenAI's legacy name
     "function_call": "tool_choice",
+    "thinking": "thinking_budget",  # Anthropic
+    "budget_tokens": "thinking_budget",
+    "reasoning": "reasoning_effort",  # OpenAI Responses
 }
 
 
@@ -179,6 +192,8 @@ def checked_values(options: CallOptions) -> CallOptions:
     out["tools"] = offered or None
     if options.get("tool_choice") is not None:
         out["tool_choice"] = tool_choice(options["tool_choice"], offered)  # type: ignore[typeddict-item]
+    out["reasoning_effort"] = checked_effort(options.get("reasoning_effort"))
+    out["thinking_budget"] = checked_budget(options.get("thinking_budget"))
     return out
 
 
@@ -311,6 +326,8 @@ def build_request(
     tools: tuple[Tool, ...] = (),
     tool_choice: ToolChoice | None = None,
     parallel_tool_calls: bool | None = None,
+    reasoning_effort: str | None = None,
+    thinking_budget: int | None = None,
 ) -> CompletionRequest:
     """The CompletionRequest for a prompt, or InvalidRequestError saying what is wrong with it.
 
@@ -332,6 +349,8 @@ def build_request(
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel_tool_calls,
+        reasoning_effort=reasoning_effort,
+        thinking_budget=thinking_budget,
         **(sampling or {}),
     )
     if not request.prompt_text.strip() and not _has_media(request):

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.completion import CompletionRequest, StreamEnd, ToolCall, ToolCallDelta
+from ..core.completion import CompletionRequest, StreamEnd, Thinking, ToolCall, ToolCallDelta
 from ..core.errors import ProviderError, StructuredOutputError
 from ..core.models import ModelConfig
 from ..core.text import storable
@@ -32,6 +32,8 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     parts: list[str] = field(default_factory=list)
     ttft_ms: float | None = None
+    first_activity_ms: float | None = None  # the first item of any kind, thinking included
+    thinking: list[str] = field(default_factory=list)  # thinking text, apart from the answer
     end: StreamEnd | None = None
     parsed: Any = None  # structured output: the validated answer
     # Tool calls as they stream: index -> [id, name, argument pieces].
@@ -50,15 +52,20 @@ async def drain(
 
     Deadlines: total (``timeout_s``), time to first token (``ttft_timeout_s``)
     and stall between deltas (``stall_timeout_s``), all on one rescheduled
-    timer so the per-chunk cost stays a single heap operation.
+    timer so the per-chunk cost stays a single heap operation. A reasoning model
+    (``ModelConfig.reasoning``) may think in silence before its first visible token:
+    its first token has only the total deadline, and pieces of thinking it streams
+    count as activity against stalls. ``Thinking`` items go to ``progress.thinking``,
+    never to the answer; any first item sets ``first_activity_ms``.
     """
     config = client.config
     loop = asyncio.get_running_loop()
     total_at = loop.time() + config.timeout_s
     watch_gaps = config.ttft_timeout_s is not None or config.stall_timeout_s is not None
+    first_gap = None if config.reasoning else config.ttft_timeout_s
 
     def deadline() -> float:
-        gap = config.ttft_timeout_s if progress.ttft_ms is None else config.stall_timeout_s
+        gap = first_gap if progress.ttft_ms is None else config.stall_timeout_s
         return total_at if gap is None else min(total_at, loop.time() + gap)
 
     # A server may stream an emoji as two escaped UTF-16 halves in separate chunks: a
@@ -69,6 +76,8 @@ async def drain(
     try:
         async with asyncio.timeout_at(deadline()) as timer:
             async for item in stream:
+                if progress.first_activity_ms is None:
+                    progress.first_activity_ms = progress.elapsed_ms
                 if isinstance(item, str):  # first: text is nearly every item
                     text, held = held + item, ""
                     if text and "\ud800" <= text[-1] <= "\udbff":
@@ -84,6 +93,12 @@ async def drain(
                     if progress.ttft_ms is None:
                         progress.ttft_ms = progress.elapsed_ms
                     if watch_gaps:
+                        timer.reschedule(deadline())
+                    continue
+                elif isinstance(item, Thinking):
+                    if item.text:
+                        progress.thinking.append(storable(item.text))
+                    if watch_gaps and progress.ttft_ms is not None:
                         timer.reschedule(deadline())
                     continue
                 else:

@@ -39,6 +39,7 @@ from ..core.ids import new_id
 from ..core.loop import BackgroundLoop, background_loop
 from ..core.models import Catalogue, ModelConfig
 from ..core.parts import check_parts, parts_digest, parts_record
+from ..core.reasoning import check_reasoning
 from ..core.structured import ResponseFormat, StructuredOutputError, Tool, ToolChoice, parse
 from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
@@ -99,6 +100,8 @@ class _Call:
     tools: tuple[Tool, ...]
     tool_choice: ToolChoice | None
     parallel_tool_calls: bool | None
+    reasoning_effort: str | None
+    thinking_budget: int | None
     budget: float | None
     allow_unpriced: bool
     use_cache: bool
@@ -239,6 +242,8 @@ class CallEngine(Generic[Sink]):
             tools=tuple(options.get("tools") or ()),  # type: ignore[arg-type]
             tool_choice=options.get("tool_choice"),  # type: ignore[arg-type]
             parallel_tool_calls=options.get("parallel_tool_calls"),
+            reasoning_effort=options.get("reasoning_effort"),
+            thinking_budget=options.get("thinking_budget"),
             budget=options.get("budget"),
             allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
             use_cache=use_cache and self.cache is not None,
@@ -279,6 +284,7 @@ class CallEngine(Generic[Sink]):
                 prompt, call.system, call.temperature, call.max_tokens, sampling=call.sampling,
                 response_format=call.response_format, tools=call.tools,
                 tool_choice=call.tool_choice, parallel_tool_calls=call.parallel_tool_calls,
+                reasoning_effort=call.reasoning_effort, thinking_budget=call.thinking_budget,
             )  # fmt: skip
             base.prompt, base.system = request.prompt_text, request.system
             base.parts = parts_record(request.messages)  # kind, type, size, hash: no bytes
@@ -373,16 +379,20 @@ class CallEngine(Generic[Sink]):
         temperature = call.temperature if call.temperature is not None else config.temperature
         # Tools offered, or a conversation with tool calls in it: the cache key knows
         # neither the tools nor the calls' ids, so a text answer could stand in for a call.
-        if record.parts is not None:
-            try:  # a part this model cannot take is refused before anything is sent
+        try:  # what this model cannot take is refused before anything is sent
+            if record.parts is not None:
                 check_parts(config, request.messages)
-            except MMOError as exc:
-                return self._finish(call, record, config, Progress(), exc), exc
+            check_reasoning(config, request)
+        except MMOError as exc:
+            return self._finish(call, record, config, Progress(), exc), exc
         cacheable = call.use_cache and not request.uses_tools
         key = cache_key(config, request, max_tokens, temperature) if cacheable else None
         if key is not None and request.response_format is not None:
             # The same prompt under another schema is another question.
             key = hashlib.sha256(f"{key}:{request.response_format.key}".encode()).hexdigest()
+        if key is not None and (request.reasoning_effort or request.thinking_budget):
+            thinking = f"{request.reasoning_effort}:{request.thinking_budget}"
+            key = hashlib.sha256(f"{key}:thinking={thinking}".encode()).hexdigest()
         if key is not None and record.parts is not None:
             # The same words about another image are another question: key on the hashes.
             digest = parts_digest(request.messages)
@@ -526,6 +536,16 @@ class CallEngine(Generic[Sink]):
         )
         record.latency_ms = progress.elapsed_ms
         record.ttft_ms = progress.ttft_ms
+        record.first_activity_ms = progress.first_activity_ms
+        record.reasoning_tokens = end.reasoning_tokens if end else None
+        reasoning = "".join(progress.thinking) or None
+        record.reasoning = reasoning
+        if record.reasoning_tokens is None and reasoning and end is not None:
+            # Thinking text but no count of it (Anthropic reports none apart from
+            # output_tokens): its tokens counted here, after the call was timed.
+            from ..core.pricing import count_tokens
+
+            record.reasoning_tokens = count_tokens(reasoning, config.model_id if config else "")
         call.committed.append(self.runs.add(record))
         response = CompletionResponse(
             content=content,
@@ -546,6 +566,9 @@ class CallEngine(Generic[Sink]):
             group_id=record.group_id,
             parsed=progress.parsed if error is None else None,
             tool_calls=list(progress.tool_calls) if error is None else [],
+            reasoning=reasoning,
+            reasoning_tokens=record.reasoning_tokens,
+            first_activity_ms=progress.first_activity_ms,
         )
         if call.on_finish is not None:
             call.on_finish(response)

@@ -13,10 +13,11 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..core.completion import CompletionRequest, Message, ToolCallDelta
+from ..core.completion import CompletionRequest, Message, Thinking, ToolCallDelta
 from ..core.errors import MissingAPIKeyError
 from ..core.models import ModelConfig
 from ..core.parts import anthropic_block
+from ..core.reasoning import anthropic_thinking
 from ..core.redaction import read_key
 from ..core.structured import ToolChoice, invalid_parameter
 from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
@@ -70,7 +71,12 @@ class AnthropicClient(ModelClient):
         }
         if request.system:
             body["system"] = request.system
-        if (temperature := self.temperature(request)) is not None:
+        temperature = self.temperature(request)
+        # Extended thinking, with Anthropic's rules checked before sending.
+        thinking = anthropic_thinking(self.config, request, body["max_tokens"], temperature)
+        if thinking is not None:
+            body["thinking"] = thinking
+        if temperature is not None:
             # anthropic SDK 2.x dropped `temperature` from messages.create's
             # signature; the body goes in extra_body, so it still reaches the wire.
             body["temperature"] = temperature
@@ -138,6 +144,8 @@ class AnthropicClient(ModelClient):
                             produced.append(delta["text"])
                             if shown := guard.feed(delta["text"]) if guard else delta["text"]:
                                 yield shown
+                        elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
+                            yield Thinking(delta["thinking"])  # kept apart from the answer
                         elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                             produced.append(delta["partial_json"])
                             if (index := calls.get(payload.get("index", -1))) is not None:
@@ -151,6 +159,7 @@ class AnthropicClient(ModelClient):
                             called = True
                             yield ToolCallDelta(index, id=block.get("id"), name=block.get("name"))
                     elif kind == "message_start":
+                        yield Thinking()  # the first bytes: thinking may follow in silence
                         usage = _dict((payload.get("message") or {}).get("usage"))
                         input_tokens = usage.get("input_tokens", input_tokens)
                         output_tokens = usage.get("output_tokens", output_tokens)
@@ -175,6 +184,8 @@ class AnthropicClient(ModelClient):
         if stop_reason == "tool_use" and not called:
             stop_reason = "end_turn"  # structured output's forced tool: the answer is the text
         # Counts are checked, and what is missing or no count is counted locally.
+        # Anthropic bills thinking inside output_tokens and reports no separate count: the
+        # engine counts the thinking text it returned (after timing the call).
         yield self.usage_end(stop_reason, (input_tokens, output_tokens), request, produced)
 
     def _stream_failure(self, error: dict[str, Any]) -> Exception:

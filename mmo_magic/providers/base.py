@@ -25,7 +25,7 @@ import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator
 from typing import Any
 
-from ..core.completion import CompletionRequest, StreamEnd, ToolCallDelta
+from ..core.completion import CompletionRequest, StreamEnd, Thinking, ToolCallDelta
 from ..core.errors import ProviderError, StreamError
 from ..core.models import ModelConfig
 from ..core.redaction import StreamRedactor, could_be_credential, redact_url, redactor
@@ -36,7 +36,7 @@ __all__ = [
     "ModelClient", "StreamItem", "UsageWarning", "map_sdk_error", "scrub_exception", "sse_events",
 ]  # fmt: skip
 
-StreamItem = str | ToolCallDelta | StreamEnd
+StreamItem = str | ToolCallDelta | Thinking | StreamEnd
 
 # No call uses a billion tokens: a count past this is a provider's bug, not usage (and
 # past 2**63 it cannot even be stored).

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..core.completion import CompletionRequest, Message, ToolCallDelta
+from ..core.completion import CompletionRequest, Message, Thinking, ToolCallDelta
 from ..core.errors import MissingAPIKeyError, ProviderError
 from ..core.models import ModelConfig
 from ..core.parts import openai_part
+from ..core.reasoning import openai_effort
 from ..core.redaction import read_key, redact_url
-from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
+from .base import (
+    ModelClient,
+    StreamItem,
+    read_to_end,
+    sendable,
+    split_base_url,
+    sse_events,
+    token_count,
+)
 
 __all__ = ["LocalClient", "OpenAIClient"]
 
@@ -76,6 +86,8 @@ class OpenAIClient(ModelClient):
                 body["parallel_tool_calls"] = request.parallel_tool_calls
         if request.tool_choice is not None:
             body["tool_choice"] = request.tool_choice.openai()
+        if (effort := openai_effort(request)) is not None:
+            body["reasoning_effort"] = effort  # a thinking_budget mapped to its effort
         return body
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
@@ -91,14 +103,22 @@ class OpenAIClient(ModelClient):
                 model=body.pop("model"), messages=(), stream=True, extra_body=body
             ) as response:
                 events = sse_events(response.iter_lines())
+                alive = False
                 async for _event, data in events:
                     if data == "[DONE]":
                         break
                     chunk = self.decode(data)
+                    if not alive:  # the first bytes: a model may think a while after them
+                        alive = True
+                        yield Thinking()
                     if "error" in chunk:
                         raise self.stream_error(str(chunk["error"].get("message", chunk["error"])))
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
+                        # OpenAI-compatible servers (vLLM, DeepSeek, Ollama) stream thinking so.
+                        thought = delta.get("reasoning_content") or delta.get("reasoning")
+                        if thought and isinstance(thought, str):
+                            yield Thinking(thought)
                         text = delta.get("content")
                         if text and isinstance(text, str):
                             produced.append(text)
@@ -121,7 +141,12 @@ class OpenAIClient(ModelClient):
             yield tail
         # Counts are checked, and what is missing or no count is counted locally.
         reported = (usage or {}).get("prompt_tokens"), (usage or {}).get("completion_tokens")
-        yield self.usage_end(finish_reason, reported, request, produced)
+        end = self.usage_end(finish_reason, reported, request, produced)
+        details = (usage or {}).get("completion_tokens_details")
+        if isinstance(details, dict) and (thinking := token_count(details.get("reasoning_tokens"))):
+            # Part of completion_tokens already, so billed as output once.
+            end = dataclasses.replace(end, reasoning_tokens=thinking)
+        yield end
 
     async def aclose(self) -> None:
         await self._sdk.close()

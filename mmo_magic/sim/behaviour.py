@@ -52,6 +52,15 @@ word, later ones with a leading space. A
 request's max_tokens truncates the reply and makes the finish reason
 "length" (OpenAI) / "max_tokens" (Anthropic).
 
+Reasoning: a request with OpenAI's ``reasoning_effort`` (one of minimal, low, medium,
+high) or Anthropic's ``thinking`` (checked by Anthropic's rules: budget_tokens >= 1024,
+max_tokens above it, temperature unset or 1, top_p >= 0.95, no forced tool) thinks
+``think`` words (default 8), for ``think_ms`` of silence before the first visible word.
+OpenAI: the first chunk (role only) comes at once, then the silence; usage reports the
+words in ``completion_tokens`` and ``completion_tokens_details.reasoning_tokens``.
+Anthropic: a ``thinking`` block streams first (``thinking_delta`` a word at a time, then a
+``signature_delta``), the text block after it; output_tokens include the thinking.
+
 Token accounting, which tests rely on: a token is a whitespace-separated word.
 Input tokens are the words of every message's text plus the system prompt;
 output tokens are the words the reply emits.
@@ -144,6 +153,8 @@ class Behaviour:
     usage_output: str | None = None
     prefer: str = ""  # reply=judge: the word that makes a candidate win
     garble_times: int = 0  # reply=judge: the first N verdicts are prose with no JSON
+    think: int = 8  # words of thinking when reasoning is asked for (reasoning tokens)
+    think_ms: float = 0  # silent thinking before the first visible word, when asked for
     structured: bool = True  # False: a request for structured output gets a 400, as from a
     # server without json_schema (or Anthropic tools)
 
@@ -225,6 +236,12 @@ def judge_verdict(prompt: str, prefer: str) -> str:
         return json.dumps({"winner": "tie", "reason": "no candidate stands out (simulated judge)"})
     ranking = [chosen] + [label for label, _ in candidates if label != chosen]
     return json.dumps({"winner": chosen, "ranking": ranking, "reason": f"it mentions {prefer}"})
+
+
+def thinking_words(behaviour: Behaviour, base: str, last_user: str) -> tuple[str, ...]:
+    """What a model thinks when reasoning is asked for: ``think`` words, seeded like replies."""
+    rng = random.Random(zlib.crc32(f"think:{base}{last_user}".encode()))
+    return tuple(rng.choice(WORDS) for _ in range(max(0, behaviour.think)))
 
 
 def reply_words(behaviour: Behaviour, base: str, last_user: str, seen: int = 1) -> list[str]:

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
-from .behaviour import PRESETS, Behaviour, OptionError, reply_words, resolve
+from .behaviour import PRESETS, Behaviour, OptionError, reply_words, resolve, thinking_words
 from .wire import (
     ANTHROPIC,
     OPENAI,
@@ -543,7 +543,9 @@ class SimServer:
             call = dataclasses.replace(call, reported_output=_json_or_text(behaviour.usage_output))
         limit = call.max_tokens
         truncated = limit is not None and 0 <= limit < len(words)
-        reply = Reply(words[:limit] if truncated else words, truncated)
+        thinking = thinking_words(behaviour, base, call.last_user) if call.thinks else ()
+        reply = Reply(words[:limit] if truncated else words, truncated, thinking,
+                      behaviour.think_ms / 1000 if call.thinks else 0)  # fmt: skip
         if call.stream:
             await self._stream(ex, wire, call, behaviour, reply, fault)
         else:
@@ -568,7 +570,7 @@ class SimServer:
     ) -> None:
         # A JSON answer arrives when the same stream would have finished.
         generating = (len(reply.words) - 1) / b.tps if b.tps > 0 and reply.words else 0
-        await ex.pause(b.ttft_ms / 1000 + generating)
+        await ex.pause(b.ttft_ms / 1000 + generating + reply.think_s)
         body = wire.body(call, reply, finish=fault != "no_finish", usage=b.usage, blocks=b.blocks)
         if fault == "malformed":
             body = body[: len(body) // 2]
@@ -618,6 +620,9 @@ class SimServer:
                     await ex.hold(b.hold_s)
                 ex.keep_alive = False  # "cut": close without the terminating chunk
                 return
+            if frame.delay_s > 0:  # a model thinking in silence
+                await flush()
+                await ex.pause(frame.delay_s)
             if frame.token:
                 # Pace from one start time so delays do not drift over a long reply.
                 interval = ex.tokens_sent / b.tps if b.tps > 0 else 0

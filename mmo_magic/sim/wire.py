@@ -46,9 +46,19 @@ class Call:
     # The images and documents the request carried, as (kind, media type, bytes or None
     # for a URL), validated as the real APIs do (see ``media``).
     media: tuple[tuple[str, str, int | None], ...] = ()
+    # Reasoning asked for: OpenAI's reasoning_effort, or Anthropic's thinking budget.
+    reasoning_effort: str | None = None
+    thinking_budget: int | None = None
+
+    @property
+    def thinks(self) -> bool:
+        return self.reasoning_effort is not None or self.thinking_budget is not None
 
     def output_tokens(self, reply: Reply) -> Any:
-        return len(reply.words) if self.reported_output is None else self.reported_output
+        # Thinking is output, billed as such (OpenAI and Anthropic both count it in).
+        if self.reported_output is None:
+            return len(reply.words) + len(reply.thinking)
+        return self.reported_output
 
     @property
     def tool_call_id(self) -> str:
@@ -60,6 +70,8 @@ class Call:
 class Reply:
     words: list[str]
     truncated: bool  # cut short by max_tokens
+    thinking: tuple[str, ...] = ()  # the words of its thinking, when reasoning was asked for
+    think_s: float = 0  # silent thinking before the first visible word
 
     @property
     def pieces(self) -> list[str]:
@@ -80,6 +92,7 @@ class Frame:
     data: bytes
     token: bool = False  # carries one output word (paced by ttft/tps, counted by cut/stall)
     tail: bool = False  # finish reason / usage / end marker: withheld by cut and stall
+    delay_s: float = 0  # a silent pause before it (a model thinking)
 
 
 def count_words(text: str) -> int:
@@ -345,7 +358,14 @@ class _OpenAI(Wire):
             results.insert(0, _text_of(m.get("content")))
         tool, schema = _tool_to_call(tools, mode, forced, called, ended_with_result=bool(results))
         media = _openai_media(messages)
+        effort = body.get("reasoning_effort")
+        if effort is not None and effort not in EFFORTS:
+            raise BadRequest(
+                f"Invalid value for 'reasoning_effort': {effort!r}. Supported values are: "
+                + ", ".join(map(repr, EFFORTS))
+            )
         return Call(
+            reasoning_effort=effort,
             model=model,
             stream=bool(body.get("stream")),
             include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
@@ -365,7 +385,11 @@ class _OpenAI(Wire):
     def _usage(call: Call, reply: Reply) -> dict[str, Any]:
         out = call.output_tokens(reply)
         total = call.input_tokens + out if isinstance(out, int) else out
-        return {"prompt_tokens": call.input_tokens, "completion_tokens": out, "total_tokens": total}
+        usage = {"prompt_tokens": call.input_tokens, "completion_tokens": out,
+                 "total_tokens": total}  # fmt: skip
+        if call.thinks:  # reasoning tokens: part of completion_tokens, as OpenAI reports them
+            usage["completion_tokens_details"] = {"reasoning_tokens": len(reply.thinking)}
+        return usage
 
     @staticmethod
     def _finish(reply: Reply, call: Call) -> str:
@@ -433,6 +457,11 @@ class _OpenAI(Wire):
 
         if not pieces:
             frames = [Frame(role)]
+        elif call.thinks:
+            # The first bytes at once, then silence while it thinks (Chat Completions
+            # streams no thinking), then the answer.
+            frames = [Frame(role), Frame(piece(pieces[0]), token=True, delay_s=reply.think_s)]
+            frames += [Frame(piece(p), token=True) for p in pieces[1:]]
         else:
             # The role chunk travels with the first word, so a client timing its
             # first chunk measures the scripted time to first token.
@@ -486,7 +515,9 @@ class _Anthropic(Wire):
         ]  # fmt: skip
         tool, schema = _tool_to_call(tools, mode, forced, called, ended_with_result=bool(results))
         media = _anthropic_media(messages)
+        budget = _anthropic_thinking(body, limit)
         return Call(
+            thinking_budget=budget,
             model=model,
             stream=bool(body.get("stream")),
             include_usage=True,
@@ -544,6 +575,9 @@ class _Anthropic(Wire):
             ]  # fmt: skip
         else:
             content = [{"type": "text", "text": "".join(g)} for g in self._blocks(reply, blocks)]
+        if reply.thinking:
+            content.insert(0, {"type": "thinking", "thinking": " ".join(reply.thinking),
+                               "signature": _SIGNATURE})  # fmt: skip
         obj = self._message(call, content, self._stop(reply, call) if finish else None)
         obj["usage"] = {
             "input_tokens": call.input_tokens,
@@ -561,7 +595,19 @@ class _Anthropic(Wire):
         start["usage"] = {"input_tokens": call.input_tokens, "output_tokens": 1}
         frames = [Frame(event("message_start", {"message": start}) + event("ping", {}))]
         groups = [reply.pieces] if call.tool and reply.pieces else self._blocks(reply, blocks)
-        for index, group in enumerate(groups):
+        first = 0
+        if reply.thinking:  # a thinking block first, streamed a word at a time, then signed
+            opening = event("content_block_start", {"index": 0, "content_block": {
+                "type": "thinking", "thinking": "", "signature": ""}})  # fmt: skip
+            for i, word in enumerate(reply.thinking):
+                d = {"type": "thinking_delta", "thinking": word if i == 0 else f" {word}"}
+                data = event("content_block_delta", {"index": 0, "delta": d})
+                frames.append(Frame(opening + data if i == 0 else data))
+            signature = {"type": "signature_delta", "signature": _SIGNATURE}
+            frames.append(Frame(event("content_block_delta", {"index": 0, "delta": signature})))
+            frames.append(Frame(event("content_block_stop", {"index": 0})))
+            first = 1
+        for index, group in enumerate(groups, start=first):
             block: dict[str, Any] = {"type": "text", "text": ""}
             if call.tool:  # the forced tool's input, streamed as partial JSON
                 block = {"type": "tool_use", "id": f"toolu_sim_{call.tool_call_id}",
@@ -574,7 +620,8 @@ class _Anthropic(Wire):
                     else {"type": "text_delta", "text": piece}
                 )
                 data = event("content_block_delta", {"index": index, "delta": d})
-                frames.append(Frame(opening + data if i == 0 else data, token=True))
+                pause = reply.think_s if index == first and i == 0 and reply.thinking else 0
+                frames.append(Frame(opening + data if i == 0 else data, token=True, delay_s=pause))
             frames.append(Frame(event("content_block_stop", {"index": index})))
         stop = self._stop(reply, call) if finish else None
         delta = {
@@ -585,6 +632,34 @@ class _Anthropic(Wire):
         if done:
             frames.append(Frame(event("message_stop", {}), tail=True))
         return frames
+
+
+EFFORTS = ("minimal", "low", "medium", "high")
+_SIGNATURE = "c2ltdWxhdGVkLXNpZ25hdHVyZQ=="  # a thinking block's signature (simulated)
+
+
+def _anthropic_thinking(body: dict[str, Any], max_tokens: object) -> int | None:
+    """The thinking budget of a Messages request, checked by Anthropic's rules."""
+    thinking = body.get("thinking")
+    if thinking is None or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
+        return None
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        raise BadRequest("thinking: type must be 'enabled' or 'disabled'")
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
+        raise BadRequest("thinking.enabled.budget_tokens: Input should be greater than or "
+                         "equal to 1024")  # fmt: skip
+    if not isinstance(max_tokens, int) or max_tokens <= budget:
+        raise BadRequest("`max_tokens` must be greater than `thinking.budget_tokens`")
+    if body.get("temperature", 1) != 1:
+        raise BadRequest("`temperature` may only be set to 1 when thinking is enabled")
+    top_p = body.get("top_p")
+    if isinstance(top_p, int | float) and top_p < 0.95:
+        raise BadRequest("`top_p` must be greater than or equal to 0.95 when thinking is enabled")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        raise BadRequest("Thinking may not be enabled when tool_choice forces tool use.")
+    return budget
 
 
 def _openai_schema(value: object) -> dict[str, Any] | None:

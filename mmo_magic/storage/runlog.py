@@ -112,17 +112,24 @@ class RunRecord:
     # The prompt's images and documents, as JSON: [{"kind", "media_type", "size", "sha256"}]
     # (and "url" for one the provider fetched); never their bytes. None for text.
     parts: str | None = None
+    # Reasoning models: tokens spent thinking (part of output_tokens), the thinking text a
+    # provider returned (never in ``response``), and the first bytes of any kind.
+    reasoning_tokens: int | None = None
+    reasoning: str | None = None
+    first_activity_ms: float | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
 _DATETIME = ("started_at", "finished_at")
 _BOOL = ("tokens_estimated", "cached")
 # Free text a provider or user supplied: the only places a key could hide.
-_REDACTED = ("error", "prompt", "system", "response", "route_reason", "tool_calls", "parts")
+_REDACTED = (
+    "error", "prompt", "system", "response", "route_reason", "tool_calls", "parts", "reasoning",
+)  # fmt: skip
 
 _TEXT = (
     "run_id", "group_id", "error", "prompt", "system", "response", "route_reason", "tool_calls",
-    "parts",
+    "parts", "reasoning",
 )  # fmt: skip
 _CATEGORY = ("kind", "requested_model", "model", "provider", "status", "error_type", "step")
 # DataFrame dtype of each non-datetime column. Repeated values (model names,
@@ -130,8 +137,13 @@ _CATEGORY = ("kind", "requested_model", "model", "provider", "status", "error_ty
 _DTYPES: dict[str, str] = {
     **dict.fromkeys((*_TEXT, "session_id"), "string"),
     **dict.fromkeys((*_CATEGORY, "finish_reason"), "category"),
-    **dict.fromkeys(("input_tokens", "output_tokens", "attempt", "cell", "max_tokens"), "Int64"),
-    **dict.fromkeys(("cost", "latency_ms", "ttft_ms", "temperature"), "Float64"),
+    **dict.fromkeys(
+        ("input_tokens", "output_tokens", "attempt", "cell", "max_tokens", "reasoning_tokens"),
+        "Int64",
+    ),
+    **dict.fromkeys(
+        ("cost", "latency_ms", "ttft_ms", "temperature", "first_activity_ms"), "Float64"
+    ),
     **dict.fromkeys(_BOOL, "boolean"),
 }
 
@@ -203,6 +215,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ("ALTER TABLE runs ADD COLUMN step TEXT",),
     ("ALTER TABLE runs ADD COLUMN tool_calls TEXT",),
     ("ALTER TABLE runs ADD COLUMN parts TEXT",),  # issue 25: images and documents sent
+    (  # issue 25: reasoning models
+        "ALTER TABLE runs ADD COLUMN reasoning_tokens INTEGER",
+        "ALTER TABLE runs ADD COLUMN reasoning TEXT",
+        "ALTER TABLE runs ADD COLUMN first_activity_ms REAL",
+    ),
 ]
 
 _COLUMNS = ", ".join(FIELDS)
