@@ -18,6 +18,7 @@ the call engine's part a batch runs on (a ``BatchContext``). The modules:
 * ``ratings``: Bradley–Terry ratings, win matrices, judges' biases and agreement;
 * ``scorers`` and ``scoring``: answers checked by code (exact, numeric, ...), their statistics;
 * ``text_progress``: the status block a plain script or terminal shows on stderr;
+* ``persist`` and ``report``: ``br.save`` / ``load_batch`` and ``br.to_html``;
 * ``ray``: the same batch on Ray workers (``engine="ray"``), imported only then.
 
 This layer sits above ``orchestration`` and never imports the Orchestrator.
@@ -28,6 +29,7 @@ from __future__ import annotations
 from . import scorers
 from .batch import arun_batch, estimate_batch, run_batch
 from .datasets import eval_questions, load_items
+from .persist import load_batch
 from .progress import BatchProgress, BatchStats, ModelStats, set_default_progress
 from .ratings import (
     Comparison,
@@ -56,6 +58,7 @@ __all__ = [
     "estimate_batch",
     "eval_questions",
     "judge_agreement",
+    "load_batch",
     "load_items",
     "position_bias",
     "run_batch",

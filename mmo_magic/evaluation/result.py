@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError
@@ -249,9 +251,12 @@ class BatchResult:
             for model in frame.index:
                 failed = int(summary.loc[model, "failed"])
                 if failed:
+                    answers = (
+                        "1 failed answer is" if failed == 1 else f"{failed} failed answers are"
+                    )
                     notes.append(
                         f"{model} was judged on {frame.loc[model, 'judged_items']} of "
-                        f"{len(self.items)} items: {failed} failed answers are not judged"
+                        f"{len(self.items)} items: {answers} not judged"
                     )
         scored = [c for c in summary.columns if c not in _SUMMARY_BASICS]
         frame = frame.join(summary[["ok", "failed", "cost", *scored]])
@@ -381,6 +386,25 @@ class BatchResult:
         ax.set_title("Leaderboard (95% bootstrap intervals)")
         fig.tight_layout()
         return ax
+
+    # -- keeping and sharing
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this result into the folder ``path`` (Parquet and JSON, never pickle);
+        ``mmo_magic.evaluation.load_batch(path)`` reads it back (``evaluation.persist``)."""
+        from .persist import save_batch
+
+        return save_batch(self, path)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
+        """A self-contained report (leaderboard and plot, answers side by side, scorer and
+        judge statistics, cost) that opens offline; written to ``path`` when given."""
+        from .report import report_html
+
+        text = report_html(self)
+        if path is not None:
+            Path(path).expanduser().write_text(text, encoding="utf-8")
+        return text
 
     # -- display
 

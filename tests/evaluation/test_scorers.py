@@ -188,7 +188,7 @@ def test_failed_answers_left_out_of_judging_are_counted_and_said(orc):
     board = br.leaderboard()
     assert board.loc["off-by-one", "judged_items"] == 7 and board.loc["right", "judged_items"] == 8
     assert (
-        "off-by-one was judged on 7 of 8 items: 1 failed answers are not judged"
+        "off-by-one was judged on 7 of 8 items: 1 failed answer is not judged"
         in (board.attrs["notes"])
     )
 
