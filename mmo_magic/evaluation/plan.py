@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.completion import CompletionRequest, Prompt, as_messages
-from ..core.errors import BudgetExceededError, ConfigError, VerdictError
+from ..core.errors import BudgetExceededError, ConfigError, TemplateError, VerdictError
 from ..core.models import Catalogue, ModelConfig
 from ..core.templates import Template
 from ..orchestration.judges import judge_messages, labels, read_verdict
@@ -107,9 +107,9 @@ def plan_items(
     items: list[Item] = []
     seen: dict[str, int] = {}
     for i, values in enumerate(raw):
-        text = template.render(values, where=f"the batch prompt (item {i})")
+        text = _render(template, values, f"the batch prompt (item {i})")
         sys_text = (
-            system_template.render(values, where=f"the batch system prompt (item {i})")
+            _render(system_template, values, f"the batch system prompt (item {i})")
             if system_template is not None
             else None
         )
@@ -134,6 +134,22 @@ def plan_items(
             reference = None if value is None or value == "" else str(value)
         items.append(Item(i, item_key, text, sys_text, reference, asks))
     return items
+
+
+def _render(template: Template, values: dict[str, Any], where: str) -> str:
+    """``template`` filled from an item; a missing variable's hint names the columns
+    (in a batch the missing thing is a column, not a keyword argument)."""
+    try:
+        return template.render(values, where=where)
+    except TemplateError as exc:
+        error = TemplateError(exc.variable, where)
+        columns = ", ".join(map(str, values)) or "none"
+        error.hint = (
+            f"Add a column {exc.variable!r} to the items, or use one they have ({columns}); "
+            "write {{ and }} for literal braces."
+        )
+        error.args = (f"{error.message} {error.hint}",)
+        raise error from None
 
 
 def request_for(

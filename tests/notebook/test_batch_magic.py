@@ -67,3 +67,25 @@ def test_engine_flags_reach_the_batch(ip, capsys):
         "mmo_batch", "--data items --models oa-echo --engine ray --workers 0", "Q: {question}"
     )
     assert "workers must be a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_missing_template_variable_names_a_column_not_a_keyword(ip):
+    # Issue 28 #23: in a batch the missing thing is an item column.
+    with pytest.raises(mmo.TemplateError) as caught:
+        mmo.get_orchestrator().batch(ITEMS, ["oa-echo"], prompt="{questoin}", progress=False)
+    text = str(caught.value)
+    assert "Add a column 'questoin' to the items, or use one they have (question)" in text
+    assert "keyword argument" not in text
+
+
+def test_the_batch_views_money_is_never_typeset_as_math_and_cells_are_padded():
+    # Issue 28 #1 and #10: "$0.000871 spent · worst case $0.00271" stays text under MathJax.
+    from mmo_magic.evaluation.progress import BatchStats
+    from mmo_magic.notebook.batch_view import render_html
+
+    stats = BatchStats(worst_case_cost=0.00271)
+    m = stats.model("oa")
+    m.total, m.done, m.cost = 4, 2, 0.000871
+    page = render_html(stats)
+    assert "class='mathjax_ignore tex2jax_ignore'" in page and "$0.000871" in page
+    assert page.count("padding:") >= 16  # every header and cell
