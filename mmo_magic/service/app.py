@@ -37,7 +37,7 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -55,8 +55,11 @@ from ..core.redaction import register_secret
 from ..orchestration.engine import recorded_as
 from ..orchestration.orchestrator import AUTO, Orchestrator
 from ..routing import ROUTERS, task_router
+from ..storage.keys import KeyStore
 from ..storage.runlog import new_id
+from .admin import add_admin_routes
 from .auth import Gate, client_keys, declare_security
+from .clients import Clients
 from .disconnect import unless_disconnected
 from .errors import error_response, install_error_handlers
 from .legacy import LegacyRequest, LegacyWire, legacy_object
@@ -116,6 +119,7 @@ def create_app(
     *,
     keys: Sequence[str] | None = None,
     settings: ServerSettings | None = None,
+    store: KeyStore | None = None,
 ) -> FastAPI:
     """The service over ``orchestrator`` (default: ``Orchestrator.from_config()``, closed
     on shutdown).
@@ -156,7 +160,7 @@ def create_app(
     install_error_handlers(app, scrub)
     app.add_middleware(_RecordedAsService)
     app.add_middleware(
-        Gate, keys=accepted, max_body_bytes=settings.max_body_bytes,
+        Gate, keys=accepted, max_body_bytes=settings.max_body_bytes, store=store,
         allowed_hosts=settings.allowed_hosts, drain=drain,
     )  # fmt: skip
     app.add_middleware(AnthropicErrors)  # outside the gate: its refusals are reshaped too
@@ -167,7 +171,19 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["*"],  # SDKs in browsers send headers of their own
         )
-    declare_security(app, bool(accepted))
+    declare_security(app, bool(accepted) or store is not None)
+    clients = Clients(store)
+    app.state.clients = clients
+    add_admin_routes(app, clients)
+
+    def known() -> list[str]:
+        return [e.id for e in _model_entries(orc)]
+
+    def admit(request: Request, *models: str) -> None:
+        clients.admit(request, models, known)
+
+    def charged(request: Request) -> Callable[[CompletionResponse | None], None]:
+        return lambda r: clients.charge(request, [r])
 
     @app.get("/health", responses=ERROR_RESPONSES)
     async def health() -> dict[str, str]:
@@ -177,11 +193,14 @@ def create_app(
     app.head("/health", include_in_schema=False)(health)
 
     @app.get("/v1/models", response_model=ModelsOut, responses=ERROR_RESPONSES)
-    async def list_models() -> ModelsOut:
-        return ModelsOut(data=_model_entries(orc))
+    async def list_models(request: Request) -> ModelsOut:
+        entries = _model_entries(orc)
+        allowed = clients.visible(request, [e.id for e in entries])
+        return ModelsOut(data=[e for e in entries if e.id in allowed])
 
     @app.get("/v1/models/{name:path}", response_model=ModelOut, responses=ERROR_RESPONSES)
-    async def get_model(name: str) -> ModelOut:
+    async def get_model(name: str, request: Request) -> ModelOut:
+        admit(request, name)  # a model outside the key's allowlist is unknown to it
         entries = {e.id: e for e in _model_entries(orc)}
         if name not in entries:
             name = orc.catalogue.resolve(name).name  # an alias; unknown names get a 404
@@ -198,15 +217,23 @@ def create_app(
             "task_type" if body.task_type else "specific" if body.model else "auto"
         )
         if routing in ("parallel", "race", "consensus"):
-            return await unless_disconnected(request, _many(orc, body, routing, options, scrub))
+            admit(request, *(body.models or ()), *(body.judges or ()))
+            many, answers = await unless_disconnected(
+                request, _many(orc, body, routing, options, scrub)
+            )
+            clients.charge(request, answers)  # judges' calls are not charged (README)
+            return many
         if body.models:
             raise InvalidRequestError(
                 f"models is for routing='parallel', 'race' or 'consensus', not {routing!r}.",
                 hint="Use model for one model.",
             )
         model, route = _single(orc, body, routing)
+        admit(request, body.model or (f"{AUTO}:{route}" if isinstance(route, str) else AUTO))
         call = orc.acomplete(body.prompt, model, route=route, **options)
-        return completion_out(await unless_disconnected(request, call), scrub)
+        answer = await unless_disconnected(request, call)
+        clients.charge(request, [answer])
+        return completion_out(answer, scrub)
 
     @app.post(
         "/v1/chat/completions",
@@ -220,6 +247,7 @@ def create_app(
             return refused
         await _check_unicode(request)
         messages = _messages(body.messages)
+        admit(request, body.model)
         model, route = _target(body.model)
         options: dict[str, Any] = {
             "route": route, "temperature": body.temperature, "max_tokens": max_tokens,
@@ -243,10 +271,13 @@ def create_app(
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             wire = ChatWire(model, include_usage, scrub)
-            return await start_stream(request, orc, messages, model, options, wire)
+            return await start_stream(
+                request, orc, messages, model, options, wire, charged(request)
+            )
         answers = await unless_disconnected(
             request, _choices(orc, messages, model, body.n, options)
         )
+        clients.charge(request, answers)
         response = answers[0]
         return ChatCompletionOut(
             id=f"chatcmpl-{response.run_id or new_id()}",
@@ -276,12 +307,16 @@ def create_app(
         _check_cap(body.max_output_tokens, settings.max_tokens_cap)
         await _check_unicode(request)
         messages, options = request_options(body)
+        admit(request, body.model)
         model, route = _target(body.model)
         options["route"] = route
         if body.stream:
             wire = ResponsesWire(body, body.model, scrub)
-            return await start_stream(request, orc, messages, model, options, wire)
+            return await start_stream(
+                request, orc, messages, model, options, wire, charged(request)
+            )
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
+        clients.charge(request, [response])
         return response_object(body, response, scrub)
 
     @app.post(
@@ -292,15 +327,19 @@ def create_app(
         _check_cap(body.max_tokens, settings.max_tokens_cap)
         await _check_unicode(request)
         messages, options = legacy_options(body)
+        admit(request, body.model)
         model, route = _target(body.model)
         options["route"] = route
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.get("include_usage"))
             wire = LegacyWire(body.model, usage, scrub)
-            return await start_stream(request, orc, messages, model, options, wire)
+            return await start_stream(
+                request, orc, messages, model, options, wire, charged(request)
+            )
         answers = await unless_disconnected(
             request, _choices(orc, messages, model, body.n, options)
         )
+        clients.charge(request, answers)
         return legacy_object(answers, scrub)
 
     @app.post(
@@ -311,12 +350,16 @@ def create_app(
         _check_cap(body.max_tokens, settings.max_tokens_cap)
         await _check_unicode(request)
         messages, options = messages_options(body)
+        admit(request, body.model)
         model, route = _target(body.model)
         options["route"] = route
         if body.stream:
             wire = MessagesWire(body.model, scrub)
-            return await start_stream(request, orc, messages, model, options, wire)
+            return await start_stream(
+                request, orc, messages, model, options, wire, charged(request)
+            )
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
+        clients.charge(request, [response])
         return message_object(response, scrub)
 
     return app
@@ -364,7 +407,8 @@ async def _many(
     routing: str,
     options: dict[str, Any],
     scrub: Scrubber,
-) -> ManyOut:
+) -> tuple[ManyOut, list[CompletionResponse]]:
+    """The answer, and every model's response (to charge to a client key)."""
     if not body.models:
         raise InvalidRequestError(f"routing={routing!r} needs models=[...].")
     if body.model:
@@ -381,13 +425,13 @@ async def _many(
         return ManyOut(
             routing="parallel", group_id=group,
             responses=[completion_out(r, scrub) for r in responses],
-        )  # fmt: skip
+        ), list(responses)  # fmt: skip
     if routing == "race":
         race = await orc.arace(body.prompt, body.models, **options)
         return ManyOut(
             routing="race", group_id=race.group_id, winner=_maybe(race.winner, scrub),
             responses=[completion_out(r, scrub) for r in race.responses],
-        )  # fmt: skip
+        ), list(race.responses)  # fmt: skip
     strategy = body.strategy or ("judge" if body.judges else "majority")
     result = await orc.aconsensus(
         body.prompt, body.models, judges=body.judges or (), strategy=strategy, **options
@@ -406,7 +450,7 @@ async def _many(
         winner=_maybe(result.winner, scrub),
         responses=[completion_out(r, scrub) for r in result.responses], reason=result.reason,
         votes=votes,
-    )  # fmt: skip
+    ), list(result.responses)  # fmt: skip
 
 
 def _target(name: str) -> tuple[str, str | None]:

@@ -31,6 +31,8 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.config import ServerSettings
+from ..storage.keys import KeyStore
+from ..storage.runlog import client_label
 from .errors import error_response, shutting_down_response
 from .scrub import ECHO_LIMIT
 from .shutdown import Drain
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 KEYS_ENV = "MMO_SERVER_KEYS"
+CLIENT_STATE = "client_key"  # the request state's entry for a key with an identity
 PUBLIC_PATHS = frozenset({"/health"})
 ANY_HOST = "*"  # as an allowed host: any Host at all (behind a proxy that checks it)
 _LOOPBACK_NAMES = frozenset({"localhost"})
@@ -117,16 +120,21 @@ class Gate:
         max_body_bytes: int,
         allowed_hosts: Sequence[str] = (),
         drain: Drain | None = None,
+        store: KeyStore | None = None,
     ) -> None:
         self.app = app
         self.keys = tuple(k.encode() for k in keys)
+        self.store = store  # keys with identities (``clients``), beside the server's keys
         self.max_body_bytes = max_body_bytes
         self.drain = drain
         self.any_host = ANY_HOST in allowed_hosts
         self.allowed_hosts = tuple(_split_host(h) for h in allowed_hosts if h != ANY_HOST)
         # Host must be a loopback name or an allowed one: always without keys, and with
         # keys when allowed hosts are given.
-        self.check_host = not self.any_host and (not self.keys or bool(self.allowed_hosts))
+        # With keys (the server's, or live ones in the store at start), every request needs one.
+        live = store is not None and any(k.revoked_at is None for k in store.list_keys())
+        self.keyed = bool(self.keys) or live
+        self.check_host = not self.any_host and (not self.keyed or bool(self.allowed_hosts))
         self._host_ok: dict[str, bool] = {}  # Host header -> allowed; a client sends few
 
     def _allowed(self, given: str) -> bool:
@@ -148,7 +156,7 @@ class Gate:
             refusal = shutting_down_response()
         else:
             public = scope["path"] in PUBLIC_PATHS
-            if self.keys:
+            if self.keyed:
                 refusal = self._host_refusal(scope)
                 if refusal is None and not public:
                     refusal = self._key_refusal(scope)
@@ -161,7 +169,15 @@ class Gate:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        identity = scope.get("state", {}).get(CLIENT_STATE)
+        if identity is None:
+            await self.app(scope, receive, send)
+            return
+        label = client_label.set(identity.name)  # its run records carry the key's name
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            client_label.reset(label)
 
     def _client_refusal(self, scope: Scope) -> Response | None:
         client = scope.get("client")
@@ -183,7 +199,7 @@ class Gate:
         host, _ = _split_host(given)
         shown = given if len(given) <= ECHO_LIMIT else f"{given[:ECHO_LIMIT]}…"
         name = host if len(host) <= ECHO_LIMIT and not allowed_host_problem(host) else "HOST"
-        if self.keys:
+        if self.keyed:
             why = "it is not one of this server's allowed hosts"
         else:
             why = (
@@ -208,6 +224,13 @@ class Gate:
             matched |= hmac.compare_digest(given, key)
         if scheme.lower() == "bearer" and given and matched:
             return None
+        if scheme.lower() == "bearer" and given and self.store is not None:
+            # Looked up by its hash: the store never holds a key, and timing shows nothing
+            # of one (the lookup is of a SHA-256 digest).
+            identity = self.store.find(given.decode("latin-1"))
+            if identity is not None:
+                scope.setdefault("state", {})[CLIENT_STATE] = identity
+                return None
         return error_response(
             401,
             f"Missing or invalid API key. Send 'Authorization: Bearer KEY' (or 'x-api-key: KEY') "

@@ -38,6 +38,7 @@ from .scrub import ECHO_LIMIT, shorten
 from .shutdown import RETRY_AFTER_S, ShuttingDown
 
 __all__ = [
+    "ClientLimitError",
     "classify",
     "error_response",
     "install_error_handlers",
@@ -47,6 +48,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class ClientLimitError(MMOError):
+    """A client key over its budget, or its requests or tokens per minute (a 429)."""
+
+    def __init__(self, message: str, *, code: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after_s = retry_after_s
 
 
 def error_response(
@@ -98,6 +108,8 @@ def shutting_down_response(*, started: bool = False) -> JSONResponse:
 
 def classify(exc: MMOError) -> tuple[int, str, str | None, str | None]:
     """(HTTP status, OpenAI error type, code, param) for an orchestrator error."""
+    if isinstance(exc, ClientLimitError):
+        return 429, "rate_limit_error", exc.code, None
     if isinstance(exc, UnknownModelError):
         return 404, "invalid_request_error", "model_not_found", "model"
     if isinstance(exc, MissingAPIKeyError | NoModelAvailableError):
@@ -141,7 +153,9 @@ def mmo_error_response(exc: MMOError, scrub: Callable[[str], str]) -> JSONRespon
         )
     headers = None
     retry_after_s = getattr(exc, "retry_after_s", None)
-    says_when = isinstance(exc, CircuitOpenError) or getattr(exc, "status", None) == 429
+    says_when = isinstance(exc, CircuitOpenError | ClientLimitError) or (
+        getattr(exc, "status", None) == 429
+    )
     if says_when and retry_after_s is not None:
         headers = {"retry-after": f"{max(1, math.ceil(retry_after_s))}"}
     attempts = [attempt_out(a, scrub) for a in exc.attempts] or None

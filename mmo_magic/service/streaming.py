@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from ..core.completion import CompletionResponse
 from ..core.errors import MMOError
 from ..orchestration.orchestrator import AsyncCompletionStream, Orchestrator
 from ..storage.runlog import new_id
@@ -51,9 +52,11 @@ async def start_stream(
     model: str,
     options: dict[str, Any],
     wire: StreamWire,
+    on_done: Callable[[CompletionResponse | None], None] | None = None,
 ) -> Response:
     """Stream the answer as SSE in ``wire``'s events; a call failing before its first token
-    gets a plain HTTP error."""
+    gets a plain HTTP error. ``on_done`` gets the response when the stream ends (None if it
+    broke), to charge it to a client key."""
     stream = orc.astream(messages, model, **options)
     texts = aiter(stream)
     # Closing the iterator is what cancels the call (and closes the provider's stream).
@@ -66,7 +69,7 @@ async def start_stream(
         await texts.aclose()
         raise ShuttingDown
     return StreamingResponse(
-        _guarded(wire, stream, texts, first, drain),
+        _guarded(wire, stream, texts, first, drain, on_done),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -100,6 +103,7 @@ async def _guarded(
     texts: AsyncGenerator[str, None],
     first: str | None,
     drain: Drain | None,
+    on_done: Callable[[CompletionResponse | None], None] | None = None,
 ) -> AsyncIterator[str]:
     """``wire``'s events, ended by its error events if the call breaks or shutdown cuts it."""
     task = asyncio.current_task()
@@ -124,6 +128,8 @@ async def _guarded(
         yield wire.failed(server_error())
     finally:
         await texts.aclose()  # a no-op when finished; stops the call when the client left
+        if on_done is not None:
+            on_done(stream.response)
 
 
 class ChatWire:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import json
 import math
@@ -66,7 +67,13 @@ from .writer import RunLogWarning, Writer
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MIGRATIONS", "RunLog", "RunLogWarning", "RunRecord"]
+__all__ = ["MIGRATIONS", "RunLog", "RunLogWarning", "RunRecord", "client_label"]
+
+# The gateway's client key (its name) on whose behalf calls are made: every RunRecord made
+# in this context carries it (``RunRecord.client``). None outside the gateway.
+client_label: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mmo_client", default=None
+)
 
 
 def _now() -> datetime:
@@ -117,6 +124,8 @@ class RunRecord:
     reasoning_tokens: int | None = None
     reasoning: str | None = None
     first_activity_ms: float | None = None
+    # The gateway's client key (its name) the call was made for; None outside the gateway.
+    client: str | None = field(default_factory=client_label.get)
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
@@ -131,7 +140,9 @@ _TEXT = (
     "run_id", "group_id", "error", "prompt", "system", "response", "route_reason", "tool_calls",
     "parts", "reasoning",
 )  # fmt: skip
-_CATEGORY = ("kind", "requested_model", "model", "provider", "status", "error_type", "step")
+_CATEGORY = (
+    "kind", "requested_model", "model", "provider", "status", "error_type", "step", "client",
+)  # fmt: skip
 # DataFrame dtype of each non-datetime column. Repeated values (model names,
 # statuses) are categories; everything else keeps missing values as <NA>.
 _DTYPES: dict[str, str] = {
@@ -220,6 +231,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE runs ADD COLUMN reasoning TEXT",
         "ALTER TABLE runs ADD COLUMN first_activity_ms REAL",
     ),
+    ("ALTER TABLE runs ADD COLUMN client TEXT",),  # issue 26: spend attributed to client keys
 ]
 
 _COLUMNS = ", ".join(FIELDS)

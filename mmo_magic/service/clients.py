@@ -1,0 +1,121 @@
+"""Client keys with identities (``storage.keys``) at the gateway: what a key may name, its
+requests and tokens per minute, its budget, and what it spent.
+
+The gate (``auth.Gate``) finds the key a request carries and leaves it in the
+request's state; keys from ``MMO_SERVER_KEYS`` have no identity and no limits
+(the simple path), and are the administrators of the others.
+
+- A model outside a key's allowlist is an unknown model to that key (404, with
+  suggestions drawn only from what it may use): it learns nothing of the rest,
+  and ``/v1/models`` lists only what it may use.
+- Requests per minute are counted when a request is admitted, tokens per minute
+  when its answers come back, in a sliding minute per process.
+- The budget is checked before each request against the spend the store holds
+  for the key's current period; each answer's cost is charged to the store.
+  Requests admitted together can overshoot it by what they cost between them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from fastapi import Request
+
+from ..core.completion import CompletionResponse
+from ..core.errors import UnknownModelError
+from ..storage.keys import ClientKey, KeyStore, period_start
+from .auth import CLIENT_STATE
+from .errors import ClientLimitError
+
+__all__ = ["Clients", "client_of"]
+
+_WINDOW_S = 60.0
+
+
+def client_of(request: Request) -> ClientKey | None:
+    """The key's identity for this request; None for a server key (or no key at all)."""
+    key: ClientKey | None = request.scope.get("state", {}).get(CLIENT_STATE)
+    return key
+
+
+class Clients:
+    """Admission and charging for keys with identities."""
+
+    def __init__(self, store: KeyStore | None) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._requests: dict[str, deque[float]] = {}
+        self._tokens: dict[str, deque[tuple[float, int]]] = {}
+
+    def admit(
+        self, request: Request, models: Iterable[str], known: Callable[[], Iterable[str]]
+    ) -> None:
+        """Let the request's key call ``models``, or raise the 404 or 429 that says why not.
+
+        ``known``: every name this server serves (for the 404's suggestions, filtered).
+        """
+        key = client_of(request)
+        if key is None:
+            return
+        for model in models:
+            if not key.allows(model):
+                raise UnknownModelError(model, [k for k in known() if key.allows(k)])
+        now = time.monotonic()
+        with self._lock:
+            if key.requests_per_minute is not None:
+                times = self._requests.setdefault(key.name, deque())
+                while times and times[0] <= now - _WINDOW_S:
+                    times.popleft()
+                if len(times) >= key.requests_per_minute:
+                    wait = times[0] + _WINDOW_S - now
+                    raise ClientLimitError(
+                        f"Key {key.name!r} is over its limit of {key.requests_per_minute} "
+                        f"requests per minute; retry in {wait:.0f} s.",
+                        code="requests_per_minute", retry_after_s=wait,
+                    )  # fmt: skip
+                times.append(now)
+            if key.tokens_per_minute is not None:
+                used = self._tokens.setdefault(key.name, deque())
+                while used and used[0][0] <= now - _WINDOW_S:
+                    used.popleft()
+                if sum(n for _, n in used) >= key.tokens_per_minute:
+                    wait = used[0][0] + _WINDOW_S - now
+                    raise ClientLimitError(
+                        f"Key {key.name!r} is over its limit of {key.tokens_per_minute} "
+                        f"tokens per minute; retry in {wait:.0f} s.",
+                        code="tokens_per_minute", retry_after_s=wait,
+                    )  # fmt: skip
+        if key.budget_usd is not None and self.store is not None:
+            spent = self.store.spent(key.name, period_start(key.budget_period))
+            if spent >= key.budget_usd:
+                per = "in total" if key.budget_period == "total" else f"per {key.budget_period}"
+                raise ClientLimitError(
+                    f"Key {key.name!r} has spent ${spent:.4f} of its budget of "
+                    f"${key.budget_usd:g} {per}; it is refused until the period ends.",
+                    code="budget_exceeded",
+                )
+
+    def charge(self, request: Request, answers: Iterable[CompletionResponse | None]) -> None:
+        """Charge the answers' cost and tokens to the request's key."""
+        key = client_of(request)
+        if key is None or self.store is None:
+            return
+        for r in answers:
+            if r is None:
+                continue
+            tokens = (r.input_tokens or 0) + (r.output_tokens or 0)
+            self.store.charge(key.name, r.model, r.cost, tokens)
+            if key.tokens_per_minute is not None:
+                with self._lock:
+                    self._tokens.setdefault(key.name, deque()).append((time.monotonic(), tokens))
+
+    def visible(self, request: Request, names: Iterable[str]) -> set[str]:
+        key = client_of(request)
+        return {n for n in names if key is None or key.allows(n)}
+
+    def is_admin(self, request: Request) -> bool:
+        key = client_of(request)
+        return key is None or key.admin

@@ -1,0 +1,290 @@
+"""Client keys with identities, and what each key spent: the gateway's team storage.
+
+A key has a name, the models it may use (globs: ``gpt-*``, ``auto:*``), a
+USD budget over a period (a day, a week, a 30-day month, or in total), and
+requests and tokens per minute. Keys are stored hashed (SHA-256 of a random
+secret of 256 bits: no salt or slow hash is needed for a secret nobody
+chose), so the store never holds one in plain text; the secret is shown once,
+when the key is made.
+
+``KeyStore`` is the interface the service uses; ``SQLiteKeyStore`` the
+embedded default (in the run log's SQLite file, tables of their own). A
+shared database (Postgres) for several gateway processes implements the same
+interface.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.errors import ConfigError, InvalidRequestError
+
+__all__ = [
+    "KEY_PREFIX",
+    "PERIODS",
+    "ClientKey",
+    "KeyStore",
+    "SQLiteKeyStore",
+    "hash_key",
+    "period_start",
+]
+
+KEY_PREFIX = "mmo-"
+# Budget periods: seconds each lasts, counted from the start of the current one (UTC).
+PERIODS = {"day": 86_400, "week": 7 * 86_400, "month": 30 * 86_400, "total": None}
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def period_start(period: str, now: float | None = None) -> float:
+    """The epoch second the current ``period`` began (0 for "total")."""
+    length = PERIODS[period]
+    now = time.time() if now is None else now
+    return 0.0 if length is None else now - now % length
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A client key's identity and limits (never its secret)."""
+
+    name: str
+    models: tuple[str, ...] = ("*",)  # globs over model names and routers ("auto:*")
+    budget_usd: float | None = None
+    budget_period: str = "month"
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    admin: bool = False
+    created_at: float = 0.0
+    revoked_at: float | None = None
+    hint: str = ""  # the secret's first characters, to tell keys apart in a list
+
+    def allows(self, model: str) -> bool:
+        """Whether this key may name ``model`` (a model name, alias or ``auto:ROUTER``)."""
+        if model.lower() == "auto":
+            return any(fnmatch.fnmatchcase("auto", g) or g == "auto:*" for g in self.models)
+        return any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "models": list(self.models), "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period, "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute, "admin": self.admin,
+            "created_at": self.created_at, "revoked_at": self.revoked_at, "hint": self.hint,
+        }  # fmt: skip
+
+
+class KeyStore(Protocol):
+    """Where keys and their spend live; one per deployment, shared by its gateway processes."""
+
+    def add(
+        self,
+        name: str,
+        *,
+        models: Sequence[str] = ("*",),
+        budget_usd: float | None = None,
+        budget_period: str = "month",
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        admin: bool = False,
+    ) -> str:
+        """Make a key; returns its secret (shown once, stored hashed)."""
+        ...
+
+    def find(self, secret: str) -> ClientKey | None:
+        """The live (not revoked) key with this secret, or None."""
+        ...
+
+    def list_keys(self) -> list[ClientKey]: ...
+
+    def revoke(self, name: str) -> bool:
+        """Revoke ``name``'s key; False if there is no live key of that name."""
+        ...
+
+    def charge(self, name: str, model: str, usd: float | None, tokens: int) -> None:
+        """Add one call's cost and tokens to ``name``'s spend."""
+        ...
+
+    def spent(self, name: str, since: float) -> float:
+        """USD ``name`` spent since the epoch second ``since``."""
+        ...
+
+    def spend(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Spend grouped by key, model and day (UTC): {key, model, day, usd, tokens, requests}."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_key_fields(
+    name: str, models: Sequence[str], budget_usd: float | None, budget_period: str,
+    requests_per_minute: int | None, tokens_per_minute: int | None,
+) -> None:  # fmt: skip
+    """An InvalidRequestError naming the first bad field of a new key."""
+    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
+        raise InvalidRequestError(
+            f"Key name {name[:64]!r} must be 1-64 letters, digits, '-', '_', '.' or '@'.",
+            param="name",
+        )
+    if not models or not all(isinstance(m, str) and m for m in models):
+        raise InvalidRequestError("models must be a list of globs, e.g. ['gpt-*', 'auto:*'].",
+                                  param="models")  # fmt: skip
+    if budget_usd is not None and not budget_usd >= 0:
+        raise InvalidRequestError("budget_usd must be a number >= 0.", param="budget_usd")
+    if budget_period not in PERIODS:
+        raise InvalidRequestError(
+            f"budget_period must be one of {', '.join(PERIODS)}.", param="budget_period"
+        )
+    for field, value in (("requests_per_minute", requests_per_minute),
+                         ("tokens_per_minute", tokens_per_minute)):  # fmt: skip
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise InvalidRequestError(f"{field} must be a whole number >= 1.", param=field)
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS client_keys (
+        name TEXT NOT NULL,
+        key_hash TEXT PRIMARY KEY NOT NULL,
+        hint TEXT NOT NULL,
+        models TEXT NOT NULL,
+        budget_usd REAL,
+        budget_period TEXT NOT NULL,
+        requests_per_minute INTEGER,
+        tokens_per_minute INTEGER,
+        admin INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS client_keys_live ON client_keys (name) "
+    "WHERE revoked_at IS NULL",
+    """CREATE TABLE IF NOT EXISTS key_spend (
+        key TEXT NOT NULL,
+        model TEXT NOT NULL,
+        at REAL NOT NULL,
+        usd REAL,
+        tokens INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS key_spend_key_at ON key_spend (key, at)",
+)
+_KEY_COLUMNS = (
+    "name, models, budget_usd, budget_period, requests_per_minute, tokens_per_minute, admin, "
+    "created_at, revoked_at, hint"
+)
+
+
+def _row_key(row: Sequence[Any]) -> ClientKey:
+    name, models, budget, period, rpm, tpm, admin, created, revoked, hint = row
+    return ClientKey(
+        name=name, models=tuple(json.loads(models)), budget_usd=budget, budget_period=period,
+        requests_per_minute=rpm, tokens_per_minute=tpm, admin=bool(admin), created_at=created,
+        revoked_at=revoked, hint=hint,
+    )  # fmt: skip
+
+
+class SQLiteKeyStore:
+    """``KeyStore`` in one SQLite file (the run log's, by default), WAL mode, one connection
+    behind a lock: each operation is one short statement."""
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout = 2000")
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"The key store {path!r} cannot be opened: {exc}.") from exc
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def add(
+        self,
+        name: str,
+        *,
+        models: Sequence[str] = ("*",),
+        budget_usd: float | None = None,
+        budget_period: str = "month",
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        admin: bool = False,
+    ) -> str:
+        check_key_fields(
+            name, models, budget_usd, budget_period, requests_per_minute, tokens_per_minute
+        )
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        try:
+            self._run(
+                f"INSERT INTO client_keys (key_hash, {_KEY_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                (hash_key(secret), name, json.dumps(list(models)), budget_usd, budget_period,
+                 requests_per_minute, tokens_per_minute, int(admin), time.time(),
+                 secret[: len(KEY_PREFIX) + 4]),
+            )  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise InvalidRequestError(
+                f"A live key named {name!r} exists already.",
+                hint="Revoke it first, or pick another name.", param="name",
+            ) from None  # fmt: skip
+        return secret
+
+    def find(self, secret: str) -> ClientKey | None:
+        rows = self._run(
+            f"SELECT {_KEY_COLUMNS} FROM client_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            (hash_key(secret),),
+        )
+        return _row_key(rows[0]) if rows else None
+
+    def list_keys(self) -> list[ClientKey]:
+        rows = self._run(f"SELECT {_KEY_COLUMNS} FROM client_keys ORDER BY created_at")
+        return [_row_key(r) for r in rows]
+
+    def revoke(self, name: str) -> bool:
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE client_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (time.time(), name),
+            )
+            return cursor.rowcount > 0
+
+    def charge(self, name: str, model: str, usd: float | None, tokens: int) -> None:
+        self._run(
+            "INSERT INTO key_spend (key, model, at, usd, tokens) VALUES (?, ?, ?, ?, ?)",
+            (name, model, time.time(), usd, tokens),
+        )
+
+    def spent(self, name: str, since: float) -> float:
+        rows = self._run(
+            "SELECT COALESCE(SUM(usd), 0) FROM key_spend WHERE key = ? AND at >= ?", (name, since)
+        )
+        return float(rows[0][0])
+
+    def spend(self, since: float = 0.0) -> list[dict[str, Any]]:
+        rows = self._run(
+            "SELECT key, model, date(at, 'unixepoch') AS day, SUM(usd), SUM(tokens), COUNT(*) "
+            "FROM key_spend WHERE at >= ? GROUP BY key, model, day ORDER BY day, key, model",
+            (since,),
+        )
+        return [
+            {"key": k, "model": m, "day": d, "usd": usd, "tokens": t, "requests": n}
+            for k, m, d, usd, t, n in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,171 @@
+"""Client keys with identities at the gateway: budgets, rate limits, allowlists, spend
+attribution, the admin API and ``mmo-serve keys``, over the simulated providers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from helpers import ANTHROPIC_KEY_ENV, KEY, OPENAI_KEY_ENV, USER, Service, serving, sim_models
+
+import mmo_magic as mmo
+from mmo_magic.service import create_app
+from mmo_magic.storage.keys import SQLiteKeyStore, hash_key
+
+
+@pytest.fixture
+def store() -> Iterator[SQLiteKeyStore]:
+    s = SQLiteKeyStore(":memory:")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def keys(store: SQLiteKeyStore) -> dict[str, str]:
+    return {
+        # One call at the sim costs $0.000076: the third goes over $0.0001.
+        "alice": store.add(
+            "alice", models=["oa", "auto:*"], budget_usd=0.0001, budget_period="day"
+        ),
+        "bob": store.add("bob", models=["an"], requests_per_minute=3),
+        "carol": store.add("carol", models=["o*"], tokens_per_minute=25),
+    }  # fmt: skip
+
+
+@pytest.fixture
+def gateway(sim: Any, store: SQLiteKeyStore, keys: dict[str, str]) -> Iterator[Service]:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(OPENAI_KEY_ENV, "sk-test-openai-keys-0000000")
+        env.setenv(ANTHROPIC_KEY_ENV, "sk-ant-test-keys-00000000")
+        orc = mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False)
+        with orc, serving(create_app(orc, keys=[KEY], store=store)) as url:
+            yield Service(url, orc)
+
+
+def chat(gateway: Service, key: str, model: str) -> httpx.Response:
+    with gateway.http(key) as http:
+        return http.post("/v1/chat/completions", json={"model": model, "messages": USER})
+
+
+def test_a_key_over_its_budget_gets_429_naming_it_and_others_are_unaffected(gateway, keys):
+    statuses = [chat(gateway, keys["alice"], "oa").status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+    refused = chat(gateway, keys["alice"], "oa").json()["error"]
+    assert refused["code"] == "budget_exceeded" and "alice" in refused["message"]
+    assert "$0.0001 per day" in refused["message"]
+    assert chat(gateway, keys["bob"], "an").status_code == 200
+    assert chat(gateway, KEY, "oa").status_code == 200  # the server's key has no budget
+
+
+async def test_a_keys_rate_limit_holds_under_a_burst(gateway, keys, sim):
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers={"authorization": f"Bearer {keys['bob']}"}, timeout=30
+    ) as http:
+        body = {"model": "an", "messages": USER}
+        burst = await asyncio.gather(
+            *[http.post("/v1/chat/completions", json=body) for _ in range(8)]
+        )
+    codes = sorted(r.status_code for r in burst)
+    assert codes == [200] * 3 + [429] * 5
+    refused = next(r for r in burst if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "requests_per_minute"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert sim.request_count() == 3  # the refused never reached a model
+    assert chat(gateway, keys["alice"], "oa").status_code == 200  # another key's minute
+
+
+def test_tokens_per_minute_hold(gateway, keys):
+    # Each call is 14 tokens (2 in, 12 out): the third finds 28 used of 25.
+    statuses = [chat(gateway, keys["carol"], "oa").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+def test_a_model_outside_the_allowlist_is_unknown_to_the_key(gateway, keys):
+    outside = chat(gateway, keys["bob"], "oa")
+    missing = chat(gateway, keys["bob"], "no-such-model")
+    assert outside.status_code == missing.status_code == 404
+    outside_error, missing_error = outside.json()["error"], missing.json()["error"]
+    assert outside_error["code"] == missing_error["code"] == "model_not_found"
+    assert outside_error["type"] == missing_error["type"]
+    # Suggestions come only from what the key may use.
+    assert outside_error["message"] == "Unknown model 'oa'. Did you mean 'an'?"
+    with gateway.http(keys["bob"]) as http:
+        listed = [m["id"] for m in http.get("/v1/models").json()["data"]]
+        assert listed == ["an"]
+        assert http.get("/v1/models/oa").status_code == 404
+    # Routers only with auto:* in the list.
+    assert chat(gateway, keys["bob"], "auto:cost").status_code == 404
+    assert chat(gateway, keys["alice"], "auto:cost").status_code == 200
+
+
+def test_every_wire_checks_the_allowlist(gateway, keys):
+    with gateway.http(keys["bob"]) as http:
+        assert http.post("/v1/responses", json={"model": "oa", "input": "hi"}).status_code == 404
+        messages = {"model": "oa", "max_tokens": 10, "messages": USER}
+        assert http.post("/v1/messages", json=messages).status_code == 404
+        assert http.post("/v1/completions", json={"model": "oa", "prompt": "x"}).status_code == 404
+        assert http.post("/v1/complete", json={"prompt": "x", "model": "oa"}).status_code == 404
+        parallel = {"prompt": "x", "routing": "parallel", "models": ["an", "oa"]}
+        assert http.post("/v1/complete", json=parallel).status_code == 404
+
+
+async def test_spend_by_key_matches_the_run_log(gateway, keys):
+    for key, model in [("alice", "oa"), ("bob", "an"), ("bob", "an")]:
+        assert chat(gateway, keys[key], model).status_code == 200
+    sdk = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=keys["bob"], max_retries=0)
+    stream = await sdk.chat.completions.create(model="an", messages=USER, stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    with gateway.http(KEY) as http:
+        rows = http.get("/v1/spend").json()["data"]
+    by_key: dict[str, float] = {}
+    for row in rows:
+        by_key[row["key"]] = by_key.get(row["key"], 0.0) + row["usd"]
+    frame = gateway.orc.runs.to_dataframe()
+    logged = frame[frame["client"].notna()].groupby("client", observed=True)["cost"].sum()
+    assert set(by_key) == {"alice", "bob"} == set(logged.index)
+    for name, usd in by_key.items():
+        assert usd == pytest.approx(float(logged[name]))
+    assert {r["requests"] for r in rows if r["key"] == "bob"} == {3}
+    # Calls made with the server's own key carry no client.
+    chat(gateway, KEY, "oa")
+    assert gateway.orc.runs.to_dataframe()["client"].isna().sum() == 1
+
+
+def test_the_admin_api_makes_lists_and_revokes_keys(gateway, keys, store):
+    with gateway.http(KEY) as admin:
+        made = admin.post("/v1/keys", json={"name": "dave", "models": ["an"], "budget_usd": 1.5})
+        assert made.status_code == 200, made.text
+        secret = made.json()["key"]
+        assert made.json()["budget_usd"] == 1.5 and made.json()["models"] == ["an"]
+        assert chat(gateway, secret, "an").status_code == 200
+        listed = admin.get("/v1/keys").json()["data"]
+        assert {k["name"] for k in listed} == {"alice", "bob", "carol", "dave"}
+        assert all(secret not in str(k) for k in listed)
+        assert admin.post("/v1/keys", json={"name": "dave"}).status_code == 400  # live already
+        assert admin.post("/v1/keys", json={"name": "bad name!"}).status_code == 400
+        assert admin.delete("/v1/keys/dave").json() == {"name": "dave", "revoked": True}
+        assert admin.delete("/v1/keys/dave").status_code == 404
+    assert chat(gateway, secret, "an").status_code == 401
+    # Stored hashed: the secret is nowhere in the database.
+    dump = "\n".join(store._conn.iterdump())
+    assert secret not in dump and hash_key(secret) in dump
+
+
+def test_admin_endpoints_refuse_other_keys(gateway, keys):
+    with gateway.http(keys["alice"]) as http:
+        for method, path in [("GET", "/v1/keys"), ("GET", "/v1/spend"), ("DELETE", "/v1/keys/bob")]:
+            assert http.request(method, path).status_code == 403
+        assert http.post("/v1/keys", json={"name": "eve"}).status_code == 403
+
+
+def test_keys_work_as_x_api_key_and_on_the_anthropic_wire(gateway, keys):
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=keys["bob"], max_retries=0)
+    assert client.messages.create(model="an", max_tokens=20, messages=USER).content
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="oa", max_tokens=20, messages=USER)
