@@ -272,16 +272,19 @@ def pre_html(text: str) -> str:
 
 _FENCE_LINE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(?:.+?)\1", re.DOTALL)
-_BARE_DOLLAR = re.compile(r"(?<!\\)\$")
+_BARE_DOLLAR = re.compile(r"(?<!\\)\\?\$")  # "$", or "\$" (a model's own escape)
 
 
 def answer_markdown(text: str) -> str:
     """A model's answer as Markdown in which every ``$`` outside code is a literal dollar.
 
     JupyterLab (and nbconvert with MathJax) typeset ``$...$`` as math, so "Prices: $5
-    and $6" showed as italic "5and6". ``\\$`` is the escape JupyterLab's Markdown
-    renderer leaves as a dollar. Code spans and fenced blocks are left as written:
-    a backslash there would show.
+    and $6" showed as italic "5and6". Both run MathJax with ``processEscapes``, after
+    the Markdown is rendered: the HTML must still hold ``\\$`` for MathJax to leave a
+    dollar, so the Markdown holds ``\\\\$`` (Markdown turns the escaped backslash into
+    one backslash, MathJax turns ``\\$`` into ``$``). A single ``\\$`` was measured in
+    JupyterLab 4 to come out of Markdown as a bare ``$`` and be typeset. Code spans and
+    fenced blocks are left as written: a backslash there would show.
     """
     if "$" not in text:
         return text
@@ -304,10 +307,10 @@ def answer_markdown(text: str) -> str:
 def _escape_outside_spans(line: str) -> str:
     pieces, last = [], 0
     for span in _CODE_SPAN.finditer(line):
-        pieces.append(_BARE_DOLLAR.sub(r"\\$", line[last : span.start()]))
+        pieces.append(_BARE_DOLLAR.sub(r"\\\\$", line[last : span.start()]))
         pieces.append(span.group())
         last = span.end()
-    pieces.append(_BARE_DOLLAR.sub(r"\\$", line[last:]))
+    pieces.append(_BARE_DOLLAR.sub(r"\\\\$", line[last:]))
     return "".join(pieces)
 
 

@@ -218,8 +218,9 @@ def _stop(server: subprocess.Popen[bytes], url: str, token: str) -> None:
                     continue
 
 
-# The notebook panel of race_and_judges.ipynb, found through the exposed application.
-_PANEL_JS = """
+def _panel_js(name: str) -> str:
+    """A notebook's panel, found through the exposed application."""
+    return """
 () => {
   const app = window.jupyterapp;
   if (!app || !app.shell) return null;
@@ -228,15 +229,57 @@ _PANEL_JS = """
   }
   return null;
 }
-""".replace("NOTEBOOK_NAME", NOTEBOOK.name)
+""".replace("NOTEBOOK_NAME", name)
 
-_KERNEL_IDLE_JS = f"""
+
+def _kernel_idle_js(name: str) -> str:
+    return f"""
 () => {{
-  const panel = ({_PANEL_JS})();
+  const panel = ({_panel_js(name)})();
   const kernel = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
   return !!(kernel && kernel.status === 'idle' && panel.content.widgets.length > 0);
 }}
 """
+
+
+def _run_all_js(name: str) -> str:
+    return f"""
+async () => {{
+  const panel = ({_panel_js(name)})();
+  window.jupyterapp.shell.activateById(panel.id);
+  window.jupyterapp.shell.collapseLeft();
+  void window.jupyterapp.commands.execute('notebook:run-all-cells');
+}}
+"""
+
+
+def _all_executed_js(name: str) -> str:
+    return f"""
+() => {{
+  const panel = ({_panel_js(name)})();
+  const code = panel.content.widgets.filter(c => c.model.type === 'code');
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return code.length > 0 && code.every(c => c.model.executionCount !== null)
+      && !!kernel && kernel.status === 'idle';
+}}
+"""
+
+
+def _save_and_shut_down_js(name: str) -> str:
+    return f"""
+async () => {{
+  const panel = ({_panel_js(name)})();
+  await panel.context.save();
+  await panel.sessionContext.shutdown();
+  await panel.close();
+}}
+"""
+
+
+_PANEL_JS = _panel_js(NOTEBOOK.name)
+_KERNEL_IDLE_JS = _kernel_idle_js(NOTEBOOK.name)
+_RUN_ALL_JS = _run_all_js(NOTEBOOK.name)
+_ALL_EXECUTED_JS = _all_executed_js(NOTEBOOK.name)
 
 _ACCEPT_DIALOGS_JS = """
 () => Array.from(document.querySelectorAll('.jp-Dialog')).map(dialog => {
@@ -245,25 +288,6 @@ _ACCEPT_DIALOGS_JS = """
   if (button) button.click();
   return title;
 })
-"""
-
-_RUN_ALL_JS = f"""
-async () => {{
-  const panel = ({_PANEL_JS})();
-  window.jupyterapp.shell.activateById(panel.id);
-  window.jupyterapp.shell.collapseLeft();
-  void window.jupyterapp.commands.execute('notebook:run-all-cells');
-}}
-"""
-
-_ALL_EXECUTED_JS = f"""
-() => {{
-  const panel = ({_PANEL_JS})();
-  const code = panel.content.widgets.filter(c => c.model.type === 'code');
-  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
-  return code.length > 0 && code.every(c => c.model.executionCount !== null)
-      && !!kernel && kernel.status === 'idle';
-}}
 """
 
 
@@ -339,12 +363,12 @@ def test_race_widget_renders_in_jupyterlab(lab: Lab) -> None:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def _open(page: Page, lab: Lab) -> None:
+def _open(page: Page, lab: Lab, name: str = NOTEBOOK.name) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
+    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
     expect(page.locator(".jp-NotebookPanel .jp-Notebook")).to_be_visible()
-    _wait_for(page, _KERNEL_IDLE_JS, KERNEL_START_S, "an idle kernel")
+    _wait_for(page, _kernel_idle_js(name), KERNEL_START_S, "an idle kernel")
 
 
 def _screenshot(page: Page, race: Locator, path: Path) -> None:
@@ -358,14 +382,7 @@ _THEME_JS = """
 async (theme) => { await window.jupyterapp.commands.execute('apputils:change-theme', {theme}); }
 """
 
-_SAVE_AND_SHUT_DOWN_JS = f"""
-async () => {{
-  const panel = ({_PANEL_JS})();
-  await panel.context.save();
-  await panel.sessionContext.shutdown();
-  await panel.close();
-}}
-"""
+_SAVE_AND_SHUT_DOWN_JS = _save_and_shut_down_js(NOTEBOOK.name)
 
 # WCAG contrast of every element with its own text in the race outputs and %%mmo footers.
 _CONTRAST_JS = """
@@ -501,3 +518,187 @@ def _check_votes(page: Page) -> None:
     expect(judging.locator('tr[data-judge="biased-judge"][data-order="swapped"]')).to_contain_text(
         "geographer (shown as A)"
     )
+
+
+# -- issue 28: money is never math, and a refused batch leaves no widget ---------------------------
+
+MONEY_NOTEBOOK = "frontends_money.ipynb"
+MONEY_SHOTS = {
+    theme: ARTIFACTS / f"frontends_money_{theme}.png" for theme in ("light", "dark", "reopened")
+}
+_MONEY_SETUP = """\
+import mmo_magic as mmo
+
+mmo.register_function("teller", lambda request: "Prices: $5 and $6, and `$x` stays code.")
+PRICE = {"cost_per_1k_input": 0.5, "cost_per_1k_output": 1.5}
+orc = mmo.Orchestrator(
+    [mmo.ModelConfig("function", "teller", **PRICE)], runlog=":memory:", cache=False
+)
+mmo.use(orc)
+items = [{"question": f"What does item {i} cost?"} for i in range(3)]"""
+_MONEY_CELLS = {
+    "answer": "%%mmo teller\nWhat do they cost?",
+    "batch": "%%mmo_batch --data items --models teller --budget 5\n{question}",
+    "refused": "%%mmo_batch --data items --models no-such-model --budget 5\n{question}",
+}
+
+# Every MathJax-typeset element (v3 and v2) inside the output areas.
+_MATH_IN_OUTPUTS_JS = """
+() => Array.from(document.querySelectorAll(
+  '.jp-OutputArea-output mjx-container, .jp-OutputArea-output .MathJax, '
+  + '.jp-OutputArea-output .MathJax_Display, .jp-OutputArea-output math'
+)).map(e => (e.closest('.jp-Cell') || e).innerText.slice(0, 120))
+"""
+
+
+def _money_notebook(path: Path) -> None:
+    import nbformat
+
+    cells = [
+        nbformat.v4.new_code_cell("%load_ext mmo_magic"),
+        nbformat.v4.new_code_cell(_MONEY_SETUP),
+    ]
+    cells += [nbformat.v4.new_code_cell(source) for source in _MONEY_CELLS.values()]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+
+
+def _money_cell(page: Page, which: str) -> Locator:
+    first_line = _MONEY_CELLS[which].splitlines()[0]
+    return page.locator(".jp-CodeCell").filter(has_text=first_line)
+
+
+def _check_money(page: Page, theme: str) -> None:
+    """No money typeset as math; the answer's dollars and the batch's spend shown literally."""
+    from playwright.sync_api import expect
+
+    answer = _money_cell(page, "answer").locator(".jp-RenderedMarkdown")
+    expect(answer).to_contain_text("Prices: $5 and $6")
+    expect(answer.locator("code")).to_have_text("$x")
+    batch = _money_cell(page, "batch").locator(".jp-OutputArea-output")
+    expect(batch.first).to_contain_text(re.compile(r"\$\d[\d.]* spent"))
+    typeset = page.evaluate(_MATH_IN_OUTPUTS_JS)
+    assert typeset == [], f"{theme}: outputs typeset as math: {typeset}"
+
+
+def _check_refused(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    refused = _money_cell(page, "refused")
+    expect(refused.locator(".jp-OutputArea-output")).to_contain_text("Unknown model")
+    expect(refused.locator(".jp-OutputArea-output", has_text="batch starting")).to_have_count(0)
+    expect(page.get_by_text("Error displaying widget")).to_have_count(0)
+
+
+@pytest.mark.timeout(400)
+def test_money_is_literal_and_a_refused_batch_leaves_no_widget(lab: Lab) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = _chromium()
+    assert chromium is not None
+    ARTIFACTS.mkdir(exist_ok=True)
+    _money_notebook(lab.root / MONEY_NOTEBOOK)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.add_locator_handler(page.locator(".jp-Dialog"), lambda: _accept_dialogs(page))
+            try:
+                _open(page, lab, MONEY_NOTEBOOK)
+                page.evaluate(_run_all_js(MONEY_NOTEBOOK))
+                _wait_for(page, _all_executed_js(MONEY_NOTEBOOK), 120, "every code cell to run")
+                page.wait_for_timeout(1500)  # MathJax typesets after rendering: give it time
+                _check_money(page, "light")
+                _check_refused(page)
+                page.screenshot(path=str(MONEY_SHOTS["light"]), full_page=True)
+
+                page.evaluate(_THEME_JS, "JupyterLab Dark")
+                page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+                page.wait_for_timeout(1000)
+                _check_money(page, "dark")
+                page.screenshot(path=str(MONEY_SHOTS["dark"]), full_page=True)
+
+                page.evaluate(_save_and_shut_down_js(MONEY_NOTEBOOK))
+                saved = json.loads((lab.root / MONEY_NOTEBOOK).read_text())
+                kinds = [
+                    k
+                    for c in saved["cells"]
+                    for o in c.get("outputs", [])
+                    for k in o.get("data", {})
+                ]
+                assert "application/vnd.jupyter.widget-view+json" not in kinds
+                _open(page, lab, MONEY_NOTEBOOK)
+                page.wait_for_timeout(1500)
+                _check_money(page, "reopened")
+                _check_refused(page)
+                page.screenshot(path=str(MONEY_SHOTS["reopened"]), full_page=True)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "frontends_money_failure.png"), full_page=True)
+                print(f"JupyterLab log:\n{lab.log_tail()}")
+                raise
+        finally:
+            browser.close()
+    for shot in MONEY_SHOTS.values():
+        assert shot.stat().st_size > 10_000
+
+
+LOCAL_MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")  # apt-get install libjs-mathjax
+_MATHJAX_DONE_JS = """
+() => new Promise(done => {
+  if (!window.MathJax || !window.MathJax.Hub) return done('no MathJax');
+  window.MathJax.Hub.Queue(() => done('typeset'));
+})
+"""
+
+
+@pytest.mark.timeout(300)
+def test_nbconvert_html_with_mathjax_keeps_money_literal(tmp_path: Path) -> None:
+    """The executed notebook through nbconvert, with MathJax 2 (nbconvert's default major)
+    loaded from a local copy: no output is typeset, and the dollars read as written."""
+    reason = _missing()
+    if reason or not LOCAL_MATHJAX.exists():
+        pytest.skip(reason or "no local MathJax: `apt-get install -y libjs-mathjax`")
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import sync_playwright
+
+    path = tmp_path / MONEY_NOTEBOOK
+    _money_notebook(path)
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute(cwd=str(tmp_path))
+    nb.cells.append(nbformat.v4.new_markdown_cell("Control: $x^2$ is math."))
+    exporter = HTMLExporter(mathjax_url=f"file://{LOCAL_MATHJAX}?config=TeX-AMS_CHTML-full,Safe")
+    body, _ = exporter.from_notebook_node(nb)
+    page_path = tmp_path / "money.html"
+    page_path.write_text(body)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(), args=[*CHROMIUM_ARGS, "--allow-file-access-from-files"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(page_path.as_uri())
+            assert page.evaluate(_MATHJAX_DONE_JS) == "typeset"  # MathJax ran on the page
+            # It does typeset real math (the control cell); the outputs must hold none.
+            control = page.locator(".jp-MarkdownCell .MathJax_CHTML, .jp-MarkdownCell .MathJax")
+            assert control.count() >= 1
+            typeset = page.evaluate(
+                """() => Array.from(document.querySelectorAll(
+                     '.jp-OutputArea-output .MathJax, .jp-OutputArea-output .MathJax_CHTML,'
+                     + ' .jp-OutputArea-output .mjx-chtml')).map(e => e.textContent)"""
+            )
+            assert typeset == [], typeset
+            text = page.inner_text("body")
+            assert "Prices: $5 and $6, and $x stays code." in text
+            assert re.search(r"\$\d[\d.]* spent", text)
+            page.screenshot(path=str(ARTIFACTS / "frontends_money_nbconvert.png"), full_page=True)
+        finally:
+            browser.close()

@@ -52,10 +52,11 @@ def _cell(ip: InteractiveShell, source: str) -> Any:
 @pytest.mark.parametrize(
     ("answer", "markdown"),
     [
-        ("Prices: $5 and $6", r"Prices: \$5 and \$6"),
-        (r"already \$5", r"already \$5"),
-        ("in `$x` code and $y", r"in `$x` code and \$y"),
-        ("```\nprint('$5')\n```\nthen $6", "```\nprint('$5')\n```\nthen \\$6"),
+        # Markdown's "\\" leaves one backslash in the HTML, and MathJax's "\$" a dollar.
+        ("Prices: $5 and $6", r"Prices: \\$5 and \\$6"),
+        (r"already \$5", r"already \\$5"),
+        ("in `$x` code and $y", r"in `$x` code and \\$y"),
+        ("```\nprint('$5')\n```\nthen $6", "```\nprint('$5')\n```\nthen \\\\$6"),
         ("no dollars", "no dollars"),
     ],
 )
@@ -68,7 +69,7 @@ def test_mmo_markdown_answer_keeps_dollars_literal(ip, orc):
     with capture_output() as cap:
         ip.run_cell_magic("mmo", "oa-echo", "Prices: $5 and $6")
     answer = cap.outputs[0].data
-    assert answer["text/markdown"] == r"Prices: \$5 and \$6"
+    assert answer["text/markdown"] == r"Prices: \\$5 and \\$6"
     assert answer["text/plain"] == "Prices: $5 and $6"  # the text itself is unchanged
 
 
