@@ -491,6 +491,13 @@ class MMOMagics(Magics):
             # The hint speaks the API's keyword; here the same thing is a flag.
             exc.args = (str(exc).replace("allow_unpriced=True", "--allow-unpriced"),)
             raise
+        except KeyboardInterrupt as stop:
+            # What was answered before the stop, as a stopped race keeps its panels: the
+            # batch attaches it to the interrupt as ``result`` (evaluation/batch.py).
+            partial = getattr(stop, "result", None)
+            if partial is not None:
+                self._store(args.out, partial)
+            raise
         self._store(args.out, result)
         return result
 
