@@ -24,6 +24,7 @@ def test_quickstart_runs_offline_and_records_every_call(tmp_path):
     text = {i: outputs(c) for i, c in enumerate(code)}
     assert "Orchestrator" in text[0]
     assert "claude-sonnet-4-5" in text[1] and "gpt-4o" in text[1]
+    assert "api.mistral.ai" in text[1]  # the host, not only the wire (issue 28 #20)
     default = "smollm2" if embedded_ready() else "sim-fast"
     assert f"default {default!r}" in text[0]
     assert text[3].startswith(default) and "ttft" in text[3]  # the footer line
