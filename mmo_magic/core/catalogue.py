@@ -25,7 +25,14 @@ from urllib.parse import urlsplit
 from .models import GEMINI_BASE_URL, ModelConfig
 from .redaction import read_key, redact_url
 
-__all__ = ["DEFAULT_MODEL_PREFERENCE", "PRICES_AS_OF", "LocalServerModel", "builtin_models"]
+__all__ = [
+    "DEFAULT_EMBEDDING_PREFERENCE",
+    "DEFAULT_MODEL_PREFERENCE",
+    "PRICES_AS_OF",
+    "LocalServerModel",
+    "builtin_embedding_models",
+    "builtin_models",
+]
 
 PRICES_AS_OF = "2025-11"
 
@@ -277,6 +284,30 @@ def _local(server: str, name: str, model_id: str, base_url: str, *aliases: str) 
             f"model {model_id!r}: override model_id for another model)"
         ),
     )
+
+
+# The embedding model orc.embed uses when none is named: the first available.
+DEFAULT_EMBEDDING_PREFERENCE = ("text-embedding-3-small", "smollm2-embed")
+
+
+def builtin_embedding_models() -> list[ModelConfig]:
+    """Embedding models (``embedding=True``), kept out of the chat catalogue so that no
+    router picks one for a chat. Embeddings bill input only (output priced 0.0)."""
+    def openai(name: str, usd_in_1m: float, tier: int) -> ModelConfig:
+        return ModelConfig("openai", name, name=name, cost_per_1k_input=usd_in_1m / 1000,
+                           cost_per_1k_output=0.0, context_window=8191, tier=tier,
+                           embedding=True, vision=False)  # fmt: skip
+
+    return [
+        openai("text-embedding-3-small", 0.02, 1),
+        openai("text-embedding-3-large", 0.13, 2),
+        ModelConfig(
+            "embedded", "SmolLM2-135M-Instruct", name="smollm2-embed", cost_per_1k_input=0.0,
+            cost_per_1k_output=0.0, context_window=2048, tier=1, embedding=True, vision=False,
+            description="SmolLM2-135M-Instruct in llama.cpp's embedding mode (mean-pooled, "
+            "576 dimensions): offline, for demos and tests more than for retrieval quality",
+        ),
+    ]  # fmt: skip
 
 
 # Models that take text only (no images): a prompt with an image refuses before sending.

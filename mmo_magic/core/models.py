@@ -64,6 +64,8 @@ class ModelConfig:
     # A reasoning model: it takes reasoning_effort / thinking_budget, and may be silent
     # while it thinks (no time-to-first-token deadline before its first visible token).
     reasoning: bool = False
+    # An embedding model: orc.embed takes it, and chat calls refuse it.
+    embedding: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: defaults derived from other fields are filled here
@@ -84,9 +86,10 @@ class ModelConfig:
         register_url_secrets(self.base_url)
         for names in ("fallbacks", "aliases"):
             set_(self, names, _model_names(self.name, names, getattr(self, names)))
-        if not isinstance(self.reasoning, bool):
-            raise ConfigError(f"Model {self.name!r}: reasoning must be true or false, "
-                              f"got {self.reasoning!r}.")  # fmt: skip
+        for flag in ("reasoning", "embedding"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"Model {self.name!r}: {flag} must be true or false, "
+                                  f"got {getattr(self, flag)!r}.")  # fmt: skip
         if self.vision is not None and not isinstance(self.vision, bool):
             raise ConfigError(f"Model {self.name!r}: vision must be true or false, "
                               f"got {self.vision!r}.")  # fmt: skip

@@ -380,6 +380,11 @@ class CallEngine(Generic[Sink]):
         # Tools offered, or a conversation with tool calls in it: the cache key knows
         # neither the tools nor the calls' ids, so a text answer could stand in for a call.
         try:  # what this model cannot take is refused before anything is sent
+            if config.embedding:
+                raise InvalidRequestError(
+                    f"Model {config.name!r} is an embedding model: it does not chat.",
+                    hint=f"Use orc.embed(texts, model={config.name!r}), or a chat model here.",
+                )
             if record.parts is not None:
                 check_parts(config, request.messages)
             check_reasoning(config, request)

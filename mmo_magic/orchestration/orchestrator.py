@@ -41,6 +41,7 @@ from .reliability import CircuitBreaker, RetryPolicy
 from .streams import AsyncCompletionStream, CompletionStream, Start
 
 if TYPE_CHECKING:
+    from ..core.embeddings import EmbeddingResponse
     from ..evaluation.progress import BatchProgress
     from ..evaluation.result import BatchResult
     from ..evaluation.spec import BatchContext
@@ -294,6 +295,49 @@ class Orchestrator:
         check_options(options, also=("route", "on_text"))
         context = CallContext(on_text=on_text)
         return await self._engine.complete(prompt, model, options, context, route=route)
+
+    # -- embeddings (issue 25) -------------------------------------------------
+
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        model: str | None = None,
+        *,
+        batch_size: int = 128,
+        budget: float | None = None,
+        allow_unpriced: bool | None = None,
+    ) -> EmbeddingResponse:
+        """Vectors for ``texts`` (a numpy array, one row per text, in ``.vectors``), with
+        usage and cost; each batch request is recorded in ``runs`` (kind "embed").
+
+        ``model``: an embedding model (text-embedding-3-small/-large, smollm2-embed offline)
+        or any OpenAI-compatible, local or simulated model of this orchestrator; None: the
+        first available of text-embedding-3-small and smollm2-embed. Texts go in batches of
+        ``batch_size``, sent at once within the model's concurrency limits.
+        """
+        return self._loop.run(self.aembed(texts, model, batch_size=batch_size, budget=budget,
+                                          allow_unpriced=allow_unpriced))  # fmt: skip
+
+    async def aembed(
+        self,
+        texts: str | Sequence[str],
+        model: str | None = None,
+        *,
+        batch_size: int = 128,
+        budget: float | None = None,
+        allow_unpriced: bool | None = None,
+    ) -> EmbeddingResponse:
+        """Async twin of ``embed``."""
+        from ..core.embeddings import embedding_texts
+        from .budget import check_usd
+        from .embedding import embed, embedding_model
+
+        items = embedding_texts(texts)
+        check_usd(budget)
+        config = embedding_model(self.catalogue, model)
+        run = embed(self._engine, config, items, batch_size=batch_size, budget=budget,
+                    allow_unpriced=allow_unpriced)  # fmt: skip
+        return await self._engine.loop.arun(run)
 
     def stream(
         self,

@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator
 from typing import Any
 
 from ..core.completion import CompletionRequest, StreamEnd, Thinking, ToolCallDelta
+from ..core.embeddings import EmbeddingBatch
 from ..core.errors import ProviderError, StreamError
 from ..core.models import ModelConfig
 from ..core.redaction import StreamRedactor, could_be_credential, redact_url, redactor
@@ -105,6 +106,15 @@ class ModelClient(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most clients hold nothing
         """Release connections."""
+
+    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        """A vector per text (one request). Clients of providers without embeddings refuse."""
+        raise invalid_parameter(
+            "model",
+            f"model {self.config.name!r} (provider {self.config.provider}) has no embeddings.",
+            hint="Embed with text-embedding-3-small (OpenAI), an OpenAI-compatible server's "
+            "embedding model, or smollm2-embed offline.",
+        )
 
     def usage_end(
         self,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..core.completion import CompletionRequest, StreamEnd
+from ..core.embeddings import EmbeddingBatch
 from ..core.errors import ConfigError, ProviderError
 from ..core.local_model import ENV_VAR, NO_MODEL_FILE, missing_reason, model_path
 from ..core.models import ModelConfig
@@ -68,31 +69,50 @@ class _Engine:
     worker: concurrent.futures.ThreadPoolExecutor
 
 
-_engines: dict[Path, _Engine] = {}
+# Path -> its generating engine; (path, "embedding") -> the same file loaded in llama.cpp's
+# embedding mode (a context of its own: one cannot both generate and pool).
+_engines: dict[Path | tuple[Path, str], _Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def _load_engine(path: Path) -> _Engine:
-    """The engine for ``path``, loading the model on first use. Blocks: call it off the loop."""
+def _load_engine(path: Path, embedding: bool = False) -> _Engine:
+    """The engine for ``path``, loading the model on first use. Blocks: call it off the loop.
+
+    ``embedding``: the model in llama.cpp's embedding mode, mean-pooled over the tokens
+    (SmolLM2's file names no pooling of its own).
+    """
+    key: Path | tuple[Path, str] = (path, "embedding") if embedding else path
     with _engines_lock:
-        engine = _engines.get(path)
+        engine = _engines.get(key)
         if engine is None:
+            extra: dict[str, Any] = {}
+            if embedding:
+                import llama_cpp
+
+                extra = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
             llama = load_llama(
-                _llama_class(),
+                _llama_class() if not embedding else _plain_llama_class(),
                 model_path=str(path),
                 n_ctx=N_CTX,
                 n_threads=_threads(),
                 n_threads_batch=_threads(),
                 seed=SEED,
                 verbose=False,
+                **extra,
             )
             # One thread per model serialises its generations (the context is not
             # thread-safe) without parking callers' threads on a lock.
             worker = concurrent.futures.ThreadPoolExecutor(1, f"mmo-embedded-{path.stem}")
             if not _engines:
                 atexit.register(_close_engines)
-            engine = _engines[path] = _Engine(llama, worker)
+            engine = _engines[key] = _Engine(llama, worker)
         return engine
+
+
+def _plain_llama_class() -> type[Any]:
+    import llama_cpp
+
+    return llama_cpp.Llama
 
 
 def load_llama(llama_class: type[Any], **params: Any) -> Any:
@@ -325,6 +345,28 @@ class EmbeddedClient(ModelClient):
             # grammar (LlamaGrammar.from_json_schema), so every token keeps the JSON valid.
             params["response_format"] = {"type": "json_object", "schema": dict(fmt.schema)}
         return params
+
+    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        """Vectors from llama.cpp's embedding mode (mean-pooled, unit length), on the
+        model's embedding worker thread; input tokens counted exactly by its tokenizer."""
+        key = (self.path, "embedding")
+        engine = _engines.get(key)
+        if engine is None:
+            try:
+                engine = await asyncio.to_thread(_load_engine, self.path, True)
+            except Exception as exc:
+                raise self.fail(f"could not load {self.path.name}: {exc}") from exc
+        llama = engine.llama
+
+        def run() -> EmbeddingBatch:
+            vectors, count = llama.embed(texts, normalize=True, return_count=True)
+            return EmbeddingBatch([list(map(float, v)) for v in vectors], int(count))
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(engine.worker, run)
+        except (ValueError, RuntimeError) as exc:
+            raise self._mapped(exc) from exc
 
     def _mapped(self, exc: Exception) -> ProviderError:
         message = str(exc)

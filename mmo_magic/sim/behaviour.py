@@ -61,6 +61,11 @@ words in ``completion_tokens`` and ``completion_tokens_details.reasoning_tokens`
 Anthropic: a ``thinking`` block streams first (``thinking_delta`` a word at a time, then a
 ``signature_delta``), the text block after it; output_tokens include the thinking.
 
+Embeddings (OpenAI's ``POST /v1/embeddings``, ``input`` a string or a list of strings,
+``dimensions`` default 64, ``encoding_format`` float or base64): a unit vector of hashed
+words per text, so texts sharing words are close; ``prompt_tokens`` is their words.
+``fail=`` and ``latency_ms`` apply as for chat.
+
 Token accounting, which tests rely on: a token is a whitespace-separated word.
 Input tokens are the words of every message's text plus the system prompt;
 output tokens are the words the reply emits.

@@ -35,6 +35,8 @@ from .wire import (
     Reply,
     Wire,
     describe_media,
+    embedding_body,
+    embedding_request,
     instance_of,
 )
 
@@ -421,6 +423,8 @@ class SimServer:
         wire = _ROUTES.get(request.path)
         if wire is not None and request.method == "POST":
             await self._generate(ex, wire)
+        elif request.path == "/v1/embeddings" and request.method == "POST":
+            await self._embed(ex)
         elif request.path == "/health" and request.method == "GET":
             await ex.send_json(200, b'{"status":"ok","simulated":true}')
         elif request.path == "/v1/models" and request.method == "GET":
@@ -550,6 +554,34 @@ class SimServer:
             await self._stream(ex, wire, call, behaviour, reply, fault)
         else:
             await self._complete(ex, wire, call, behaviour, reply, fault)
+
+    async def _embed(self, ex: _Exchange) -> None:
+        """OpenAI's ``/v1/embeddings``: a hashed bag-of-words vector per input (texts sharing
+        words are close), unit length, ``dimensions`` long (64 unless asked)."""
+        try:
+            body: object = json.loads(ex.request.body)
+        except ValueError:
+            body = None
+        model = body.get("model") if isinstance(body, dict) else None
+        ex.model = model if isinstance(model, str) else ""
+        seen = self._record(ex.request, body, ex.model or None)
+        try:
+            texts, dimensions, encoding = embedding_request(body)
+            with self._lock:
+                scripts = dict(self._scripts)
+            _base, behaviour = resolve(ex.model, scripts)
+        except (BadRequest, OptionError) as exc:
+            await ex.send_json(*OPENAI.error("bad_request", None, f"{exc} (simulated)"))
+            return
+        await ex.pause(behaviour.latency_ms / 1000)
+        misbehave = behaviour.fail_times is None or seen <= behaviour.fail_times
+        if behaviour.fail is not None and misbehave:
+            status, payload = OPENAI.error(str(behaviour.fail), None)
+            after = behaviour.retry_after
+            extra = {"retry-after": _seconds(after)} if after is not None else {}
+            await ex.send_json(status, payload, extra)
+            return
+        await ex.send_json(200, embedding_body(ex.model, texts, dimensions, encoding))
 
     @staticmethod
     def _api_key(headers: dict[str, str]) -> str:

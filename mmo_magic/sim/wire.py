@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ANTHROPIC", "OPENAI", "BadRequest", "Call", "Frame", "Reply", "Wire", "count_words",
-    "instance_of",
+    "embedding_body", "embedding_request", "instance_of",
 ]  # fmt: skip
 
 
@@ -819,6 +819,58 @@ def _number(value: object, default: float) -> float:
     """``value`` if it is a finite number (not a bool), else ``default``."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15
     return float(value) if ok else default  # type: ignore[arg-type]
+
+
+# -- embeddings (OpenAI's /v1/embeddings) ------------------------------------------------------
+
+_MAX_INPUTS = 2048  # OpenAI's limit of inputs per request
+
+
+def embedding_request(body: object) -> tuple[list[str], int, str]:
+    """(texts, dimensions, encoding format) of an embeddings request, or BadRequest."""
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+        raise BadRequest("'model' is required")
+    given = body.get("input")
+    texts = [given] if isinstance(given, str) else given
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise BadRequest("'input' must be a string or a non-empty array of strings")
+    if len(texts) > _MAX_INPUTS:
+        raise BadRequest(f"'input' has {len(texts)} items; at most {_MAX_INPUTS} per request")
+    if any(not t for t in texts):
+        raise BadRequest("'input' cannot contain an empty string")
+    dimensions = body.get("dimensions", 64)
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+        raise BadRequest("'dimensions' must be a positive integer")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise BadRequest("'encoding_format' must be 'float' or 'base64'")
+    return texts, min(dimensions, 4096), str(encoding)
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """A unit vector of hashed words: texts that share words point the same way."""
+    vector = [0.0] * dimensions
+    for word in text.lower().split():
+        h = zlib.crc32(word.strip(".,;:!?\"'()").encode())
+        vector[h % dimensions] += 1.0 if h & 0x80000000 else -1.0
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
+
+
+def embedding_body(model: str, texts: list[str], dimensions: int, encoding: str) -> bytes:
+    import base64
+    import struct
+
+    data = []
+    for i, text in enumerate(texts):
+        vector: Any = embedding_vector(text, dimensions)
+        if encoding == "base64":
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    tokens = sum(count_words(t) for t in texts)
+    obj = {"object": "list", "data": data, "model": model,
+           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+    return _dumps(obj).encode()
 
 
 OPENAI: Wire = _OpenAI()
