@@ -20,19 +20,15 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 README = REPO / "README.md"
 PUBLIC = {"mmo_magic", "mmo_magic.evaluation", "mmo_magic.sim"}
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
-_MAGIC_LINE = re.compile(r"^\s*(%|!)")
 
 
 def _python(source: str) -> str:
-    """A code cell as plain Python: IPython magics and shell lines blanked out."""
-    lines = source.splitlines()
-    if lines and lines[0].startswith("%%"):
+    """A code cell as plain Python, as IPython runs it (magics become get_ipython() calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    if source.lstrip().startswith("%%"):
         return ""  # a cell magic: its body is the magic's, not Python
-    # A magic line becomes "pass" at its indent (it may be an if's whole body).
-    return "\n".join(
-        line[: len(line) - len(line.lstrip())] + "pass" if _MAGIC_LINE.match(line) else line
-        for line in lines
-    )
+    return TransformerManager().transform_cell(source)
 
 
 def _internal_uses(source: str) -> Iterator[str]:
