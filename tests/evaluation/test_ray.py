@@ -109,6 +109,21 @@ def test_a_ray_batch_answers_like_the_local_one_and_logs_every_call_once(orc, si
     assert recorder.updates == sorted(recorder.updates)  # progress only goes forward
 
 
+def test_scorers_on_ray_score_on_the_driver_like_here(orc, sim):
+    from mmo_magic.evaluation import scorers
+
+    echo = with_model_id(orc, "oa", "sim-echo")
+    data = [{"question": f"Say {i}", "expect": f"Say {i}" if i % 2 else "nothing"}
+            for i in range(6)]  # fmt: skip
+    checks = [scorers.exact("expect"), lambda answer, item: len(answer) > 0]
+    on_ray = orc.batch(data, [echo], engine="ray", workers=2, scorers=checks, progress=False)
+    board = on_ray.leaderboard()
+    assert board.loc[echo, "exact"] == 0.5 and board.loc[echo, "exact_items"] == 6
+    assert board.loc[echo, "<lambda>"] == 1.0
+    with pytest.raises(mmo.ConfigError, match="epochs > 1 runs on this process"):
+        orc.batch(data, [echo], engine="ray", epochs=2, progress=False)
+
+
 def test_judging_on_ray_matches_judging_here(orc, sim):
     from urllib.parse import quote
 

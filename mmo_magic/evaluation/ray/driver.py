@@ -286,10 +286,10 @@ class _RayRun:
         limits = {m: self.batch.limits.limit(m) for m in (*s.models, *s.judges)}
         setup = WorkerSetup.of(self.engine, per_worker, limits)
         # The shards' spec: no items (they travel in the shard), limits and budget are the
-        # limiter's, and it runs on the worker's own loop.
+        # limiter's, and it runs on the worker's own loop; scorers run on the driver.
         settings = s.replace(
             data=(), limits=None, concurrency=per_worker, budget=None, rerun=None, engine=None,
-            ray_address=None, workers=None, cpus_per_worker=None,
+            ray_address=None, workers=None, cpus_per_worker=None, scorers=(),
         )  # fmt: skip
         self.limiter = (
             ray.remote(ClusterLimiter)
