@@ -179,3 +179,17 @@ def test_a_response_as_a_cells_value_prints_its_answer_and_footer(term, orc, cap
     markdown = response._repr_markdown_()
     assert markdown.startswith("Plain answer, $5 and <b>tags</b>.")  # the answer is Markdown
     assert "\\$0.0" in markdown  # the footer's price is money, not the start of LaTeX
+
+
+@pytest.mark.parametrize("columns", [80, 170])
+def test_models_prints_every_column_at_any_width(term, capsys, monkeypatch, columns):
+    """Issue 28 #9: at 170 columns pandas hid why_unavailable and the prices behind "…"."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    orc = mmo.Orchestrator.from_config(runlog=":memory:")  # the full catalogue, keys unset
+    mmo.use(orc)
+    out = run(term, capsys, "%mmo_models")
+    for column in ("why_unavailable", "usd_per_1m_input", "usd_per_1m_output", "tier", "host"):
+        assert column in out, column
+    assert "…" not in out and "..." not in out
+    assert "OPENAI_API_KEY not set" in out and "api.mistral.ai" in out
+    assert max(len(line) for line in out.splitlines()) <= columns  # wrapped, not cut
