@@ -33,6 +33,9 @@ directory. ``MMO_CONFIG=path`` replaces both. Example::
     max_tokens_cap = 4096              # a request asking for more max_tokens gets 400
     cors_origins = ["https://app.example.com"]
     graceful_shutdown_s = 10           # how long in-flight requests may finish on shutdown
+    models = ["gpt-*", "claude-*", "auto:*"]  # what the gateway serves (globs); default: all
+                                       # available but the embedded model
+    keys_db = "keys.sqlite3"           # client keys and spend (default: the run log's file)
 """
 
 from __future__ import annotations
@@ -118,6 +121,11 @@ class ServerSettings:
     # or "*" (any). Without client keys only these and loopback; with keys, checked if given.
     allowed_hosts: tuple[str, ...] = ()
     graceful_shutdown_s: float = 10.0
+    # What the gateway serves and lists (globs over names, aliases and routers: "auto:*");
+    # None serves every available model except the embedded one (it loads into the process).
+    models: tuple[str, ...] | None = None
+    # The SQLite file of client keys and their spend; None: the run log's file.
+    keys_db: str | None = None
 
 
 _SERVER_TYPES = typing.get_type_hints(ServerSettings)

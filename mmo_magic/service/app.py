@@ -34,6 +34,7 @@ finish within the grace, then ends the rest in a way a client can tell.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import re
 import time
 from collections import deque
@@ -50,7 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..core import __version__
 from ..core.completion import CompletionRequest, CompletionResponse
 from ..core.config import ServerSettings
-from ..core.errors import InvalidRequestError
+from ..core.errors import InvalidRequestError, UnknownModelError
 from ..core.redaction import register_secret
 from ..orchestration.engine import recorded_as
 from ..orchestration.orchestrator import AUTO, Orchestrator
@@ -94,6 +95,7 @@ from .streaming import ChatWire, start_stream
 __all__ = ["create_app"]
 
 STEP = "service"  # RunRecord.step of every call the service makes
+EMBEDDED = "embedded"  # the provider of models run inside this process (llama.cpp)
 
 
 class _RecordedAsService:
@@ -176,11 +178,31 @@ def create_app(
     app.state.clients = clients
     add_admin_routes(app, clients)
 
+    def served(name: str) -> bool:
+        """Whether this server serves ``name`` (a model, an alias or a router)."""
+        if _target(name)[0] == AUTO:
+            canonical = name.lower()
+            if settings.models is None:
+                return True
+        else:
+            try:
+                model = orc.catalogue.resolve(name)
+            except UnknownModelError:
+                return True  # unknown: the call's own 404, with suggestions
+            if settings.models is None:
+                # The embedded model loads llama.cpp into the gateway: served only if listed.
+                return model.provider != EMBEDDED
+            canonical = model.name
+        globs = settings.models
+        return any(fnmatch.fnmatchcase(n, g) for g in globs for n in (name, canonical)) or (
+            canonical == AUTO and "auto:*" in globs
+        )
+
     def known() -> list[str]:
-        return [e.id for e in _model_entries(orc)]
+        return [e.id for e in _model_entries(orc) if served(e.id)]
 
     def admit(request: Request, *models: str) -> None:
-        clients.admit(request, models, known)
+        clients.admit(request, models, known, served)
 
     def charged(request: Request) -> Callable[[CompletionResponse | None], None]:
         return lambda r: clients.charge(request, [r])
@@ -194,7 +216,7 @@ def create_app(
 
     @app.get("/v1/models", response_model=ModelsOut, responses=ERROR_RESPONSES)
     async def list_models(request: Request) -> ModelsOut:
-        entries = _model_entries(orc)
+        entries = [e for e in _model_entries(orc) if served(e.id)]
         allowed = clients.visible(request, [e.id for e in entries])
         return ModelsOut(data=[e for e in entries if e.id in allowed])
 

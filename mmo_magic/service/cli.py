@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ..core.config import load_settings
 from ..core.errors import ConfigError, MMOError
 from ..orchestration.orchestrator import Orchestrator
+from ..storage.keys import SQLiteKeyStore
 from .app import create_app
 from .auth import KEYS_ENV, allowed_host_problem, client_keys, is_loopback
+from .keys_cli import keys_main, store_path
 from .shutdown import Drain
 
 if TYPE_CHECKING:
@@ -45,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmo-serve",
         description="Serve mmo_magic's orchestrator over HTTP (OpenAI-compatible).",
-        epilog=f"Client keys: {KEYS_ENV}=key1,key2 (needed for any host but loopback).",
+        epilog=f"Client keys: {KEYS_ENV}=key1,key2, or keys with identities made with "
+        "'mmo-serve keys add NAME' (needed for any host but loopback).",
     )
     parser.add_argument("--host", default=None, help="default: [server] host, else 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: [server] port, else 8000")
@@ -72,7 +75,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``mmo-serve``: run the service with uvicorn until SIGINT or SIGTERM."""
+    """``mmo-serve``: run the service with uvicorn until SIGINT or SIGTERM;
+    ``mmo-serve keys ...`` manages client keys (``keys_cli``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keys"]:
+        return keys_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(None if args.config is None else [Path(args.config)]).server
@@ -94,7 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         allowed_hosts=(*settings.allowed_hosts, *args.allowed_host),
     )  # fmt: skip
     keys = client_keys(settings)
-    if not keys and not is_loopback(host):
+    try:
+        path = store_path(args.config, args.runlog)
+        store = None if path == ":memory:" else SQLiteKeyStore(path)
+    except MMOError as exc:
+        print(f"mmo-serve: {exc}", file=sys.stderr)
+        return 2
+    live = store is not None and any(k.revoked_at is None for k in store.list_keys())
+    if not keys and not live and not is_loopback(host):
         print(
             f"mmo-serve: refusing to listen on {host} without client keys: "
             f"set {KEYS_ENV}=key1,key2 (or [server] keys_env), or listen on 127.0.0.1.",
@@ -114,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    access = f"keys required ({len(keys)})" if keys else "no keys: loopback clients only"
+    access = "keys required" if keys or live else "no keys: loopback clients only"
     logger.info("serving %r; %s; run log %s", orc, access, orc.runs.path)
-    app = create_app(orc, keys=keys, settings=settings)
+    app = create_app(orc, keys=keys, settings=settings, store=store)
     config = uvicorn.Config(
         app,
         host=host,
@@ -138,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         orc.close()
+        if store is not None:
+            store.close()
     return 0 if server.started else 1
 
 

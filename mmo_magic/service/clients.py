@@ -51,18 +51,24 @@ class Clients:
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
 
     def admit(
-        self, request: Request, models: Iterable[str], known: Callable[[], Iterable[str]]
+        self,
+        request: Request,
+        models: Iterable[str],
+        known: Callable[[], Iterable[str]],
+        served: Callable[[str], bool] = lambda name: True,
     ) -> None:
         """Let the request's key call ``models``, or raise the 404 or 429 that says why not.
 
-        ``known``: every name this server serves (for the 404's suggestions, filtered).
+        ``known``: every name this server serves (for the 404's suggestions, filtered);
+        ``served``: whether the server serves a name at all (``[server] models``).
         """
         key = client_of(request)
+        for model in models:
+            if not served(model) or (key is not None and not key.allows(model)):
+                allowed = [k for k in known() if key is None or key.allows(k)]
+                raise UnknownModelError(model, allowed)
         if key is None:
             return
-        for model in models:
-            if not key.allows(model):
-                raise UnknownModelError(model, [k for k in known() if key.allows(k)])
         now = time.monotonic()
         with self._lock:
             if key.requests_per_minute is not None:

@@ -169,3 +169,39 @@ def test_keys_work_as_x_api_key_and_on_the_anthropic_wire(gateway, keys):
     assert client.messages.create(model="an", max_tokens=20, messages=USER).content
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="oa", max_tokens=20, messages=USER)
+
+
+def test_mmo_serve_keys_add_list_revoke_and_a_served_key(sim_server, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from helpers import mmo_serve
+
+    runlog = tmp_path / "runs.sqlite3"
+    config = tmp_path / "mmo.toml"
+    config.write_text(
+        f'[models.oa]\nprovider = "openai"\nmodel_id = "sim-fast"\n'
+        f'base_url = "{sim_server.openai_base_url}"\napi_key_env = "MMO_TEST_OPENAI_KEY"\n'
+    )
+
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mmo_magic.service", "keys", "--runlog", str(runlog)]
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60)
+
+    made = keys("add", "team-a", "--model", "oa", "--budget", "5", "--period", "day", "--rpm", "60")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert secret.startswith("mmo-") and secret not in runlog.read_bytes().decode("latin-1")
+    (listed,) = [json.loads(line) for line in keys("list").stdout.splitlines()]
+    assert listed["name"] == "team-a" and listed["budget_usd"] == 5 and listed["models"] == ["oa"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(OPENAI_KEY_ENV, "sk-test-openai-cli-0000000")
+        with mmo_serve(config, runlog) as (_, url):
+            headers = {"authorization": f"Bearer {secret}"}
+            body = {"model": "oa", "messages": USER}
+            assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers).is_success
+            assert httpx.post(f"{url}/v1/chat/completions", json=body).status_code == 401
+    assert keys("revoke", "team-a").returncode == 0
+    assert keys("revoke", "team-a").returncode == 1
+    assert keys("add", "bad name").returncode == 2
