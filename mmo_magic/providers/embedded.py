@@ -78,8 +78,7 @@ _engines_lock = threading.Lock()
 def _load_engine(path: Path, embedding: bool = False) -> _Engine:
     """The engine for ``path``, loading the model on first use. Blocks: call it off the loop.
 
-    ``embedding``: the model in llama.cpp's embedding mode, mean-pooled over the tokens
-    (SmolLM2's file names no pooling of its own).
+    ``embedding``: the model in llama.cpp's embedding mode, mean-pooled over the tokens.
     """
     key: Path | tuple[Path, str] = (path, "embedding") if embedding else path
     with _engines_lock:
@@ -89,6 +88,8 @@ def _load_engine(path: Path, embedding: bool = False) -> _Engine:
             if embedding:
                 import llama_cpp
 
+                # SmolLM2's file names no pooling of its own (llama.cpp says so once, on
+                # stderr, as it loads): mean over the tokens.
                 extra = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
             llama = load_llama(
                 _llama_class() if not embedding else _plain_llama_class(),
