@@ -61,6 +61,8 @@ def _execute(client: Any, code: str, timeout: float = 60) -> tuple[str, list[dic
         elif kind == "status" and content["execution_state"] == "idle":
             break
     reply = client.get_shell_msg(timeout=timeout)  # help goes to the pager: the reply's payload
+    while reply["parent_header"].get("msg_id") != msg_id:  # an earlier cell's reply
+        reply = client.get_shell_msg(timeout=timeout)
     for payload in reply["content"].get("payload", []):
         data.append(payload.get("data", {}))
     return text, data
