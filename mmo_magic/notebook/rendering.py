@@ -649,7 +649,8 @@ def compact_runs(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> p
 
         def _repr_html_(self) -> str | None:
             table = _compact(self)._repr_html_()  # type: ignore[operator]
-            return f'{table}<small style="color:{FG_DIM}">{html.escape(_time_note())}</small>'
+            note = f'<small style="color:{FG_DIM}">{html.escape(_time_note())}</small>'
+            return f'<div class="{NO_MATH}">{table}{note}</div>'  # "$0.01 … $0.02": money
 
     out = RunsFrame(frame)
     object.__setattr__(out, "_mmo_columns", list(columns) if columns else None)

@@ -179,6 +179,7 @@ def test_runs_show_local_time_labelled_and_unknown_cost_as_na(ip, orc):
     local = runs["started_at"].iloc[0].tz_convert(datetime.now().astimezone().tzinfo)
     assert table["time"][0] == local.strftime("%H:%M:%S")
     assert "time: local (UTC" in text and "time: local (UTC" in html
+    assert html.startswith('<div class="mathjax_ignore tex2jax_ignore">')  # costs are money
 
 
 # -- 9, 20: %mmo_models ----------------------------------------------------------------------------
