@@ -41,14 +41,18 @@ from .orchestration.session import get_orchestrator, use
 from .storage.runlog import RunLog, RunRecord
 
 if TYPE_CHECKING:
+    from .core.embeddings import EmbeddingResponse
     from .core.local_model import missing_reason as embedded_missing_reason
+    from .core.parts import Document, Image
     from .evaluation import (
         BatchResult,
         BatchSpec,
         arun_batch,
         estimate_batch,
         eval_questions,
+        load_batch,
         run_batch,
+        scorers,
     )
     from .evaluation.learning import learn_router
     from .orchestration.parallel import ConsensusResult, RaceResult
@@ -78,11 +82,15 @@ _LAZY = {
             "arun_batch",
             "estimate_batch",
             "eval_questions",
+            "load_batch",
             "run_batch",
+            "scorers",
         ),
         "evaluation",
     ),
     "learn_router": "evaluation.learning",
+    **dict.fromkeys(("Document", "Image"), "core.parts"),
+    "EmbeddingResponse": "core.embeddings",
     **dict.fromkeys(
         ("Pipeline", "PipelineResult", "PipelineStep", "research_pipeline"),
         "orchestration.pipeline",
@@ -143,6 +151,9 @@ __all__ = [
     "ConfigError",
     "ConsensusResult",
     "CostOptimizedRouter",
+    "Document",
+    "EmbeddingResponse",
+    "Image",
     "InvalidRequestError",
     "LearnedRouter",
     "LearnedRouting",
@@ -181,12 +192,14 @@ __all__ = [
     "evaluate_router",
     "get_orchestrator",
     "learn_router",
+    "load_batch",
     "load_ipython_extension",
     "load_router",
     "load_routing_prompts",
     "register_function",
     "research_pipeline",
     "run_batch",
+    "scorers",
     "unload_ipython_extension",
     "unregister_function",
     "use",
