@@ -114,8 +114,8 @@ class _Signals:
             if self.task.task not in rule._tasks:
                 return None
             evidence = [*self.task.signals[:2], *(repr(t) for t in self.task.terms[:2])]
-            found = f", matched: {', '.join(evidence)}" if evidence else ""
-            matched.append(f"task={self.task.task} ({self.task.confidence:.2f}){found}")
+            why = f", matched: {', '.join(evidence)}" if evidence else ""
+            matched.append(f"task={self.task.task} ({self.task.confidence:.2f}){why}")
         if rule._levels:
             if self.complexity.level not in rule._levels:
                 return None
