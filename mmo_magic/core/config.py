@@ -36,6 +36,7 @@ directory. ``MMO_CONFIG=path`` replaces both. Example::
     models = ["gpt-*", "claude-*", "auto:*"]  # what the gateway serves (globs); default: all
                                        # available but the embedded model
     keys_db = "keys.sqlite3"           # client keys and spend (default: the run log's file)
+    metrics = "admin"                  # GET /metrics: "admin" (default), "public" or "off"
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class ServerSettings:
     models: tuple[str, ...] | None = None
     # The SQLite file of client keys and their spend; None: the run log's file.
     keys_db: str | None = None
+    # GET /metrics (Prometheus): "admin" (server and admin keys), "public" or "off".
+    metrics: str = "admin"
 
 
 _SERVER_TYPES = typing.get_type_hints(ServerSettings)
@@ -400,6 +403,10 @@ def _read_server(path: Path, table: Any, settings: Settings) -> None:
             raise ConfigError(
                 f"{path}: [server] port must be 1-65535, got {value!r}.",
                 hint="TCP ports go up to 65535; 8000 is the default.",
+            )
+        if key == "metrics" and value not in ("admin", "public", "off"):
+            raise ConfigError(
+                f"{path}: [server] metrics must be 'admin', 'public' or 'off', got {value!r}."
             )
         if key == "graceful_shutdown_s" and value < 0:
             raise ConfigError(f"{path}: [server] {key} must be >= 0, got {value!r}.")

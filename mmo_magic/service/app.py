@@ -67,6 +67,8 @@ from .legacy import LegacyRequest, LegacyWire, legacy_object
 from .legacy import request_options as legacy_options
 from .messages import AnthropicErrors, MessagesRequest, MessagesWire, message_object
 from .messages import request_options as messages_options
+from .metrics import PATH as METRICS_PATH
+from .metrics import Metrics
 from .responses import ResponsesRequest, ResponsesWire, request_options, response_object
 from .schemas import (
     ERROR_RESPONSES,
@@ -163,6 +165,7 @@ def create_app(
     app.add_middleware(_RecordedAsService)
     app.add_middleware(
         Gate, keys=accepted, max_body_bytes=settings.max_body_bytes, store=store,
+        public=(METRICS_PATH,) if settings.metrics == "public" else (),
         allowed_hosts=settings.allowed_hosts, drain=drain,
     )  # fmt: skip
     app.add_middleware(AnthropicErrors)  # outside the gate: its refusals are reshaped too
@@ -176,6 +179,20 @@ def create_app(
     declare_security(app, bool(accepted) or store is not None)
     clients = Clients(store)
     app.state.clients = clients
+    metrics = Metrics(orc) if settings.metrics != "off" else None
+    if metrics is not None:
+        app.add_middleware(metrics.middleware)
+
+        @app.get(METRICS_PATH, include_in_schema=False)
+        async def scrape(request: Request) -> Response:
+            if settings.metrics == "admin" and not clients.is_admin(request):
+                return error_response(
+                    403, "Metrics are for administrators' keys ([server] metrics).",
+                    "permission_error", code="admin_only",
+                )  # fmt: skip
+            body, kind = metrics.render()
+            return Response(body, media_type=kind)
+
     add_admin_routes(app, clients)
 
     def served(name: str) -> bool:
@@ -204,8 +221,14 @@ def create_app(
     def admit(request: Request, *models: str) -> None:
         clients.admit(request, models, known, served)
 
+    def answered(request: Request, answers: Sequence[CompletionResponse | None]) -> None:
+        """Charge the answers to the request's key, and count them."""
+        clients.charge(request, answers)
+        if metrics is not None:
+            metrics.observe(answers)
+
     def charged(request: Request) -> Callable[[CompletionResponse | None], None]:
-        return lambda r: clients.charge(request, [r])
+        return lambda r: answered(request, [r])
 
     @app.get("/health", responses=ERROR_RESPONSES)
     async def health() -> dict[str, str]:
@@ -243,7 +266,7 @@ def create_app(
             many, answers = await unless_disconnected(
                 request, _many(orc, body, routing, options, scrub)
             )
-            clients.charge(request, answers)  # judges' calls are not charged (README)
+            answered(request, answers)  # judges' calls are not charged (README)
             return many
         if body.models:
             raise InvalidRequestError(
@@ -254,7 +277,7 @@ def create_app(
         admit(request, body.model or (f"{AUTO}:{route}" if isinstance(route, str) else AUTO))
         call = orc.acomplete(body.prompt, model, route=route, **options)
         answer = await unless_disconnected(request, call)
-        clients.charge(request, [answer])
+        answered(request, [answer])
         return completion_out(answer, scrub)
 
     @app.post(
@@ -299,7 +322,7 @@ def create_app(
         answers = await unless_disconnected(
             request, _choices(orc, messages, model, body.n, options)
         )
-        clients.charge(request, answers)
+        answered(request, answers)
         response = answers[0]
         return ChatCompletionOut(
             id=f"chatcmpl-{response.run_id or new_id()}",
@@ -338,7 +361,7 @@ def create_app(
                 request, orc, messages, model, options, wire, charged(request)
             )
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
-        clients.charge(request, [response])
+        answered(request, [response])
         return response_object(body, response, scrub)
 
     @app.post(
@@ -361,7 +384,7 @@ def create_app(
         answers = await unless_disconnected(
             request, _choices(orc, messages, model, body.n, options)
         )
-        clients.charge(request, answers)
+        answered(request, answers)
         return legacy_object(answers, scrub)
 
     @app.post(
@@ -381,7 +404,7 @@ def create_app(
                 request, orc, messages, model, options, wire, charged(request)
             )
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
-        clients.charge(request, [response])
+        answered(request, [response])
         return message_object(response, scrub)
 
     return app

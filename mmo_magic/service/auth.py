@@ -121,8 +121,10 @@ class Gate:
         allowed_hosts: Sequence[str] = (),
         drain: Drain | None = None,
         store: KeyStore | None = None,
+        public: Sequence[str] = (),
     ) -> None:
         self.app = app
+        self.public = PUBLIC_PATHS | frozenset(public)  # paths that need no key
         self.keys = tuple(k.encode() for k in keys)
         self.store = store  # keys with identities (``clients``), beside the server's keys
         self.max_body_bytes = max_body_bytes
@@ -155,7 +157,7 @@ class Gate:
         if self.drain is not None and self.drain.draining:
             refusal = shutting_down_response()
         else:
-            public = scope["path"] in PUBLIC_PATHS
+            public = scope["path"] in self.public
             if self.keyed:
                 refusal = self._host_refusal(scope)
                 if refusal is None and not public:
