@@ -193,3 +193,13 @@ def test_models_prints_every_column_at_any_width(term, capsys, monkeypatch, colu
     assert "…" not in out and "..." not in out
     assert "OPENAI_API_KEY not set" in out and "api.mistral.ai" in out
     assert max(len(line) for line in out.splitlines()) <= columns  # wrapped, not cut
+
+
+def test_a_prompt_ending_in_a_question_mark_is_a_prompt(term, orc, capsys):
+    """Issue 28 #3 in terminal IPython: not "Object `France` not found"."""
+    says(orc, "teller", "Paris.")
+    out = run(term, capsys, "%mmo_route What is the capital of France?")
+    assert "not found" not in out and "RouteDecision" in out
+    out = run(term, capsys, "%mmo_race teller,oa -o race What is the capital of France?")
+    assert "not found" not in out and "winner" in out
+    assert term.user_ns["race"].winner is not None
