@@ -30,7 +30,7 @@ from .cues import (
 )
 
 if TYPE_CHECKING:
-    from .task_model import TaskClassifier
+    from .task_model import Example, TaskClassifier
 
 _Signals = list[tuple[float, str]]  # (weight, cue) pairs for one task
 
@@ -246,6 +246,14 @@ class TaskRouter(Router):
             if t in topic or t in intent
         }
         return scores, signals
+
+    def examples(self, prompt: str, k: int = 3) -> list[Example]:
+        """The ``k`` shipped labelled prompts most like ``prompt`` (cosine over the
+        classifier's n-grams), with their task and source: evidence to read beside a
+        decision. The first call indexes the shipped prompts (a second or two)."""
+        from .task_model import shipped_examples
+
+        return shipped_examples().nearest(prompt, k)
 
     def classify(self, prompt: str) -> str:
         return self.detect(prompt).task

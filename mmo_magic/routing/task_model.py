@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BENCHMARK_TASKS",
+    "Example",
+    "ExampleIndex",
     "LabelledPrompt",
     "SourceScore",
     "TaskClassifier",
@@ -47,6 +49,7 @@ __all__ = [
     "load_task_prompts",
     "read_task_prompts",
     "shipped_classifier",
+    "shipped_examples",
     "train_task_classifier",
 ]
 
@@ -507,3 +510,56 @@ def cross_source_router_evaluation(
             found = tuple(sorted({d.task for d in test}))
             scores.append(SourceScore(source, hits / len(test), len(test), found))
     return scores
+
+
+# -- nearest labelled examples ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """A shipped labelled prompt close to the one being routed (cosine similarity)."""
+
+    prompt: str
+    task: str
+    source: str
+    similarity: float
+
+
+class ExampleIndex:
+    """The shipped prompts as sparse vectors, for nearest-example evidence.
+
+    Built on first use (vectorising every shipped prompt takes a second or two), then
+    a lookup reads only the columns the query's n-grams touch.
+    """
+
+    def __init__(self, data: Sequence[LabelledPrompt], representation: Representation) -> None:
+        self.data = list(data)
+        self.representation = representation
+        self.matrix = _Sparse(representation.transform([d.prompt for d in self.data]))
+
+    def nearest(self, text: str, k: int = 3) -> list[Example]:
+        import numpy as np
+
+        query = self.representation.transform([text])[0]
+        buckets = np.flatnonzero(query)
+        m = self.matrix
+        where = np.searchsorted(m.t_cols, buckets)
+        clipped = np.minimum(where, len(m.t_cols) - 1)
+        found = (where < len(m.t_cols)) & (m.t_cols[clipped] == buckets)
+        ends = np.append(m.t_starts[1:], len(m.t_rows))
+        sims = np.zeros(len(self.data), dtype=np.float32)
+        for bucket, at in zip(buckets[found], where[found], strict=True):
+            rows = slice(m.t_starts[at], ends[at])
+            np.add.at(sims, m.t_rows[rows], m.t_values[rows] * query[bucket])
+        best = np.argsort(-sims, kind="stable")[:k]
+        return [
+            Example(self.data[i].prompt, self.data[i].task, self.data[i].source, float(sims[i]))
+            for i in best
+            if sims[i] > 0
+        ]
+
+
+@functools.cache
+def shipped_examples() -> ExampleIndex:
+    """The index of the shipped prompts in the shipped classifier's representation."""
+    return ExampleIndex(read_task_prompts(), shipped_classifier().representation)

@@ -201,3 +201,26 @@ def test_routing_is_fast_and_numpy_stays_unimported_until_it_runs() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(done.stdout) < 5.0  # ms, p50
+
+
+def test_nearest_examples_are_the_most_similar_shipped_prompts() -> None:
+    from mmo_magic.routing.task_model import ExampleIndex
+
+    data = read_task_prompts()[::10]
+    index = ExampleIndex(data, shipped_classifier().representation)
+    query = data[3].prompt
+    found = index.nearest(query, k=4)
+    assert found[0].prompt == query and found[0].similarity == pytest.approx(1.0, abs=1e-3)
+    # The same ranking as the dense cosine over every prompt.
+    rep = shipped_classifier().representation
+    dense = rep.transform([d.prompt for d in data]) @ rep.transform([query])[0]
+    order = [data[i].prompt for i in np.argsort(-dense, kind="stable")[:4]]
+    assert [e.prompt for e in found] == order
+    assert [e.similarity for e in found] == pytest.approx(sorted(dense, reverse=True)[:4], abs=1e-4)
+    assert index.nearest("", k=3) == []  # nothing in common: no evidence, not noise
+
+
+def test_the_router_shows_labelled_examples_beside_a_decision() -> None:
+    examples = TaskRouter().examples("Why did the Roman Empire fall?", k=2)
+    assert len(examples) == 2 and all(e.task == "humanities" for e in examples)
+    assert all(e.source and 0 < e.similarity <= 1.0 for e in examples)
