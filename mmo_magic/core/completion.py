@@ -86,6 +86,9 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     parts: tuple[Part, ...] = ()
+    # An assistant answer's signed thinking blocks, (text, signature): sent back only where
+    # the provider requires it (Anthropic, thinking on, before that answer's tool calls).
+    thinking: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, role: Role, content: str | Sequence[Any], where: str = "The prompt") -> Message:
@@ -184,6 +187,10 @@ class Thinking:
     (the first bytes of a response that is still thinking). Kept apart from the answer."""
 
     text: str = ""
+    # Set on the item that closes a signed thinking block (Anthropic's signature_delta): the
+    # block's text since the previous one, with this signature, must go back unchanged
+    # before the tool calls of that answer in a tool loop.
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +247,8 @@ class CompletionResponse:
     reasoning: str | None = None
     reasoning_tokens: int | None = None
     first_activity_ms: float | None = None
+    # Signed thinking blocks (text, signature), for ``message`` to carry into a tool loop.
+    thinking_blocks: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -253,8 +262,10 @@ class CompletionResponse:
 
     @property
     def message(self) -> Message:
-        """The answer as the assistant message to add to the conversation (tool calls kept)."""
-        return Message("assistant", self.content, tool_calls=tuple(self.tool_calls))
+        """The answer as the assistant message to add to the conversation (tool calls kept,
+        and the signed thinking blocks a provider needs back with them)."""
+        return Message("assistant", self.content, tool_calls=tuple(self.tool_calls),
+                       thinking=tuple(self.thinking_blocks))  # fmt: skip
 
     def footer(self) -> str:
         """One line: model, tokens, time to first token, latency, cost."""

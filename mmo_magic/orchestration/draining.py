@@ -34,6 +34,8 @@ class Progress:
     ttft_ms: float | None = None
     first_activity_ms: float | None = None  # the first item of any kind, thinking included
     thinking: list[str] = field(default_factory=list)  # thinking text, apart from the answer
+    thinking_blocks: list[tuple[str, str]] = field(default_factory=list)  # (text, signature)
+    _block_from: int = 0  # where in ``thinking`` the current block began
     end: StreamEnd | None = None
     parsed: Any = None  # structured output: the validated answer
     # Tool calls as they stream: index -> [id, name, argument pieces].
@@ -98,6 +100,10 @@ async def drain(
                 elif isinstance(item, Thinking):
                     if item.text:
                         progress.thinking.append(storable(item.text))
+                    if item.signature is not None:  # a signed block ends
+                        text = "".join(progress.thinking[progress._block_from :])
+                        progress.thinking_blocks.append((text, item.signature))
+                        progress._block_from = len(progress.thinking)
                     if watch_gaps and progress.ttft_ms is not None:
                         timer.reschedule(deadline())
                     continue

@@ -572,6 +572,7 @@ class CallEngine(Generic[Sink]):
             parsed=progress.parsed if error is None else None,
             tool_calls=list(progress.tool_calls) if error is None else [],
             reasoning=reasoning,
+            thinking_blocks=list(progress.thinking_blocks) if error is None else [],
             reasoning_tokens=record.reasoning_tokens,
             first_activity_ms=progress.first_activity_ms,
         )

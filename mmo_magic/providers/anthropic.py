@@ -65,7 +65,7 @@ class AnthropicClient(ModelClient):
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model_id,
-            "messages": _messages(request.messages),
+            "messages": _messages(request.messages, thinking=_thinks(request)),
             "max_tokens": request.max_tokens or self.config.max_tokens,
             "stream": True,
         }
@@ -146,6 +146,8 @@ class AnthropicClient(ModelClient):
                                 yield shown
                         elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
                             yield Thinking(delta["thinking"])  # kept apart from the answer
+                        elif delta.get("type") == "signature_delta" and delta.get("signature"):
+                            yield Thinking(signature=str(delta["signature"]))
                         elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                             produced.append(delta["partial_json"])
                             if (index := calls.get(payload.get("index", -1))) is not None:
@@ -217,18 +219,26 @@ def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, 
     return out
 
 
-def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def _thinks(request: CompletionRequest) -> bool:
+    return request.thinking_budget is not None or request.reasoning_effort is not None
+
+
+def _messages(messages: tuple[Message, ...], *, thinking: bool = False) -> list[dict[str, Any]]:
     """The conversation in Anthropic's form: system messages left out (they go to
     ``system``), tool calls as ``tool_use`` blocks, and tool results, with any user text
-    right after them, as one user message of ``tool_result`` blocks."""
+    right after them, as one user message of ``tool_result`` blocks. With ``thinking`` on,
+    an answer's signed thinking blocks go back before its tool calls, as Anthropic requires."""
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "system":
             continue
         if m.role == "assistant" and m.tool_calls:
-            blocks: list[dict[str, Any]] = (
-                [{"type": "text", "text": m.content}] if m.content else []
-            )
+            blocks: list[dict[str, Any]] = [
+                {"type": "thinking", "thinking": text, "signature": signature}
+                for text, signature in (m.thinking if thinking else ())
+            ]
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
             blocks += [
                 {"type": "tool_use", "id": c.id, "name": c.name, "input": _arguments(c.arguments)}
                 for c in m.tool_calls

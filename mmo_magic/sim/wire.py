@@ -516,6 +516,8 @@ class _Anthropic(Wire):
         tool, schema = _tool_to_call(tools, mode, forced, called, ended_with_result=bool(results))
         media = _anthropic_media(messages)
         budget = _anthropic_thinking(body, limit)
+        if budget is not None:
+            _check_thinking_blocks(messages)
         return Call(
             thinking_budget=budget,
             model=model,
@@ -660,6 +662,27 @@ def _anthropic_thinking(body: dict[str, Any], max_tokens: object) -> int | None:
     if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
         raise BadRequest("Thinking may not be enabled when tool_choice forces tool use.")
     return budget
+
+
+def _check_thinking_blocks(messages: list[dict[str, Any]]) -> None:
+    """With thinking on, the last assistant turn that called tools must start with the signed
+    thinking block it came with, its signature intact (as Anthropic requires)."""
+    turns = [(i, m) for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if not turns:
+        return
+    i, last = turns[-1]
+    content = last.get("content")
+    blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    if not any(b.get("type") == "tool_use" for b in blocks):
+        return
+    if blocks[0].get("type") not in ("thinking", "redacted_thinking"):
+        raise BadRequest(
+            f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+            f"found `{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` "
+            "message must start with a thinking block"
+        )
+    if blocks[0].get("type") == "thinking" and blocks[0].get("signature") != _SIGNATURE:
+        raise BadRequest(f"messages.{i}.content.0: Invalid `signature` in `thinking` block")
 
 
 def _openai_schema(value: object) -> dict[str, Any] | None:

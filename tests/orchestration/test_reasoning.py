@@ -5,6 +5,7 @@ run log and DataFrame, thinking text kept apart, and first_activity_ms beside tt
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -205,3 +206,43 @@ def test_the_cache_tells_efforts_apart(sim, keys, tmp_path):
         high = orc.complete("hi", model="oa", reasoning_effort="high")
     assert not low.cached and again.cached and not high.cached
     assert sim.request_count() == 2
+
+
+# -- signed thinking in a tool loop ---------------------------------------------------------------
+
+
+def test_signed_thinking_goes_back_with_the_tool_calls_on_anthropic_only(thinker, sim):
+    from helpers import WEATHER
+
+    thinking = {"thinking_budget": 2048, "max_tokens": 4096}
+    question = {"role": "user", "content": "Weather in Oslo?"}
+    r = thinker.complete([question], model="an", tools=[WEATHER], **thinking)
+    assert r.tool_calls and r.reasoning and r.thinking_blocks
+    (text, signature), call = r.thinking_blocks[0], r.tool_calls[0]
+    assert text == r.reasoning and signature
+    follow_up = [question, r.message, call.result("4 °C, rain")]
+    r2 = thinker.complete(follow_up, model="an", tools=[WEATHER], **thinking)
+    assert r2.ok and "4 °C, rain" in r2.content  # the sim refuses a loop without the block
+    sent = body(sim)["messages"][1]["content"]
+    assert sent[0] == {"type": "thinking", "thinking": text, "signature": signature}
+    assert sent[-1]["type"] == "tool_use"
+    # Without thinking on, and on OpenAI's wire, the blocks stay home.
+    thinker.complete(follow_up, model="an", tools=[WEATHER])
+    assert [b["type"] for b in body(sim)["messages"][1]["content"]] == ["tool_use"]
+    thinker.complete(follow_up, model="oa", tools=[WEATHER], reasoning_effort="low")
+    assert "thinking" not in json.dumps(body(sim)["messages"])
+
+
+def test_the_sim_refuses_a_thinking_tool_loop_without_its_block(an):
+    import anthropic
+
+    turn = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": "rain"}]},
+    ]  # fmt: skip
+    with pytest.raises(anthropic.BadRequestError, match="must start with a thinking block"):
+        an.messages.create(model="sim-fast", max_tokens=4096, messages=turn,
+                           thinking={"type": "enabled", "budget_tokens": 2048})  # fmt: skip
