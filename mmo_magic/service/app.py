@@ -97,6 +97,7 @@ from .streaming import ChatWire, start_stream
 __all__ = ["create_app"]
 
 STEP = "service"  # RunRecord.step of every call the service makes
+_PART_TYPES = frozenset({"image_url", "file"})  # content parts besides text (core.parts)
 EMBEDDED = "embedded"  # the provider of models run inside this process (llama.cpp)
 
 
@@ -584,21 +585,26 @@ async def _check_unicode(request: Request) -> None:
 
 
 def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """OpenAI messages as the orchestrator's: text only; "developer" is a system message;
-    tool calls and tool results kept."""
+    """OpenAI messages as the orchestrator's: text, or text, image and file parts;
+    "developer" is a system message; tool calls and tool results kept."""
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
+        content: str | list[dict[str, Any]]
         if isinstance(m.content, list):
             kinds = {p.type for p in m.content} - {"text"}
-            if kinds:
+            if kinds - _PART_TYPES:
                 raise InvalidRequestError(
-                    f"messages[{i}] has a {sorted(kinds)[0]!r} part; only text is supported."
-                )
-            text = "".join(p.text or "" for p in m.content)
+                    f"messages[{i}] has a {sorted(kinds - _PART_TYPES)[0]!r} part; text, "
+                    "image_url and file parts are supported.", param=f"messages[{i}].content",
+                )  # fmt: skip
+            if kinds:  # images or files: the parts as they came (core.parts reads them)
+                content = [p.model_dump(exclude_none=True) for p in m.content]
+            else:
+                content = "".join(p.text or "" for p in m.content)
         else:
-            text = m.content or ""
+            content = m.content or ""
         message: dict[str, Any] = {
-            "role": "system" if m.role == "developer" else m.role, "content": text,
+            "role": "system" if m.role == "developer" else m.role, "content": content,
         }  # fmt: skip
         if m.tool_calls:
             message["tool_calls"] = [c.model_dump() for c in m.tool_calls]

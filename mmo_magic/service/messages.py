@@ -9,8 +9,9 @@ Streamed, the events are the ones the anthropic SDK reads
 (``message_start``, ``content_block_start/delta/stop``, ``message_delta``,
 ``message_stop``), ending in an ``error`` event when the call breaks.
 
-Refused by name (400): image and document blocks (the unified interface
-carries text only, so far), ``thinking`` (no reasoning controls yet),
+Image and document blocks in user messages go on as content parts
+(``core.parts``: a model that cannot see refuses them). Refused by name
+(400): ``thinking`` (no reasoning controls yet),
 ``top_k`` (not in the unified interface), tools other than custom ones, and
 unknown fields. Errors on this path have Anthropic's shape
 (``AnthropicErrors``), and ``x-api-key`` is accepted as well as a bearer key
@@ -142,12 +143,17 @@ def _add_message(messages: list[dict[str, Any]], i: int, message: dict[str, Any]
         messages.append({"role": role, "content": content})
         return
     texts: list[str] = []
+    parts: list[dict[str, Any]] = []  # text, image and document blocks, in order
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(content or ()):
         kind = block.get("type") if isinstance(block, dict) else None
         where = f"messages[{i}].content[{j}]"
         if kind == "text":
             texts.append(block.get("text") or "")
+            parts.append({"type": "text", "text": block.get("text") or ""})
+        elif kind in ("image", "document") and role == "user":
+            # The unified interface reads Anthropic's blocks as content parts (core.parts).
+            parts.append({k: v for k, v in block.items() if k != "cache_control"})
         elif kind == "tool_use" and role == "assistant":
             arguments = json.dumps(block.get("input") or {}, separators=(",", ":"))
             function = {"name": block.get("name"), "arguments": arguments}
@@ -165,7 +171,9 @@ def _add_message(messages: list[dict[str, Any]], i: int, message: dict[str, Any]
             continue  # the model's own earlier reasoning: context only, never sent back as text
         else:
             raise _refuse(where, f"A {str(kind)[:40]!r} block")
-    if texts or calls:
+    if len(parts) > len(texts):  # images or documents: the parts as they came
+        messages.append({"role": role, "content": parts})
+    elif texts or calls:
         out: dict[str, Any] = {"role": role, "content": "".join(texts)}
         if calls:
             out["tool_calls"] = calls

@@ -13,8 +13,9 @@ event when the call breaks.
 Every other parameter is refused by name unless it is set to what this
 service does anyway (``REFUSED``): ``previous_response_id`` (the service
 keeps no conversation state; send the whole input), ``store``,
-``reasoning``, images and files in the input, and tools other than
-functions. Unknown fields are refused too.
+``reasoning``, and tools other than functions. Images (``input_image``
+with a URL or data URL) and files (``input_file`` with ``file_data``) go on
+as content parts; stored file ids are refused. Unknown fields are refused.
 """
 
 from __future__ import annotations
@@ -163,18 +164,30 @@ def _add_item(messages: list[dict[str, Any]], i: int, item: dict[str, Any]) -> N
         raise refuse(f"input[{i}]", f"An input item of type {str(kind)[:40]!r}")
 
 
-def _text(i: int, item: dict[str, Any]) -> str:
+def _text(i: int, item: dict[str, Any]) -> str | list[dict[str, Any]]:
+    """A message item's content: its text, or OpenAI chat parts when it holds images or
+    files (the unified interface reads those as content parts, ``core.parts``)."""
     content = item.get("content")
     if isinstance(content, str):
         return content
-    parts = []
+    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
     for part in content or ():
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ("input_text", "output_text", "text"):
-            # The unified interface carries text only, so far.
+        if kind in ("input_text", "output_text", "text"):
+            texts.append(part.get("text") or "")
+            parts.append({"type": "text", "text": part.get("text") or ""})
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            image = {"url": part["image_url"]}
+            if part.get("detail") not in (None, "auto"):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file" and isinstance(part.get("file_data"), str):
+            file = {"file_data": part["file_data"], "filename": part.get("filename")}
+            parts.append({"type": "file", "file": file})
+        else:  # file ids and image ids name a provider's stored files: none here
             raise refuse(f"input[{i}].content", f"A content part of type {str(kind)[:40]!r}")
-        parts.append(part.get("text") or "")
-    return "".join(parts)
+    return parts if len(parts) > len(texts) else "".join(texts)
 
 
 def _tool(i: int, tool: dict[str, Any]) -> dict[str, Any]:

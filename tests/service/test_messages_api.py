@@ -156,7 +156,7 @@ def test_errors_have_anthropics_shape(client, gateway):
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [
-        ("messages", [{"role": "user", "content": [{"type": "image", "source": PNG}]}],
+        ("messages", [{"role": "assistant", "content": [{"type": "image", "source": PNG}]}],
          "'image' block"),
         ("thinking", {"type": "enabled", "budget_tokens": 1024}, "thinking"),
         ("top_k", 5, "top_k"),
@@ -182,3 +182,32 @@ def test_a_stream_that_breaks_ends_in_an_error_the_sdk_raises(gateway, client):
             for piece in stream.text_stream:
                 text += piece
     assert text == "one two three"
+
+
+def png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("base", ["oa", "an"])
+def test_an_image_reaches_an_openai_wire_model(client, gateway, sim, base):
+    import base64
+
+    seeing = gateway.model("sim-fast?reply=parts", base=base)
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(png()).decode()}
+    m = client.messages.create(
+        model=seeing, max_tokens=100,
+        messages=[{"role": "user", "content": [
+            {"type": "image", "source": source},
+            {"type": "text", "text": "What does this show?"},
+        ]}],
+    )  # fmt: skip
+    assert "image" in m.content[0].text and "image/png" in m.content[0].text
+    (user,) = [x for x in sent(sim)["messages"] if x["role"] == "user"]
+    kinds = [part["type"] for part in user["content"]]
+    assert kinds == (["image_url", "text"] if base == "oa" else ["image", "text"])

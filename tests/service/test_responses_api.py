@@ -151,7 +151,7 @@ def test_auto_task_routes_like_chat(client, gateway):
         ("store", True, "store"),
         ("reasoning", {"effort": "high"}, "reasoning"),
         ("frobnicate", 1, "frobnicate"),
-        ("input", [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}],
+        ("input", [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}],
          "input[0].content"),
         ("tools", [{"type": "web_search"}], "tools[0]"),
     ],
@@ -264,3 +264,50 @@ def test_openai_agents_default_agent_with_a_tool_and_an_output_type(gateway):
 
     result = asyncio.run(run())
     assert isinstance(result.final_output, City) and len(asked) == 1
+
+
+def test_an_image_in_the_input_reaches_the_model(client, gateway, sim):
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(buffer, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    seeing = gateway.model("sim-fast?reply=parts", base="an")
+    r = client.responses.create(
+        model=seeing,
+        input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "What does this show?"},
+            {"type": "input_image", "image_url": url, "detail": "auto"},
+        ]}],
+    )  # fmt: skip
+    assert "image/png" in r.output_text
+    (user,) = sent(sim)["messages"]
+    assert [part["type"] for part in user["content"]] == ["text", "image"]
+
+
+def test_chat_image_parts_reach_the_model(client, gateway, sim):
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(buffer, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    seeing = gateway.model("sim-fast?reply=parts", base="an")
+    r = client.chat.completions.create(
+        model=seeing,
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What does this show?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]}],
+    )  # fmt: skip
+    assert "image/png" in (r.choices[0].message.content or "")
+    with pytest.raises(openai.BadRequestError, match="input_audio"):
+        client.chat.completions.create(
+            model="oa",
+            messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
+        )

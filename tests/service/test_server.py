@@ -323,7 +323,7 @@ async def test_max_tokens_over_the_cap_is_refused(service, sim):
     assert sim.request_count() == 0
 
 
-IMAGE = [{"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]
+AUDIO = [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]
 
 
 @pytest.mark.parametrize(
@@ -347,7 +347,11 @@ IMAGE = [{"type": "image_url", "image_url": {"url": "https://example.com/x.png"}
         ("/v1/chat/completions", chat("oa", "hi"), "messages"),  # type: ignore[arg-type]
         ("/v1/chat/completions", chat("oa", []), "messages"),
         ("/v1/chat/completions", chat("oa", [{"role": "tool", "content": "x"}]), "tool_call_id"),
-        ("/v1/chat/completions", chat("oa", [{"role": "user", "content": IMAGE}]), "only text"),
+        (
+            "/v1/chat/completions",
+            chat("oa", [{"role": "user", "content": AUDIO}]),
+            "'input_audio' part",
+        ),
         ("/v1/chat/completions", chat("oa", n=2, stream=True), "n"),
         ("/v1/chat/completions", chat("oa", stream="yes"), "stream"),
         ("/v1/chat/completions", chat("oa", tools=[{"type": "function"}]), "tools"),
