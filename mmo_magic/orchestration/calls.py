@@ -302,6 +302,10 @@ class CallContext:
     step: str | None = None
     on_text: OnText | None = None
     on_finish: OnFinish | None = None
+    # Reasoning models: each piece of thinking text as it streams, and "" for the first sign
+    # of life before any text (a race panel's "thinking" phase starts there), on the loop
+    # thread. Never answer text: that goes to on_text.
+    on_thinking: OnText | None = None
     # The caller repairs an answer that breaks its response_format itself (judges ask again,
     # saying what was wrong): such a failure ends the call at once, without a blind retry.
     repairs_output: bool = False

@@ -48,7 +48,11 @@ class Progress:
 
 
 async def drain(
-    client: ModelClient, request: CompletionRequest, progress: Progress, on_text: OnText | None
+    client: ModelClient,
+    request: CompletionRequest,
+    progress: Progress,
+    on_text: OnText | None,
+    on_thinking: OnText | None = None,
 ) -> None:
     """Drain ``client.stream`` into ``progress`` under the model's deadlines.
 
@@ -100,6 +104,8 @@ async def drain(
                 elif isinstance(item, Thinking):
                     if item.text:
                         progress.thinking.append(storable(item.text))
+                    if on_thinking is not None and (item.text or len(progress.thinking) == 0):
+                        on_thinking(storable(item.text))
                     if item.signature is not None:  # a signed block ends
                         text = "".join(progress.thinking[progress._block_from :])
                         progress.thinking_blocks.append((text, item.signature))

@@ -108,6 +108,7 @@ class _Call:
     fallbacks: Sequence[str] | None
     on_text: OnText | None
     on_finish: OnFinish | None
+    on_thinking: OnText | None
     kind: str
     group_id: str | None
     step: str | None
@@ -250,6 +251,7 @@ class CallEngine(Generic[Sink]):
             fallbacks=options.get("fallbacks"),
             on_text=context.on_text,
             on_finish=context.on_finish,
+            on_thinking=context.on_thinking,
             kind=context.kind,
             group_id=context.group_id,
             step=context.step or _step.get(),
@@ -464,7 +466,7 @@ class CallEngine(Generic[Sink]):
                 # Time the model, not the wait for a slot or the SDK's first-use set-up.
                 record.started_at = datetime.now(UTC)
                 progress.started = time.perf_counter()
-                await drain(client, request, progress, call.on_text)
+                await drain(client, request, progress, call.on_text, call.on_thinking)
             assemble_tool_calls(progress, config)
             if request.response_format is not None and not progress.tool_calls:
                 # Invalid JSON fails the attempt (a StreamError: retried, failed over);

@@ -246,3 +246,21 @@ def test_the_sim_refuses_a_thinking_tool_loop_without_its_block(an):
     with pytest.raises(anthropic.BadRequestError, match="must start with a thinking block"):
         an.messages.create(model="sim-fast", max_tokens=4096, messages=turn,
                            thinking={"type": "enabled", "budget_tokens": 2048})  # fmt: skip
+
+
+def test_a_watcher_sees_the_thinking_phase_before_the_text(thinker, sim):
+    """CallContext.on_thinking: the first sign of life (""), then each piece of thinking, all
+    before the first answer text (what a race panel's "thinking" phase shows)."""
+    from mmo_magic.orchestration.calls import CallContext
+
+    seen: list[tuple[str, str]] = []
+    context = CallContext(on_text=lambda t: seen.append(("text", t)),
+                          on_thinking=lambda t: seen.append(("thinking", t)))  # fmt: skip
+    options: Any = {"thinking_budget": 2048, "max_tokens": 4096}
+    r = thinker._loop.run(thinker._engine.complete("hi", "an", options, context))
+    kinds = [kind for kind, _ in seen]
+    assert kinds[0] == "thinking" and seen[0][1] == ""
+    first_text = kinds.index("text")
+    assert set(kinds[:first_text]) == {"thinking"} and "thinking" not in kinds[first_text:]
+    assert "".join(t for kind, t in seen if kind == "thinking") == r.reasoning
+    assert "".join(t for kind, t in seen if kind == "text") == r.content
