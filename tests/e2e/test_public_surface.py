@@ -137,3 +137,10 @@ def test_public_names_the_notebooks_use_exist() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == "mmo_magic":
                 missing.update(a.name for a in node.names if not hasattr(mmo, a.name))
     assert not missing, f"not exported by mmo_magic: {sorted(missing)}"
+
+
+def test_readme_lists_every_notebook() -> None:
+    """Issue 28 #24: the notebooks table listed six of seven notebooks."""
+    text = README.read_text()
+    missing = [nb.name for nb in NOTEBOOKS if f"| `{nb.name}` |" not in text]
+    assert not missing, f"README's notebooks table lacks {missing}"
