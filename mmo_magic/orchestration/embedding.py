@@ -1,5 +1,6 @@
-"""Embedding texts through the call engine: batched, within the model's concurrency slots and
-the budget, every request recorded in the run log like any call (kind "embed").
+"""Embedding texts through the call engine: batched, within the model's concurrency slots, its
+rate limits and the budget, every request recorded in the run log like any call (kind
+"embed").
 
 ``embed`` splits the texts into batches of ``batch_size`` and sends the batches at once;
 the engine's slots (the model's ``max_concurrency``, then its provider's at its host) bound
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,7 @@ async def embed(
                 reservation = await engine.budget.aauthorize(
                     config, estimate, call_limit=budget, allow_unpriced=unpriced_ok
                 )
+            await _paced(engine, config, _count(batch, config))
             async with engine._slots(config):
                 record.started_at = datetime.now(UTC)
                 started = time.perf_counter()
@@ -152,6 +155,30 @@ def _response(
         run_ids=[r.run_id for r in records],
         group_id=group,
     )
+
+
+# Per engine and model: when the next request may start under the model's rate limits.
+_next_start: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+async def _paced(engine: CallEngine[Any], config: ModelConfig, tokens: int) -> None:
+    """Wait for this request's turn under ``requests_per_minute`` and ``tokens_per_minute``.
+
+    Requests are spaced evenly (60 / rpm s apart, or tokens x 60 / tpm for their tokens),
+    shared by every embed call of this orchestrator to the model, so a large embedding job
+    stays within a provider's rate limits from its first request on.
+    """
+    rpm, tpm = config.requests_per_minute, config.tokens_per_minute
+    if rpm is None and tpm is None:
+        return
+    gap = max(60 / rpm if rpm else 0.0, tokens * 60 / tpm if tpm else 0.0)
+    loop = asyncio.get_running_loop()
+    starts = _next_start.setdefault(engine, {})
+    now = loop.time()
+    start = max(now, starts.get(config.name, now))
+    starts[config.name] = start + gap  # claimed at once: callers queue in arrival order
+    if start > now:
+        await asyncio.sleep(start - now)
 
 
 def _count(batch: list[str], config: ModelConfig) -> int:

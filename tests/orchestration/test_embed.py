@@ -73,6 +73,17 @@ def test_batches_run_at_once_within_the_models_concurrency(sim, keys):
     assert 0.55 <= elapsed < 1.1  # three waves of two, not six one after another
 
 
+def test_requests_keep_to_the_models_rate_limit(sim, keys):
+    limited = sim_models(sim)[0].replace(requests_per_minute=600)  # one request per 0.1 s
+    with mmo.Orchestrator([limited], runlog=":memory:", cache=False) as orc:
+        orc.embed("warm up", model="oa")
+        started = time.perf_counter()
+        orc.embed([f"text {i}" for i in range(6)], model="oa", batch_size=1)
+        elapsed = time.perf_counter() - started
+    # Seven requests in all, 0.1 s apart: the six of this call start 0.1 s after the warm-up.
+    assert elapsed >= 0.55
+
+
 def test_a_failed_batch_fails_the_call_and_is_recorded(orc, sim):
     failing = with_model_id(orc, "oa", "sim-fast?fail=500")
     with pytest.raises(ProviderError, match=r"500|server had an error"):
