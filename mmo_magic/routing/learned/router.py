@@ -66,7 +66,7 @@ class LearnedDecision:
             + ("" if r["usable"] else f" [{r['usable_note']}]")
             for r in self.rows
         ]
-        line = f"learned: predicted quality {', '.join(parts)}; knob {self.knob:.3g}"
+        line = f"predicted quality {', '.join(parts)}; knob {self.knob:.3g}"
         if self.margin is not None:
             line += f"; {self.model} leads by {self.margin:.3f} after price"
         if self.nearest:
