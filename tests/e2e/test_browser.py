@@ -540,6 +540,8 @@ _MONEY_CELLS = {
     "answer": "%%mmo teller\nWhat do they cost?",
     "batch": "%%mmo_batch --data items --models teller --budget 5\n{question}",
     "refused": "%%mmo_batch --data items --models no-such-model --budget 5\n{question}",
+    "runs": "%mmo_runs --last 3",
+    "models": "%mmo_models",
 }
 
 # Every MathJax-typeset element (v3 and v2) inside the output areas.
@@ -586,6 +588,19 @@ def _check_money(page: Page, theme: str) -> None:
     assert typeset == [], f"{theme}: outputs typeset as math: {typeset}"
 
 
+def _check_tables(page: Page) -> None:
+    """%mmo_runs: local time, labelled, costs as money; %mmo_models: useful columns first."""
+    from playwright.sync_api import expect
+
+    runs = _money_cell(page, "runs").locator(".jp-OutputArea-output")
+    expect(runs).to_contain_text("time: local (UTC")
+    expect(runs).not_to_contain_text("<NA>")
+    expect(runs.locator("td", has_text=re.compile(r"^\$\d"))).not_to_have_count(0)
+    heads = _money_cell(page, "models").locator(".jp-OutputArea-output th").all_inner_texts()
+    assert heads[:3] == ["name", "available", "why_unavailable"], heads
+    assert "host" in heads
+
+
 def _check_refused(page: Page) -> None:
     from playwright.sync_api import expect
 
@@ -617,6 +632,7 @@ def test_money_is_literal_and_a_refused_batch_leaves_no_widget(lab: Lab) -> None
                 page.wait_for_timeout(1500)  # MathJax typesets after rendering: give it time
                 _check_money(page, "light")
                 _check_refused(page)
+                _check_tables(page)
                 page.screenshot(path=str(MONEY_SHOTS["light"]), full_page=True)
 
                 page.evaluate(_THEME_JS, "JupyterLab Dark")
