@@ -329,12 +329,18 @@ class Orchestrator:
     ) -> EmbeddingResponse:
         """Async twin of ``embed``."""
         from ..core.embeddings import embedding_texts
+        from ..core.errors import MMOError
         from .budget import check_usd
         from .embedding import embed, embedding_model
 
-        items = embedding_texts(texts)
-        check_usd(budget)
-        config = embedding_model(self.catalogue, model)
+        try:
+            items = embedding_texts(texts)
+            check_usd(budget)
+            config = embedding_model(self.catalogue, model)
+        except MMOError as exc:  # a refused call is still a recorded one
+            first = texts if isinstance(texts, str) else ""
+            await self._engine._refused(first, model, CallContext(kind="embed"), exc)
+            raise
         run = embed(self._engine, config, items, batch_size=batch_size, budget=budget,
                     allow_unpriced=allow_unpriced)  # fmt: skip
         return await self._engine.loop.arun(run)
