@@ -314,6 +314,8 @@ def create_app(
             options["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
         if body.parallel_tool_calls is not None and body.tools:
             options["parallel_tool_calls"] = body.parallel_tool_calls
+        if body.reasoning_effort is not None:  # a model that does not reason refuses it
+            options["reasoning_effort"] = body.reasoning_effort
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             wire = ChatWire(model, include_usage, scrub)

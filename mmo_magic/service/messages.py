@@ -3,15 +3,16 @@
 Any configured model answers an Anthropic client (an OpenAI model as well as
 a Claude one), and routers too (``model="auto:task"``). ``system``, text,
 ``tool_use`` and ``tool_result`` blocks, ``tools``, ``tool_choice``,
-``stop_sequences``, ``max_tokens``, ``temperature``, ``top_p`` and
-``metadata.user_id`` become the orchestrator's messages and options.
+``stop_sequences``, ``max_tokens``, ``temperature``, ``top_p``,
+``thinking`` (a budget for a reasoning model) and ``metadata.user_id``
+become the orchestrator's messages and options.
 Streamed, the events are the ones the anthropic SDK reads
 (``message_start``, ``content_block_start/delta/stop``, ``message_delta``,
 ``message_stop``), ending in an ``error`` event when the call breaks.
 
 Image and document blocks in user messages go on as content parts
 (``core.parts``: a model that cannot see refuses them). Refused by name
-(400): ``thinking`` (no reasoning controls yet),
+(400): ``thinking`` of a type other than enabled/disabled,
 ``top_k`` (not in the unified interface), tools other than custom ones, and
 unknown fields. Errors on this path have Anthropic's shape
 (``AnthropicErrors``), and ``x-api-key`` is accepted as well as a bearer key
@@ -40,7 +41,6 @@ __all__ = ["PATH", "AnthropicErrors", "MessagesRequest", "MessagesWire", "messag
 
 PATH = "/v1/messages"
 REFUSED: dict[str, tuple[object, ...]] = {
-    "thinking": (None, {"type": "disabled"}),  # no reasoning controls in the core yet
     "top_k": (None,),  # not in the unified interface
     "service_tier": (None, "auto", "standard_only"),
     "container": (None,),
@@ -75,6 +75,7 @@ class MessagesRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
     stream: bool = False
 
 
@@ -111,6 +112,11 @@ def request_options(body: MessagesRequest) -> tuple[list[dict[str, Any]], dict[s
         )
         if body.metadata.get("user_id") is not None:
             options["user"] = body.metadata["user_id"]
+    if body.thinking and body.thinking.get("type") != "disabled":
+        if body.thinking.get("type") != "enabled":
+            raise _refuse("thinking", f"thinking of type {str(body.thinking.get('type'))[:40]!r}")
+        # The core checks Anthropic's rules, and a model that does not reason refuses it.
+        options["thinking_budget"] = body.thinking.get("budget_tokens")
     if body.tools:
         options["tools"] = [_tool(i, t) for i, t in enumerate(body.tools)]
     if body.tool_choice is not None:
@@ -229,6 +235,8 @@ def _tool_blocks(r: CompletionResponse) -> list[dict[str, Any]]:
 def message_object(r: CompletionResponse, scrub: Callable[[str], str]) -> dict[str, Any]:
     """Anthropic's ``message`` for a finished call."""
     content = [{"type": "text", "text": r.content}] if r.content or not r.tool_calls else []
+    if r.reasoning:  # the thinking a provider returned, first, as Anthropic puts it
+        content.insert(0, {"type": "thinking", "thinking": r.reasoning, "signature": ""})
     return {
         "id": f"msg_{r.run_id or new_id()}", "type": "message", "role": "assistant",
         "model": r.model, "content": [*content, *_tool_blocks(r)],

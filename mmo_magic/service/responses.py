@@ -12,10 +12,13 @@ event when the call breaks.
 
 Every other parameter is refused by name unless it is set to what this
 service does anyway (``REFUSED``): ``previous_response_id`` (the service
-keeps no conversation state; send the whole input), ``store``,
-``reasoning``, and tools other than functions. Images (``input_image``
-with a URL or data URL) and files (``input_file`` with ``file_data``) go on
-as content parts; stored file ids are refused. Unknown fields are refused.
+keeps no conversation state; send the whole input), ``store``, and tools
+other than functions. ``reasoning.effort`` goes to a reasoning model (others
+refuse it); with ``reasoning.summary`` the thinking a provider returned comes
+back as a reasoning item (not streamed); reasoning items sent back are
+skipped. Images (``input_image`` with a URL or data URL) and files
+(``input_file`` with ``file_data``) go on as content parts; stored file ids
+are refused. Unknown fields are refused.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ REFUSED: dict[str, tuple[object, ...]] = {
     "prompt": (None,),  # a stored prompt template
     "background": (None, False),
     "store": (None, False),  # nothing is kept to be fetched later (the run log is ours)
-    "reasoning": (None, {}),  # the unified interface has no reasoning controls yet
     "include": (None, []),
     "max_tool_calls": (None,),
     "top_logprobs": (None, 0),
@@ -71,6 +73,7 @@ class ResponsesRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -124,6 +127,14 @@ def request_options(
         options["tool_choice"] = _tool_choice(body.tool_choice)
     if body.parallel_tool_calls is not None and body.tools:
         options["parallel_tool_calls"] = body.parallel_tool_calls
+    if body.reasoning:
+        check_refused(
+            {k: v for k, v in body.reasoning.items() if k != "effort"},
+            {"summary": (None, "auto", "concise", "detailed"), "generate_summary": (None,)},
+            "reasoning takes effort and summary.",
+        )  # fmt: skip
+        if body.reasoning.get("effort") is not None:  # a model that does not reason refuses it
+            options["reasoning_effort"] = body.reasoning["effort"]
     if body.text:
         check_refused(
             {k: v for k, v in body.text.items() if k != "format"},
@@ -160,6 +171,8 @@ def _add_item(messages: list[dict[str, Any]], i: int, item: dict[str, Any]) -> N
         if not isinstance(output, str):  # a list of content parts
             output = "".join(p.get("text", "") for p in output or () if isinstance(p, dict))
         messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": output})
+    elif kind == "reasoning":
+        return  # a summary of the model's earlier thinking: not replayable to another model
     else:
         raise refuse(f"input[{i}]", f"An input item of type {str(kind)[:40]!r}")
 
@@ -226,7 +239,7 @@ def _usage(r: CompletionResponse) -> dict[str, Any] | None:
         "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
         "total_tokens": r.input_tokens + r.output_tokens,
         "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": r.reasoning_tokens or 0},
     }  # fmt: skip
 
 
@@ -255,7 +268,7 @@ def _envelope(response_id: str, body: ResponsesRequest, model: str, status: str)
         "temperature": body.temperature, "top_p": body.top_p,
         "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
         "text": body.text or {"format": {"type": "text"}}, "usage": None,
-        "previous_response_id": None, "reasoning": None, "store": False,
+        "previous_response_id": None, "reasoning": body.reasoning, "store": False,
         "truncation": "disabled", "user": body.user,
     }  # fmt: skip
 
@@ -274,6 +287,9 @@ def response_object(
 ) -> dict[str, Any]:
     """The Responses API's ``response`` for a finished call."""
     out = _envelope(f"resp_{r.run_id or new_id()}", body, r.model, "completed")
+    if r.reasoning and body.reasoning and body.reasoning.get("summary"):
+        summary = [{"type": "summary_text", "text": r.reasoning}]
+        out["output"].append({"type": "reasoning", "id": f"rs_{new_id()}", "summary": summary})
     if r.content or not r.tool_calls:
         out["output"].append(_message_item(f"msg_{new_id()}", r.content))
     out["output"].extend(_call_items(r))

@@ -243,6 +243,9 @@ class ChatRequest(BaseModel):
     tools: list[ToolDefinition] | None = Field(None, description="functions the model may call")
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = Field(None, description="false: at most one tool call")
+    reasoning_effort: str | None = Field(
+        None, description="minimal, low, medium or high: for reasoning models (others refuse it)"
+    )
 
 
 # OpenAI parameters outside ChatRequest's fields that this server cannot honour: a request
@@ -255,7 +258,6 @@ UNSUPPORTED: dict[str, tuple[object, ...]] = {
     "top_logprobs": (None, 0),
     "audio": (None,),
     "modalities": (None, ["text"]),
-    "reasoning_effort": (None,),  # the unified interface has no reasoning controls yet
     "verbosity": (None,),
     "service_tier": (None, "auto"),  # "auto": the provider's default, which is what is sent
     "store": (None, False),  # nothing is kept at a provider for later

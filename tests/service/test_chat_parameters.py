@@ -22,7 +22,6 @@ ASKING: dict[str, Any] = {
     "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"},
     "modalities": ["text", "audio"],
-    "reasoning_effort": "high",
     "verbosity": "low",
     "service_tier": "flex",
     "store": True,

@@ -149,7 +149,7 @@ def test_auto_task_routes_like_chat(client, gateway):
     [
         ("previous_response_id", "resp_123", "previous_response_id"),
         ("store", True, "store"),
-        ("reasoning", {"effort": "high"}, "reasoning"),
+        ("reasoning", {"effort": "high", "budget": 5}, "budget"),
         ("frobnicate", 1, "frobnicate"),
         ("input", [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}],
          "input[0].content"),
