@@ -62,6 +62,7 @@ from .admin import add_admin_routes
 from .auth import Gate, client_keys, declare_security
 from .clients import Clients
 from .disconnect import unless_disconnected
+from .embeddings import EmbeddingsRequest, embedding_texts, embeddings_object
 from .errors import error_response, install_error_handlers
 from .legacy import LegacyRequest, LegacyWire, legacy_object
 from .legacy import request_options as legacy_options
@@ -389,6 +390,17 @@ def create_app(
         )
         answered(request, answers)
         return legacy_object(answers, scrub)
+
+    @app.post("/v1/embeddings", responses=ERROR_RESPONSES)
+    async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
+        await _check_unicode(request)
+        texts = embedding_texts(body)
+        admit(request, body.model)
+        result = await unless_disconnected(request, orc.aembed(texts, body.model))
+        clients.charge_usage(request, result.model, result.cost, result.input_tokens or 0)
+        if metrics is not None:
+            metrics.observe_embedding(result.model, result.input_tokens, result.cost)
+        return embeddings_object(result, body.encoding_format)
 
     @app.post(
         "/v1/messages",

@@ -118,6 +118,16 @@ class Clients:
                 with self._lock:
                     self._tokens.setdefault(key.name, deque()).append((time.monotonic(), tokens))
 
+    def charge_usage(self, request: Request, model: str, usd: float | None, tokens: int) -> None:
+        """Charge what a call that is no completion (embeddings) cost to the request's key."""
+        key = client_of(request)
+        if key is None or self.store is None:
+            return
+        self.store.charge(key.name, model, usd, tokens)
+        if key.tokens_per_minute is not None:
+            with self._lock:
+                self._tokens.setdefault(key.name, deque()).append((time.monotonic(), tokens))
+
     def visible(self, request: Request, names: Iterable[str]) -> set[str]:
         key = client_of(request)
         return {n for n in names if key is None or key.allows(n)}

@@ -83,6 +83,13 @@ class Metrics:
             if a.cost is not None:
                 self.cost.labels(a.model).inc(a.cost)
 
+    def observe_embedding(self, model: str, tokens: int | None, cost: float | None) -> None:
+        self.answers.labels(model, "ok").inc()
+        if tokens is not None:
+            self.tokens.labels(model, "input").inc(tokens)
+        if cost is not None:
+            self.cost.labels(model).inc(cost)
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type; breaker states read now."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
