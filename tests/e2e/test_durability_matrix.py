@@ -154,9 +154,8 @@ def test_no_returned_record_is_lost_when_killed_right_after_return(
     fallback = tmp_path / "fallback"
     monkeypatch.setenv("MMO_RUNLOG_FALLBACK", str(fallback))
     table: dict[str, tuple[int, int]] = {}
-    race_losers_lost = 0
     for kind in KINDS:
-        returned = lost = lost_losers = 0
+        returned = lost = 0
         for trial in range(TRIALS):
             with disk(condition, tmp_path / f"{kind}-{trial}") as (path, give_back):
                 done = subprocess.run(
@@ -173,18 +172,10 @@ def test_no_returned_record_is_lost_when_killed_right_after_return(
                 give_back()  # type: ignore[operator]
                 with RunLog(path) as log:
                     saved = {r.run_id for r in log.records()}
-            missing = set(shown) - saved
-            # A race's cancelled losers do not wait for their commit yet: issue 27 #3, left
-            # to the engine's owner. Counted and shown apart until then.
-            losers = {rid for rid in missing if kind == "race" and shown[rid] == "cancelled"}
             returned += len(shown)
-            lost += len(missing - losers)
-            lost_losers += len(losers)
+            lost += len(set(shown) - saved)  # a race's cancelled losers included (issue 27 #3)
         table[kind] = (returned, lost)
-        if kind == "race":
-            race_losers_lost = lost_losers
-    print(f"\n{condition}: " + ", ".join(f"{k} {n - m}/{n}" for k, (n, m) in table.items())
-          + f" (race: {race_losers_lost} cancelled losers missing, issue 27 #3)")  # fmt: skip
+    print(f"\n{condition}: " + ", ".join(f"{k} {n - m}/{n}" for k, (n, m) in table.items()))
     assert all(n > 0 for n, _ in table.values()), table
     assert {k: m for k, (_, m) in table.items() if m} == {}, table
     assert not list(fallback.glob("*.sqlite3"))  # every spill taken back
