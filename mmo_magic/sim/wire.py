@@ -128,13 +128,12 @@ Media = tuple[str, str, int | None]
 
 
 def _decoded(data: object, what: str) -> bytes:
-    import base64
     import binascii
 
     if not isinstance(data, str):
         raise BadRequest(f"{what}: base64 data must be a string")
     try:
-        return base64.b64decode(data, validate=True)
+        return binascii.a2b_base64(data, strict_mode=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{what}: the data is not valid base64") from None
 
