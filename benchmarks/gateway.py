@@ -18,9 +18,12 @@ master key) and their request logs off:
   seconds, for the slow-upstream case.
 
 Rows, each for both gateways one after the other (and the simulated provider
-called directly, as the floor), after a warm-up: non-streaming and streaming
-chat completions at concurrency 1 (``--serial`` requests) and 100
-(``--requests``). Each row is bounded in count and in time (``--row-s``).
+called directly, as the floor, where it speaks the wire), after a warm-up:
+non-streaming and streaming chat completions at concurrency 1 (``--serial``
+requests) and 100 (``--requests``), then the Responses API
+(``/v1/responses``) and Anthropic's Messages API (``/v1/messages``),
+non-streaming and streaming at concurrency 100. Each row is bounded in
+count and in time (``--row-s``).
 Latency is from sending the request to the last byte (``[DONE]`` for a
 stream). RSS is the gateway's whole process tree, sampled every 50 ms, the
 peak during the row.
@@ -31,7 +34,11 @@ mmo-serve's goal is 1.2× at most (issue 16); its default of 256 upstream calls
 in flight per provider and host lets all 40 go at once.
 
 mmo-serve runs with its defaults (the run log on, in a temporary file; the
-response cache off). LiteLLM's proxy runs with ``LITELLM_LOCAL_MODEL_COST_MAP``
+response cache off; ``/metrics`` on), and the load is sent with a client key
+with an identity (``mmo-serve keys add``: an allowlist, a budget and
+requests and tokens per minute far above the load), so every request is
+looked up by its hash, admitted, charged and counted. LiteLLM's proxy runs
+with ``LITELLM_LOCAL_MODEL_COST_MAP``
 (no price-map download) and telemetry off, no database. If LiteLLM's proxy is
 missing or does not start, mmo-serve's rows still run and the reason is
 printed and saved. ``--quick`` is a smoke run: a few dozen requests, a 1 s
@@ -187,6 +194,14 @@ def start_mmo(sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, st
     config.write_text("\n".join(lines) + "\n")
     server = Server(MMO, f"http://127.0.0.1:{port}/v1", MMO_KEY, log=tmp / "mmo-serve.log")
     server.models = {name: name for name in models}
+    # A key with an identity and limits: each request is looked up, admitted and charged.
+    made = subprocess.run(
+        [sys.executable, "-m", "mmo_magic.service", "keys", "--config", str(config), "add",
+         "bench", "--model", "bench-*", "--budget", "1000000", "--period", "day",
+         "--rpm", "100000000", "--tpm", "1000000000"],
+        env=env, cwd=tmp, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    server.key = made.stdout.strip()
     server.proc = subprocess.Popen(
         [
             sys.executable,
@@ -283,11 +298,30 @@ class Result:
         }
 
 
+# Each wire: its path, its request body, and how a complete answer ends.
+WIRES: dict[str, tuple[str, Any]] = {
+    "chat": ("/chat/completions",
+             lambda model, stream: {"model": model, "stream": stream,
+                                    "messages": [{"role": "user", "content": PROMPT}]}),
+    "responses": ("/responses",
+                  lambda model, stream: {"model": model, "stream": stream, "input": PROMPT}),
+    "messages": ("/messages",
+                 lambda model, stream: {"model": model, "stream": stream, "max_tokens": 256,
+                                        "messages": [{"role": "user", "content": PROMPT}]}),
+}  # fmt: skip
+_COMPLETE = {
+    ("chat", False): b'"content"', ("chat", True): b"data: [DONE]",
+    ("responses", False): b'"output_text"', ("responses", True): b"response.completed",
+    ("messages", False): b'"content"', ("messages", True): b"message_stop",
+}  # fmt: skip
+
+
 async def load(
     server: Server,
     model: str,
     *,
     stream: bool,
+    wire: str = "chat",
     requests: int,
     concurrency: int,
     warmup: int,
@@ -301,15 +335,12 @@ async def load(
     """
     import aiohttp
 
-    body = json.dumps(
-        {
-            "model": server.models.get(model, model),
-            "messages": [{"role": "user", "content": PROMPT}],
-            "stream": stream,
-        }
-    ).encode()
-    headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
-    url = server.base_url + "/chat/completions"
+    path, make_body = WIRES[wire]
+    body = json.dumps(make_body(server.models.get(model, model), stream)).encode()
+    headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json",
+               "x-api-key": server.key, "anthropic-version": "2023-06-01"}  # fmt: skip
+    url = server.base_url + path
+    done_mark = _COMPLETE[(wire, stream)]
     latencies: list[float] = []
     problems: list[str] = []
 
@@ -322,9 +353,7 @@ async def load(
             try:
                 async with session.post(url, data=body, headers=headers) as response:
                     data = await response.read()
-                complete = response.status == 200 and (
-                    data.rstrip().endswith(b"data: [DONE]") if stream else b'"content"' in data
-                )
+                complete = response.status == 200 and done_mark in data
                 if not complete:
                     problems.append(f"HTTP {response.status}: {data[:200]!r}")
                     return
@@ -356,7 +385,14 @@ async def load(
 
 
 def measure(
-    server: Server, test: str, model: str, stream: bool, concurrency: int, args: Any, count: int
+    server: Server,
+    test: str,
+    model: str,
+    stream: bool,
+    concurrency: int,
+    args: Any,
+    count: int,
+    wire: str = "chat",
 ) -> Result:
     pid = server.proc.pid if server.proc is not None else None
     warmup = min(count, max(concurrency, 20))
@@ -366,6 +402,7 @@ def measure(
                 server,
                 model,
                 stream=stream,
+                wire=wire,
                 requests=count,
                 concurrency=concurrency,
                 warmup=warmup,
@@ -480,17 +517,25 @@ def main() -> None:
 
 def run_rows(servers: list[Server], sim: Server, args: Any) -> list[Result]:
     results: list[Result] = []
+    n = args.concurrency
     tests = [
-        ("non-stream, 1 at a time", False, 1, args.serial),
-        (f"non-stream, {args.concurrency} at a time", False, args.concurrency, args.requests),
-        ("stream, 1 at a time", True, 1, args.serial),
-        (f"stream, {args.concurrency} at a time", True, args.concurrency, args.requests),
+        ("non-stream, 1 at a time", "chat", False, 1, args.serial),
+        (f"non-stream, {n} at a time", "chat", False, n, args.requests),
+        ("stream, 1 at a time", "chat", True, 1, args.serial),
+        (f"stream, {n} at a time", "chat", True, n, args.requests),
+        (f"responses, {n} at a time", "responses", False, n, args.requests),
+        (f"responses stream, {n} at a time", "responses", True, n, args.requests),
+        (f"messages, {n} at a time", "messages", False, n, args.requests),
+        (f"messages stream, {n} at a time", "messages", True, n, args.requests),
     ]
-    for i, (test, stream, concurrency, count) in enumerate(tests):
+    for i, (test, wire, stream, concurrency, count) in enumerate(tests):
         # Alternate who goes first, so a drift in the machine's speed hits both alike.
         order = servers if i % 2 == 0 else servers[::-1]
-        for server in [*order, sim]:
-            results.append(measure(server, test, "bench-fast", stream, concurrency, args, count))
+        floor = [sim] if wire == "chat" else []  # the simulated provider speaks chat here
+        for server in [*order, *floor]:
+            results.append(
+                measure(server, test, "bench-fast", stream, concurrency, args, count, wire)
+            )
             print(f"  {test:<28} {server.name:<28} {results[-1].rps:8.1f} req/s", flush=True)
     for server in [sim, *servers]:
         results.append(slow_case(server, args))
