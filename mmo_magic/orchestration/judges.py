@@ -443,7 +443,7 @@ def combine_swap(first: Verdict, second: Verdict) -> Verdict:
 
     Only a winner that survives the swap stands; anything else is a tie.
     """
-    both = f"Original order: {first.reason} Swapped order: {second.reason}"
+    both = f"Original order: {_sentence(first.reason)} Swapped order: {_sentence(second.reason)}"
     if first.winner != second.winner:
         if TIE in (first.winner, second.winner):
             picked = second.winner if first.winner == TIE else first.winner
@@ -460,6 +460,12 @@ def combine_swap(first: Verdict, second: Verdict) -> Verdict:
         both,
         _mean_scores(first.scores, second.scores),
     )
+
+
+def _sentence(reason: str) -> str:
+    """``reason`` ending as a sentence, so two of them joined don't run on."""
+    reason = reason.strip()
+    return reason if not reason or reason[-1] in ".!?" else reason + "."
 
 
 def _merge_rankings(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

@@ -433,7 +433,7 @@ async def _judge(
     result.reason = (
         f"{panel} of {len(result.verdicts)} judge(s)"
         + (" with swap-order checks" if swap else "")
-        + f": {result.votes.winner} ({result.winner.model})"
+        + f": {result.winner.model}"
     )
 
 

@@ -292,6 +292,7 @@ def test_combine_swap_agreeing_verdicts_keep_the_winner():
     assert v.winner == "A" and v.ranking[0] == "A" and sorted(v.ranking) == ABC
     assert v.scores == {"A": 7.0, "B": 5.0, "C": 4.0}
     assert "one" in v.reason and "two" in v.reason
+    assert "one. Swapped order: two." in v.reason  # two reasons joined never run on
     same = combine_swap(first, first)
     assert same.ranking == first.ranking
     assert combine_swap(Verdict(TIE, (), "x"), Verdict(TIE, (), "y")).winner == TIE

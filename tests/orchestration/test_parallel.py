@@ -138,6 +138,8 @@ def test_consensus_judges_pick_by_content_and_survive_the_swap(orc, sim):
     )
     assert result.winner.model == a and result.strategy == "judge"
     assert result.votes.winner == "A" and result.votes.to_rows()[0]["A"] == 1
+    # The reason names the winning model, not the label the judges saw it under.
+    assert result.reason.endswith(f": {a}") and "A (" not in result.reason
     frame = result.votes_frame()
     assert list(frame.columns) == [a, b] and frame[a].sum() == 2
     judge_records = [r for r in orc.runs.records() if r.kind == "judge"]
