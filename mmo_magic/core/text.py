@@ -6,7 +6,7 @@ import re
 
 __all__ = ["escape_markdown", "storable"]
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
 
 
 def storable(text: str) -> str:
@@ -28,7 +28,10 @@ def storable(text: str) -> str:
 def escape_markdown(text: str) -> str:
     """``text`` shown literally in Markdown: no HTML, no code spans, no LaTeX.
 
-    A backslash before each special character is CommonMark's escape, and
-    ``\\$`` is what JupyterLab's math extraction leaves as a literal dollar.
+    A backslash before each special character is CommonMark's escape. A dollar
+    gets two: JupyterLab and nbconvert run MathJax (with ``processEscapes``) on the
+    rendered HTML, which must still hold ``\\$`` for MathJax to leave a dollar; a
+    single ``\\$`` comes out of Markdown as a bare ``$`` and starts math.
     """
-    return _MD_SPECIAL.sub(r"\\\1", text).replace("&", "&amp;")
+    escaped = _MD_SPECIAL.sub(r"\\\1", text).replace("&", "&amp;")
+    return escaped.replace("$", "\\\\$")
