@@ -129,6 +129,9 @@ class ServerSettings:
     keys_db: str | None = None
     # GET /metrics (Prometheus): "admin" (server and admin keys), "public" or "off".
     metrics: str = "admin"
+    # [server.deployments] NAME = ["model-a", "model-b"]: one name served by several
+    # configured models (the least busy first, failing over to the others).
+    deployments: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _SERVER_TYPES = typing.get_type_hints(ServerSettings)
@@ -417,6 +420,10 @@ def _read_server(path: Path, table: Any, settings: Settings) -> None:
                         f"{path}: [server] allowed_hosts: {host!r} is not a host name.",
                         hint='Give names or addresses, e.g. ["example.com", "10.0.0.5:8000"].',
                     )
+        if key == "deployments":
+            value = {name: tuple(members) for name, members in value.items()}
+            if any(not members for members in value.values()):
+                raise ConfigError(f"{path}: [server.deployments] a name needs 1 or more models.")
         setattr(settings.server, key, tuple(value) if isinstance(value, list) else value)
 
 
@@ -465,6 +472,9 @@ def _matches(value: Any, annotation: Any) -> bool:
         return value is None
     if origin is tuple:  # tuple[str, ...] is written as a TOML array of strings
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if origin is dict:  # dict[str, tuple[str, ...]]: a table of arrays of strings
+        value_type = typing.get_args(annotation)[1]
+        return isinstance(value, dict) and all(_matches(v, value_type) for v in value.values())
     if annotation is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if annotation is int:

@@ -61,6 +61,7 @@ from ..storage.runlog import new_id
 from .admin import add_admin_routes
 from .auth import Gate, client_keys, declare_security
 from .clients import Clients
+from .deployments import Deployments
 from .disconnect import unless_disconnected
 from .embeddings import EmbeddingsRequest, embedding_texts, embeddings_object
 from .errors import error_response, install_error_handlers
@@ -100,6 +101,7 @@ __all__ = ["create_app"]
 STEP = "service"  # RunRecord.step of every call the service makes
 _PART_TYPES = frozenset({"image_url", "file"})  # content parts besides text (core.parts)
 EMBEDDED = "embedded"  # the provider of models run inside this process (llama.cpp)
+DEPLOYED = "deployments"  # request state: the deployments a request was sent to
 
 
 class _RecordedAsService:
@@ -115,6 +117,24 @@ class _RecordedAsService:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with recorded_as(STEP):
             await self.app(scope, receive, send)
+
+
+class _Deployed:
+    """ASGI middleware: a request's deployments (``deployments``) stay counted in flight
+    until its response is sent, a stream's last event included."""
+
+    def __init__(self, app: ASGIApp, app_state: Any) -> None:
+        self.app = app
+        self.app_state = app_state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            deployments = getattr(self.app_state, "deployments", None)
+            for chosen in scope.get("state", {}).get(DEPLOYED, ()):
+                if deployments is not None:
+                    deployments.finished(chosen)
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -165,6 +185,7 @@ def create_app(
     app.state.drain = drain
     install_error_handlers(app, scrub)
     app.add_middleware(_RecordedAsService)
+    app.add_middleware(_Deployed, app_state=app.state)
     app.add_middleware(
         Gate, keys=accepted, max_body_bytes=settings.max_body_bytes, store=store,
         public=(METRICS_PATH,) if settings.metrics == "public" else (),
@@ -199,8 +220,8 @@ def create_app(
 
     def served(name: str) -> bool:
         """Whether this server serves ``name`` (a model, an alias or a router)."""
-        if _target(name)[0] == AUTO:
-            canonical = name.lower()
+        if _target(name)[0] == AUTO or (deployments is not None and name in deployments):
+            canonical = name.lower() if _target(name)[0] == AUTO else name
             if settings.models is None:
                 return True
         else:
@@ -217,8 +238,37 @@ def create_app(
             canonical == AUTO and "auto:*" in globs
         )
 
+    deployments = Deployments(orc, settings.deployments) if settings.deployments else None
+    app.state.deployments = deployments
+
+    def entries() -> list[ModelOut]:
+        """Every model and router, and each name with several deployments."""
+        found = _model_entries(orc)
+        if deployments is not None:
+            by_name = {e.id: e for e in found}
+            for name, members in deployments.table.items():
+                first = by_name[members[0]]
+                found.append(first.model_copy(update={
+                    "id": name, "aliases": [], "model_id": None,
+                    "available": any(by_name[m].available for m in members),
+                    "description": f"{len(members)} deployments: {', '.join(members)}",
+                }))  # fmt: skip
+        return found
+
+    def target(request: Request, name: str) -> tuple[str, str | None, dict[str, Any]]:
+        """(model, router, options) for a ``model`` field; a name with several deployments
+        becomes the least busy one, the others its fallbacks (counted until the response
+        is sent, streams included: ``_Deployed``)."""
+        model, route = _target(name)
+        if deployments is None or model not in deployments:
+            return model, route, {}
+        chosen, fallbacks = deployments.choose(model)
+        deployments.started(chosen)
+        request.scope.setdefault("state", {}).setdefault(DEPLOYED, []).append(chosen)
+        return chosen, route, {"fallbacks": fallbacks}
+
     def known() -> list[str]:
-        return [e.id for e in _model_entries(orc) if served(e.id)]
+        return [e.id for e in entries() if served(e.id)]
 
     def admit(request: Request, *models: str) -> None:
         clients.admit(request, models, known, served)
@@ -241,17 +291,17 @@ def create_app(
 
     @app.get("/v1/models", response_model=ModelsOut, responses=ERROR_RESPONSES)
     async def list_models(request: Request) -> ModelsOut:
-        entries = [e for e in _model_entries(orc) if served(e.id)]
-        allowed = clients.visible(request, [e.id for e in entries])
-        return ModelsOut(data=[e for e in entries if e.id in allowed])
+        found = [e for e in entries() if served(e.id)]
+        allowed = clients.visible(request, [e.id for e in found])
+        return ModelsOut(data=[e for e in found if e.id in allowed])
 
     @app.get("/v1/models/{name:path}", response_model=ModelOut, responses=ERROR_RESPONSES)
     async def get_model(name: str, request: Request) -> ModelOut:
         admit(request, name)  # a model outside the key's allowlist is unknown to it
-        entries = {e.id: e for e in _model_entries(orc)}
-        if name not in entries:
+        by_id = {e.id: e for e in entries()}
+        if name not in by_id:
             name = orc.catalogue.resolve(name).name  # an alias; unknown names get a 404
-        return entries[name]
+        return by_id[name]
 
     @app.post("/v1/complete", response_model=CompletionOut | ManyOut, responses=ERROR_RESPONSES)
     async def complete(body: CompleteRequest, request: Request) -> CompletionOut | ManyOut:
@@ -295,9 +345,10 @@ def create_app(
         await _check_unicode(request)
         messages = _messages(body.messages)
         admit(request, body.model)
-        model, route = _target(body.model)
+        model, route, deployed = target(request, body.model)
         options: dict[str, Any] = {
             "route": route, "temperature": body.temperature, "max_tokens": max_tokens,
+            **deployed,
         }  # fmt: skip
         # stop, seed, top_p, the penalties, logit_bias, user: each reaches the model, mapped
         # to its provider's names, or the provider refuses it (a 400): never dropped.
@@ -357,8 +408,8 @@ def create_app(
         await _check_unicode(request)
         messages, options = request_options(body)
         admit(request, body.model)
-        model, route = _target(body.model)
-        options["route"] = route
+        model, route, deployed = target(request, body.model)
+        options.update(route=route, **deployed)
         if body.stream:
             wire = ResponsesWire(body, body.model, scrub)
             return await start_stream(
@@ -377,8 +428,8 @@ def create_app(
         await _check_unicode(request)
         messages, options = legacy_options(body)
         admit(request, body.model)
-        model, route = _target(body.model)
-        options["route"] = route
+        model, route, deployed = target(request, body.model)
+        options.update(route=route, **deployed)
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.get("include_usage"))
             wire = LegacyWire(body.model, usage, scrub)
@@ -411,8 +462,8 @@ def create_app(
         await _check_unicode(request)
         messages, options = messages_options(body)
         admit(request, body.model)
-        model, route = _target(body.model)
-        options["route"] = route
+        model, route, deployed = target(request, body.model)
+        options.update(route=route, **deployed)
         if body.stream:
             wire = MessagesWire(body.model, scrub)
             return await start_stream(
