@@ -220,6 +220,7 @@ def create_app(
 
     def served(name: str) -> bool:
         """Whether this server serves ``name`` (a model, an alias or a router)."""
+        deployments = app.state.deployments
         if _target(name)[0] == AUTO or (deployments is not None and name in deployments):
             canonical = name.lower() if _target(name)[0] == AUTO else name
             if settings.models is None:
@@ -238,12 +239,25 @@ def create_app(
             canonical == AUTO and "auto:*" in globs
         )
 
-    deployments = Deployments(orc, settings.deployments) if settings.deployments else None
-    app.state.deployments = deployments
+    app.state.deployments = Deployments(orc, settings.deployments) if settings.deployments else None
+
+    def reload_server(new: ServerSettings) -> None:
+        """Take ``new``'s models allowlist, deployments and max_tokens cap (SIGHUP); the
+        rest of [server] (address, keys variable, body limit, metrics) needs a restart."""
+        old = app.state.deployments
+        deployments = Deployments(orc, new.deployments) if new.deployments else None
+        if deployments is not None and old is not None:
+            deployments.in_flight = old.in_flight  # requests under way finish counted
+        settings.models, settings.deployments = new.models, new.deployments
+        settings.max_tokens_cap = new.max_tokens_cap
+        app.state.deployments = deployments
+
+    app.state.reload_server = reload_server
 
     def entries() -> list[ModelOut]:
         """Every model and router, and each name with several deployments."""
         found = _model_entries(orc)
+        deployments = app.state.deployments
         if deployments is not None:
             by_name = {e.id: e for e in found}
             for name, members in deployments.table.items():
@@ -260,6 +274,7 @@ def create_app(
         becomes the least busy one, the others its fallbacks (counted until the response
         is sent, streams included: ``_Deployed``)."""
         model, route = _target(name)
+        deployments = app.state.deployments
         if deployments is None or model not in deployments:
             return model, route, {}
         chosen, fallbacks = deployments.choose(model)

@@ -4,7 +4,8 @@ Run it with ``mmo-serve`` or ``python -m mmo_magic.service``. Without client
 keys it refuses to listen on anything but loopback, and answers only requests
 naming a loopback host (``--allowed-host`` adds others).
 
-On SIGTERM or SIGINT it stops accepting requests, gives those in flight
+On SIGHUP it reads its config again (``reload``). On SIGTERM or SIGINT it stops
+accepting requests, gives those in flight
 ``graceful_shutdown_s`` to finish, then cuts the rest (``shutdown``): a stream
 ends with an error event and ``[DONE]``, a request not yet answered gets 503
 with Retry-After. uvicorn gets ``FLUSH_S`` more to send those endings.
@@ -13,7 +14,9 @@ with Retry-After. uvicorn gets ``FLUSH_S`` more to send those endings.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import functools
 import logging
 import signal
 import socket
@@ -29,6 +32,7 @@ from ..storage.keys import SQLiteKeyStore
 from .app import create_app
 from .auth import KEYS_ENV, allowed_host_problem, client_keys, is_loopback
 from .keys_cli import keys_main, store_path
+from .reload import reload_config
 from .shutdown import Drain
 
 if TYPE_CHECKING:
@@ -145,12 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn shuts down gracefully on SIGINT or SIGTERM, then raises that signal again.
     # SIGTERM then raises KeyboardInterrupt too, so both end here, and the exit is clean.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGHUP: read the config again (models, deployments, what is served), between requests.
+    hangup = signal.signal(signal.SIGHUP, functools.partial(_reload_soon, app, args.config))
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, hangup)
         orc.close()
         if store is not None:
             store.close()
@@ -171,3 +178,13 @@ def _draining_server(config: uvicorn.Config, drain: Drain, grace_s: float) -> uv
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _reload_soon(app: Any, config: str | None, signum: int, frame: object) -> None:
+    """On SIGHUP: reload on the server's loop, between steps of the requests under way."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not serving yet (or any more): reload now
+        reload_config(app, config)
+        return
+    loop.call_soon(reload_config, app, config)
