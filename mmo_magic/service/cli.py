@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.config import load_settings
 from ..core.errors import ConfigError, MMOError
 from ..orchestration.orchestrator import Orchestrator
-from ..storage.keys import SQLiteKeyStore
+from ..storage.keys import open_key_store
 from .app import create_app
 from .auth import KEYS_ENV, allowed_host_problem, client_keys, is_loopback
 from .keys_cli import keys_main, store_path
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = client_keys(settings)
     try:
         path = store_path(args.config, args.runlog)
-        store = None if path == ":memory:" else SQLiteKeyStore(path)
+        store = None if path == ":memory:" else open_key_store(path)
     except MMOError as exc:
         print(f"mmo-serve: {exc}", file=sys.stderr)
         return 2

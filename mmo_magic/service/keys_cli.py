@@ -1,6 +1,7 @@
 """``mmo-serve keys add|list|revoke``: client keys in the key store (``storage.keys``).
 
-The store is ``[server] keys_db``, else the run log's file (``--runlog``,
+The store is ``[server] keys_db`` (a SQLite file, or a ``postgresql://`` URL
+shared by several gateways), else the run log's file (``--runlog``,
 ``runlog`` in mmo.toml, ``MMO_RUNLOG``, else the default). A running server
 reads the store's keys as requests come; limits and allowlists of a key
 already found are read again on SIGHUP or restart.
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from ..core.config import default_runlog_path, load_settings
 from ..core.errors import MMOError
-from ..storage.keys import PERIODS, SQLiteKeyStore
+from ..core.redaction import redact
+from ..storage.keys import PERIODS, open_key_store
 
 __all__ = ["keys_main", "store_path"]
 
@@ -58,7 +60,7 @@ def keys_main(argv: Sequence[str]) -> int:
         if path == ":memory:":
             print("mmo-serve keys: the run log is in memory; give --keys-db PATH.", file=sys.stderr)
             return 2
-        store = SQLiteKeyStore(path)
+        store = open_key_store(path)
         try:
             if args.command == "add":
                 secret = store.add(
@@ -67,7 +69,7 @@ def keys_main(argv: Sequence[str]) -> int:
                     tokens_per_minute=args.tpm, admin=args.admin,
                 )  # fmt: skip
                 print(secret)
-                print(f"(key {args.name!r} in {path}; the secret is not shown again)",
+                print(f"(key {args.name!r} in {redact(path)}; the secret is not shown again)",
                       file=sys.stderr)  # fmt: skip
             elif args.command == "list":
                 for key in store.list_keys():

@@ -35,6 +35,7 @@ __all__ = [
     "KeyStore",
     "SQLiteKeyStore",
     "hash_key",
+    "open_key_store",
     "period_start",
 ]
 
@@ -194,7 +195,13 @@ def _row_key(row: Sequence[Any]) -> ClientKey:
 
 class SQLiteKeyStore:
     """``KeyStore`` in one SQLite file (the run log's, by default), WAL mode, one connection
-    behind a lock: each operation is one short statement."""
+    behind a lock: each operation is one short statement.
+
+    The SQL is plain enough for Postgres too (``keys_postgres.PostgresKeyStore`` changes
+    the connection, the placeholders and the day expression)."""
+
+    _DAY = "date(at, 'unixepoch')"  # the UTC day of an epoch second, as YYYY-MM-DD
+    _DUPLICATE: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
@@ -212,6 +219,11 @@ class SQLiteKeyStore:
     def _run(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
+
+    def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Rows a write changed."""
+        with self._lock:
+            return int(self._conn.execute(sql, args).rowcount)
 
     def add(
         self,
@@ -236,7 +248,7 @@ class SQLiteKeyStore:
                  requests_per_minute, tokens_per_minute, int(admin), time.time(),
                  secret[: len(KEY_PREFIX) + 4]),
             )  # fmt: skip
-        except sqlite3.IntegrityError:
+        except self._DUPLICATE:
             raise InvalidRequestError(
                 f"A live key named {name!r} exists already.",
                 hint="Revoke it first, or pick another name.", param="name",
@@ -255,12 +267,11 @@ class SQLiteKeyStore:
         return [_row_key(r) for r in rows]
 
     def revoke(self, name: str) -> bool:
-        with self._lock:
-            cursor = self._conn.execute(
-                "UPDATE client_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                (time.time(), name),
-            )
-            return cursor.rowcount > 0
+        changed = self._count(
+            "UPDATE client_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+            (time.time(), name),
+        )
+        return changed > 0
 
     def charge(self, name: str, model: str, usd: float | None, tokens: int) -> None:
         self._run(
@@ -276,7 +287,7 @@ class SQLiteKeyStore:
 
     def spend(self, since: float = 0.0) -> list[dict[str, Any]]:
         rows = self._run(
-            "SELECT key, model, date(at, 'unixepoch') AS day, SUM(usd), SUM(tokens), COUNT(*) "
+            f"SELECT key, model, {self._DAY} AS day, SUM(usd), SUM(tokens), COUNT(*) "
             "FROM key_spend WHERE at >= ? GROUP BY key, model, day ORDER BY day, key, model",
             (since,),
         )
@@ -288,3 +299,13 @@ class SQLiteKeyStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def open_key_store(where: str) -> KeyStore:
+    """The key store at ``where``: a ``postgresql://`` URL (shared by several gateways;
+    needs psycopg), else a SQLite file."""
+    if where.startswith(("postgresql://", "postgres://")):
+        from .keys_postgres import PostgresKeyStore
+
+        return PostgresKeyStore(where)
+    return SQLiteKeyStore(where)

@@ -1,0 +1,62 @@
+"""``KeyStore`` on Postgres: one database shared by several ``mmo-serve`` processes (or
+replicas behind a load balancer), so a key, its revocation and its spend are the same
+everywhere. ``[server] keys_db = "postgresql://user@host/db"``; needs ``psycopg``
+(``pip install mmo_magic[postgres]``).
+
+Each gateway checks a key's budget against the spend all of them charged, so the spend
+they admit together can exceed the budget by what the requests in flight at once cost
+(the same bound as one gateway's).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.errors import ConfigError
+from .keys import _SCHEMA, SQLiteKeyStore
+
+__all__ = ["PostgresKeyStore"]
+
+
+class PostgresKeyStore(SQLiteKeyStore):
+    """The SQLite store's statements on one autocommit Postgres connection behind a lock."""
+
+    _DAY = "to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise ConfigError(
+                "A postgresql:// key store needs psycopg: pip install 'psycopg[binary]'."
+            ) from exc
+        self.path = url
+        self._DUPLICATE = (psycopg.errors.UniqueViolation,)
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)  # type: ignore[assignment]
+            for statement in _SCHEMA:
+                self._conn.execute(statement.replace(" REAL", " DOUBLE PRECISION"))
+        except psycopg.Error as exc:
+            raise ConfigError(f"The key store at {_shown(url)} cannot be opened: {exc}.") from exc
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            cursor = self._conn.execute(sql.replace("?", "%s"), args)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
+        with self._lock:
+            cursor = self._conn.execute(sql.replace("?", "%s"), args)
+            return int(cursor.rowcount)
+
+
+def _shown(url: str) -> str:
+    """The URL without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':')[0]}@{tail}"
