@@ -43,7 +43,7 @@ from .storage.runlog import RunLog, RunRecord
 if TYPE_CHECKING:
     from .core.embeddings import EmbeddingResponse
     from .core.local_model import missing_reason as embedded_missing_reason
-    from .core.parts import Document, Image
+    from .core.parts import Document, Image, Part
     from .evaluation import (
         BatchResult,
         BatchSpec,
@@ -89,7 +89,7 @@ _LAZY = {
         "evaluation",
     ),
     "learn_router": "evaluation.learning",
-    **dict.fromkeys(("Document", "Image"), "core.parts"),
+    **dict.fromkeys(("Document", "Image", "Part"), "core.parts"),
     "EmbeddingResponse": "core.embeddings",
     **dict.fromkeys(
         ("Pipeline", "PipelineResult", "PipelineStep", "research_pipeline"),
@@ -163,6 +163,7 @@ __all__ = [
     "ModelConfig",
     "NoModelAvailableError",
     "Orchestrator",
+    "Part",
     "Pipeline",
     "PipelineResult",
     "PipelineStep",

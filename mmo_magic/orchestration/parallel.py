@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core.attempts import Attempt, Status
-from ..core.completion import CompletionResponse, Prompt
+from ..core.completion import CompletionRequest, CompletionResponse, Prompt, as_messages
 from ..core.errors import AllModelsFailedError, ConfigError, MMOError
 from ..core.ids import new_id
 from .answers import longest, majority_answer
@@ -360,7 +360,7 @@ async def _judge(
     if len(ok) == 1:
         result.winner, result.reason = ok[0], "only one model answered"
         return
-    question = prompt if isinstance(prompt, str) else _last_user_text(prompt)
+    question = prompt if isinstance(prompt, str) else _question_of(prompt)
     answers = [r.content for r in ok]
     calls: dict[tuple[str, bool], JudgeEvent] = {}  # (judge, swapped) -> its latest event
 
@@ -448,12 +448,9 @@ def _keep(last: dict[int, CompletionResponse], index: int, then: OnFinish | None
     return keep
 
 
-def _last_user_text(messages: Any) -> str:
-    for m in reversed(list(messages)):
-        role = m.role if hasattr(m, "role") else m.get("role")
-        if role == "user":
-            return str(m.content if hasattr(m, "content") else m.get("content"))
-    return ""
+def _question_of(prompt: Prompt) -> str:
+    """The text of the prompt's last user message (a part list's text parts, joined)."""
+    return CompletionRequest(as_messages(prompt)).prompt_text
 
 
 def _not_run(model: str, group: str, why: str, status: Status = "cancelled") -> CompletionResponse:

@@ -238,3 +238,19 @@ def test_on_judge_follows_each_judge_call_from_queued_to_its_verdict(orc):
     assert "400" in (final[broken, False].error or "")
     assert result.winner.model == paris and broken in result.judge_errors
     assert "position bias" in result.verdicts[biased].reason
+
+
+def test_consensus_over_a_prompt_with_an_image_judges_its_text(orc, sim):
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (8, 8), "red").save(buffer, "PNG")
+    a = model(orc, "sim-fast?reply=It+is+red")
+    b = model(orc, "sim-fast?reply=It+is+blue", base="lo")
+    prompt = ["What colour is this square?", mmo.Image(buffer.getvalue())]
+    result = orc.consensus(prompt, [a, b], judges=[judge(orc, "red")])
+    assert result.winner is not None and result.winner.model == a
+    judged = [r for r in orc.runs.records() if r.kind == "judge"]
+    assert judged and all("What colour is this square?" in (r.prompt or "") for r in judged)
