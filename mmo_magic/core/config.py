@@ -25,7 +25,7 @@ directory. ``MMO_CONFIG=path`` replaces both. Example::
     model_id = "llama3.2"
     base_url = "http://localhost:11434/v1"
 
-    [server]                           # mmo-serve (mmo_magic.server)
+    [server]                           # mmo-serve (mmo_magic.service)
     host = "127.0.0.1"                 # anything but loopback needs client keys
     port = 8000
     keys_env = "MY_SERVICE_KEYS"       # a variable holding key1,key2 (besides MMO_SERVER_KEYS)

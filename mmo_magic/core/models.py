@@ -51,7 +51,7 @@ class ModelConfig:
     stall_timeout_s: float | None = None
     max_retries: int = 2
     max_concurrency: int | None = None  # calls in flight to this model; None: only the provider's
-    # What a batch sends this model at most (a provider's rate limits): see orchestration.limits.
+    # What a batch sends this model at most (a provider's rate limits): see evaluation.limits.
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     fallbacks: tuple[str, ...] = ()

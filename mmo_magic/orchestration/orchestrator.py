@@ -60,7 +60,7 @@ class Orchestrator:
     """Calls models by name and records every call in ``runs``.
 
     Every sync method has an ``a``-prefixed async twin; both run the work on
-    the one background event loop (see ``mmo_magic.loop``).
+    the one background event loop (see ``mmo_magic.core.loop``).
     """
 
     def __init__(
@@ -390,7 +390,7 @@ class Orchestrator:
         on_result: OnFinish | None = None,
         **options: Unpack[CallOptions],
     ) -> RaceResult:
-        """First successful answer wins; see ``mmo_magic.parallel.race`` (``hedge_ms``).
+        """First successful answer wins; see ``orchestration.parallel.race`` (``hedge_ms``).
 
         ``on_text(model, delta)`` and ``on_result(response)`` (each attempt's
         outcome) let a live view follow the race, on the loop thread.
@@ -478,7 +478,7 @@ class Orchestrator:
     ) -> ConsensusResult:
         """Ask every model and pick one answer: ``judges=[...]``, ``strategy="judge"`` etc.
 
-        See ``mmo_magic.parallel.consensus``; ``on_text`` and ``on_result`` as for ``race``;
+        See ``orchestration.parallel.consensus``; ``on_text`` and ``on_result`` as for ``race``;
         ``on_judge(event)`` follows each judge call (queued, pending, voted or failed).
         """
         return self._loop.run(
@@ -620,7 +620,7 @@ class Orchestrator:
         on_step: Callable[[PipelineStep, CompletionResponse], None] | None = None,
         **variables: Any,
     ) -> PipelineResult:
-        """Run ``pipeline`` with template ``variables``; see ``mmo_magic.pipeline``."""
+        """Run ``pipeline`` with template ``variables``; see ``orchestration.pipeline``."""
         return self._loop.run(self.arun_pipeline(pipeline, on_step=on_step, **variables))
 
     async def arun_pipeline(

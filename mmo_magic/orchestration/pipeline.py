@@ -3,7 +3,7 @@
 A step's template names its inputs: the pipeline's variables (``topic=...``)
 or earlier steps' outputs (by ``output_key``). Steps whose inputs do not
 depend on each other run concurrently. Values are inserted verbatim (see
-``mmo_magic.templates``), so braces in a model's output are harmless.
+``mmo_magic.core.templates``), so braces in a model's output are harmless.
 """
 
 from __future__ import annotations

@@ -230,7 +230,7 @@ def judge_verdict(prompt: str, prefer: str) -> str:
     """A JSON verdict on the fenced candidates in ``prompt``: the first containing ``prefer``.
 
     A scripted judge for tests and demos: it reads the candidates the way
-    mmo_magic.judges presents them and picks by content, so its verdict
+    mmo_magic.orchestration.judges presents them and picks by content, so its verdict
     survives a swap of the order (unlike a judge biased towards position).
     """
     candidates = [(m.group(1), m.group(3)) for m in _CANDIDATE.finditer(prompt)]
