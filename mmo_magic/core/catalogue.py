@@ -293,6 +293,7 @@ DEFAULT_EMBEDDING_PREFERENCE = ("text-embedding-3-small", "smollm2-embed")
 def builtin_embedding_models() -> list[ModelConfig]:
     """Embedding models (``embedding=True``), kept out of the chat catalogue so that no
     router picks one for a chat. Embeddings bill input only (output priced 0.0)."""
+
     def openai(name: str, usd_in_1m: float, tier: int) -> ModelConfig:
         return ModelConfig("openai", name, name=name, cost_per_1k_input=usd_in_1m / 1000,
                            cost_per_1k_output=0.0, context_window=8191, tier=tier,
