@@ -184,6 +184,16 @@ _cue(
     needs="def class import from function const let var fn pub public private include"
     " package select insert create return",
 )
+# A function signature followed by its docstring or comment is a stub to complete: code,
+# however many numbers its description mentions (round one's "math" errors on HumanEval).
+_cue(
+    r"^[ \t]*(?:async\s+)?(?:def|function|func|fn)\s+\w+\s*\([^)]*\)[^\n]*\n[ \t]*"
+    r"(?:\"\"\"|'''|/\*\*|//|#)",
+    "function stub",
+    ("coding", 5.0),
+    raw=True,
+    needs="def function func fn",
+)
 _cue(
     r"\s*(?:while|for|if|elif|else|try|except|with)\b.*:\s*$",
     "code block",
@@ -573,6 +583,14 @@ _topic(
     "energy|light|water|earth|sun|heat|temperature|force|mass|science|scientific|scientists"
     "|experiment|medicine|disease|brain|body|float|fall|heavier|lighter|degrade|charging"
     "|headphones|airplane|resistant|resistance|immune|mammal|mammals",
+)
+# A number with an SI unit (mL, mol, atm, µF, eV...) is a science problem, not a word problem.
+_cue(
+    r"\d\s?(?:mL|mol|M|atm|k?Pa|k?J|eV|N|[kM]?Hz|m?V|[µμn]F|Ω|nm|m/s|m/s\^?2|k?W|m?A|°C|K|T)\b",
+    "SI units",
+    ("stem", 2.5),
+    intent=False,
+    raw=True,
 )
 _cue(
     r"^\W*(?:how|why) (?:do|does|did|is|are|can|do we)\b|^\W*what (?:causes|is the difference"

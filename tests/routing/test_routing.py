@@ -192,6 +192,39 @@ def test_a_bug_in_the_garden_is_not_code() -> None:
     assert TaskRouter().classify("The bug in our garden is eating the roses") != "coding"
 
 
+# A signature and its docstring: a stub to complete, however much arithmetic it describes.
+_STUBS = [
+    'def mean_gap(values: list[float], k: int) -> float:\n    """Return the mean of the k'
+    ' largest differences between consecutive numbers, e.g. [1, 4, 9] with k=1 gives 5.0."""\n',
+    "function percentOf(total, part) {\n  // Return part as a percentage of total, rounded to"
+    " 2 decimals: 3 of 8 is 37.5\n}\n",
+]
+
+
+@pytest.mark.parametrize("stub", _STUBS)
+def test_a_function_stub_with_numbers_is_coding(stub: str) -> None:
+    guess = TaskRouter().detect(stub)
+    assert guess.task == "coding", guess.describe()
+    assert "function stub" in guess.signals
+    assert TaskRouter(learned=False).classify(stub) == "coding"
+
+
+def test_a_function_in_maths_prose_is_not_a_stub() -> None:
+    prose = "Let the function f(x) = 3x^2 - 2x + 1.\n# Find its minimum value."
+    assert "function stub" not in TaskRouter(learned=False).detect(prose).signals
+
+
+def test_a_quantity_in_si_units_is_a_science_cue_and_dollars_are_not() -> None:
+    cues = TaskRouter(learned=False)
+    for prompt in (
+        "What volume of 0.2 M NaOH neutralises 25 mL of acid?",
+        "How much energy does a 10 µF capacitor store at 50 V?",
+    ):
+        assert "SI units" in cues.detect(prompt).signals, prompt
+    word_problem = "Tom buys 3 kg of apples for $12 and walks 2 miles home. How much per kg?"
+    assert "SI units" not in cues.detect(word_problem).signals
+
+
 def test_detect_reports_confidence_evidence_and_fallback() -> None:
     router = TaskRouter()
     guess = router.detect("Translate 'good morning' into Japanese")

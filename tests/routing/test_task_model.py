@@ -36,17 +36,18 @@ FLOORS = {
     "awesome-chatgpt-prompts": 0.94,  # measured 0.987
     "dolly": 0.58,  # 0.660
     "gsm8k": 0.88,  # 0.920
-    "humaneval": 0.62,  # 0.717
+    "humaneval": 0.92,  # 0.983
     "mbpp": 0.95,  # 1.000
-    "mmlu": 0.47,  # 0.518
+    "mmlu": 0.49,  # 0.536
     "mmo-seed": 0.95,  # 0.991
-    "truthfulqa": 0.43,  # 0.470
-    "written-23": 0.84,  # 0.885
-    "written-23-c": 0.72,  # 0.792
+    "truthfulqa": 0.41,  # 0.450
+    "written-23": 0.85,  # 0.898
+    "written-23-c": 0.74,  # 0.811
+    "written-23-d": 0.90,  # 0.954
     "written-23-long": 0.84,  # 0.892
 }
-MEAN_FLOOR = 0.73  # measured 0.762
-CUES_ALONE_MEAN = 0.577  # measured: the learned router must beat the cues by a wide margin
+MEAN_FLOOR = 0.76  # measured 0.792
+CUES_ALONE_MEAN = 0.591  # measured: the learned router must beat the cues by a wide margin
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,23 @@ def test_weights_from_another_representation_version_are_refused(tmp_path: Path)
     np.savez(path, **arrays)
     with pytest.raises(ConfigError, match="Retrain it"):
         TaskClassifier.load(path)
+
+
+def test_balance_trades_equal_tasks_for_equal_prompts() -> None:
+    # 40 coding prompts and 4 maths ones share the word "alpha"; "alpha" alone is then
+    # pulled towards the larger task the more each prompt (not each task) counts.
+    prompts = [f"alpha code {i}" for i in range(40)] + [f"alpha sum {i}" for i in range(4)]
+    labels = ["coding"] * 40 + ["math"] * 4
+    coding = TASKS.index("coding")
+
+    def p_coding(balance: float) -> float:
+        model = train_task_classifier(prompts, labels, balance=balance, steps=40)
+        assert model.info["balance"] == balance
+        return float(model.predict_proba(["alpha"])[0, coding])
+
+    equal_tasks, default, equal_prompts = p_coding(1.0), p_coding(0.5), p_coding(0.0)
+    assert equal_tasks < default < equal_prompts
+    assert shipped_classifier().info["balance"] == 1.0
 
 
 def test_unknown_labels_are_refused() -> None:
