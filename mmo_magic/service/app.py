@@ -61,6 +61,7 @@ from ..storage.runlog import new_id
 from .admin import add_admin_routes
 from .auth import Gate, client_keys, declare_security
 from .clients import Clients
+from .costs import sum_or_none, worst_case
 from .deployments import Deployments
 from .disconnect import unless_disconnected
 from .embeddings import EmbeddingsRequest, embedding_texts, embeddings_object
@@ -120,8 +121,9 @@ class _RecordedAsService:
 
 
 class _Deployed:
-    """ASGI middleware: a request's deployments (``deployments``) stay counted in flight
-    until its response is sent, a stream's last event included."""
+    """ASGI middleware: a request's deployments (``deployments``) stay counted in flight,
+    and its budget holds (``clients``) held, until its response is sent, a stream's last
+    event included."""
 
     def __init__(self, app: ASGIApp, app_state: Any) -> None:
         self.app = app
@@ -135,6 +137,9 @@ class _Deployed:
             for chosen in scope.get("state", {}).get(DEPLOYED, ()):
                 if deployments is not None:
                     deployments.finished(chosen)
+            clients = getattr(self.app_state, "clients", None)
+            if clients is not None:
+                clients.release(scope)  # the request's budget holds, its answers charged
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -285,8 +290,18 @@ def create_app(
     def known() -> list[str]:
         return [e.id for e in entries() if served(e.id)]
 
-    def admit(request: Request, *models: str) -> None:
-        clients.admit(request, models, known, served)
+    def admit(
+        request: Request, *models: str, messages: Any = (), max_tokens: int | None = None,
+        n: int = 1,
+    ) -> None:  # fmt: skip
+        def cost() -> float | None:
+            deployed = app.state.deployments.table if app.state.deployments else {}
+            total = sum_or_none(
+                worst_case(orc, served, deployed, m, messages, max_tokens) for m in models
+            )
+            return None if total is None else n * total
+
+        clients.admit(request, models, known, served, cost)
 
     def answered(request: Request, answers: Sequence[CompletionResponse | None]) -> None:
         """Charge the answers to the request's key, and count them."""
@@ -329,7 +344,10 @@ def create_app(
             "task_type" if body.task_type else "specific" if body.model else "auto"
         )
         if routing in ("parallel", "race", "consensus"):
-            admit(request, *(body.models or ()), *(body.judges or ()))
+            admit(
+            request, *(body.models or ()), *(body.judges or ()), messages=body.prompt,
+            max_tokens=body.max_tokens,
+        )  # fmt: skip
             many, answers = await unless_disconnected(
                 request, _many(orc, body, routing, options, scrub)
             )
@@ -341,7 +359,10 @@ def create_app(
                 hint="Use model for one model.",
             )
         model, route = _single(orc, body, routing)
-        admit(request, body.model or (f"{AUTO}:{route}" if isinstance(route, str) else AUTO))
+        admit(
+            request, body.model or (f"{AUTO}:{route}" if isinstance(route, str) else AUTO),
+            messages=body.prompt, max_tokens=body.max_tokens,
+        )  # fmt: skip
         call = orc.acomplete(body.prompt, model, route=route, **options)
         answer = await unless_disconnected(request, call)
         answered(request, [answer])
@@ -359,7 +380,7 @@ def create_app(
             return refused
         await _check_unicode(request)
         messages = _messages(body.messages)
-        admit(request, body.model)
+        admit(request, body.model, messages=messages, max_tokens=max_tokens, n=body.n or 1)
         model, route, deployed = target(request, body.model)
         options: dict[str, Any] = {
             "route": route, "temperature": body.temperature, "max_tokens": max_tokens,
@@ -422,7 +443,7 @@ def create_app(
         _check_cap(body.max_output_tokens, settings.max_tokens_cap)
         await _check_unicode(request)
         messages, options = request_options(body)
-        admit(request, body.model)
+        admit(request, body.model, messages=messages, max_tokens=options.get("max_tokens"))
         model, route, deployed = target(request, body.model)
         options.update(route=route, **deployed)
         if body.stream:
@@ -442,7 +463,7 @@ def create_app(
         _check_cap(body.max_tokens, settings.max_tokens_cap)
         await _check_unicode(request)
         messages, options = legacy_options(body)
-        admit(request, body.model)
+        admit(request, body.model, messages=messages, max_tokens=body.max_tokens, n=body.n or 1)
         model, route, deployed = target(request, body.model)
         options.update(route=route, **deployed)
         if body.stream:
@@ -461,7 +482,7 @@ def create_app(
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
         await _check_unicode(request)
         texts = embedding_texts(body)
-        admit(request, body.model)
+        admit(request, body.model, messages=texts, max_tokens=0)
         result = await unless_disconnected(request, orc.aembed(texts, body.model))
         clients.charge_usage(request, result.model, result.cost, result.input_tokens or 0)
         if metrics is not None:
@@ -476,7 +497,7 @@ def create_app(
         _check_cap(body.max_tokens, settings.max_tokens_cap)
         await _check_unicode(request)
         messages, options = messages_options(body)
-        admit(request, body.model)
+        admit(request, body.model, messages=messages, max_tokens=body.max_tokens)
         model, route, deployed = target(request, body.model)
         options.update(route=route, **deployed)
         if body.stream:

@@ -10,9 +10,10 @@ request's state; keys from ``MMO_SERVER_KEYS`` have no identity and no limits
   and ``/v1/models`` lists only what it may use.
 - Requests per minute are counted when a request is admitted, tokens per minute
   when its answers come back, in a sliding minute per process.
-- The budget is checked before each request against the spend the store holds
-  for the key's current period; each answer's cost is charged to the store.
-  Requests admitted together can overshoot it by what they cost between them.
+- Each request's worst case (``costs``) is held against the key's budget before it
+  is sent, with the spend and the other holds of the current period, atomically
+  in the store (across gateways sharing it); answers are charged as they come,
+  and the hold ends with the request: the spend never exceeds the budget.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from fastapi import Request
 
 from ..core.completion import CompletionResponse
-from ..core.errors import UnknownModelError
+from ..core.errors import InvalidRequestError, UnknownModelError
 from ..storage.keys import ClientKey, KeyStore, period_start
 from .auth import CLIENT_STATE
 from .errors import ClientLimitError
@@ -33,6 +35,7 @@ from .errors import ClientLimitError
 __all__ = ["Clients", "client_of"]
 
 _WINDOW_S = 60.0
+_HOLDS = "budget_holds"  # request state: the holds on the key's budget
 
 
 def client_of(request: Request) -> ClientKey | None:
@@ -56,11 +59,14 @@ class Clients:
         models: Iterable[str],
         known: Callable[[], Iterable[str]],
         served: Callable[[str], bool] = lambda name: True,
+        cost: Callable[[], float | None] = lambda: 0.0,
     ) -> None:
         """Let the request's key call ``models``, or raise the 404 or 429 that says why not.
 
         ``known``: every name this server serves (for the 404's suggestions, filtered);
-        ``served``: whether the server serves a name at all (``[server] models``).
+        ``served``: whether the server serves a name at all (``[server] models``);
+        ``cost``: the request's worst case in USD (None: unbounded), held against a budget
+        until the request ends (``release``).
         """
         key = client_of(request)
         for model in models:
@@ -95,14 +101,37 @@ class Clients:
                         code="tokens_per_minute", retry_after_s=wait,
                     )  # fmt: skip
         if key.budget_usd is not None and self.store is not None:
-            spent = self.store.spent(key.name, period_start(key.budget_period))
-            if spent >= key.budget_usd:
-                per = "in total" if key.budget_period == "total" else f"per {key.budget_period}"
-                raise ClientLimitError(
-                    f"Key {key.name!r} has spent ${spent:.4f} of its budget of "
-                    f"${key.budget_usd:g} {per}; it is refused until the period ends.",
-                    code="budget_exceeded",
-                )
+            self._hold(request, key, cost())
+
+    def _hold(self, request: Request, key: ClientKey, worst: float | None) -> None:
+        """Hold the request's worst case against the key's budget, or raise why not."""
+        assert self.store is not None and key.budget_usd is not None
+        if worst is None:
+            raise InvalidRequestError(
+                f"Key {key.name!r} has a budget, and a model this request could reach has no "
+                "price, so the budget cannot bound what it costs.",
+                hint="Name a priced model, or ask the administrator for a key without a budget.",
+                param="model",
+            )
+        since = period_start(key.budget_period)
+        hold = self.store.hold(key.name, worst, since, key.budget_usd)
+        if hold is None:
+            spent = self.store.spent(key.name, since)
+            per = "in total" if key.budget_period == "total" else f"per {key.budget_period}"
+            raise ClientLimitError(
+                f"Key {key.name!r} has spent ${spent:.4f} of its budget of "
+                f"${key.budget_usd:g} {per}, and this request could cost up to "
+                f"${worst:.4f} with what is under way; it is refused.",
+                code="budget_exceeded",
+            )
+        request.scope.setdefault("state", {}).setdefault(_HOLDS, []).append(hold)
+
+    def release(self, scope: Any) -> None:
+        """End the request's holds (called once its response is sent)."""
+        if self.store is None:
+            return
+        for hold in scope.get("state", {}).get(_HOLDS, ()):
+            self.store.release(hold)
 
     def charge(self, request: Request, answers: Iterable[CompletionResponse | None]) -> None:
         """Charge the answers' cost and tokens to the request's key."""

@@ -15,6 +15,7 @@ interface.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -22,7 +23,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -121,6 +122,16 @@ class KeyStore(Protocol):
         """USD ``name`` spent since the epoch second ``since``."""
         ...
 
+    def hold(self, name: str, usd: float, since: float, budget: float) -> str | None:
+        """Hold ``usd`` (a request's worst case) against ``name``'s budget if what it spent
+        since ``since``, what is held and ``usd`` fit in ``budget``, atomically across every
+        gateway sharing the store; the hold's id, or None when it does not fit."""
+        ...
+
+    def release(self, hold: str) -> None:
+        """End a hold (its request finished; what it cost is charged)."""
+        ...
+
     def spend(self, since: float = 0.0) -> list[dict[str, Any]]:
         """Spend grouped by key, model and day (UTC): {key, model, day, usd, tokens, requests}."""
         ...
@@ -177,7 +188,15 @@ _SCHEMA = (
         tokens INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS key_spend_key_at ON key_spend (key, at)",
+    # Worst cases of requests under way, held against their key's budget until they end.
+    """CREATE TABLE IF NOT EXISTS key_holds (
+        id TEXT PRIMARY KEY NOT NULL,
+        key TEXT NOT NULL,
+        usd REAL NOT NULL,
+        at REAL NOT NULL
+    )""",
 )
+HOLD_TTL_S = 600.0  # a hold left by a process that died stops counting after this long
 _KEY_COLUMNS = (
     "name, models, budget_usd, budget_period, requests_per_minute, tokens_per_minute, admin, "
     "created_at, revoked_at, hint"
@@ -284,6 +303,39 @@ class SQLiteKeyStore:
             "SELECT COALESCE(SUM(usd), 0) FROM key_spend WHERE key = ? AND at >= ?", (name, since)
         )
         return float(rows[0][0])
+
+    @contextlib.contextmanager
+    def _transaction(self, name: str) -> Iterator[Callable[..., list[Any]]]:
+        """One transaction holding ``name``'s budget: SQLite locks the file for writing."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield lambda sql, args=(): self._conn.execute(sql, args).fetchall()
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def hold(self, name: str, usd: float, since: float, budget: float) -> str | None:
+        now = time.time()
+        with self._transaction(name) as run:
+            (spent,) = run(
+                "SELECT COALESCE(SUM(usd), 0) FROM key_spend WHERE key = ? AND at >= ?",
+                (name, since),
+            )[0]
+            (held,) = run(
+                "SELECT COALESCE(SUM(usd), 0) FROM key_holds WHERE key = ? AND at >= ?",
+                (name, now - HOLD_TTL_S),
+            )[0]
+            if float(spent) + float(held) + usd > budget:
+                return None
+            hold_id = secrets.token_hex(12)
+            run("INSERT INTO key_holds (id, key, usd, at) VALUES (?, ?, ?, ?)",
+                (hold_id, name, usd, now))  # fmt: skip
+            return hold_id
+
+    def release(self, hold: str) -> None:
+        self._run("DELETE FROM key_holds WHERE id = ?", (hold,))
 
     def spend(self, since: float = 0.0) -> list[dict[str, Any]]:
         rows = self._run(

@@ -3,15 +3,16 @@ replicas behind a load balancer), so a key, its revocation and its spend are the
 everywhere. ``[server] keys_db = "postgresql://user@host/db"``; needs ``psycopg``
 (``pip install mmo_magic[postgres]``).
 
-Each gateway checks a key's budget against the spend all of them charged, so the spend
-they admit together can exceed the budget by what the requests in flight at once cost
-(the same bound as one gateway's).
+A request's worst case is held against its key's budget in one transaction that locks
+the key's row (``SELECT ... FOR UPDATE``), so gateways admitting requests at once cannot
+together promise more than the budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..core.errors import ConfigError
@@ -51,6 +52,18 @@ class PostgresKeyStore(SQLiteKeyStore):
         with self._lock:
             cursor = self._conn.execute(sql.replace("?", "%s"), args)
             return int(cursor.rowcount)
+
+    @contextlib.contextmanager
+    def _transaction(self, name: str) -> Iterator[Callable[..., list[Any]]]:
+        """One transaction holding ``name``'s budget: its key row locked until the end."""
+        with self._lock, self._conn.transaction():  # type: ignore[attr-defined]
+
+            def run(sql: str, args: Sequence[Any] = ()) -> list[Any]:
+                cursor = self._conn.execute(sql.replace("?", "%s"), args)
+                return cursor.fetchall() if cursor.description is not None else []
+
+            run("SELECT name FROM client_keys WHERE name = ? FOR UPDATE", (name,))
+            yield run
 
 
 def _shown(url: str) -> str:

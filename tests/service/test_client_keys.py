@@ -27,9 +27,10 @@ def store() -> Iterator[SQLiteKeyStore]:
 @pytest.fixture
 def keys(store: SQLiteKeyStore) -> dict[str, str]:
     return {
-        # One call at the sim costs $0.000076: the third goes over $0.0001.
+        # A call at the sim costs $0.000076 and is held at its worst case, $0.000136 (8
+        # input tokens counted, max_tokens 20): a third would not fit in $0.00025.
         "alice": store.add(
-            "alice", models=["oa", "auto:*"], budget_usd=0.0001, budget_period="day"
+            "alice", models=["oa", "auto:*"], budget_usd=0.00025, budget_period="day"
         ),
         "bob": store.add("bob", models=["an"], requests_per_minute=3),
         "carol": store.add("carol", models=["o*"], tokens_per_minute=25),
@@ -48,7 +49,8 @@ def gateway(sim: Any, store: SQLiteKeyStore, keys: dict[str, str]) -> Iterator[S
 
 def chat(gateway: Service, key: str, model: str) -> httpx.Response:
     with gateway.http(key) as http:
-        return http.post("/v1/chat/completions", json={"model": model, "messages": USER})
+        body = {"model": model, "messages": USER, "max_tokens": 20}
+        return http.post("/v1/chat/completions", json=body)
 
 
 def test_a_key_over_its_budget_gets_429_naming_it_and_others_are_unaffected(gateway, keys):
@@ -56,7 +58,9 @@ def test_a_key_over_its_budget_gets_429_naming_it_and_others_are_unaffected(gate
     assert statuses == [200, 200, 429, 429]
     refused = chat(gateway, keys["alice"], "oa").json()["error"]
     assert refused["code"] == "budget_exceeded" and "alice" in refused["message"]
-    assert "$0.0001 per day" in refused["message"]
+    assert "$0.00025 per day" in refused["message"]
+    spent = sum(r["usd"] for r in gateway.http(KEY).get("/v1/spend").json()["data"])
+    assert spent == pytest.approx(0.000152) and spent <= 0.00025
     assert chat(gateway, keys["bob"], "an").status_code == 200
     assert chat(gateway, KEY, "oa").status_code == 200  # the server's key has no budget
 
@@ -183,6 +187,7 @@ def test_mmo_serve_keys_add_list_revoke_and_a_served_key(sim_server, tmp_path):
     config.write_text(
         f'[models.oa]\nprovider = "openai"\nmodel_id = "sim-fast"\n'
         f'base_url = "{sim_server.openai_base_url}"\napi_key_env = "MMO_TEST_OPENAI_KEY"\n'
+        "cost_per_1k_input = 0.001\ncost_per_1k_output = 0.002\n"  # a budget needs prices
     )
 
     def keys(*args: str) -> subprocess.CompletedProcess[str]:
@@ -205,3 +210,26 @@ def test_mmo_serve_keys_add_list_revoke_and_a_served_key(sim_server, tmp_path):
     assert keys("revoke", "team-a").returncode == 0
     assert keys("revoke", "team-a").returncode == 1
     assert keys("add", "bad name").returncode == 2
+
+
+async def test_a_burst_never_spends_over_the_budget(gateway, store):
+    secret = store.add("dave", models=["oa"], budget_usd=0.0005, budget_period="day")
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers={"authorization": f"Bearer {secret}"}, timeout=30
+    ) as http:
+        body = {"model": "oa", "messages": USER, "max_tokens": 20}
+        burst = await asyncio.gather(
+            *[http.post("/v1/chat/completions", json=body) for _ in range(12)]
+        )
+    ok = [r for r in burst if r.status_code == 200]
+    assert 1 <= len(ok) <= 5 and len(ok) + sum(r.status_code == 429 for r in burst) == 12
+    assert store.spent("dave", 0) <= 0.0005  # holds at the worst case: never over
+    assert store.spent("dave", 0) == pytest.approx(0.000076 * len(ok))
+
+
+def test_a_budget_key_cannot_reach_an_unpriced_model(gateway, store, sim):
+    free = gateway.model("sim-fast", cost_per_1k_input=None, cost_per_1k_output=None)
+    secret = store.add("erin", models=["*"], budget_usd=1.0)
+    refused = chat(gateway, secret, free)
+    assert refused.status_code == 400 and "no price" in refused.json()["error"]["message"]
+    assert sim.request_count() == 0

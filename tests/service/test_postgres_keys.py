@@ -118,16 +118,18 @@ def test_two_gateways_share_one_keys_budget(url, sim_server, tmp_path):
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    # Each answer costs $0.01 (10 words at $1 per 1,000): the third goes over $0.015.
-    shared = keys("add", "team", "--budget", "0.015", "--period", "day")
+    # Each answer costs $0.01 (10 words at $1 per 1,000), its worst case too (max_tokens
+    # 10, input free): a third would not fit in $0.025.
+    shared = keys("add", "team", "--budget", "0.025", "--period", "day")
+    burst_key = keys("add", "burst", "--budget", "0.035", "--period", "day")
     admin = keys("add", "ops", "--admin")
     with contextlib.ExitStack() as stack:
         urls = [stack.enter_context(mmo_serve(config, tmp_path / f"runs{i}.sqlite3"))[1]
                 for i in range(2)]  # fmt: skip
 
-        def chat(base: str) -> int:
-            body = {"model": "oa", "messages": USER}
-            headers = {"authorization": f"Bearer {shared}"}
+        def chat(base: str, key: str = shared) -> int:
+            body = {"model": "oa", "messages": USER, "max_tokens": 10}
+            headers = {"authorization": f"Bearer {key}"}
             return httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers,
                               timeout=30).status_code  # fmt: skip
 
@@ -137,3 +139,13 @@ def test_two_gateways_share_one_keys_budget(url, sim_server, tmp_path):
         spend = httpx.get(f"{urls[1]}/v1/spend", headers={"authorization": f"Bearer {admin}"})
         (row,) = spend.json()["data"]
         assert row["key"] == "team" and row["requests"] == 2 and row["usd"] == pytest.approx(0.02)
+        # 16 requests at once, half through each gateway: the holds on the shared budget
+        # admit 3 ($0.03 of $0.035), whatever the interleaving.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda i: chat(urls[i % 2], burst_key), range(16)))
+        assert sorted(codes) == [200] * 3 + [429] * 13
+    store = open_key_store(url)
+    assert store.spent("burst", 0) == pytest.approx(0.03)
+    store.close()
