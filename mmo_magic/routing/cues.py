@@ -585,8 +585,11 @@ _topic(
     "|headphones|airplane|resistant|resistance|immune|mammal|mammals",
 )
 # A number with an SI unit (mL, mol, atm, µF, eV...) is a science problem, not a word problem.
+# One-letter units (0.108 M, 2.5 V) only after a decimal and a space: "1M users", "$2M",
+# "10K requests" and "a 4K monitor" are not science.
 _cue(
-    r"\d\s?(?:mL|mol|M|atm|k?Pa|k?J|eV|N|[kM]?Hz|m?V|[µμn]F|Ω|nm|m/s|m/s\^?2|k?W|m?A|°C|K|T)\b",
+    r"\d\s?(?:mL|mol|atm|k?Pa|k?J|eV|[kM]?Hz|mV|[µμn]F|Ω|nm|m/s|m/s\^?2|kW|mA|°C)(?!\w)"
+    r"|(?<![$\w.])\d+\.\d+ (?:M|K|T|A|W|N|V|J)\b",
     "SI units",
     ("stem", 2.5),
     intent=False,

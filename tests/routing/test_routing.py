@@ -221,8 +221,12 @@ def test_a_quantity_in_si_units_is_a_science_cue_and_dollars_are_not() -> None:
         "How much energy does a 10 µF capacitor store at 50 V?",
     ):
         assert "SI units" in cues.detect(prompt).signals, prompt
-    word_problem = "Tom buys 3 kg of apples for $12 and walks 2 miles home. How much per kg?"
-    assert "SI units" not in cues.detect(word_problem).signals
+    for not_science in (
+        "Tom buys 3 kg of apples for $12 and walks 2 miles home. How much per kg?",
+        "Design a URL shortener for 1M users at 10K requests per second",
+        "We raised $2.5 M last year; is a 4K monitor worth it for the office?",
+    ):
+        assert "SI units" not in cues.detect(not_science).signals, not_science
 
 
 def test_detect_reports_confidence_evidence_and_fallback() -> None:
