@@ -189,6 +189,9 @@ def start_mmo(sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, st
             f"model_id = {json.dumps(model_id)}",
             f'base_url = "{sim_url}"',
             f'api_key_env = "{SIM_KEY_ENV}"',
+            # Priced, so the key's budget can hold each request's worst case.
+            "cost_per_1k_input = 0.001",
+            "cost_per_1k_output = 0.002",
         ]
     config = tmp / "mmo.toml"
     config.write_text("\n".join(lines) + "\n")

@@ -229,6 +229,9 @@ class SQLiteKeyStore:
             self._conn.execute("PRAGMA busy_timeout = 2000")
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
+                # WAL with NORMAL: commits survive a crash of the process, not of the OS;
+                # a full sync on every hold, charge and release would cap a busy gateway.
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             for statement in _SCHEMA:
                 self._conn.execute(statement)
         except sqlite3.Error as exc:

@@ -27,8 +27,8 @@ def store() -> Iterator[SQLiteKeyStore]:
 @pytest.fixture
 def keys(store: SQLiteKeyStore) -> dict[str, str]:
     return {
-        # A call at the sim costs $0.000076 and is held at its worst case, $0.000136 (8
-        # input tokens counted, max_tokens 20): a third would not fit in $0.00025.
+        # A call at the sim costs $0.000076 and is held at its worst case, $0.000158 (19
+        # input tokens at most, max_tokens 20): a third would not fit in $0.00025.
         "alice": store.add(
             "alice", models=["oa", "auto:*"], budget_usd=0.00025, budget_period="day"
         ),
