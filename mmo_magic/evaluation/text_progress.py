@@ -69,9 +69,10 @@ def header_text(stats: BatchStats) -> str:
         else ""
     )
     spent = spent_text(stats.cost, stats.unpriced)
+    spent = spent if spent == format_usd(None) else f"{spent} spent"  # never "n/a spent"
     return (
         f"batch {stats.phase}: {stats.done}/{stats.total} · {stats.failed} failed · "
-        f"{spent} spent{worst} · {elapsed:.1f}s"
+        f"{spent}{worst} · {elapsed:.1f}s"
     )
 
 
