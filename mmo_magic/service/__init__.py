@@ -3,8 +3,11 @@
 One concern per module: ``schemas`` (request and response bodies), ``errors``
 (the package's errors as OpenAI-shaped HTTP errors), ``auth`` (the key and
 body-size gate), ``disconnect`` (cancelling a call when its client leaves),
-``streaming`` (SSE), ``app`` (``create_app`` and the routes) and ``cli``
-(``mmo-serve``).
+``streaming`` (SSE, for every wire), the wires besides chat (``responses``,
+``messages``, ``legacy``, ``embeddings``), ``clients`` and ``costs`` (client keys:
+allowlists, limits, budget holds, charging), ``admin`` (the keys and spend API),
+``metrics`` (Prometheus), ``deployments`` (several per name), ``reload`` (SIGHUP),
+``app`` (``create_app`` and the routes), ``cli`` and ``keys_cli`` (``mmo-serve``).
 """
 
 from .app import create_app

@@ -5,8 +5,14 @@ Endpoints::
     POST /v1/complete           the mmo API: one model, a router, or several models at once
                                 (parallel, race, consensus)
     POST /v1/chat/completions   OpenAI-compatible, streaming included: any OpenAI client works
+    POST /v1/responses          OpenAI's Responses API (``responses``)
+    POST /v1/messages           Anthropic's Messages API, for any model (``messages``)
+    POST /v1/completions        legacy text completions, mapped to chat (``legacy``)
+    POST /v1/embeddings         OpenAI embeddings (``embeddings``)
     GET  /v1/models             OpenAI's model list; each entry carries our catalogue fields
     GET  /v1/models/{name}      one entry of that list
+    /v1/keys, /v1/spend         the admin API: client keys and spend (``admin``)
+    GET  /metrics               Prometheus metrics (``metrics``)
     GET  /health                liveness (HEAD too); needs no key
 
 Every call goes through the Orchestrator, so routers, retries, fallbacks,
@@ -19,8 +25,8 @@ the model under its provider's names, or get a 400 from a provider that lacks on
 so do ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (answers carry
 ``message.tool_calls``, streamed as ``delta.tool_calls``; ``tool`` messages and assistant
 messages with tool calls are accepted); a model without tool calling refuses tools with a
-400. Parameters not supported yet (``n`` > 1...) get a 400 naming them: a parameter is
-never accepted and dropped.
+400. ``n`` > 1 makes n calls. Parameters not supported (``logprobs``...) and unknown
+fields get a 400 naming them: a parameter is never accepted and dropped.
 
 Security (``auth``): a bearer key, or loopback clients naming a loopback
 host only (``allowed_hosts`` adds hosts). ``max_tokens`` over
