@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from mmo_magic.core.errors import ConfigError
-from mmo_magic.storage import runlog
+from mmo_magic.storage import migrations, runlog
 from mmo_magic.storage.runlog import FIELDS, MIGRATIONS, RunLog, RunRecord
 from mmo_magic.storage.sqlite import open_database
 
@@ -282,7 +282,7 @@ def test_v1_database_gets_new_migrations(tmp_path: Path, monkeypatch: pytest.Mon
     assert user_version(path) == len(MIGRATIONS)
 
     added = ("ALTER TABLE runs ADD COLUMN note TEXT", "CREATE INDEX runs_note ON runs (note)")
-    monkeypatch.setattr(runlog, "MIGRATIONS", [*MIGRATIONS, added])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, added])
     with RunLog(path) as log:
         assert len(log) == 1
     assert user_version(path) == len(MIGRATIONS) + 1
@@ -331,7 +331,7 @@ def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with RunLog(path) as log:
         log.add(make(0))
     broken = ("ALTER TABLE runs ADD COLUMN half_done TEXT", "THIS IS NOT SQL")
-    monkeypatch.setattr(runlog, "MIGRATIONS", [*MIGRATIONS, broken])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, broken])
     monkeypatch.setenv("MMO_RUNLOG_FALLBACK", str(tmp_path / "fallback"))
     # The calls go on (records to a fallback file); the half-done migration is undone.
     with pytest.warns(runlog.RunLogWarning, match="cannot use the run log .*syntax error"):
