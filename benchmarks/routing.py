@@ -161,7 +161,8 @@ def main() -> None:
 
 def task_accuracy() -> list[dict[str, object]]:
     """Cross-source accuracy of the task router, learned + cues and cues alone."""
-    from mmo_magic.routing.task_model import cross_source_router_evaluation, mean_accuracy
+    from mmo_magic.routing.evaluation import cross_source_router_evaluation
+    from mmo_magic.routing.task_model import mean_accuracy
 
     print("\ntask accuracy, each source held out (8 benchmark categories)")
     learned = cross_source_router_evaluation()

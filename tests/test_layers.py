@@ -226,3 +226,16 @@ def test_the_cycle_check_sees_a_planted_cycle(tmp_path: Path, monkeypatch) -> No
     (package / "d.py").write_text("from . import a  # noqa: F401\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert import_cycles("circle") == [["circle.a", "circle.b", "circle.c"]]
+
+
+MAX_MODULE_LINES = 800  # past this a module is two rooms: split it where its concerns part
+
+
+def test_no_module_is_over_800_lines() -> None:
+    package = Path(__file__).resolve().parent.parent / "mmo_magic"
+    long = {
+        str(path.relative_to(package)): lines
+        for path in package.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}

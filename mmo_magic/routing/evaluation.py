@@ -3,6 +3,7 @@ set and the evaluation. pandas is imported only when these are called."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,14 @@ from .base import Router
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["RouterEvaluation", "evaluate_router", "load_routing_prompts"]
+    from .task_model import LabelledPrompt, SourceScore, TaskClassifier
+
+__all__ = [
+    "RouterEvaluation",
+    "cross_source_router_evaluation",
+    "evaluate_router",
+    "load_routing_prompts",
+]
 
 
 def load_routing_prompts(split: str | None = None) -> pd.DataFrame:
@@ -118,3 +126,40 @@ def evaluate_router(
         )
     per_label = pd.DataFrame(rows).set_index("label")
     return RouterEvaluation(router.name, accuracy, confusion, predictions, per_label)
+
+
+def cross_source_router_evaluation(
+    data: Sequence[LabelledPrompt] | None = None,
+    *,
+    tasks: Sequence[str] | None = None,
+    learned: bool = True,
+) -> list[SourceScore]:
+    """``cross_source_evaluation`` of ``TaskRouter`` as it routes: for each held-out
+    source, a classifier trained on the other sources plus the cues. ``learned=False``
+    measures the cues alone (nothing is trained)."""
+    from .task import TaskRouter
+    from .task_model import (
+        BENCHMARK_TASKS,
+        SourceScore,
+        cross_source_evaluation,
+        read_task_prompts,
+    )
+
+    data = read_task_prompts() if data is None else data
+    tasks = BENCHMARK_TASKS if tasks is None else tasks
+
+    def route(model: TaskClassifier, prompts: Sequence[str]) -> list[str]:
+        router = TaskRouter(classifier=model, learned=learned)
+        return [router.classify(p) for p in prompts]
+
+    if learned:
+        return cross_source_evaluation(data, tasks=tasks, predict=route)
+    scores = []
+    for source in sorted({d.source for d in data}):
+        test = [d for d in data if d.source == source and d.task in tasks]
+        if test:
+            predicted = route(None, [d.prompt for d in test])  # type: ignore[arg-type]
+            hits = sum(p == d.task for p, d in zip(predicted, test, strict=True))
+            found = tuple(sorted({d.task for d in test}))
+            scores.append(SourceScore(source, hits / len(test), len(test), found))
+    return scores

@@ -501,36 +501,6 @@ def mean_accuracy(scores: Sequence[SourceScore]) -> float:
     return math.fsum(s.accuracy * s.prompts for s in scores) / total if total else float("nan")
 
 
-def cross_source_router_evaluation(
-    data: Sequence[LabelledPrompt] | None = None,
-    *,
-    tasks: Sequence[str] = BENCHMARK_TASKS,
-    learned: bool = True,
-) -> list[SourceScore]:
-    """``cross_source_evaluation`` of ``TaskRouter`` as it routes: for each held-out
-    source, a classifier trained on the other sources plus the cues. ``learned=False``
-    measures the cues alone (nothing is trained)."""
-    from .task import TaskRouter
-
-    data = read_task_prompts() if data is None else data
-
-    def route(model: TaskClassifier, prompts: Sequence[str]) -> list[str]:
-        router = TaskRouter(classifier=model, learned=learned)
-        return [router.classify(p) for p in prompts]
-
-    if learned:
-        return cross_source_evaluation(data, tasks=tasks, predict=route)
-    scores = []
-    for source in sorted({d.source for d in data}):
-        test = [d for d in data if d.source == source and d.task in tasks]
-        if test:
-            predicted = route(None, [d.prompt for d in test])  # type: ignore[arg-type]
-            hits = sum(p == d.task for p, d in zip(predicted, test, strict=True))
-            found = tuple(sorted({d.task for d in test}))
-            scores.append(SourceScore(source, hits / len(test), len(test), found))
-    return scores
-
-
 # -- nearest labelled examples ------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.config import load_settings
 from ..core.errors import ConfigError, MMOError
 from ..orchestration.orchestrator import Orchestrator
-from ..storage.keys import open_key_store
+from ..storage.key_stores import open_key_store
 from .app import create_app
 from .auth import KEYS_ENV, allowed_host_problem, client_keys, is_loopback
 from .keys_cli import keys_main, store_path

@@ -18,7 +18,8 @@ from pathlib import Path
 from ..core.config import default_runlog_path, load_settings
 from ..core.errors import MMOError
 from ..core.redaction import redact
-from ..storage.keys import PERIODS, open_key_store
+from ..storage.key_stores import open_key_store
+from ..storage.keys import PERIODS
 
 __all__ = ["keys_main", "store_path"]
 

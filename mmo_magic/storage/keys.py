@@ -36,7 +36,6 @@ __all__ = [
     "KeyStore",
     "SQLiteKeyStore",
     "hash_key",
-    "open_key_store",
     "period_start",
 ]
 
@@ -354,13 +353,3 @@ class SQLiteKeyStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def open_key_store(where: str) -> KeyStore:
-    """The key store at ``where``: a ``postgresql://`` URL (shared by several gateways;
-    needs psycopg), else a SQLite file."""
-    if where.startswith(("postgresql://", "postgres://")):
-        from .keys_postgres import PostgresKeyStore
-
-        return PostgresKeyStore(where)
-    return SQLiteKeyStore(where)

@@ -17,11 +17,11 @@ import pytest
 from mmo_magic.core.errors import ConfigError
 from mmo_magic.core.models import Catalogue, ModelConfig
 from mmo_magic.routing import TASKS, TaskRouter
+from mmo_magic.routing.evaluation import cross_source_router_evaluation
 from mmo_magic.routing.task_model import (
     BENCHMARK_TASKS,
     SourceScore,
     TaskClassifier,
-    cross_source_router_evaluation,
     load_task_prompts,
     mean_accuracy,
     read_task_prompts,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from helpers import USER, free_port, mmo_serve
 
-from mmo_magic.storage.keys import open_key_store
+from mmo_magic.storage.key_stores import open_key_store
 
 PG_BIN = Path("/usr/lib/postgresql")
 
