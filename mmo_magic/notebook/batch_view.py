@@ -62,7 +62,7 @@ def render_html(stats: BatchStats) -> str:
     return (
         f"<div class='{_NO_MATH}' style='color:var(--jp-ui-font-color1)'>"
         f"<p>{html.escape(header_text(stats))}</p>"
-        f"<table style='border-collapse:collapse'><tr>{heads}</tr>{''.join(rows)}</table></div>"
+        f"<table><tr>{heads}</tr>{''.join(rows)}</table></div>"
     )
 
 
