@@ -68,7 +68,8 @@ def test_race_and_judges_notebook_shows_its_races_without_a_kernel(tmp_path):
     answers = [ast.literal_eval(line.split(None, 2)[2]) for line in text[8].splitlines()]
     assert len(answers) == 3 and answers[1]  # quick answered; the others were cut short
     assert "fair-judge" in text[11] and "biased-judge" in text[11]
-    assert "position bias" in text[12] and "(geographer)" in text[12]
+    # The winner by its model's name (never the label the judges saw), and the biased judge.
+    assert "position bias" in text[12] and "swap-order checks: geographer" in text[12]
     # No output of the saved notebook is a widget: each race left its static rendering.
     for cell in code:
         for out in cell.outputs:
