@@ -29,8 +29,7 @@ from __future__ import annotations
 from . import scorers
 from .batch import arun_batch, estimate_batch, run_batch
 from .datasets import eval_questions, load_items
-from .persist import load_batch
-from .progress import BatchProgress, BatchStats, ModelStats, set_default_progress
+from .progress import BatchProgress, BatchStats, ModelStats
 from .ratings import (
     Comparison,
     Rating,
@@ -40,8 +39,9 @@ from .ratings import (
     position_bias,
     win_matrix,
 )
-from .result import BatchResult
+from .result import BatchResult, load_batch
 from .spec import BatchContext, BatchSpec
+from .views import set_default_progress
 
 __all__ = [
     "BatchContext",

@@ -17,10 +17,11 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from .datasets import load_items
-from .progress import BatchProgress, default_progress
+from .progress import BatchProgress
 from .result import BatchResult
 from .run import Batch
 from .spec import BatchContext, BatchSpec, RunsBatches, as_spec, context_of
+from .views import default_progress
 
 __all__ = ["arun_batch", "estimate_batch", "run_batch"]
 

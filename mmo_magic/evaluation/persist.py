@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from .result import BatchResult
 
-__all__ = ["load_batch", "save_batch"]
+__all__ = ["read_saved", "save_batch"]
 
 FORMAT = "mmo_magic.batch/1"
 _TABLES = ("items", "rows", "judgements", "grades", "scores")
@@ -80,11 +80,10 @@ def save_batch(br: BatchResult, path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def load_batch(path: str | os.PathLike[str]) -> BatchResult:
-    """The ``BatchResult`` saved in the folder ``path`` by ``br.save(path)``."""
+def read_saved(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``br.save(path)`` wrote in the folder ``path``, as ``BatchResult``'s arguments
+    (``load_batch`` builds the result from them)."""
     import pandas as pd
-
-    from .result import BatchResult
 
     folder = Path(path).expanduser()
     meta_file = folder / "batch.json"
@@ -111,8 +110,8 @@ def load_batch(path: str | os.PathLike[str]) -> BatchResult:
             entry["item"] = int(entry["item"])
             if "epoch" in entry and entry["epoch"] is not None:
                 entry["epoch"] = int(entry["epoch"])
-    return BatchResult(
-        items=tables["items"], models=list(meta["models"]), rows=rows,  # type: ignore[arg-type]
+    return dict(
+        items=tables["items"], models=list(meta["models"]), rows=rows,
         group_id=meta["group_id"], judges=list(meta["judges"]), judge_mode=meta["judge_mode"],
         judgements=tables["judgements"], grades=tables["grades"],
         worst_case_cost=meta["worst_case_cost"], judge_cost=meta["judge_cost"],

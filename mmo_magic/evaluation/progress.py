@@ -1,9 +1,9 @@
-"""A batch's progress: counts per model, and the view that shows them (set by the caller)."""
+"""A batch's progress: counts per model, and what a view of them must do (``views``
+chooses the view a batch gets)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,8 +11,6 @@ __all__ = [
     "BatchProgress",
     "BatchStats",
     "ModelStats",
-    "default_progress",
-    "set_default_progress",
 ]
 
 
@@ -94,23 +92,3 @@ class BatchProgress(Protocol):
     def start(self, stats: BatchStats) -> None: ...
     def update(self, stats: BatchStats) -> None: ...
     def finish(self, stats: BatchStats) -> None: ...
-
-
-ProgressFactory = Callable[[], BatchProgress | None]
-_default_progress: ProgressFactory | None = None
-
-
-def set_default_progress(factory: ProgressFactory | None) -> None:
-    """The view ``progress=None`` uses (the notebook layer registers one); None: no view."""
-    global _default_progress
-    _default_progress = factory
-
-
-def default_progress() -> BatchProgress | None:
-    """A new view from the registered factory (a notebook's), else the text view when
-    stderr is a terminal (a plain script or shell), else None."""
-    if _default_progress is not None:
-        return _default_progress()
-    from .text_progress import terminal_progress
-
-    return terminal_progress()

@@ -432,3 +432,10 @@ def _quantile(series: Any, q: float) -> float | None:
 def _mean(series: Any) -> float | None:
     values = series.dropna()
     return float(values.mean()) if len(values) else None
+
+
+def load_batch(path: str | os.PathLike[str]) -> BatchResult:
+    """The ``BatchResult`` saved in the folder ``path`` by ``br.save(path)``."""
+    from .persist import read_saved
+
+    return BatchResult(**read_saved(path))

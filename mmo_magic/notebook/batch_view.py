@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from ..evaluation.progress import BatchStats, set_default_progress
+from ..evaluation.progress import BatchStats
 from ..evaluation.text_progress import (
     TextProgress,
     eta_text,
@@ -28,6 +28,7 @@ from ..evaluation.text_progress import (
     render_text,
     spent_text,
 )
+from ..evaluation.views import set_default_progress
 
 __all__ = ["TextProgress", "WidgetProgress", "auto_progress", "install", "render_text"]
 

@@ -687,6 +687,6 @@ def unload(shell: Any) -> None:
     for formatter, module, name, _ in formatters(shell):
         formatter.pop(f"{module}.{name}", None)
     transforms.uninstall(shell)
-    from ..evaluation.progress import set_default_progress
+    from ..evaluation.views import set_default_progress
 
     set_default_progress(None)
