@@ -79,6 +79,11 @@ def run_batch(
     view = _choose_progress(progress)
     try:
         context.loop.run(_running(context, batch, view))
+    except KeyboardInterrupt as stop:
+        # The stop button: the answers so far are a result too (``%%mmo_batch -o`` keeps
+        # them, as a stopped race keeps its panels); rows never sent say "not run".
+        stop.result = batch.result()  # type: ignore[attr-defined]
+        raise
     finally:
         _close(view)  # a widget replaces itself with its final state on the caller's thread
     return batch.result()
