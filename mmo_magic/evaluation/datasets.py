@@ -21,6 +21,12 @@ def load_items(data: Any) -> list[dict[str, Any]]:
     if isinstance(data, str | os.PathLike):
         path = Path(data).expanduser()
         suffix = path.suffix.lower()
+        if not path.is_file():
+            raise ConfigError(
+                f"No batch data file at {str(path)!r}.",
+                hint="Check the path (relative paths start from the working directory, "
+                f"{os.getcwd()!r}).",
+            )
         if suffix in (".jsonl", ".ndjson", ".json"):
             with path.open(encoding="utf-8") as lines:
                 items = [json.loads(line) for line in lines if line.strip()]
@@ -40,6 +46,13 @@ def load_items(data: Any) -> list[dict[str, Any]]:
                 hint="Use a .csv, .jsonl or .parquet file, a DataFrame or a list of dicts.",
             )
     elif hasattr(data, "to_dict") and hasattr(data, "columns"):
+        columns = [str(c) for c in data.columns]
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:  # to_dict would keep one of each silently
+            raise ConfigError(
+                f"The batch DataFrame has column {twice[0]!r} more than once.",
+                hint="Rename or drop the duplicates (df.loc[:, ~df.columns.duplicated()]).",
+            )
         items = data.to_dict("records")
     elif isinstance(data, Iterable) and not isinstance(data, Mapping):
         items = list(data)

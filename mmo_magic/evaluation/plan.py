@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -102,6 +104,10 @@ def plan_items(
     key: str | None,
     reference_column: str | None,
 ) -> list[Item]:
+    columns = {name for values in raw for name in values}
+    _check_braces(prompt, "The batch prompt", columns)
+    if system:
+        _check_braces(system, "The batch system prompt", columns)
     template = Template(prompt)
     system_template = Template(system) if system else None
     items: list[Item] = []
@@ -136,9 +142,47 @@ def plan_items(
     return items
 
 
+# ``{name`` with no closing brace.
+_UNCLOSED = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_}])")
+
+
+def _check_braces(text: str, what: str, columns: set[str]) -> None:
+    """Refuse ``{column`` without its ``}``: a typo that would be sent as written. Only
+    the items' column names count: ``{a, b}`` or ``{name: 1}`` in a prompt are text."""
+    found = next((m for m in _UNCLOSED.finditer(text) if m.group(1) in columns), None)
+    if found:
+        raise ConfigError(
+            f"{what} has {found.group(0)!r} with no closing brace.",
+            hint=f"Write {{{found.group(1)}}} for the column, or {{{{ for a literal brace.",
+        )
+
+
+def _check_limit_names(limits: Limits, names: list[str]) -> None:
+    unknown = [name for name in limits.limits if name not in names]
+    if unknown:
+        raise ConfigError(
+            f"limits= names {', '.join(map(repr, unknown))}, which is not a model or judge "
+            "of this batch.",
+            hint=f"Use one of: {', '.join(names)}.",
+        )
+
+
+def _missing(value: Any) -> bool:
+    """None or NaN: a cell with no value (pandas' empty cells), never to be sent as "nan"."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _render(template: Template, values: dict[str, Any], where: str) -> str:
     """``template`` filled from an item; a missing variable's hint names the columns
-    (in a batch the missing thing is a column, not a keyword argument)."""
+    (in a batch the missing thing is a column, not a keyword argument). An empty cell
+    (None, NaN) is refused rather than sent as the text "nan"."""
+    empty = [name for name in template.variables if name in values and _missing(values[name])]
+    if empty:
+        raise ConfigError(
+            f"{where[0].upper()}{where[1:]} needs column {empty[0]!r}, which is empty there "
+            "(None or NaN).",
+            hint=f"Fill it, or drop those items first (df.dropna(subset=[{empty[0]!r}])).",
+        )
     try:
         return template.render(values, where=where)
     except TemplateError as exc:
@@ -185,6 +229,8 @@ class Plan:
         self.judge_configs = {j: catalogue.resolve(j) for j in s.judges}
         self.limits = limits if limits is not None else Limits.of(s.limits)
         self.limits.configure({**self.judge_configs, **self.configs})
+        if limits is None and not isinstance(s.limits, Limits):  # limits= given as a dict
+            _check_limit_names(self.limits, [*s.models, *s.judges])
         self.items = (
             items
             if items is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -95,3 +96,37 @@ def test_the_run_log_and_the_ray_shipping_log_are_record_sinks():
     shipping = ShippingLog()
     assert isinstance(shipping, RecordSink) and not isinstance(shipping, mmo.RunLog)
     assert shipping.records(group_id="any") == []
+
+
+# -- issue 27 #11: bad batch input is one clear line, before anything is sent ----------------
+
+
+@pytest.mark.parametrize(
+    ("data", "options", "message"),
+    [
+        ([{"question": float("nan")}], {}, "column 'question', which is empty there"),
+        ([{"question": None}], {}, "column 'question', which is empty there"),
+        ([{"q": "x"}], {"prompt": "{q"}, "'{q' with no closing brace"),
+        ([{"question": "x"}], {"limits": {"typo": {"requests_per_minute": 5}}}, "names 'typo'"),
+        ("no-such-file.csv", {}, "No batch data file at 'no-such-file.csv'"),
+    ],
+)
+def test_bad_batch_input_is_refused_before_sending(orc, sim, data, options, message):
+    sent = sum(sim.requests.values())
+    with pytest.raises(mmo.ConfigError, match=re.escape(message)):
+        orc.batch(data, models=["oa"], progress=False, **options)
+    assert sum(sim.requests.values()) == sent  # nothing reached the provider
+
+
+def test_duplicate_dataframe_columns_are_refused(orc):
+    import pandas as pd
+
+    frame = pd.DataFrame([["a", "b"]], columns=["question", "question"])
+    with pytest.raises(mmo.ConfigError, match="column 'question' more than once"):
+        orc.batch(frame, models=["oa"], progress=False)
+
+
+def test_braces_that_are_not_a_column_stay_text(orc):
+    br = orc.batch([{"q": "x"}], models=["oa"], prompt="{q}: is it in {a, b}? {name: 1}",
+                   progress=False)  # fmt: skip
+    assert br.prompts == ["x: is it in {a, b}? {name: 1}"]
