@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import keyword
 import queue
 import re
 import sys
@@ -59,8 +60,21 @@ def _friendly(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _parse(magic: Callable[..., Any], line: str) -> argparse.Namespace:
-    """``parse_argstring``, then the quotes it keeps around values removed (-s 'Be brief')."""
-    args = parse_argstring(magic, line)
+    """``parse_argstring``, then the quotes it keeps around values removed (-s 'Be brief').
+
+    A quote left open is a one-line error (shlex's ValueError was a traceback), and so
+    is ``-o NAME`` that is not a Python identifier (it would make a variable no code can
+    name)."""
+    try:
+        args = parse_argstring(magic, line)
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise ConfigError(f"{exc} in {line!r}: close the quote, or drop it.") from None
+    out = getattr(args, "out", None)
+    if (isinstance(out, str) and not _unquote(out).isidentifier()) or keyword.iskeyword(out or ""):
+        raise ConfigError(
+            f"-o {out} is not a variable name: use letters, digits and _, not starting "
+            "with a digit, and not a Python keyword."
+        )
     for name, value in vars(args).items():
         if isinstance(value, str):
             setattr(args, name, _unquote(value))

@@ -495,3 +495,21 @@ def test_interrupt_during_a_pipeline_cancels_its_request(ip, orc, sim):
         time.sleep(0.02)
     assert [d.phase for d in sim.disconnects] == ["waiting"]
     assert orc.runs.records()[-1].status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("oa:sim-echo 'unterminated", "No closing quotation"),
+        ("oa:sim-echo -o 1bad", "-o 1bad is not a variable name"),
+        ("oa:sim-echo -o class", "-o class is not a variable name"),
+    ],
+)
+def test_a_bad_line_is_one_error_line_and_sends_nothing(ip, sim, line, message):
+    sent = sum(sim.requests.values())
+    value, cap = run(ip, "mmo", line, "hello")
+    assert value is None and message in cap.stderr and "Traceback" not in cap.stderr
+    assert len(cap.stderr.strip().splitlines()) == 1
+    assert "1bad" not in ip.user_ns and sum(sim.requests.values()) == sent
+    value, _ = run(ip, "mmo", "oa:sim-echo -o fine", "hello")  # the kernel is still usable
+    assert ip.user_ns["fine"].content == "hello"
