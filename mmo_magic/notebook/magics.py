@@ -16,7 +16,7 @@ import queue
 import re
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
@@ -24,9 +24,10 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Float, Unicode, observe
 
-from ..core.completion import CompletionResponse
+from ..core.completion import CompletionResponse, Prompt
 from ..core.errors import ConfigError, MMOError
 from ..core.loop import background_loop
+from ..core.parts import Document, Image, Part
 from ..core.templates import Template
 from ..orchestration.calls import CallOptions
 from ..orchestration.orchestrator import Orchestrator
@@ -205,12 +206,14 @@ class MMOMagics(Magics):
     @argument("--no-cache", action="store_true", help="Skip the response cache.")
     @argument("--budget", type=float, default=None, help="USD limit for this call.")
     @argument("--no-interpolate", action="store_true", help="Send {braces} as written.")
+    @argument("--image", action="append", default=[], metavar="PATH", help="Attach an image.")
+    @argument("--file", action="append", default=[], metavar="PATH", help="Attach a PDF.")
     @cell_magic
     @_friendly
     def mmo(self, line: str, cell: str) -> None:
         """Send the cell to a model (or route, race, fan out, or judge)."""
         args = _parse(self.mmo, line)
-        prompt = self._prompt(cell, args.no_interpolate)
+        prompt = self._prompt(cell, args.no_interpolate, args.image, args.file)
         options = self._options(args)
         many = args.race or args.all_models or args.consensus
         if sum(bool(x) for x in (args.race, args.all_models, args.consensus)) > 1:
@@ -231,11 +234,23 @@ class MMOMagics(Magics):
         self._store(args.out, response)
         return None
 
-    def _prompt(self, cell: str, raw: bool) -> str:
-        if raw:
-            return cell
-        where = "the cell (use --no-interpolate to send braces as written)"
-        return Template(cell).render(self.ip.user_ns, where=where)
+    def _prompt(
+        self, cell: str, raw: bool, images: Sequence[str] = (), files: Sequence[str] = ()
+    ) -> Prompt:
+        """The cell as the prompt: text, or text and parts when it has images or files.
+
+        ``{var}`` holding an image (a Part, a PIL image, a matplotlib figure) becomes a part
+        where it stands, not its str(); ``--image``/``--file`` parts follow the text."""
+        pieces: list[Any] = [cell]
+        if not raw:
+            where = "the cell (use --no-interpolate to send braces as written)"
+            pieces = _interpolate(cell, self.ip.user_ns, where)
+        pieces += [Image(path) for path in images]
+        pieces += [Document(path) for path in files]
+        pieces = [p for p in pieces if not (isinstance(p, str) and not p.strip())] or [""]
+        if len(pieces) == 1 and isinstance(pieces[0], str):
+            return pieces[0]
+        return pieces
 
     def _options(self, args: argparse.Namespace) -> CallOptions:
         options: CallOptions = {
@@ -264,7 +279,7 @@ class MMOMagics(Magics):
         return args.model or self.default_model, None
 
     def _stream_live(
-        self, prompt: str, model: str | None, route: Any, options: CallOptions, fmt: str
+        self, prompt: Prompt, model: str | None, route: Any, options: CallOptions, fmt: str
     ) -> CompletionResponse:
         handle = display(_render("…", fmt), raw=True, display_id=True)
         stream = self.orc.stream(prompt, model, route=route, **options)
@@ -284,7 +299,7 @@ class MMOMagics(Magics):
         return stream.response
 
     def _stream_text(
-        self, prompt: str, model: str | None, route: Any, options: CallOptions, fmt: str
+        self, prompt: Prompt, model: str | None, route: Any, options: CallOptions, fmt: str
     ) -> CompletionResponse:
         """A terminal: each delta printed as it arrives (updating a display would reprint it)."""
         stream = self.orc.stream(prompt, model, route=route, **options)
@@ -320,7 +335,7 @@ class MMOMagics(Magics):
         if name:
             self.ip.user_ns[name] = value
 
-    def _many(self, prompt: str, args: argparse.Namespace, options: CallOptions) -> Any:
+    def _many(self, prompt: Prompt, args: argparse.Namespace, options: CallOptions) -> Any:
         if args.race:
             return self._race(prompt, _models(args.race), options, out=args.out)
         if args.all_models:
@@ -372,7 +387,7 @@ class MMOMagics(Magics):
 
     def _race(
         self,
-        prompt: str,
+        prompt: Prompt,
         models: list[str],
         options: CallOptions,
         *,
@@ -670,7 +685,42 @@ def _code_of(text: str) -> str:
     return (match.group(1) if match else text).strip("\n")
 
 
-def _title(prompt: str) -> str:
+def _is_image(value: Any) -> bool:
+    """A value that ``{var}`` puts in the prompt as a part: a Part, a figure or a PIL image."""
+    if isinstance(value, Part):
+        return True
+    if hasattr(value, "savefig"):  # a matplotlib figure
+        return True
+    return hasattr(value, "save") and hasattr(value, "mode") and hasattr(value, "size")
+
+
+def _interpolate(cell: str, namespace: Any, where: str) -> list[Any]:
+    """The rendered cell as text pieces with image variables as parts where they stand."""
+    template = Template(cell)
+    values: dict[str, Any] = {}
+    images: dict[str, Part] = {}
+    for name in template.variables:
+        if name not in namespace:
+            continue  # render names it, with the hint
+        value = namespace[name]
+        if _is_image(value):
+            marker = f"\x00{len(images)}\x00"
+            images[marker] = value if isinstance(value, Part) else Image(value)
+            values[name] = marker
+        else:
+            values[name] = value
+    text = template.render(values, where=where)
+    if not images:
+        return [text]
+    pieces: list[Any] = []
+    for piece in re.split(r"(\x00\d+\x00)", text):
+        pieces.append(images.get(piece, piece))
+    return pieces
+
+
+def _title(prompt: Prompt) -> str:
+    if not isinstance(prompt, str):
+        prompt = " ".join(str(p) for p in prompt if isinstance(p, str))
     first = prompt.strip().splitlines()[0] if prompt.strip() else ""
     return first if len(first) <= 80 else first[:77] + "…"
 

@@ -1,0 +1,105 @@
+"""%%mmo with images and documents (issue 25), through a real InteractiveShell against the sim."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from helpers import sim_models
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import mmo_magic as mmo
+
+PARTS = "sim-fast?reply=parts"
+
+
+def png(width: int = 2, height: int = 2) -> bytes:
+    """A real PNG (grey pixels), small enough to write by hand."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.fixture
+def orc(sim, keys):
+    with mmo.Orchestrator(sim_models(sim), default_model="oa", runlog=":memory:", cache=False) as o:
+        for base in ("oa", "an"):
+            o.add_model(o.catalogue.resolve(base).replace(name=f"{base}:parts", model_id=PARTS))
+        o.add_model(o.catalogue.resolve("oa").replace(name="blind", model_id=PARTS, vision=False))
+        yield o
+
+
+@pytest.fixture
+def ip(orc):
+    shell = InteractiveShell.instance()
+    mmo.use(orc)
+    shell.run_line_magic("load_ext", "mmo_magic")
+    yield shell
+    shell.run_line_magic("unload_ext", "mmo_magic")
+    mmo.use(None)
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def chart(tmp_path):
+    path = tmp_path / "chart.png"
+    path.write_bytes(png())
+    return path
+
+
+def run(ip, line: str, cell: str):
+    with capture_output() as cap:
+        ip.run_cell_magic("mmo", line, cell)
+    return cap
+
+
+def test_image_options_attach_each_image(ip, orc, chart, tmp_path):
+    other = tmp_path / "other.png"
+    other.write_bytes(png(4, 3))
+    cap = run(ip, f"oa:parts --no-stream -o r --image {chart} --image {other}", "What is this?")
+    assert cap.stderr == ""
+    answer = ip.user_ns["r"].content
+    assert "received 2 part(s)" in answer, answer
+    assert answer.count("image image/png") == 2
+
+
+def test_file_option_sends_a_pdf_to_anthropic(ip, tmp_path):
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n")
+    cap = run(ip, f"an:parts --no-stream -o r --file {pdf}", "Summarise the report.")
+    assert cap.stderr == ""
+    assert "received 1 part(s): document application/pdf" in ip.user_ns["r"].content
+
+
+def test_an_image_variable_becomes_a_part_not_its_str(ip, chart):
+    ip.user_ns["img"] = mmo.Image(str(chart))
+    ip.user_ns["who"] = "a chart"
+    cap = run(ip, "oa:parts --no-stream -o r", "Describe {who}: {img}")
+    assert cap.stderr == ""
+    answer = ip.user_ns["r"].content
+    assert "received 1 part(s): image image/png" in answer, answer
+    assert "Part(" not in answer
+
+
+def test_a_missing_image_is_one_error_line_and_nothing_is_sent(ip, orc, tmp_path):
+    before = len(orc.runs)
+    cap = run(ip, f"oa:parts -o r --image {tmp_path / 'nope.png'}", "What is this?")
+    lines = cap.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope.png" in lines[0] and "does not exist" in lines[0], lines
+    assert "r" not in ip.user_ns
+    assert len(orc.runs) == before
+
+
+def test_a_model_that_cannot_see_is_one_error_line(ip, orc, chart):
+    cap = run(ip, f"blind --no-stream -o r --image {chart}", "What is this?")
+    lines = cap.stderr.strip().splitlines()
+    assert len(lines) == 1 and "blind" in lines[0], lines
+    assert "r" not in ip.user_ns
