@@ -9,7 +9,7 @@ is decided in ``rendering``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from IPython.display import display
@@ -38,11 +38,19 @@ class RaceDisplay:
     it arrives, then the texts, the winner and the votes.
     """
 
-    def __init__(self, live: bool, models: list[str], title: str, *, votes: bool) -> None:
+    def __init__(
+        self,
+        live: bool,
+        models: list[str],
+        title: str,
+        *,
+        votes: bool,
+        thinkers: Collection[str] | None = None,
+    ) -> None:
         from .widgets import RaceView
 
         self.live = live
-        self.view = RaceView(models, title=title, show_votes=votes, live=live)
+        self.view = RaceView(models, title=title, show_votes=votes, live=live, thinkers=thinkers)
         self.printed: dict[str, str] = {}
         self.handle: Any = None
 
@@ -54,7 +62,9 @@ class RaceDisplay:
             bundle = view.widget._repr_mimebundle_()
             bundle["text/plain"] = f"racing {', '.join(view.models)}…"
             self.handle = display(bundle, raw=True, display_id=True)
-        future = background_loop.submit(call(view.on_text, view.on_finish, view.on_judge))
+        future = background_loop.submit(
+            call(view.on_text, view.on_finish, view.on_judge, view.on_thinking)
+        )
         # A terminal prints news as it comes; a live widget updates itself.
         on_tick = None if self.live else self._print_status
         try:

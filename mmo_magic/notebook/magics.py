@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import keyword
 import queue
@@ -206,6 +207,8 @@ class MMOMagics(Magics):
     @argument("--no-cache", action="store_true", help="Skip the response cache.")
     @argument("--budget", type=float, default=None, help="USD limit for this call.")
     @argument("--no-interpolate", action="store_true", help="Send {braces} as written.")
+    @argument("--reasoning-effort", default=None, choices=["minimal", "low", "medium", "high"])
+    @argument("--thinking-budget", type=int, default=None, metavar="TOKENS")
     @argument("--image", action="append", default=[], metavar="PATH", help="Attach an image.")
     @argument("--file", action="append", default=[], metavar="PATH", help="Attach a PDF.")
     @cell_magic
@@ -261,6 +264,9 @@ class MMOMagics(Magics):
         }
         if getattr(args, "budget", None) is not None:
             options["budget"] = args.budget
+        for name in ("reasoning_effort", "thinking_budget"):
+            if getattr(args, name, None) is not None:
+                options[name] = getattr(args, name)
         if getattr(args, "fallback", None):
             options["fallbacks"] = _models(args.fallback)
         return options
@@ -361,6 +367,8 @@ class MMOMagics(Magics):
     @argument("-o", "--out", default=None, metavar="VAR")
     @argument("--no-cache", action="store_true")
     @argument("--no-interpolate", action="store_true")
+    @argument("--reasoning-effort", default=None, choices=["minimal", "low", "medium", "high"])
+    @argument("--thinking-budget", type=int, default=None, metavar="TOKENS")
     @argument("models", help="M1,M2,... the contestants")
     @line_cell_magic
     @_friendly
@@ -402,8 +410,16 @@ class MMOMagics(Magics):
         if len(models) < 1:
             raise ConfigError("Name the models to compare, e.g. sim-fast,sim-slow.")
 
-        def call(on_text: Any, on_result: Any, on_judge: Any) -> Coroutine[Any, Any, Any]:
+        def call(
+            on_text: Any, on_result: Any, on_judge: Any, on_thinking: Any
+        ) -> Coroutine[Any, Any, Any]:
             hooks = {"on_text": on_text, "on_result": on_result}
+            method: Any = self.orc.arace
+            if strategy is not None or all_models:
+                method = self.orc.aconsensus if strategy is not None else self.orc.aall
+            if "on_thinking" in inspect.signature(method).parameters:
+                # The panels' "thinking" phase, where the orchestrator hands thinking on.
+                hooks["on_thinking"] = on_thinking
             if strategy is not None:
                 return self.orc.aconsensus(
                     prompt, models, judges=judges or [], strategy=strategy, on_judge=on_judge,
@@ -421,11 +437,25 @@ class MMOMagics(Magics):
             fastest = min(ok, key=lambda r: r.latency_ms or 0.0) if ok else None
             return RaceResult(fastest, value, value[0].group_id or "")
 
-        show = RaceDisplay(self.live, models, _title(prompt), votes=strategy is not None)
+        show = RaceDisplay(
+            self.live, models, _title(prompt), votes=strategy is not None,
+            thinkers=self._thinkers(models),
+        )  # fmt: skip
         result = show.run(call, as_result)
         SHOWN_LIVE[id(result)] = result  # the view already shows it: no Out[] repeats it
         self._store(out, result)
         return result
+
+    def _thinkers(self, models: list[str]) -> set[str]:
+        """The models the catalogue marks as reasoning: their panels may show "thinking"."""
+        out = set()
+        for name in models:
+            try:
+                if self.orc.catalogue.resolve(name).reasoning:
+                    out.add(name)
+            except MMOError:
+                pass  # an unknown model: the call itself says so, on its panel
+        return out
 
     # -- %mmo_runs, %mmo_models, %mmo_route -------------------------------------
 

@@ -64,6 +64,7 @@ HIGHLIGHT_BG = "var(--jp-layout-color2, #eeeeee)"  # under FG text in light and 
 ERROR_FG = "var(--jp-error-color1, #d32f2f)"  # 5:1 on white, 5.3:1 on the dark theme's #111
 STATUS_COLOURS = {
     "waiting": "var(--jp-border-color1, #9e9e9e)",
+    "thinking": "var(--jp-brand-color2, #7b1fa2)",  # a reasoning model before its first word
     "streaming": "var(--jp-brand-color1, #1976d2)",
     "done": "var(--jp-success-color1, #388e3c)",
     "failed": "var(--jp-error-color1, #d32f2f)",
@@ -108,6 +109,7 @@ class PanelState:
     attempt: int = 0
     failed_tries: list[str] = field(default_factory=list)  # one line per failed earlier try
     stopped: bool = False  # the user pressed stop while this panel was unfinished
+    thinking_s: float | None = None  # seconds of thinking so far (the badge's own timer)
 
 
 @dataclass
@@ -374,7 +376,7 @@ def status_line(p: PanelState) -> str:
     """One line for a terminal while the race runs: "  sim-slow  streaming · try 2"."""
     line = f"  {p.model}: {_label(p)}"
     problems = _problems(p)
-    if p.status != "streaming" and problems:
+    if p.status not in ("streaming", "thinking") and problems:
         line += f" ({problems[-1]})"
     elif p.response is not None and p.status == "done":
         line += f" ({stats_line(p.response)})"
@@ -517,6 +519,8 @@ def stats_line(r: CompletionResponse) -> str:
         parts.append(f"ttft {r.ttft_ms:.0f} ms")
     if r.latency_ms is not None:
         parts.append(f"{r.latency_ms:.0f} ms")
+    if (thought := thinking_note(r)) is not None:
+        parts.append(thought)
     if r.input_tokens is not None or r.output_tokens is not None:
         approx = "~" if r.tokens_estimated else ""
         n_in = "?" if r.input_tokens is None else f"{approx}{r.input_tokens}"
@@ -529,12 +533,30 @@ def stats_line(r: CompletionResponse) -> str:
     return " · ".join(parts)
 
 
+def thinking_note(r: CompletionResponse) -> str | None:
+    """How long a reasoning model thought before its first visible word, and its tokens.
+
+    ``ttft_ms - first_activity_ms``: the first byte of any kind until the first answer word.
+    None for a model that did not reason (its first byte and first word are one moment)."""
+    if not r.reasoning_tokens and not r.reasoning:
+        return None
+    parts = []
+    if r.ttft_ms is not None and r.first_activity_ms is not None:
+        parts.append(f"thought {max(0.0, r.ttft_ms - r.first_activity_ms):.0f} ms")
+    if r.reasoning_tokens:
+        parts.append(f"{r.reasoning_tokens} reasoning tokens")
+    return " · ".join(parts) or "thought"
+
+
 def one_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= _KEEP else line[: _KEEP - 1] + "…"
 
 
 def _label(p: PanelState) -> str:
+    if p.status == "thinking":
+        timer = f" {p.thinking_s:.1f} s" if p.thinking_s is not None else ""
+        return f"thinking{timer}" + (f" · try {p.attempt}" if p.attempt > 1 else "")
     if p.status == "streaming" and p.attempt > 1:
         return f"streaming · try {p.attempt}"
     if p.status == "cancelled" and p.stopped:
@@ -545,7 +567,7 @@ def _label(p: PanelState) -> str:
 def _problems(p: PanelState) -> list[str]:
     """Lines about what went wrong: earlier failed tries (retries), then why this one ended."""
     lines = [f"try {i}: {line}" for i, line in enumerate(p.failed_tries, 1)]
-    if p.stopped and p.status in ("cancelled", "waiting", "streaming"):
+    if p.stopped and p.status in ("cancelled", "waiting", "thinking", "streaming"):
         lines.append(f"cancelled: {STOPPED}")
     elif p.response is not None and p.response.status != "ok":
         lines.append(_why(p.response))

@@ -17,7 +17,7 @@ import dataclasses
 import html
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,6 +34,8 @@ __all__ = ["RaceView"]
 # panel, counting a stream's first words and its final exact text (1/0.055 s
 # ~ 18, plus those two; benchmarks/widgets.py counts them).
 PUSH_INTERVAL_S = 0.055
+# The thinking badge's timer: a header update every 0.2 s while a model thinks.
+THINKING_TICK_S = 0.2
 
 
 class _Slot:
@@ -65,6 +67,7 @@ class _Panel:
         self.final = False  # set by finish(): later callbacks are stale and ignored
         self.last_push = 0.0
         self.flush_pending = False
+        self.thinking_since: float | None = None  # when this attempt's thinking began
         self.header = _html(live)
         self.body = _html(live, max_height="360px", overflow="auto")
         self.stats = _html(live)
@@ -90,6 +93,23 @@ class _Panel:
         self.body.value = r.body_html(self.view.text)
         self.last_push = time.monotonic()
 
+    def _new_attempt(self) -> None:
+        view = self.view
+        if view.status != "waiting":  # a retry or fallback restarts the text
+            if view.response is not None and view.response.status != "ok":
+                # Keep the failed try in sight: the retry is what a teacher points at.
+                view.failed_tries.append(r.attempt_line(view.response))
+            self.parts.clear()
+            view.response = None
+            self._render_stats()
+        view.attempt += 1
+        view.thinking_s = None
+        self.thinking_since = None
+
+    def _tick_thinking(self) -> None:
+        if self.thinking_since is not None:
+            self.view.thinking_s = time.monotonic() - self.thinking_since
+
     def _render_header(self) -> None:
         self.header.value = r.header_html(self.view)
 
@@ -110,15 +130,11 @@ class _Panel:
             view = self.view
             started = view.status != "streaming"
             if started:
-                if view.status != "waiting":  # a retry or fallback restarts the text
-                    if view.response is not None and view.response.status != "ok":
-                        # Keep the failed try in sight: the retry is what a teacher points at.
-                        view.failed_tries.append(r.attempt_line(view.response))
-                    self.parts.clear()
-                    view.response = None
-                    self._render_stats()
+                if view.status == "thinking":  # the same attempt: its thinking ends here
+                    self._tick_thinking()
+                else:
+                    self._new_attempt()
                 view.status = "streaming"
-                view.attempt += 1
                 self._render_header()
             self.parts.append(delta)
             wait = PUSH_INTERVAL_S - (time.monotonic() - self.last_push)
@@ -129,6 +145,29 @@ class _Panel:
                 return started, None
             self.flush_pending = True
             return started, wait
+
+    def start_thinking(self) -> bool:
+        """The model shows life before any text (thinking): the badge says so and times it.
+
+        Returns whether the panel just began thinking (the caller starts its timer)."""
+        with self.lock:
+            if self.final or self.view.status in ("thinking", "streaming"):
+                return False
+            self._new_attempt()
+            self.view.status = "thinking"
+            self.thinking_since = time.monotonic()
+            self.view.thinking_s = 0.0
+            self._render_header()
+            return True
+
+    def tick(self) -> bool:
+        """Advance the thinking timer on the badge; False once the panel stopped thinking."""
+        with self.lock:
+            if self.final or self.view.status != "thinking":
+                return False
+            self._tick_thinking()
+            self._render_header()
+            return True
 
     def flush(self) -> None:
         """Push text that the throttle held back (deltas may stop for a while, e.g. a stall)."""
@@ -177,7 +216,7 @@ class _Panel:
                 view.response = response
                 view.status = r.panel_status(response)
                 self.parts = [response.content]
-            elif view.response is None or view.status in ("waiting", "streaming"):
+            elif view.response is None or view.status in ("waiting", "thinking", "streaming"):
                 view.status = "cancelled"  # never started, or still running when the call ended
                 view.response = None
             view.stopped = stopped and view.status == "cancelled"
@@ -211,6 +250,9 @@ class _Panel:
                 "cached": resp.cached if resp else False,
                 "error": resp.error if resp else None,
                 "failed_tries": list(v.failed_tries),
+                "thinking_s": v.thinking_s,
+                "first_activity_ms": resp.first_activity_ms if resp else None,
+                "reasoning_tokens": resp.reasoning_tokens if resp else None,
                 "stopped": v.stopped,
             }
 
@@ -231,6 +273,7 @@ class RaceView:
         title: str = "",
         show_votes: bool = False,
         live: bool = True,
+        thinkers: Collection[str] | None = None,
     ) -> None:
         names = list(models)
         if not names:
@@ -242,6 +285,10 @@ class RaceView:
         self._title = title
         self._show_votes = show_votes
         self._panels = {name: _Panel(name, live) for name in names}
+        # Models that reason: their first sign of life ("") starts the thinking phase. For
+        # the rest it is only a first byte (OpenAI's role chunk); their thinking text, if any
+        # ever comes, still does. None: every model.
+        self._thinkers = set(names) if thinkers is None else set(thinkers)
         self._lock = threading.Lock()  # guards the summary, the judge calls and the votes
         self._judge_calls: dict[tuple[str, bool], JudgeEvent] = {}  # (judge, swapped) -> latest
         self._winner: str | None = None
@@ -283,6 +330,20 @@ class RaceView:
             _call_later(flush_in, panel.flush)
         if started:
             self._render_summary()
+
+    def on_thinking(self, model: str, delta: str) -> None:
+        """Thinking text of ``model`` ("" for a first sign of life): its panel says thinking,
+        with a timer, until visible text arrives. The thinking text itself is not shown."""
+        panel = self._panels.get(model)
+        if panel is None or not (delta or model in self._thinkers) or not panel.start_thinking():
+            return
+        self._render_summary()
+
+        def tick() -> None:
+            if panel.tick():
+                _call_later(THINKING_TICK_S, tick)
+
+        _call_later(THINKING_TICK_S, tick)
 
     def on_finish(self, response: CompletionResponse, model: str | None = None) -> None:
         """An attempt ended (ok, failed, timed out or cancelled).
