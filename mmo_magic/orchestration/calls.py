@@ -15,7 +15,7 @@ which checks the prompt and its messages.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
@@ -86,6 +86,10 @@ class CallOptions(TypedDict, total=False):
     sending), and a model the catalogue does not mark as a reasoning model refuses them.
     The response's ``reasoning`` holds the thinking text a provider returned, and
     ``reasoning_tokens`` the tokens spent thinking (billed as output).
+
+    ``allowed_models``: the only models this call may reach besides the one it names,
+    as model names or a predicate on them (a gateway passes its key's allowlist): a
+    router chooses among them, and fallbacks outside them are skipped.
     """
 
     system: str | None
@@ -108,6 +112,7 @@ class CallOptions(TypedDict, total=False):
     parallel_tool_calls: bool | None
     reasoning_effort: str | None
     thinking_budget: int | None
+    allowed_models: Callable[[str], bool] | Collection[str] | None
 
 
 _OPTION_NAMES: frozenset[str] = CallOptions.__optional_keys__
@@ -140,6 +145,21 @@ def check_options(options: Mapping[str, object], also: Iterable[str] = ()) -> No
             raise InvalidRequestError(f"Unknown option {name!r}.", hint=hint)
 
 
+def allowed_predicate(allowed: Callable[[str], bool] | Collection[str]) -> Callable[[str], bool]:
+    """``allowed_models`` as a predicate on model names (a string is one name, not letters)."""
+    if callable(allowed):
+        return allowed
+    if isinstance(allowed, str):
+        allowed = (allowed,)
+    if not isinstance(allowed, Collection):
+        raise InvalidRequestError(
+            f"allowed_models must be model names or a function of a name, "
+            f"got {type(allowed).__name__}."
+        )
+    names = frozenset(allowed)
+    return names.__contains__
+
+
 def checked_values(options: CallOptions) -> CallOptions:
     """``options`` with each value checked (InvalidRequestError) and ``fallbacks`` a tuple."""
     out: CallOptions = dict(options)  # type: ignore[assignment]
@@ -168,6 +188,8 @@ def checked_values(options: CallOptions) -> CallOptions:
         )
     if (fallbacks := options.get("fallbacks")) is not None:
         out["fallbacks"] = model_names(fallbacks, "fallbacks", allow_empty=True)
+    if (allowed := options.get("allowed_models")) is not None:
+        out["allowed_models"] = allowed_predicate(allowed)
     check_usd(options.get("budget"))
     for flag in ("allow_unpriced", "cache", "parallel_tool_calls"):
         value = options.get(flag)

@@ -33,6 +33,7 @@ from ..core.errors import (
     CircuitOpenError,
     InvalidRequestError,
     MMOError,
+    NoModelAvailableError,
     UnknownModelError,
 )
 from ..core.ids import new_id
@@ -106,6 +107,7 @@ class _Call:
     allow_unpriced: bool
     use_cache: bool
     fallbacks: Sequence[str] | None
+    allowed: Callable[[str], bool] | None  # the models besides the named one it may reach
     on_text: OnText | None
     on_finish: OnFinish | None
     on_thinking: OnText | None
@@ -249,6 +251,7 @@ class CallEngine(Generic[Sink]):
             allow_unpriced=self.allow_unpriced if allow_unpriced is None else allow_unpriced,
             use_cache=use_cache and self.cache is not None,
             fallbacks=options.get("fallbacks"),
+            allowed=options.get("allowed_models"),  # type: ignore[arg-type]  # checked_values
             on_text=context.on_text,
             on_finish=context.on_finish,
             on_thinking=context.on_thinking,
@@ -291,9 +294,19 @@ class CallEngine(Generic[Sink]):
             base.prompt, base.system = request.prompt_text, request.system
             base.parts = parts_record(request.messages)  # kind, type, size, hash: no bytes
             if call.requested == AUTO:
-                decision = self.router(call.route).route(request, self.catalogue)
+                from ..routing.base import only_models  # loaded with the router just above
+
+                router = self.router(call.route)
+                with only_models(call.allowed):
+                    decision = router.route(request, self.catalogue)
                 base.route_reason = f"{decision.router}: {decision.reason}"
                 primary = self.catalogue.resolve(decision.model)
+                if call.allowed is not None and not call.allowed(primary.name):
+                    # A router that ignores the restriction must not reach past it.
+                    raise NoModelAvailableError(
+                        "No model this call may use can take it.",
+                        hint="Name an allowed model, or widen the allowed models.",
+                    )
             else:
                 primary = self.catalogue.resolve(call.requested)
             base.model, base.provider = primary.name, primary.provider
@@ -327,6 +340,8 @@ class CallEngine(Generic[Sink]):
                 errors.append(exc)
                 attempts.append(Attempt(str(link), "", "error", str(exc)))
                 continue
+            if link is not chain[0] and call.allowed and not call.allowed(config.name):
+                continue  # a fallback outside the call's allowed models: unnamed, not tried
             if (why := failover.skip(config)) is not None:
                 attempts.append(_skipped(config, why))
                 continue

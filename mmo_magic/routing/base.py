@@ -3,9 +3,11 @@ complexity names, and the helpers that pick among a catalogue's models and expla
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +18,15 @@ from ..core.money import format_usd
 from ..core.pricing import guess_output_tokens, input_tokens
 from ..core.text import escape_markdown
 
-__all__ = ["COMPLEXITY_LEVELS", "ROUTERS", "TASKS", "TIER_FOR_LEVEL", "RouteDecision", "Router"]
+__all__ = [
+    "COMPLEXITY_LEVELS",
+    "ROUTERS",
+    "TASKS",
+    "TIER_FOR_LEVEL",
+    "RouteDecision",
+    "Router",
+    "only_models",
+]
 
 TASKS = (
     "coding",
@@ -89,6 +99,26 @@ def _max_tokens_bound(request: CompletionRequest) -> int:
     return 4 * sum(len(m.content) for m in request.messages) + 64
 
 
+# The models a route may choose, by name (None: any). Set around one ``route`` call by
+# ``only_models``: every router judges its candidates through ``_Trail.fits``, so each one
+# (built-in or learned) skips the others as it skips an unavailable model, and still sees
+# the whole catalogue (a learned router checks its models are in it).
+_ONLY: ContextVar[Callable[[str], bool] | None] = ContextVar("mmo_route_only", default=None)
+_NOT_ALLOWED = "not allowed for this call"
+
+
+@contextlib.contextmanager
+def only_models(allowed: Callable[[str], bool] | None) -> Iterator[None]:
+    """Routes inside the block choose only models whose name ``allowed`` accepts (a
+    gateway's key allowlist, say); None lifts nothing. Skipped models are not named in
+    the decision's reason."""
+    token = _ONLY.set(allowed)
+    try:
+        yield
+    finally:
+        _ONLY.reset(token)
+
+
 class _Trail:
     """What a router skipped on its way to a choice, for the reason line."""
 
@@ -98,11 +128,15 @@ class _Trail:
         self._fits: dict[str, str | None] = {}
         self._unavailable: dict[tuple[str, str | None, str | None], str | None] = {}
         self._bound = _max_tokens_bound(request)
+        self._only = _ONLY.get()
 
     def fits(self, model: ModelConfig) -> str | None:
         """Why ``model`` can't take this request now, or None when it can."""
         if model.name in self._fits:
             return self._fits[model.name]
+        if self._only is not None and not self._only(model.name):
+            self._fits[model.name] = _NOT_ALLOWED
+            return _NOT_ALLOWED
         # Models with the same provider, key variable and endpoint are available together;
         # asking once per group saves reading the environment for each of ~20 models.
         group = (model.provider, model.api_key_env, model.base_url)
@@ -138,6 +172,8 @@ class _Trail:
         return None
 
     def note(self, prefix: str, skipped: Mapping[str, list[str]]) -> None:
+        # Models outside the call's allowlist go unnamed: the reason may reach its client.
+        skipped = {why: names for why, names in skipped.items() if why != _NOT_ALLOWED}
         if skipped:
             parts = [f"{', '.join(names)} {why}" for why, names in skipped.items()]
             self.segments.append(prefix + "; ".join(parts))
@@ -165,7 +201,9 @@ def _cheapest(catalogue: Catalogue, trail: _Trail, min_tier: int = 1) -> ModelCo
 
 
 def _nothing_available(catalogue: Catalogue) -> NoModelAvailableError:
-    missing = sorted({m.unavailable_reason for m in catalogue if m.unavailable_reason})
+    only = _ONLY.get()
+    allowed = [m for m in catalogue if only is None or only(m.name)]
+    missing = sorted({m.unavailable_reason for m in allowed if m.unavailable_reason})
     detail = f" ({', '.join(missing)})" if missing else ""
     return NoModelAvailableError(
         f"No model is available to route to{detail}.",

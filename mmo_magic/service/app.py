@@ -66,7 +66,7 @@ from ..storage.keys import KeyStore
 from ..storage.runlog import new_id
 from .admin import add_admin_routes
 from .auth import Gate, client_keys, declare_security
-from .clients import Clients
+from .clients import Clients, client_of
 from .costs import sum_or_none, worst_case
 from .deployments import Deployments
 from .disconnect import unless_disconnected
@@ -287,11 +287,29 @@ def create_app(
         model, route = _target(name)
         deployments = app.state.deployments
         if deployments is None or model not in deployments:
-            return model, route, {}
+            return model, route, {"allowed_models": reachable(request, name)}
         chosen, fallbacks = deployments.choose(model)
         deployments.started(chosen)
         request.scope.setdefault("state", {}).setdefault(DEPLOYED, []).append(chosen)
-        return chosen, route, {"fallbacks": fallbacks}
+        allowed = reachable(request, name, (chosen, *fallbacks))
+        return chosen, route, {"fallbacks": fallbacks, "allowed_models": allowed}
+
+    def reachable(request: Request, name: str, also: Sequence[str] = ()) -> Callable[[str], bool]:
+        """What a call for ``name`` may reach besides it (a router's choice, fallbacks): the
+        models this server serves and the request's key allows, and ``also`` (a name's
+        deployments). A route with none of them is the 404 of a model outside the key's
+        allowlist, naming only what the key may use."""
+        key = client_of(request)
+        extra = frozenset(also)
+
+        def allowed(model: str) -> bool:
+            return model in extra or (served(model) and (key is None or key.allows(model)))
+
+        if _target(name)[0] == AUTO and not any(
+            allowed(m.name) for m in orc.catalogue if not m.embedding
+        ):
+            raise UnknownModelError(name, [k for k in known() if key is None or key.allows(k)])
+        return allowed
 
     def known() -> list[str]:
         return [e.id for e in entries() if served(e.id)]
@@ -354,6 +372,7 @@ def create_app(
             request, *(body.models or ()), *(body.judges or ()), messages=body.prompt,
             max_tokens=body.max_tokens,
         )  # fmt: skip
+            options["allowed_models"] = reachable(request, "")  # the models' fallbacks
             many, answers = await unless_disconnected(
                 request, _many(orc, body, routing, options, scrub)
             )
@@ -365,10 +384,9 @@ def create_app(
                 hint="Use model for one model.",
             )
         model, route = _single(orc, body, routing)
-        admit(
-            request, body.model or (f"{AUTO}:{route}" if isinstance(route, str) else AUTO),
-            messages=body.prompt, max_tokens=body.max_tokens,
-        )  # fmt: skip
+        named = body.model or (f"{AUTO}:{route}" if isinstance(route, str) else AUTO)
+        admit(request, named, messages=body.prompt, max_tokens=body.max_tokens)
+        options["allowed_models"] = reachable(request, named)
         call = orc.acomplete(body.prompt, model, route=route, **options)
         answer = await unless_disconnected(request, call)
         answered(request, [answer])
@@ -736,6 +754,7 @@ def _model_entries(orc: Orchestrator) -> list[ModelOut]:
         )  # fmt: skip
     routers = [(AUTO, f"the default router ({orc.default_route}) chooses the model")]
     routers += [(f"{AUTO}:{r}", f"the {r} router chooses the model") for r in ROUTERS]
+    routers += [(f"{AUTO}:{r}", f"the {r!r} router (add_router) chooses") for r in orc.routers]
     entries += [
         ModelOut(id=name, owned_by="mmo_magic", kind="router", available=True, description=text)
         for name, text in routers
