@@ -9,7 +9,7 @@ is decided in ``rendering``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 from IPython.display import display
@@ -17,6 +17,7 @@ from IPython.display import display
 from ..core.errors import MMOError
 from ..core.loop import background_loop
 from ..core.money import format_usd
+from ..core.parts import Part
 from . import rendering
 
 __all__ = ["SHOWN_LIVE", "RaceDisplay", "formatters"]
@@ -46,11 +47,14 @@ class RaceDisplay:
         *,
         votes: bool,
         thinkers: Collection[str] | None = None,
+        media: Sequence[Part] = (),
     ) -> None:
         from .widgets import RaceView
 
         self.live = live
-        self.view = RaceView(models, title=title, show_votes=votes, live=live, thinkers=thinkers)
+        self.view = RaceView(
+            models, title=title, show_votes=votes, live=live, thinkers=thinkers, media=media
+        )
         self.printed: dict[str, str] = {}
         self.handle: Any = None
 

@@ -36,6 +36,7 @@ from ..orchestration.pipeline import Pipeline, PipelineStep
 from ..orchestration.session import get_orchestrator
 from . import rendering, transforms
 from .displays import SHOWN_LIVE, RaceDisplay, formatters
+from .thumbnails import media_parts, thumbnails_html, thumbnails_text
 
 __all__ = ["MMOMagics", "load", "parse_pipeline", "unload"]
 
@@ -225,6 +226,9 @@ class MMOMagics(Magics):
             self._many(prompt, args, options)
             return None
         model, route = self._target(args)
+        if media := media_parts(prompt):  # what the prompt carries, kept in the saved notebook
+            text = thumbnails_text(media)
+            display({"text/plain": text, "text/html": thumbnails_html(media)}, raw=True)
         if self.stream and not args.no_stream and args.format != "json":
             stream = self._stream_live if self.live else self._stream_text
             response = stream(prompt, model, route, options, args.format)
@@ -439,7 +443,7 @@ class MMOMagics(Magics):
 
         show = RaceDisplay(
             self.live, models, _title(prompt), votes=strategy is not None,
-            thinkers=self._thinkers(models),
+            thinkers=self._thinkers(models), media=media_parts(prompt),
         )  # fmt: skip
         result = show.run(call, as_result)
         SHOWN_LIVE[id(result)] = result  # the view already shows it: no Out[] repeats it

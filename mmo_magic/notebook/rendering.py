@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..core.completion import CompletionResponse
 from ..core.money import format_usd
 from ..core.text import escape_markdown
+from .thumbnails import thumbnails_html, thumbnails_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..core.parts import Part
     from ..orchestration.judges import JudgeEvent
     from ..orchestration.parallel import ConsensusResult
 
@@ -133,6 +135,7 @@ class RaceState:
     votes: Votes | None = None
     show_votes: bool = False
     judging: list[JudgeEvent] = field(default_factory=list)  # each judge call, as last heard
+    media: list[Part] = field(default_factory=list)  # the prompt's images and documents
 
 
 # -- fragments shared by the widget and the static HTML ------------------------------------------
@@ -335,6 +338,7 @@ def race_html(state: RaceState) -> str:
         for p in state.panels
     )
     title = f"<div><b>{html.escape(state.title)}</b></div>" if state.title else ""
+    title += thumbnails_html(state.media)
     votes = votes_html(state.votes) if state.show_votes or state.votes else ""
     return (
         f'<div class="mmo-race {NO_MATH}" style="color:{FG}">{title}'
@@ -347,6 +351,8 @@ def race_html(state: RaceState) -> str:
 def race_text(state: RaceState) -> str:
     """The finished race as plain text: each model's status and answer, the winner, the votes."""
     lines = [state.title] if state.title else []
+    if state.media:
+        lines.append(thumbnails_text(state.media))
     for p in state.panels:
         mark = "  🏆 winner" if p.winner else ""
         lines.append(f"── {p.model} · {_label(p)}{mark}")

@@ -23,10 +23,12 @@ from typing import Any
 
 from ..core.completion import CompletionResponse
 from ..core.errors import ConfigError
+from ..core.parts import Part
 from ..orchestration.judges import JudgeEvent
 from ..orchestration.parallel import ConsensusResult, RaceResult
 from . import rendering as r
 from .rendering import PanelState, RaceState
+from .thumbnails import thumbnails_html
 
 __all__ = ["RaceView"]
 
@@ -274,6 +276,7 @@ class RaceView:
         show_votes: bool = False,
         live: bool = True,
         thinkers: Collection[str] | None = None,
+        media: Sequence[Part] = (),
     ) -> None:
         names = list(models)
         if not names:
@@ -296,6 +299,8 @@ class RaceView:
         self._votes: r.Votes | None = None
         self.title = _html(live)
         self.title.value = f"<b>{html.escape(title)}</b>" if title else ""
+        self._media = list(media)  # the prompt's images and documents, as thumbnails
+        self.title.value += thumbnails_html(self._media)
         self.summary = _html(live)
         self.judging = _html(live)  # one row per judge call, filled while the judges work
         self.votes = _html(live)
@@ -428,7 +433,7 @@ class RaceView:
         with self._lock:
             return RaceState(
                 self._title, panels, self._winner, self._reason, self._votes, self._show_votes,
-                list(self._judge_calls.values()),
+                list(self._judge_calls.values()), list(self._media),
             )  # fmt: skip
 
     def state(self) -> dict[str, dict[str, object]]:

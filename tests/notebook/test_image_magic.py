@@ -103,3 +103,58 @@ def test_a_model_that_cannot_see_is_one_error_line(ip, orc, chart):
     lines = cap.stderr.strip().splitlines()
     assert len(lines) == 1 and "blind" in lines[0], lines
     assert "r" not in ip.user_ns
+
+
+# -- thumbnails: what the prompt carried, kept in the saved notebook ----------------------------
+
+
+@pytest.fixture
+def live_ip(ip):
+    """The shell as a kernel's (display updates, widgets): see test_magics.live_ip."""
+    ip.kernel = object()
+    ip.run_line_magic("unload_ext", "mmo_magic")
+    ip.run_line_magic("load_ext", "mmo_magic")
+    yield ip
+    del ip.kernel
+
+
+def htmls(cap) -> list[str]:
+    return [o.data["text/html"] for o in cap.outputs if "text/html" in o.data]
+
+
+def test_mmo_output_shows_the_images_as_thumbnails(live_ip, chart, tmp_path):
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    cap = run(live_ip, f"oa:parts --no-stream --image {chart} --file {pdf}", "What is this?")
+    assert cap.stderr == ""
+    thumbs = [h for h in htmls(cap) if "mmo-thumbs" in h]
+    assert len(thumbs) == 1, htmls(cap)
+    assert '<img class="mmo-thumb" src="data:image/png;base64,' in thumbs[0]
+    assert "document report.pdf application/pdf" in thumbs[0]  # a document is named
+    plain = [o.data["text/plain"] for o in cap.outputs]
+    assert "attached: image image/png 71 B; document report.pdf application/pdf 15 B" in plain
+
+
+def test_race_keeps_the_thumbnails_in_its_static_rendering(live_ip, chart):
+    cap = run(live_ip, f"--race oa:parts,an:parts -o r --image {chart}", "What is this?")
+    assert cap.stderr == ""
+    assert live_ip.user_ns["r"].winner is not None
+    # The display's last state (the widget replaced by the static rendering) keeps the image.
+    final = [o for o in cap.outputs if "mmo-race" in o.data.get("text/html", "")]
+    assert final, [list(o.data) for o in cap.outputs]
+    html = final[-1].data["text/html"]
+    assert html.count('<img class="mmo-thumb" src="data:image/png;base64,') == 1
+    assert "attached: image image/png 71 B" in final[-1].data["text/plain"]
+
+
+def test_a_big_image_without_pil_is_named_not_inlined(chart):
+    from mmo_magic.notebook import thumbnails
+
+    big = mmo.Image(chart.read_bytes() + b"\0" * (thumbnails.MAX_INLINE + 1), "image/png")
+    html = thumbnails.thumbnails_html([big])
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        assert "<img" not in html and "image image/png 256 KB" in html
+    else:
+        assert html.count("<img") == 1 and len(html) < 20_000  # shrunk, not megabytes
