@@ -4,7 +4,7 @@ This is the notebook layer: it may import ipywidgets, and nothing outside the
 notebook layer may import it (``import mmo_magic`` never does). Views wrap
 results; results never depend on views.
 
-Threads: ``on_text``, ``on_finish`` and ``on_judge`` arrive on the orchestrator's
+Threads: ``on_text``, ``on_thinking``, ``on_finish`` and ``on_judge`` arrive on the orchestrator's
 event-loop thread, ``finish`` and ``set_winner`` usually on the main thread. Each panel
 guards its state with its own lock, and sets its widget values while holding
 it, so a late delta can never overwrite the final text.
