@@ -388,18 +388,21 @@ class Orchestrator:
         hedge_ms: float | None = None,
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
+        on_thinking: ModelText | None = None,
         **options: Unpack[CallOptions],
     ) -> RaceResult:
         """First successful answer wins; see ``orchestration.parallel.race`` (``hedge_ms``).
 
-        ``on_text(model, delta)`` and ``on_result(response)`` (each attempt's
+        ``on_text(model, delta)``, ``on_thinking(model, delta)`` (a reasoning model's
+        thinking, "" for a sign of life) and ``on_result(response)`` (each attempt's
         outcome) let a live view follow the race, on the loop thread.
         """
         return self._loop.run(
             self.arace(
-                prompt, models, hedge_ms=hedge_ms, on_text=on_text, on_result=on_result, **options
+                prompt, models, hedge_ms=hedge_ms, on_text=on_text, on_result=on_result,
+                on_thinking=on_thinking, **options,
             )
-        )
+        )  # fmt: skip
 
     async def arace(
         self,
@@ -409,15 +412,17 @@ class Orchestrator:
         hedge_ms: float | None = None,
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
+        on_thinking: ModelText | None = None,
         **options: Unpack[CallOptions],
     ) -> RaceResult:
         from .parallel import race
 
-        check_options(options, also=("hedge_ms", "on_text", "on_result"))
+        check_options(options, also=("hedge_ms", "on_text", "on_result", "on_thinking"))
         return await self._loop.arun(
             race(
                 self._engine.complete, prompt, models, hedge_ms=hedge_ms, on_text=on_text,
-                on_result=on_result, settle=self._records_committed, **options,
+                on_result=on_result, on_thinking=on_thinking, settle=self._records_committed,
+                **options,
             )
         )  # fmt: skip
 
@@ -432,6 +437,7 @@ class Orchestrator:
         *,
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
+        on_thinking: ModelText | None = None,
         **options: Unpack[CallOptions],
     ) -> list[CompletionResponse]:
         """Every model's answer, in order, failures included (status "error").
@@ -439,8 +445,11 @@ class Orchestrator:
         The responses share one ``group_id``; ``on_text`` and ``on_result`` as for ``race``.
         """
         return self._loop.run(
-            self.aall(prompt, models, on_text=on_text, on_result=on_result, **options)
-        )
+            self.aall(
+                prompt, models, on_text=on_text, on_result=on_result, on_thinking=on_thinking,
+                **options,
+            )
+        )  # fmt: skip
 
     async def aall(
         self,
@@ -449,15 +458,16 @@ class Orchestrator:
         *,
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
+        on_thinking: ModelText | None = None,
         **options: Unpack[CallOptions],
     ) -> list[CompletionResponse]:
         from .parallel import all_models
 
-        check_options(options, also=("on_text", "on_result"))
+        check_options(options, also=("on_text", "on_result", "on_thinking"))
         return await self._loop.arun(
             all_models(
                 self._engine.complete, prompt, models, on_text=on_text, on_result=on_result,
-                **options,
+                on_thinking=on_thinking, **options,
             )
         )  # fmt: skip
 
@@ -474,6 +484,7 @@ class Orchestrator:
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
         on_judge: OnJudge | None = None,
+        on_thinking: ModelText | None = None,
         **options: Unpack[CallOptions],
     ) -> ConsensusResult:
         """Ask every model and pick one answer: ``judges=[...]``, ``strategy="judge"`` etc.
@@ -485,7 +496,7 @@ class Orchestrator:
             self.aconsensus(
                 prompt, models, judges=judges, strategy=strategy, swap=swap, panel=panel,
                 criteria=criteria, on_text=on_text, on_result=on_result, on_judge=on_judge,
-                **options,
+                on_thinking=on_thinking, **options,
             )
         )  # fmt: skip
 
@@ -502,18 +513,19 @@ class Orchestrator:
         on_text: ModelText | None = None,
         on_result: OnFinish | None = None,
         on_judge: OnJudge | None = None,
+        on_thinking: ModelText | None = None,
         **options: Unpack[CallOptions],
     ) -> ConsensusResult:
         from .parallel import consensus
 
         own = ("judges", "strategy", "swap", "panel", "criteria", "on_text", "on_result")
-        check_options(options, also=(*own, "on_judge"))
+        check_options(options, also=(*own, "on_judge", "on_thinking"))
         self._check_judges(judges)  # before the candidates are paid for
         return await self._loop.arun(
             consensus(
                 self._engine.complete, prompt, models, judges=judges, strategy=strategy,
                 swap=swap, panel=panel, criteria=criteria, on_text=on_text, on_result=on_result,
-                on_judge=on_judge, **options,
+                on_judge=on_judge, on_thinking=on_thinking, **options,
             )
         )  # fmt: skip
 

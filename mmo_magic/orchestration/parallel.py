@@ -128,6 +128,7 @@ async def race(
     hedge_ms: float | None = None,
     on_text: ModelText | None = None,
     on_result: OnFinish | None = None,
+    on_thinking: ModelText | None = None,
     settle: Settle | None = None,
     **options: Unpack[CallOptions],
 ) -> RaceResult:
@@ -151,7 +152,10 @@ async def race(
             if on_text is not None:
                 on_text(models[i], delta)
 
-        context = CallContext("race", group, on_text=text, on_finish=_keep(last, i, on_result))
+        context = CallContext(
+            "race", group, on_text=text, on_finish=_keep(last, i, on_result),
+            on_thinking=_for_model(on_thinking, models[i]),
+        )  # fmt: skip
         running[asyncio.ensure_future(complete(prompt, models[i], options, context))] = i
 
     started = 0
@@ -208,10 +212,13 @@ async def all_models(
     *,
     on_text: ModelText | None = None,
     on_result: OnFinish | None = None,
+    on_thinking: ModelText | None = None,
     **options: Unpack[CallOptions],
 ) -> list[CompletionResponse]:
     """Every model's outcome, in the order given, failures included (never raises for them)."""
-    return await _every(complete, prompt, models, "all", new_id(), on_text, on_result, options)
+    return await _every(
+        complete, prompt, models, "all", new_id(), on_text, on_result, options, on_thinking
+    )
 
 
 async def _every(
@@ -223,6 +230,7 @@ async def _every(
     on_text: ModelText | None,
     on_result: OnFinish | None,
     options: CallOptions,
+    on_thinking: ModelText | None = None,
 ) -> list[CompletionResponse]:
     """``all_models``, recorded as ``kind`` in ``group`` (consensus asks its candidates so)."""
     # The same model twice is allowed: its answers vary, and that may be the point.
@@ -232,7 +240,7 @@ async def _every(
     def call(i: int) -> Any:
         context = CallContext(
             kind, group, on_text=None if on_text is None else (lambda t: on_text(models[i], t)),
-            on_finish=_keep(last, i, on_result),
+            on_finish=_keep(last, i, on_result), on_thinking=_for_model(on_thinking, models[i]),
         )  # fmt: skip
         return complete(prompt, models[i], options, context)
 
@@ -265,6 +273,7 @@ async def consensus(
     on_text: ModelText | None = None,
     on_result: OnFinish | None = None,
     on_judge: OnJudge | None = None,
+    on_thinking: ModelText | None = None,
     **options: Unpack[CallOptions],
 ) -> ConsensusResult:
     """Ask every model, then pick one answer by ``strategy``.
@@ -294,7 +303,7 @@ async def consensus(
         raise ConfigError(f"Unknown panel {panel!r}.", hint=f"Use one of {', '.join(METHODS)}.")
     group = new_id()
     responses = await _every(
-        complete, prompt, models, "consensus", group, on_text, on_result, options
+        complete, prompt, models, "consensus", group, on_text, on_result, options, on_thinking
     )
     ok = [r for r in responses if r.ok]
     if not ok:
@@ -446,6 +455,11 @@ def _keep(last: dict[int, CompletionResponse], index: int, then: OnFinish | None
             then(response)
 
     return keep
+
+
+def _for_model(hook: ModelText | None, model: str) -> Callable[[str], None] | None:
+    """``hook(model, text)`` as a one-model ``on_text``-style callback (None stays None)."""
+    return None if hook is None else (lambda text: hook(model, text))
 
 
 def _question_of(prompt: Prompt) -> str:

@@ -133,3 +133,22 @@ def test_race_magic_passes_reasoning_options_and_prints_the_thinking(orc):
         shell.run_line_magic("unload_ext", "mmo_magic")
         mmo.use(None)
         InteractiveShell.clear_instance()
+
+
+def test_a_real_race_feeds_the_thinking_phase_of_each_panel(orc):
+    """Through ``orc.race`` (the path ``%mmo_race`` takes): each reasoning model's thinking
+    reaches its own panel before its first word."""
+    view = RaceView(["thinker", "deep"], title="hi", live=True)
+    seen: list[str] = []
+
+    def on_thinking(model: str, delta: str) -> None:
+        seen.append(model)
+        view.on_thinking(model, delta)
+
+    result = orc.race(
+        "hi", ["thinker", "deep"], on_text=view.on_text, on_thinking=on_thinking,
+        on_result=view.on_finish, reasoning_effort="low",
+    )  # fmt: skip
+    assert result.winner is not None and result.winner.model == "thinker"
+    assert "thinker" in seen and "deep" in seen  # each panel heard its own model think
+    assert view.state()["thinker"]["status"] == "done"
