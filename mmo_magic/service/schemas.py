@@ -296,10 +296,16 @@ class ChoiceOut(_Out):
     logprobs: None = None
 
 
+class CompletionTokensDetailsOut(_Out):
+    reasoning_tokens: int
+
+
 class UsageOut(_Out):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # OpenAI's place for a reasoning model's thinking tokens (part of completion_tokens).
+    completion_tokens_details: CompletionTokensDetailsOut | None = None
 
 
 class ChatCompletionOut(_Out):
@@ -382,10 +388,16 @@ def details_out(r: CompletionResponse, scrub: Callable[[str], str]) -> CallDetai
 def usage_out(r: CompletionResponse) -> UsageOut | None:
     if r.input_tokens is None or r.output_tokens is None:
         return None  # unknown is missing, never 0
+    details = (
+        CompletionTokensDetailsOut(reasoning_tokens=r.reasoning_tokens)
+        if r.reasoning_tokens is not None
+        else None
+    )
     return UsageOut(
         prompt_tokens=r.input_tokens,
         completion_tokens=r.output_tokens,
         total_tokens=r.input_tokens + r.output_tokens,
+        completion_tokens_details=details,
     )
 
 
@@ -396,10 +408,17 @@ def summed_usage(answers: list[CompletionResponse]) -> UsageOut | None:
     if any(u is None for u in usages):
         return None
     known = [u for u in usages if u is not None]
+    thinking = [u.completion_tokens_details for u in known]
+    reasoning = [d.reasoning_tokens for d in thinking if d is not None]
     return UsageOut(
         prompt_tokens=sum(u.prompt_tokens for u in known),
         completion_tokens=sum(u.completion_tokens for u in known),
         total_tokens=sum(u.total_tokens for u in known),
+        completion_tokens_details=(
+            CompletionTokensDetailsOut(reasoning_tokens=sum(reasoning))
+            if reasoning and len(reasoning) == len(thinking)
+            else None
+        ),
     )
 
 

@@ -34,6 +34,11 @@ def test_chat_reasoning_effort_reaches_a_reasoning_model(client, gateway, sim):
     thinker = gateway.model("sim-fast", base="oa", reasoning=True)
     r = client.chat.completions.create(model=thinker, messages=USER, reasoning_effort="high")
     assert r.choices[0].message.content and sent(sim)["reasoning_effort"] == "high"
+    # Thinking tokens where OpenAI puts them, part of completion_tokens.
+    details = r.usage.completion_tokens_details
+    assert details is not None and 0 < details.reasoning_tokens <= r.usage.completion_tokens
+    plain = client.chat.completions.create(model="oa", messages=USER)
+    assert plain.usage.completion_tokens_details is None  # no thinking: nothing claimed
 
 
 def test_a_model_that_does_not_reason_refuses_it_by_name(client, sim):
