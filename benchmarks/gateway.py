@@ -567,8 +567,12 @@ def report(
     checks: list[Check] = []
     if not missing:
         rows = []
+        failed = []
         for test in tests:
             ours, theirs = by[(MMO, test)], by[(LITE, test)]
+            if theirs.requests and theirs.errors == theirs.requests:
+                failed.append(test)  # no ratio to a gateway that answered nothing
+                continue
             rows.append(
                 (
                     test,
@@ -587,6 +591,8 @@ def report(
             rows,
         )  # fmt: skip
         print("  ratios: mmo-serve's req/s over LiteLLM's; LiteLLM's latency and RSS over ours")
+        for test in failed:
+            print(f"  {test}: LiteLLM's proxy failed every request, so no ratio")
         for test, _, _, ratio, p50, p99, _ in rows:
             checks.append(
                 Check(
