@@ -4,12 +4,11 @@ choices; unknown fields are refused; legacy ``/v1/completions`` is mapped to cha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
-from helpers import KEY, USER, Service, plain_service
+from helpers import USER
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
 from mmo_magic.service.schemas import UNSUPPORTED, ChatRequest
@@ -34,18 +33,6 @@ ASKING: dict[str, Any] = {
     "prompt_cache_options": {},
     "safety_identifier": "u1",
 }
-
-
-@pytest.fixture(scope="module")
-def gateway(sim_server: Any) -> Iterator[Service]:
-    with plain_service(sim_server) as service:
-        yield service
-
-
-@pytest.fixture
-def client(gateway: Service) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0) as client:
-        yield client
 
 
 def test_every_sdk_parameter_is_honoured_or_refused_by_name():

@@ -8,12 +8,11 @@ simulated provider, which answers tool calls with arguments that satisfy each to
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import openai
 import pytest
-from helpers import KEY, WEATHER, Service, plain_service
+from helpers import KEY, WEATHER
 from pydantic import BaseModel
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -25,18 +24,6 @@ class City(BaseModel):
     name: str
     population: int
     kind: Literal["town", "city", "metropolis"]
-
-
-@pytest.fixture(scope="module")
-def gateway(sim_server: Any) -> Iterator[Service]:
-    with plain_service(sim_server) as service:
-        yield service
-
-
-@pytest.fixture
-def client(gateway: Service) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0) as client:
-        yield client
 
 
 # -- langchain-openai --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from helpers import KEY, WEATHER, Service, plain_service
+from helpers import KEY, WEATHER, Service
 
 TOOL = {
     "name": "get_weather",
@@ -20,12 +20,6 @@ TOOL = {
 }
 PNG = {"type": "base64", "media_type": "image/png", "data": "AA"}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module")
-def gateway(sim_server: Any) -> Iterator[Service]:
-    with plain_service(sim_server) as service:
-        yield service
 
 
 @pytest.fixture

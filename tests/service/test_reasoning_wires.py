@@ -4,25 +4,12 @@ form, and a model that does not reason refuses them by name."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from helpers import KEY, USER, Service, plain_service
-
-
-@pytest.fixture(scope="module")
-def gateway(sim_server: Any) -> Iterator[Service]:
-    with plain_service(sim_server) as service:
-        yield service
-
-
-@pytest.fixture
-def client(gateway: Service) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0) as client:
-        yield client
+from helpers import KEY, USER
 
 
 def sent(sim: Any) -> dict[str, Any]:

@@ -5,13 +5,12 @@ streamed, tools, text.format), pydantic-ai's ``OpenAIResponsesModel`` and langch
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
 import openai
 import pytest
-from helpers import KEY, WEATHER, Service, plain_service
+from helpers import KEY, WEATHER
 from pydantic import BaseModel
 
 TOOL = {"type": "function", **WEATHER["function"]}  # the Responses API's flat form
@@ -24,18 +23,6 @@ class City(BaseModel):
     name: str
     population: int
     kind: Literal["town", "city", "metropolis"]
-
-
-@pytest.fixture(scope="module")
-def gateway(sim_server: Any) -> Iterator[Service]:
-    with plain_service(sim_server) as service:
-        yield service
-
-
-@pytest.fixture
-def client(gateway: Service) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0) as client:
-        yield client
 
 
 def sent(sim: Any) -> dict[str, Any]:

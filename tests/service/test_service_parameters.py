@@ -7,19 +7,12 @@ behind it, which records the body of every request it gets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from helpers import ANTHROPIC_LACKS, KEY, SAMPLING, USER, Service, plain_service
-
-
-@pytest.fixture(scope="module")
-def gateway(sim_server: Any) -> Iterator[Service]:
-    with plain_service(sim_server) as service:
-        yield service
+from helpers import ANTHROPIC_LACKS, KEY, SAMPLING, USER, Service
 
 
 @pytest.fixture
