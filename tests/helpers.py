@@ -474,3 +474,23 @@ def arrivals(sim: Any, model: str) -> Iterator[list[float]]:
         time.sleep(0.05)  # the last arrivals
         stop.set()
         thread.join()
+
+
+# -- the magics in a real IPython shell ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def magic_shell(orc: mmo.Orchestrator) -> Iterator[Any]:
+    """A real ``InteractiveShell`` with ``%load_ext mmo_magic`` run over ``orc``, as a terminal
+    IPython has it (no kernel); unloaded and cleared afterwards."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    mmo.use(orc)
+    shell.run_line_magic("load_ext", "mmo_magic")
+    try:
+        yield shell
+    finally:
+        shell.run_line_magic("unload_ext", "mmo_magic")
+        mmo.use(None)
+        InteractiveShell.clear_instance()

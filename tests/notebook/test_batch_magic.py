@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import sim_models
-from IPython.core.interactiveshell import InteractiveShell
+from helpers import magic_shell, sim_models
 from IPython.utils.capture import capture_output
 
 import mmo_magic as mmo
@@ -19,14 +18,9 @@ def ip(sim, keys):
             orc.add_model(
                 orc.catalogue.resolve(base).replace(name=f"{base}-echo", model_id="sim-echo")
             )
-        shell = InteractiveShell.instance()
-        mmo.use(orc)
-        shell.run_line_magic("load_ext", "mmo_magic")
-        shell.user_ns["items"] = ITEMS
-        yield shell
-        shell.run_line_magic("unload_ext", "mmo_magic")
-        mmo.use(None)
-        InteractiveShell.clear_instance()
+        with magic_shell(orc) as shell:
+            shell.user_ns["items"] = ITEMS
+            yield shell
 
 
 def test_the_cell_is_the_template_and_every_model_answers_every_item(ip, sim):

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from helpers import sim_models
+from helpers import magic_shell, sim_models
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
@@ -30,14 +30,9 @@ def orc(sim, keys):
 
 @pytest.fixture
 def ip(orc):
-    shell = InteractiveShell.instance()
-    mmo.use(orc)
-    shell.run_line_magic("load_ext", "mmo_magic")
-    shell.user_ns["items"] = ITEMS
-    yield shell
-    shell.run_line_magic("unload_ext", "mmo_magic")
-    mmo.use(None)
-    InteractiveShell.clear_instance()
+    with magic_shell(orc) as shell:
+        shell.user_ns["items"] = ITEMS
+        yield shell
 
 
 def _cell(ip: InteractiveShell, source: str) -> Any:

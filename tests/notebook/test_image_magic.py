@@ -6,8 +6,7 @@ import struct
 import zlib
 
 import pytest
-from helpers import sim_models
-from IPython.core.interactiveshell import InteractiveShell
+from helpers import magic_shell, sim_models
 from IPython.utils.capture import capture_output
 
 import mmo_magic as mmo
@@ -39,13 +38,8 @@ def orc(sim, keys):
 
 @pytest.fixture
 def ip(orc):
-    shell = InteractiveShell.instance()
-    mmo.use(orc)
-    shell.run_line_magic("load_ext", "mmo_magic")
-    yield shell
-    shell.run_line_magic("unload_ext", "mmo_magic")
-    mmo.use(None)
-    InteractiveShell.clear_instance()
+    with magic_shell(orc) as shell:
+        yield shell
 
 
 @pytest.fixture

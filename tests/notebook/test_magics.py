@@ -10,9 +10,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from helpers import sim_models
+from helpers import magic_shell, sim_models
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import mmo_magic as mmo
@@ -30,13 +29,8 @@ def orc(sim, keys):
 
 @pytest.fixture
 def ip(orc):
-    shell = InteractiveShell.instance()
-    mmo.use(orc)
-    shell.run_line_magic("load_ext", "mmo_magic")
-    yield shell
-    shell.run_line_magic("unload_ext", "mmo_magic")
-    mmo.use(None)
-    InteractiveShell.clear_instance()
+    with magic_shell(orc) as shell:
+        yield shell
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WORLD_PRICES, World, make_world
+from helpers import WORLD_PRICES, World, magic_shell, make_world
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
@@ -221,13 +221,8 @@ def test_mmo_toml_refuses_a_damaged_router_file_or_one_over_missing_models(
 @pytest.fixture
 def ip(orc: mmo.Orchestrator, router: LearnedRouter) -> Iterator[InteractiveShell]:
     orc.add_router("mine", router)
-    shell = InteractiveShell.instance()
-    mmo.use(orc)
-    shell.run_line_magic("load_ext", "mmo_magic")
-    yield shell
-    shell.run_line_magic("unload_ext", "mmo_magic")
-    mmo.use(None)
-    InteractiveShell.clear_instance()
+    with magic_shell(orc) as shell:
+        yield shell
 
 
 def test_mmo_cell_routes_with_a_named_learned_router(
