@@ -148,8 +148,10 @@ def test_parallel_returns_every_model_outcome(service):
 
 
 def test_race_returns_the_first_good_answer_and_every_outcome(service):
-    failing = service.model("sim-fast?fail=500")
-    echo = service.model("sim-echo", base="an")
+    # The refusal (a 400 is not retried) lands long before the echo's first token,
+    # so the loser's outcome is an error, never a cancellation.
+    failing = service.model("sim-fast?fail=400")
+    echo = service.model("sim-echo?ttft_ms=400", base="an")
     out = service.post(
         "/v1/complete", {"prompt": "who wins", "routing": "race", "models": [failing, echo]}
     ).json()
