@@ -40,6 +40,7 @@ __all__ = [
     "Completer",
     "ModelText",
     "OnFinish",
+    "OnRetry",
     "OnText",
     "build_request",
     "check_options",
@@ -50,6 +51,7 @@ __all__ = [
 OnText = Callable[[str], None]  # one text delta
 ModelText = Callable[[str, str], None]  # (model, text delta): several models at once
 OnFinish = Callable[[CompletionResponse], None]
+OnRetry = Callable[[str, float], None]  # (model, seconds until the next try)
 
 
 class CallOptions(TypedDict, total=False):
@@ -328,6 +330,9 @@ class CallContext:
     # of life before any text (a race panel's "thinking" phase starts there), on the loop
     # thread. Never answer text: that goes to on_text.
     on_thinking: OnText | None = None
+    # A failed attempt that will be tried again: the model and the wait before the next
+    # try, on the loop thread, after that attempt's on_finish (a race badge says "retrying").
+    on_retry: OnRetry | None = None
     # The caller repairs an answer that breaks its response_format itself (judges ask again,
     # saying what was wrong): such a failure ends the call at once, without a blind retry.
     repairs_output: bool = False

@@ -47,7 +47,15 @@ from ..storage.cache import CachedAnswer, ResponseCache, cache_key
 from ..storage.runlog import RunRecord
 from ..storage.sinks import RecordSink
 from .budget import Budget, Reservation
-from .calls import CallContext, CallOptions, OnFinish, OnText, build_request, checked_values
+from .calls import (
+    CallContext,
+    CallOptions,
+    OnFinish,
+    OnRetry,
+    OnText,
+    build_request,
+    checked_values,
+)
 from .draining import Progress, assemble_tool_calls, drain
 from .reliability import CircuitBreaker, Failover, Next, RetryPolicy
 
@@ -111,6 +119,7 @@ class _Call:
     on_text: OnText | None
     on_finish: OnFinish | None
     on_thinking: OnText | None
+    on_retry: OnRetry | None
     kind: str
     group_id: str | None
     step: str | None
@@ -255,6 +264,7 @@ class CallEngine(Generic[Sink]):
             on_text=context.on_text,
             on_finish=context.on_finish,
             on_thinking=context.on_thinking,
+            on_retry=context.on_retry,
             kind=context.kind,
             group_id=context.group_id,
             step=context.step or _step.get(),
@@ -370,6 +380,8 @@ class CallEngine(Generic[Sink]):
                     raise error
                 if decision.next is Next.RETRY:
                     retries += 1
+                    if call.on_retry is not None:
+                        call.on_retry(config.name, decision.delay_s)
                     await asyncio.sleep(decision.delay_s)
                     continue
                 break

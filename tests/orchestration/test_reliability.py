@@ -338,3 +338,21 @@ def test_a_stream_failing_before_its_first_text_still_fails_over(orc, sim):
     text = "".join(stream)
     assert stream.response is not None and stream.response.model == "an"
     assert text == stream.response.content
+
+
+def test_a_watcher_hears_of_each_retry_after_the_failed_attempt(orc, sim):
+    """CallContext.on_retry: after the failed attempt's on_finish and before the wait, with
+    the model and the wait (what lets a race badge say "retrying" instead of "failed")."""
+    from mmo_magic.orchestration.calls import CallContext
+
+    flaky = model(orc, "sim-fast?fail=503&fail_times=2")
+    seen: list[tuple] = []
+    context = CallContext(
+        on_finish=lambda r: seen.append(("finish", r.status)),
+        on_retry=lambda name, delay: seen.append(("retry", name, delay)),
+    )
+    r = orc._loop.run(orc._engine.complete("hi", flaky, {}, context))
+    assert r.ok and [event[0] for event in seen] == ["finish", "retry"] * 2 + ["finish"]
+    retries = [event for event in seen if event[0] == "retry"]
+    assert all(name == flaky and 0 < delay <= 0.2 for _, name, delay in retries)
+    assert seen[-1] == ("finish", "ok")
