@@ -61,14 +61,14 @@ class RaceDisplay:
     def run(
         self, call: Callable[..., Coroutine[Any, Any, Any]], as_result: Callable[..., Any]
     ) -> Any:
+        """``call(hooks)`` (the view's callbacks by keyword, see ``RaceView.hooks``) on the
+        loop, shown live; ``as_result`` turns its value into the race or consensus result."""
         view = self.view
         if self.live:
             bundle = view.widget._repr_mimebundle_()
             bundle["text/plain"] = f"racing {', '.join(view.models)}…"
             self.handle = display(bundle, raw=True, display_id=True)
-        future = background_loop.submit(
-            call(view.on_text, view.on_finish, view.on_judge, view.on_thinking)
-        )
+        future = background_loop.submit(call(view.hooks()))
         # A terminal prints news as it comes; a live widget updates itself.
         on_tick = None if self.live else self._print_status
         try:

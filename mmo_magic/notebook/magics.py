@@ -34,7 +34,7 @@ from ..orchestration.calls import CallOptions
 from ..orchestration.orchestrator import Orchestrator
 from ..orchestration.pipeline import Pipeline, PipelineStep
 from ..orchestration.session import get_orchestrator
-from . import rendering, transforms
+from . import rendering, tables, transforms
 from .displays import SHOWN_LIVE, RaceDisplay, formatters
 from .thumbnails import media_parts, thumbnails_html, thumbnails_text
 
@@ -414,21 +414,18 @@ class MMOMagics(Magics):
         if len(models) < 1:
             raise ConfigError("Name the models to compare, e.g. sim-fast,sim-slow.")
 
-        def call(
-            on_text: Any, on_result: Any, on_judge: Any, on_thinking: Any
-        ) -> Coroutine[Any, Any, Any]:
-            hooks = {"on_text": on_text, "on_result": on_result}
+        def call(view_hooks: dict[str, Any]) -> Coroutine[Any, Any, Any]:
             method: Any = self.orc.arace
             if strategy is not None or all_models:
                 method = self.orc.aconsensus if strategy is not None else self.orc.aall
-            if "on_thinking" in inspect.signature(method).parameters:
-                # The panels' "thinking" phase, where the orchestrator hands thinking on.
-                hooks["on_thinking"] = on_thinking
+            # The hooks the method takes: on_judge for votes; on_thinking and on_retry (the
+            # "thinking" and "retrying" badges) where the orchestrator hands them on.
+            taken = inspect.signature(method).parameters
+            hooks = {name: hook for name, hook in view_hooks.items() if name in taken}
             if strategy is not None:
                 return self.orc.aconsensus(
-                    prompt, models, judges=judges or [], strategy=strategy, on_judge=on_judge,
-                    **hooks, **options,
-                )  # fmt: skip
+                    prompt, models, judges=judges or [], strategy=strategy, **hooks, **options
+                )
             if all_models:
                 return self.orc.aall(prompt, models, **hooks, **options)
             return self.orc.arace(prompt, models, hedge_ms=hedge_ms, **hooks, **options)
@@ -471,7 +468,7 @@ class MMOMagics(Magics):
         "--columns",
         default=None,
         metavar="C1,C2",
-        help=f"Columns to show (default: {','.join(rendering.RUN_COLUMNS)}).",
+        help=f"Columns to show (default: {','.join(tables.RUN_COLUMNS)}).",
     )
     @argument("--export", default=None, metavar="PATH", help="Also write .csv/.parquet/.jsonl.")
     @line_magic
@@ -489,14 +486,14 @@ class MMOMagics(Magics):
             path = self.orc.runs.export(args.export)
             print(f"Exported {len(self.orc.runs)} runs to {path}")
         columns = _models(args.columns) or None
-        rendering.runs_table(frame.head(0), columns)  # an unknown column fails now, not at display
-        return rendering.compact_runs(frame, columns)
+        tables.runs_table(frame.head(0), columns)  # an unknown column fails now, not at display
+        return tables.compact_runs(frame, columns)
 
     @line_magic
     @_friendly
     def mmo_models(self, line: str) -> Any:
         """Models: availability (and the key to set), prices (USD per 1M tokens), tier, host."""
-        return rendering.models_frame(self.orc.catalogue)
+        return tables.models_frame(self.orc.catalogue)
 
     @magic_arguments()
     @argument("-r", "--route", default=None, help="Router: complexity, task, cost, rules.")

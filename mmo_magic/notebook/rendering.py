@@ -23,7 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from ..core.completion import CompletionResponse
 from ..core.money import format_usd
@@ -31,8 +31,6 @@ from ..core.text import escape_markdown
 from .thumbnails import thumbnails_html, thumbnails_text
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ..core.parts import Part
     from ..orchestration.judges import JudgeEvent
     from ..orchestration.parallel import ConsensusResult
@@ -51,7 +49,6 @@ __all__ = [
     "race_bundle",
     "race_html",
     "race_text",
-    "runs_table",
     "status_line",
     "votes_of",
     "votes_text",
@@ -70,6 +67,7 @@ STATUS_COLOURS = {
     "streaming": "var(--jp-brand-color1, #1976d2)",
     "done": "var(--jp-success-color1, #388e3c)",
     "failed": "var(--jp-error-color1, #d32f2f)",
+    "retrying": "var(--jp-warn-color0, #e65100)",  # a failed try, waiting to try again
     "cancelled": "var(--jp-warn-color1, #f57c00)",
 }
 WINNER_BORDER = f"2px solid {STATUS_COLOURS['done']}"
@@ -112,6 +110,7 @@ class PanelState:
     failed_tries: list[str] = field(default_factory=list)  # one line per failed earlier try
     stopped: bool = False  # the user pressed stop while this panel was unfinished
     thinking_s: float | None = None  # seconds of thinking so far (the badge's own timer)
+    retry_in_s: float | None = None  # "retrying": the wait before the next try, as decided
 
 
 @dataclass
@@ -563,6 +562,8 @@ def _label(p: PanelState) -> str:
     if p.status == "thinking":
         timer = f" {p.thinking_s:.1f} s" if p.thinking_s is not None else ""
         return f"thinking{timer}" + (f" · try {p.attempt}" if p.attempt > 1 else "")
+    if p.status == "retrying":
+        return "retrying" + (f" in {p.retry_in_s:.1f} s" if p.retry_in_s is not None else "")
     if p.status == "streaming" and p.attempt > 1:
         return f"streaming · try {p.attempt}"
     if p.status == "cancelled" and p.stopped:
@@ -573,7 +574,7 @@ def _label(p: PanelState) -> str:
 def _problems(p: PanelState) -> list[str]:
     """Lines about what went wrong: earlier failed tries (retries), then why this one ended."""
     lines = [f"try {i}: {line}" for i, line in enumerate(p.failed_tries, 1)]
-    if p.stopped and p.status in ("cancelled", "waiting", "thinking", "streaming"):
+    if p.stopped and p.status in ("cancelled", "waiting", "thinking", "streaming", "retrying"):
         lines.append(f"cancelled: {STOPPED}")
     elif p.response is not None and p.response.status != "ok":
         lines.append(_why(p.response))
@@ -592,201 +593,3 @@ def attempt_line(response: CompletionResponse) -> str:
 def _tally(panels: Iterable[PanelState]) -> str:
     counts = Counter(p.status for p in panels)
     return " · ".join(f"{status} {counts[status]}" for status in STATUS_COLOURS if counts[status])
-
-
-# -- Markdown and tables -------------------------------------------------------------------------
-
-RUN_COLUMNS = (
-    "time",
-    "cell",
-    "model",
-    "status",
-    "ttft_ms",
-    "latency_ms",
-    "tokens",
-    "cost",
-    "answer",
-)
-_ANSWER_KEEP = 40
-_MAX_ROWS = 60
-
-
-def runs_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The compact view of the run log: time, cell, model, status, timings, tokens, cost, answer.
-
-    ``columns`` picks run-log columns (or these compact ones) by name.
-    """
-    import pandas as pd
-
-    compact = pd.DataFrame(index=frame.index)
-    # The reader's own clock (the log stores UTC); the caption of the HTML table says so.
-    local = frame["started_at"].dt.tz_convert(_local_zone())
-    compact["time"] = local.dt.strftime("%H:%M:%S")
-    compact["cell"] = frame["cell"].astype("string").fillna("")  # no cell: a script's call
-    compact["model"] = frame["model"].astype("string")
-    compact["status"] = frame["status"].astype("string")
-    compact["ttft_ms"] = frame["ttft_ms"].map(_whole)
-    compact["latency_ms"] = frame["latency_ms"].map(_whole)
-    compact["tokens"] = (
-        frame["input_tokens"].astype("string").fillna("?")
-        + "→"
-        + frame["output_tokens"].astype("string").fillna("?")
-    )
-    # As the panels say it: "$0.00012", "cost n/a" for unknown (never <NA>, never 0)
-    compact["cost"] = frame["cost"].map(lambda c: format_usd(None if _missing(c) else float(c)))
-    answer = frame["response"].astype("string").fillna("")
-    error = frame["error"].astype("string").fillna("") if "error" in frame else answer
-    text = answer.where(answer != "", error)
-    compact["answer"] = text.str.replace(r"\s+", " ", regex=True).map(_shorten)
-    if columns:
-        picked = {}
-        for name in columns:
-            if name in compact:
-                picked[name] = compact[name]
-            elif name in frame:
-                picked[name] = frame[name]
-            else:
-                from ..core.errors import ConfigError
-
-                known = ", ".join([*RUN_COLUMNS, *frame.columns])
-                raise ConfigError(f"Unknown run-log column {name!r}.", hint=f"Use one of: {known}")
-        compact = pd.DataFrame(picked, index=frame.index)
-    return compact.reset_index(drop=True)
-
-
-def compact_runs(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """``frame`` itself (every column), shown as the compact ``runs_table``.
-
-    What ``%mmo_runs`` returns: ``df = %mmo_runs`` keeps everything for analysis, while
-    the cell's output stays readable (29 columns hid model, status and answer behind "...").
-    Anything derived from it (a selection, a groupby) is a plain DataFrame again.
-    """
-    import pandas as pd
-
-    class RunsFrame(pd.DataFrame):
-        _metadata: ClassVar[list[str]] = ["_mmo_columns"]
-
-        @property
-        def _constructor(self) -> type[pd.DataFrame]:
-            return pd.DataFrame
-
-        def __repr__(self) -> str:
-            # Every compact column, however narrow the terminal: these are the ones that matter.
-            table = _compact(self).to_string(max_rows=_MAX_ROWS, show_dimensions=True)
-            return f"{table}\n{_time_note()}"
-
-        def _repr_html_(self) -> str | None:
-            table = _compact(self)._repr_html_()  # type: ignore[operator]
-            note = f'<small style="color:{FG_DIM}">{html.escape(_time_note())}</small>'
-            return f'<div class="{NO_MATH}">{table}{note}</div>'  # "$0.01 … $0.02": money
-
-    out = RunsFrame(frame)
-    object.__setattr__(out, "_mmo_columns", list(columns) if columns else None)
-    return out
-
-
-def _compact(frame: pd.DataFrame) -> pd.DataFrame:
-    import pandas as pd
-
-    return runs_table(pd.DataFrame(frame), getattr(frame, "_mmo_columns", None))
-
-
-def _time_note() -> str:
-    from datetime import datetime
-
-    return f"time: local ({datetime.now().astimezone().strftime('UTC%z')})"
-
-
-def _local_zone() -> Any:
-    from datetime import datetime
-
-    return datetime.now().astimezone().tzinfo
-
-
-def _missing(value: object) -> bool:
-    import pandas as pd
-
-    return value is None or bool(pd.isna(value))  # type: ignore[call-overload]
-
-
-def _whole(value: object) -> str:
-    """A number of milliseconds for display: "412", or "" when there is none."""
-    return "" if _missing(value) else f"{float(value):.0f}"  # type: ignore[arg-type]
-
-
-def _shorten(text: object) -> str:
-    s = str(text)
-    return s if len(s) <= _ANSWER_KEEP else s[: _ANSWER_KEEP - 1] + "…"
-
-
-# -- %mmo_models ---------------------------------------------------------------------------------
-
-# What a reader looks for first: can I use it, what do I set if not, what it costs.
-MODEL_COLUMNS = (
-    "name",
-    "available",
-    "why_unavailable",
-    "usd_per_1m_input",
-    "usd_per_1m_output",
-    "tier",
-    "context_window",
-    "host",
-    "provider",
-    "aliases",
-    "model_id",
-)
-
-
-def models_frame(catalogue: Iterable[Any]) -> pd.DataFrame:
-    """The catalogue as %mmo_models shows it: useful columns first, and who hosts each model.
-
-    ``provider`` is the wire (Mistral, DeepSeek, Groq and Together speak OpenAI's), so
-    ``host`` says where the requests go: the base URL's host, or the provider's own.
-    """
-    from urllib.parse import urlsplit
-
-    import pandas as pd
-
-    rows = []
-    for m in catalogue:
-        host = urlsplit(m.base_url).hostname if m.base_url else None
-        rows.append({
-            "name": m.name, "available": m.available, "why_unavailable": m.unavailable_reason,
-            "usd_per_1m_input": None if m.cost_per_1k_input is None else m.cost_per_1k_input * 1000,
-            "usd_per_1m_output": (
-                None if m.cost_per_1k_output is None else m.cost_per_1k_output * 1000
-            ),
-            "tier": m.tier, "context_window": m.context_window,
-            "host": host or _OWN_HOST.get(m.provider, m.provider), "provider": m.provider,
-            "aliases": ", ".join(m.aliases), "model_id": m.model_id,
-        })  # fmt: skip
-    frame = pd.DataFrame(rows, columns=list(MODEL_COLUMNS)).convert_dtypes()
-
-    class ModelsFrame(pd.DataFrame):
-        @property
-        def _constructor(self) -> type[pd.DataFrame]:
-            return pd.DataFrame
-
-        def __repr__(self) -> str:
-            # Every column, however narrow the terminal (pandas hid why_unavailable behind "…").
-            import shutil
-
-            width = shutil.get_terminal_size().columns  # wider than this: the columns wrap
-            return pd.DataFrame(self).to_string(
-                max_rows=200, index=False, line_width=width, na_rep=""
-            )
-
-        def _repr_html_(self) -> str | None:
-            shown = pd.DataFrame(self).fillna("")
-            table = shown.to_html(max_rows=200, index=False, float_format="{:g}".format)
-            return f'<div style="overflow-x:auto">{table}</div>'
-
-    return ModelsFrame(frame)
-
-
-_OWN_HOST = {
-    "openai": "api.openai.com",
-    "anthropic": "api.anthropic.com",
-    "embedded": "this machine",
-    "function": "this process",
-}

@@ -4,10 +4,10 @@ This is the notebook layer: it may import ipywidgets, and nothing outside the
 notebook layer may import it (``import mmo_magic`` never does). Views wrap
 results; results never depend on views.
 
-Threads: ``on_text``, ``on_thinking``, ``on_finish`` and ``on_judge`` arrive on the orchestrator's
-event-loop thread, ``finish`` and ``set_winner`` usually on the main thread. Each panel
-guards its state with its own lock, and sets its widget values while holding
-it, so a late delta can never overwrite the final text.
+Threads: ``on_text``, ``on_thinking``, ``on_finish``, ``on_retry`` and ``on_judge`` arrive on
+the orchestrator's event-loop thread, ``finish`` and ``set_winner`` usually on the main thread.
+Each panel guards its state with its own lock, and sets its widget values while holding it, so a
+late delta can never overwrite the final text.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = ["RaceView"]
 PUSH_INTERVAL_S = 0.055
 # The thinking badge's timer: a header update every 0.2 s while a model thinks.
 THINKING_TICK_S = 0.2
+_UNFINISHED = ("waiting", "thinking", "streaming", "retrying")  # a panel whose call still runs
 
 
 class _Slot:
@@ -106,6 +107,7 @@ class _Panel:
             self._render_stats()
         view.attempt += 1
         view.thinking_s = None
+        view.retry_in_s = None
         self.thinking_since = None
 
     def _tick_thinking(self) -> None:
@@ -162,6 +164,17 @@ class _Panel:
             self._render_header()
             return True
 
+    def start_retry(self, delay_s: float) -> bool:
+        """The attempt that just failed will be tried again after ``delay_s``: the badge says
+        "retrying in 2.0 s" (not "failed") until the next try shows life."""
+        with self.lock:
+            if self.final or self.view.status != "failed":
+                return False
+            self.view.status = "retrying"
+            self.view.retry_in_s = delay_s
+            self._render_header()
+            return True
+
     def tick(self) -> bool:
         """Advance the thinking timer on the badge; False once the panel stopped thinking."""
         with self.lock:
@@ -183,14 +196,17 @@ class _Panel:
             if self.final:
                 return
             before = self.view.response
+            retried = self.view.status == "retrying"  # this attempt is the retry of ``before``
             if (
                 before is not None
                 and before.status in ("error", "timeout")
-                and (before.status, before.error) != (response.status, response.error)
+                and (retried or (before.status, before.error) != (response.status, response.error))
             ):
-                # A retry that ended (here: cancelled by the race's end) before it sent any
-                # text: keep the failed try it replaced in sight.
+                # A retry that ended (failed again, or cancelled by the race's end) before it
+                # sent any text: keep the failed try it replaced in sight.
                 self.view.failed_tries.append(r.attempt_line(before))
+                self.view.attempt += retried
+            self.view.retry_in_s = None
             self.view.response = response
             self.view.status = r.panel_status(response)
             self.view.attempt = max(self.view.attempt, 1)
@@ -218,10 +234,13 @@ class _Panel:
                 view.response = response
                 view.status = r.panel_status(response)
                 self.parts = [response.content]
-            elif view.response is None or view.status in ("waiting", "thinking", "streaming"):
+            elif view.response is None or view.status in _UNFINISHED:
+                if view.status == "retrying" and view.response is not None:
+                    view.failed_tries.append(r.attempt_line(view.response))  # the try it waited on
                 view.status = "cancelled"  # never started, or still running when the call ended
                 view.response = None
             view.stopped = stopped and view.status == "cancelled"
+            view.retry_in_s = None
             self.final = True
             self._push_text()
             self._render_header()
@@ -253,6 +272,7 @@ class _Panel:
                 "error": resp.error if resp else None,
                 "failed_tries": list(v.failed_tries),
                 "thinking_s": v.thinking_s,
+                "retry_in_s": v.retry_in_s,
                 "first_activity_ms": resp.first_activity_ms if resp else None,
                 "reasoning_tokens": resp.reasoning_tokens if resp else None,
                 "stopped": v.stopped,
@@ -349,6 +369,20 @@ class RaceView:
                 _call_later(THINKING_TICK_S, tick)
 
         _call_later(THINKING_TICK_S, tick)
+
+    def on_retry(self, model: str, delay_s: float) -> None:
+        """``model``'s attempt failed and will be tried again in ``delay_s``: its badge says
+        "retrying in …" (it said "failed" for the moment between the two callbacks)."""
+        panel = self._panels.get(model)
+        if panel is not None and panel.start_retry(delay_s):
+            self._render_summary()
+
+    def hooks(self) -> dict[str, Callable[..., None]]:
+        """Every loop-thread callback by the keyword an orchestrator call takes it as."""
+        return {
+            "on_text": self.on_text, "on_result": self.on_finish, "on_judge": self.on_judge,
+            "on_thinking": self.on_thinking, "on_retry": self.on_retry,
+        }  # fmt: skip
 
     def on_finish(self, response: CompletionResponse, model: str | None = None) -> None:
         """An attempt ended (ok, failed, timed out or cancelled).

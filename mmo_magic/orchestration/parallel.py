@@ -21,7 +21,15 @@ from ..core.completion import CompletionRequest, CompletionResponse, Prompt, as_
 from ..core.errors import AllModelsFailedError, ConfigError, MMOError
 from ..core.ids import new_id
 from .answers import longest, majority_answer
-from .calls import CallContext, CallOptions, Completer, ModelText, OnFinish, model_names
+from .calls import (
+    CallContext,
+    CallOptions,
+    Completer,
+    ModelText,
+    OnFinish,
+    OnRetry,
+    model_names,
+)
 from .judges import (
     METHODS,
     TIE,
@@ -129,6 +137,7 @@ async def race(
     on_text: ModelText | None = None,
     on_result: OnFinish | None = None,
     on_thinking: ModelText | None = None,
+    on_retry: OnRetry | None = None,
     settle: Settle | None = None,
     **options: Unpack[CallOptions],
 ) -> RaceResult:
@@ -136,7 +145,8 @@ async def race(
 
     A model that fails does not end the race. With ``hedge_ms``, models start
     one at a time: the next starts when no token has arrived ``hedge_ms``
-    after the last start, or at once when a running model fails. ``settle``
+    after the last start, or at once when a running model fails. ``on_retry(model,
+    delay_s)``: a model's attempt failed and it will try again after ``delay_s``. ``settle``
     (when given) is awaited after losers were cancelled, so that their records
     are committed before the race returns, as the winner's is.
     """
@@ -155,6 +165,7 @@ async def race(
         context = CallContext(
             "race", group, on_text=text, on_finish=_keep(last, i, on_result),
             on_thinking=_for_model(on_thinking, models[i]),
+            on_retry=_retry_of(on_retry, models[i]),
         )  # fmt: skip
         running[asyncio.ensure_future(complete(prompt, models[i], options, context))] = i
 
@@ -213,12 +224,14 @@ async def all_models(
     on_text: ModelText | None = None,
     on_result: OnFinish | None = None,
     on_thinking: ModelText | None = None,
+    on_retry: OnRetry | None = None,
     **options: Unpack[CallOptions],
 ) -> list[CompletionResponse]:
     """Every model's outcome, in the order given, failures included (never raises for them)."""
     return await _every(
-        complete, prompt, models, "all", new_id(), on_text, on_result, options, on_thinking
-    )
+        complete, prompt, models, "all", new_id(), on_text, on_result, options, on_thinking,
+        on_retry,
+    )  # fmt: skip
 
 
 async def _every(
@@ -231,6 +244,7 @@ async def _every(
     on_result: OnFinish | None,
     options: CallOptions,
     on_thinking: ModelText | None = None,
+    on_retry: OnRetry | None = None,
 ) -> list[CompletionResponse]:
     """``all_models``, recorded as ``kind`` in ``group`` (consensus asks its candidates so)."""
     # The same model twice is allowed: its answers vary, and that may be the point.
@@ -241,6 +255,7 @@ async def _every(
         context = CallContext(
             kind, group, on_text=None if on_text is None else (lambda t: on_text(models[i], t)),
             on_finish=_keep(last, i, on_result), on_thinking=_for_model(on_thinking, models[i]),
+            on_retry=_retry_of(on_retry, models[i]),
         )  # fmt: skip
         return complete(prompt, models[i], options, context)
 
@@ -274,6 +289,7 @@ async def consensus(
     on_result: OnFinish | None = None,
     on_judge: OnJudge | None = None,
     on_thinking: ModelText | None = None,
+    on_retry: OnRetry | None = None,
     **options: Unpack[CallOptions],
 ) -> ConsensusResult:
     """Ask every model, then pick one answer by ``strategy``.
@@ -303,8 +319,9 @@ async def consensus(
         raise ConfigError(f"Unknown panel {panel!r}.", hint=f"Use one of {', '.join(METHODS)}.")
     group = new_id()
     responses = await _every(
-        complete, prompt, models, "consensus", group, on_text, on_result, options, on_thinking
-    )
+        complete, prompt, models, "consensus", group, on_text, on_result, options, on_thinking,
+        on_retry,
+    )  # fmt: skip
     ok = [r for r in responses if r.ok]
     if not ok:
         raise _all_failed(responses, None)
@@ -460,6 +477,12 @@ def _keep(last: dict[int, CompletionResponse], index: int, then: OnFinish | None
 def _for_model(hook: ModelText | None, model: str) -> Callable[[str], None] | None:
     """``hook(model, text)`` as a one-model ``on_text``-style callback (None stays None)."""
     return None if hook is None else (lambda text: hook(model, text))
+
+
+def _retry_of(hook: OnRetry | None, model: str) -> OnRetry | None:
+    """``hook`` told the model as the caller named it (its panel), not the engine's name for
+    the model that failed (a fallback's or a canonical name): like on_text, keyed by caller."""
+    return None if hook is None else (lambda _failed, delay_s: hook(model, delay_s))
 
 
 def _question_of(prompt: Prompt) -> str:

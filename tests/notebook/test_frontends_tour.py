@@ -11,7 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import mmo_magic as mmo
-from mmo_magic.notebook import rendering
+from mmo_magic.notebook import rendering, tables
 
 ITEMS = [
     {"question": "What is two plus two?", "id": "q1"},
@@ -167,7 +167,7 @@ def test_runs_show_local_time_labelled_and_unknown_cost_as_na(ip, orc):
     runs = ip.run_line_magic("mmo_runs", "")
     text, html = repr(runs), runs._repr_html_()
     assert "<NA>" not in text and "<NA>" not in html and "NaN" not in text
-    table = rendering.runs_table(runs)
+    table = tables.runs_table(runs)
     costs = list(table["cost"])
     assert costs[-1] == "cost n/a" and costs[0].startswith("$")
     assert re.fullmatch(r"\d+", table["latency_ms"][0])  # whole milliseconds
@@ -187,7 +187,7 @@ def test_models_table_puts_useful_columns_first_and_names_the_host(ip, orc):
     ]  # fmt: skip
     assert "host" in models.columns and "…" not in repr(models) and "..." not in repr(models)
     full = mmo.Orchestrator.from_config(runlog=":memory:")
-    everything = rendering.models_frame(full.catalogue)
+    everything = tables.models_frame(full.catalogue)
     hosts = dict(zip(everything["name"], everything["host"], strict=True))
     mistral = next(n for n in hosts if "mistral" in n)
     assert hosts[mistral] == "api.mistral.ai" and hosts["gpt-4o"] == "api.openai.com"

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from helpers import magic_shell, sim_models
+from helpers import eventually, magic_shell, sim_models
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
@@ -115,9 +115,14 @@ def test_with_a_kernel_the_answer_streams_into_one_display(live_ip, orc):
 
 def test_stop_during_mmo_removes_the_streaming_cursor(live_ip, orc, sim):
     model = replying(orc, " ".join(f"w{i}" for i in range(200)), tps="20")
+    orc.complete("warm up", model=model, max_tokens=1)  # the SDK's first use: >1 s when loaded
     main = threading.main_thread().ident
+    sent = sim.request_count()
 
     def interrupt() -> None:
+        # Stop once the answer is streaming (200 words at 20/s take 10 s), however slow
+        # the machine is to send the request.
+        eventually(lambda: sim.request_count() > sent, "the request to reach the sim")
         time.sleep(0.8)
         signal.pthread_kill(main, signal.SIGINT)
 

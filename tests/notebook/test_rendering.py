@@ -13,7 +13,7 @@ from IPython.utils.capture import capture_output
 
 import mmo_magic as mmo
 from mmo_magic.core.completion import CompletionResponse
-from mmo_magic.notebook import rendering
+from mmo_magic.notebook import rendering, tables
 from mmo_magic.notebook.rendering import PanelState, RaceState, Votes
 from mmo_magic.orchestration.judges import TIE, JudgeEvent
 
@@ -162,14 +162,14 @@ def test_runs_table_is_compact_and_the_frame_keeps_every_column(sim, keys) -> No
     with mmo.Orchestrator(sim_models(sim), runlog=":memory:", cache=False) as orc:
         orc.complete("hello there", model="oa")
         frame = orc.runs.to_dataframe()
-    shown = rendering.compact_runs(frame)
+    shown = tables.compact_runs(frame)
     assert list(shown.columns) == list(frame.columns)  # the value keeps everything
     html = shown._repr_html_()
-    for column in rendering.RUN_COLUMNS:
+    for column in tables.RUN_COLUMNS:
         assert f"<th>{column}</th>" in html
     assert "<th>prompt</th>" not in html and "run_id" not in repr(shown)
     assert type(shown[["model"]]) is type(frame)  # derived frames are plain DataFrames
-    picked = rendering.runs_table(frame, ["model", "prompt"])
+    picked = tables.runs_table(frame, ["model", "prompt"])
     assert list(picked.columns) == ["model", "prompt"] and picked["prompt"][0] == "hello there"
     with pytest.raises(mmo.ConfigError, match="Unknown run-log column 'nope'"):
-        rendering.runs_table(frame, ["nope"])
+        tables.runs_table(frame, ["nope"])
