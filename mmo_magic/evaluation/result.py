@@ -122,7 +122,7 @@ class BatchResult:
                 "output_tokens_mean": _mean(ok["output_tokens"]),
             })  # fmt: skip
         table = pd.DataFrame(out).set_index("model")
-        return self._with_scores(table, rounds, seed)
+        return _shown(self._with_scores(table, rounds, seed))
 
     # -- scorers
 
@@ -202,7 +202,7 @@ class BatchResult:
         frame.index.name = "judge"
         if len(frame):
             frame["tie_rate"] = [self._tie_rate(str(judge)) for judge in frame.index]
-        return frame
+        return _shown(frame)
 
     def agreement(self) -> pd.DataFrame:
         """Per pair of judges: the share of comparisons on which they agree."""
@@ -218,7 +218,7 @@ class BatchResult:
                 f"{len(self.judges)} judge: agreement needs two or more (see bias() for "
                 "one judge's consistency across the two orders)"
             ]
-        return frame
+        return _shown(frame)
 
     def leaderboard(
         self, *, plot: bool = False, rounds: int = 500, seed: int | None = 0
@@ -272,7 +272,7 @@ class BatchResult:
         frame.attrs["notes"] = notes
         if plot:
             self.plot(frame)
-        return frame
+        return _shown(frame)
 
     def _pairwise_board(self, rounds: int, seed: int | None) -> pd.DataFrame:
         import pandas as pd
@@ -422,6 +422,13 @@ class BatchResult:
         import html
 
         return f"<p>{html.escape(repr(self))}</p>" + self.summary()._repr_html_()  # type: ignore[operator]
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as it is, displayed rounded with its notes (see evaluation.display)."""
+    from .display import shown
+
+    return shown(frame)
 
 
 def _quantile(series: Any, q: float) -> float | None:
