@@ -264,6 +264,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument(
+        "--per-call-only", action="store_true", help="part 1 only (quick A/B runs while profiling)"
+    )
     parser.add_argument("--throughput-worker", choices=["raw", "mmo"], help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -303,6 +306,8 @@ def main() -> None:
             ("client", "median ms", "p99 ms", "added median ms", "added p99 ms"),
             [tuple(r.values()) for r in rows],
         )
+        if args.per_call_only:
+            return
 
         workers = {}
         for which in ("raw", "mmo"):

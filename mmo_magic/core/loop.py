@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 __all__ = ["CANCEL_GRACE_S", "BackgroundLoop", "background_loop", "get_interruptibly"]
@@ -104,15 +105,79 @@ class BackgroundLoop:
         future.cancel()
         concurrent.futures.wait([future], timeout=CANCEL_GRACE_S)
 
-    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` from any event loop; it runs on the background loop."""
+    async def arun(
+        self,
+        coro: Coroutine[Any, Any, T],
+        until: Sequence[concurrent.futures.Future[Any]] = (),
+    ) -> T:
+        """Await ``coro`` from any event loop; it runs on the background loop.
+
+        ``until``: futures the coroutine fills in as it runs (a call's run-record commits)
+        that must also be done before the caller resumes, unless the coroutine was
+        cancelled. Whichever finishes last wakes the caller's loop directly, once:
+        the background loop when the futures are done first, else the thread that
+        completes the last of them (the run log's writer).
+
+        One ``call_soon_threadsafe`` each way: no ``concurrent.futures.Future`` and
+        ``wrap_future`` chain between the loops (two more locks and callbacks a call).
+        """
         if self.in_loop_thread():
-            return await coro
-        future = self.submit(coro)
+            result = await coro
+            for future in until:
+                if not future.done():
+                    await asyncio.wrap_future(future)
+            return result
+        caller = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = caller.create_future()
+        started: list[asyncio.Task[T]] = []
+        stopped = False  # set by the caller, read by ``start``: a cancel before the start
+
+        def resume(task: asyncio.Task[T]) -> None:  # on the caller's loop
+            if waiter.done():
+                return
+            if task.cancelled():
+                waiter.cancel()
+            elif (error := task.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(task.result())
+
+        def wake(task: asyncio.Task[T]) -> None:  # any thread
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
+                caller.call_soon_threadsafe(resume, task)
+
+        def finished(task: asyncio.Task[T]) -> None:  # on the background loop
+            if task.cancelled():
+                wake(task)
+                return
+            task.exception()  # retrieved: it goes to the caller, or the caller has gone
+            pending = [f for f in until if not f.done()]
+            if not pending:
+                wake(task)
+                return
+
+            def one_done(_: concurrent.futures.Future[Any]) -> None:  # any thread
+                # Two finishing at once may both see all done: ``resume`` runs once.
+                if all(f.done() for f in pending):
+                    wake(task)
+
+            for future in pending:
+                future.add_done_callback(one_done)
+
+        def start() -> None:  # on the background loop, in a copy of the caller's context
+            if stopped:
+                coro.close()
+                return
+            task = asyncio.ensure_future(coro)
+            task.add_done_callback(finished)
+            started.append(task)
+
+        self.loop.call_soon_threadsafe(start)
         try:
-            return await asyncio.wrap_future(future)
+            return await waiter
         except asyncio.CancelledError:
-            future.cancel()
+            stopped = True
+            self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in started])
             raise
 
 

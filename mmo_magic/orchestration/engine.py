@@ -196,16 +196,10 @@ class CallEngine(Generic[Sink]):
         except MMOError as exc:
             await self._refused(prompt, model, context, exc)
             raise
-        # The commit is awaited here, on the caller's loop, not on the background loop: the
-        # writer thread then wakes the caller directly (one thread hop fewer), and the commit
-        # overlaps the answer's way back from the background loop.
-        try:
-            response = await self.loop.arun(self._route_and_run(prompt, call))
-        except MMOError:
-            await _committed(call)
-            raise
-        await _committed(call)
-        return response
+        # The caller resumes once the answer is ready and its records are committed, woken
+        # once, by whichever comes last: the writer thread wakes it directly when the
+        # commit is last (see BackgroundLoop.arun).
+        return await self.loop.arun(self._route_and_run(prompt, call), until=call.committed)
 
     def _call(
         self,
@@ -634,13 +628,6 @@ def _is_router(route: object) -> bool:
     from ..routing import Router  # routing loads on first use (its routers compile patterns)
 
     return isinstance(route, Router)
-
-
-async def _committed(call: _Call) -> None:
-    """Wait until every run record of ``call`` is committed."""
-    for committed in call.committed:
-        if not committed.done():
-            await asyncio.wrap_future(committed)
 
 
 def _skipped(config: ModelConfig, why: str) -> Attempt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import queue
 import threading
 import warnings
 from typing import Protocol
@@ -31,7 +32,9 @@ class Writer:
     def __init__(self) -> None:
         self._waiting: set[_Log] = set()
         self._lock = threading.Lock()
-        self._woken = threading.Event()
+        # Wake-ups. A SimpleQueue, not an Event: put() is one C call, where Event.set takes
+        # a Python Condition (its lock, a notify) on the caller's path for every record.
+        self._wakes: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         atexit.register(self.write_all)
 
@@ -43,12 +46,14 @@ class Writer:
                     target=self._run, name="mmo-magic-runlog", daemon=True
                 )
                 self._thread.start()
-        self._woken.set()
+        self._wakes.put(None)
 
     def _run(self) -> None:
         while True:
-            self._woken.wait()
-            self._woken.clear()
+            self._wakes.get()
+            # Wake-ups that came while the last group was written: one group takes them all.
+            while not self._wakes.empty():
+                self._wakes.get_nowait()
             self.write_all()
 
     def write_all(self) -> None:
