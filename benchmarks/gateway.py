@@ -17,7 +17,17 @@ master key) and their request logs off:
 - ``bench-slow``: ``sim-fast?ttft_ms=…``, an upstream that takes ``--slow-s``
   seconds, for the slow-upstream case.
 
-Rows, each for both gateways one after the other (and the simulated provider
+First, each gateway's own cost per request: chat completions one at a time
+(concurrency 1), non-streaming and streaming, ``--serial`` rounds in which the
+simulated provider called directly (the floor), mmo-serve and LiteLLM's proxy
+each answer one request, in a new random order each round, so a drift in the
+machine's speed hits all alike. "Added ms" is a gateway's median (and p99)
+minus the direct call's, same wire, same run (issue 29's goal for mmo-serve:
+at most 1 ms non-streaming, 2 ms streaming). ``--also LABEL=PYTHONPATH`` adds
+another mmo-serve to these rows, started with that ``PYTHONPATH`` (a checkout
+of another commit: an A/B in one run); ``--only-added`` runs only them.
+
+Then rows, each for both gateways one after the other (and the simulated provider
 called directly, as the floor, where it speaks the wire), after a warm-up:
 non-streaming and streaming chat completions at concurrency 1 (``--serial``
 requests) and 100 (``--requests``), then the Responses API
@@ -93,6 +103,25 @@ class Server:
 
 
 # -- processes -------------------------------------------------------------------------
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU time (user + system) of a process and its children so far, in s."""
+    import psutil
+
+    if pid is None:
+        return float("nan")
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return float("nan")
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def free_port() -> int:
@@ -179,8 +208,13 @@ def stop(server: Server) -> None:
         server.proc.wait(timeout=10)
 
 
-def start_mmo(sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, str]) -> Server:
+def start_mmo(
+    sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, str], label: str = MMO
+) -> Server:
+    """mmo-serve in its own process; ``env``'s PYTHONPATH picks which mmo_magic it runs."""
     port = free_port()
+    tmp = tmp / label.replace(" ", "_").replace("(", "").replace(")", "") if label != MMO else tmp
+    tmp.mkdir(parents=True, exist_ok=True)
     lines = [f'runlog = "{tmp / "runs.sqlite3"}"', "cache = false"]
     for name, model_id in models.items():
         lines += [
@@ -195,7 +229,7 @@ def start_mmo(sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, st
         ]
     config = tmp / "mmo.toml"
     config.write_text("\n".join(lines) + "\n")
-    server = Server(MMO, f"http://127.0.0.1:{port}/v1", MMO_KEY, log=tmp / "mmo-serve.log")
+    server = Server(label, f"http://127.0.0.1:{port}/v1", MMO_KEY, log=tmp / "mmo-serve.log")
     server.models = {name: name for name in models}
     # A key with an identity and limits: each request is looked up, admitted and charged.
     made = subprocess.run(
@@ -452,6 +486,114 @@ def slow_case(server: Server, args: Any) -> Result:
     )  # fmt: skip
 
 
+@dataclass
+class Added:
+    """One target's c=1 latencies in the interleaved rounds, and what it adds over direct."""
+
+    server: str
+    test: str
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    added_p50_ms: float = float("nan")  # minus the direct call's median, same rounds
+    added_p99_ms: float = float("nan")
+    cpu_ms: float = float("nan")  # the gateway's process tree's CPU time per request
+    first_error: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            k: None if isinstance(v, float) and math.isnan(v) else v for k, v in vars(self).items()
+        }
+
+
+async def interleaved(
+    targets: list[Server], stream: bool, rounds: int, warmup: int, timeout_s: float = 60
+) -> dict[str, tuple[list[float], list[str], float]]:
+    """``rounds`` rounds of one chat completion to each target, one request at a time, in a
+    new random order each round; each target keeps its own connection. Returns each
+    target's (latencies in ms, errors, CPU s its process used in the recorded rounds)."""
+    import random
+
+    import aiohttp
+
+    path, make_body = WIRES["chat"]
+    done_mark = _COMPLETE[("chat", stream)]
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    sessions = {t.name: aiohttp.ClientSession(timeout=timeout) for t in targets}
+    found: dict[str, tuple[list[float], list[str]]] = {t.name: ([], []) for t in targets}
+    cpu: dict[str, float] = {}
+
+    async def one(target: Server, record: bool) -> None:
+        body = json.dumps(make_body(target.models.get("bench-fast", "bench-fast"), stream))
+        headers = {"Authorization": f"Bearer {target.key}", "Content-Type": "application/json"}
+        latencies, errors = found[target.name]
+        start = time.perf_counter()
+        try:
+            async with sessions[target.name].post(
+                target.base_url + path, data=body.encode(), headers=headers
+            ) as response:
+                data = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            return
+        elapsed = (time.perf_counter() - start) * 1000
+        if response.status != 200 or done_mark not in data:
+            errors.append(f"HTTP {response.status}: {data[:200]!r}")
+        elif record:
+            latencies.append(elapsed)
+
+    shuffled = random.Random(29)
+    try:
+        for i in range(warmup + rounds):
+            order = list(targets)
+            shuffled.shuffle(order)
+            for target in order:
+                await one(target, record=i >= warmup)
+            if i + 1 == warmup:
+                for _, errors in found.values():
+                    errors.clear()
+            if i + 1 == warmup or i + 1 == warmup + rounds:  # CPU used by the recorded rounds
+                for t in targets:
+                    pid = t.proc.pid if t.proc is not None else None
+                    cpu[t.name] = tree_cpu_s(pid) - cpu.get(t.name, 0.0)
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return {name: (*found[name], cpu.get(name, float("nan"))) for name in found}
+
+
+def added_rows(servers: list[Server], sim: Server, args: Any) -> list[Added]:
+    """Each gateway's own cost at concurrency 1, non-streaming and streaming, interleaved
+    with the direct call in the same rounds."""
+    rows: list[Added] = []
+    for stream in (False, True):
+        test = f"added at c=1, {'stream' if stream else 'non-stream'}"
+        found = asyncio.run(
+            interleaved([sim, *servers], stream, args.serial, warmup=min(args.serial, 50))
+        )
+        direct = found[sim.name][0]
+        for server in [sim, *servers]:
+            latencies, errors, cpu_s = found[server.name]
+            row = Added(
+                server.name, test, len(latencies) + len(errors), len(errors),
+                median(latencies), percentile(latencies, 99),
+                cpu_ms=cpu_s * 1000 / max(1, len(latencies)),
+                first_error=errors[0] if errors else "",
+            )  # fmt: skip
+            if server is not sim:
+                row.added_p50_ms = row.p50_ms - median(direct)
+                row.added_p99_ms = row.p99_ms - percentile(direct, 99)
+            rows.append(row)
+            print(
+                f"  {test:<28} {server.name:<28} {row.p50_ms:8.3f} ms"
+                + ("" if server is sim else f"  added {row.added_p50_ms:+.3f} ms")
+                + (f", CPU {row.cpu_ms:.3f} ms" if math.isfinite(row.cpu_ms) else ""),
+                flush=True,
+            )
+    return rows
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -468,6 +610,12 @@ def main() -> None:
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--logs", metavar="DIR", help="keep the servers' logs and configs in DIR")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few dozen requests")
+    parser.add_argument(
+        "--also", action="append", default=[], metavar="LABEL=PYTHONPATH",
+        help="also run 'mmo-serve (LABEL)' with this PYTHONPATH (another checkout) in the c=1 "
+        "rows (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--only-added", action="store_true", help="only the c=1 added-ms rows")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.serial, args.slow_requests, args.slow_s = 40, 10, 12, 1.0
@@ -487,6 +635,10 @@ def main() -> None:
         sim = Server(SIM, sim_url, env[SIM_KEY_ENV])
         sim.models = dict(models)
         servers = [start_mmo(sim_url, models, tmp, env)]
+        for also in args.also:  # other checkouts of mmo_magic: an A/B in the same rounds
+            label, _, pythonpath = also.partition("=")
+            also_env = {**env, "PYTHONPATH": pythonpath}
+            servers.append(start_mmo(sim_url, models, tmp, also_env, label=f"{MMO} ({label})"))
         if args.skip_litellm:
             missing = "--skip-litellm"
         else:
@@ -497,25 +649,32 @@ def main() -> None:
         try:
             ready = []
             for server in servers:  # both start at once; wait for each in turn
-                path = "/health" if server.name == MMO else "/health/liveliness"
+                path = "/health/liveliness" if server.name == LITE else "/health"
                 problem = wait_healthy(server, path, args.startup_s)
                 if problem is None:
                     ready.append(server)
-                elif server.name == MMO:
-                    raise SystemExit(f"mmo-serve did not start: {problem}")
+                elif server.name != LITE:
+                    raise SystemExit(f"{server.name} did not start: {problem}")
                 else:
                     missing = f"did not start: {problem}"
                     stop(server)
             if missing:
                 print(f"\nLiteLLM proxy MISSING from this run ({missing}); mmo-serve's rows only.")
-            results = run_rows(ready, sim, args)
+            added = added_rows(ready, sim, args)
+            gateways = [s for s in ready if s.name in (MMO, LITE)]  # --also: c=1 rows only
+            results = [] if args.only_added else run_rows(gateways, sim, args)
             rss_idle = {s.name: s.idle_rss_mb for s in ready}
             startup = {s.name: s.startup_s for s in ready}
         finally:
             for server in servers:
                 stop(server)
     args.load_average = {"before": load_before, "after": os.getloadavg()}
-    report(results, rss_idle, startup, missing, args)
+    report_added(added, args)
+    if args.only_added:
+        save("gateway-added", {**vars(args), "versions": versions()}, [r.as_row() for r in added],
+             added_checks(added))  # fmt: skip
+        return
+    report(results, rss_idle, startup, missing, args, added)
 
 
 def run_rows(servers: list[Server], sim: Server, args: Any) -> list[Result]:
@@ -552,6 +711,7 @@ def report(
     startup: dict[str, float],
     missing: str,
     args: Any,
+    added: list[Added],
 ) -> None:
     fast = [r for r in results if r.test != "slow upstream"]
     print_table(
@@ -564,7 +724,7 @@ def report(
     )
     by = {(r.server, r.test): r for r in results}
     tests = list(dict.fromkeys(r.test for r in fast))
-    checks: list[Check] = []
+    checks: list[Check] = added_checks(added)
     if not missing:
         rows = []
         failed = []
@@ -681,7 +841,46 @@ def report(
     print_checks(checks)
     params = {**vars(args), "litellm_missing": missing, "startup_s": startup,
               "idle_rss_mb": rss_idle, "versions": versions()}  # fmt: skip
-    save("gateway", params, [r.as_row() for r in results], checks)
+    rows = [r.as_row() for r in results] + [r.as_row() for r in added]
+    save("gateway", params, rows, checks)
+
+
+def report_added(added: list[Added], args: Any) -> None:
+    print_table(
+        f"Each gateway's own cost: one request at a time, {args.serial} interleaved rounds, "
+        "added over calling the simulated provider directly",
+        ("test", "server", "requests", "errors", "p50 ms", "p99 ms", "added p50 ms",
+         "added p99 ms", "server CPU ms"),
+        [(r.test, r.server, r.requests, r.errors, r.p50_ms, r.p99_ms, r.added_p50_ms,
+          r.added_p99_ms, r.cpu_ms) for r in added],
+    )  # fmt: skip
+    before, after = args.load_average["before"][0], args.load_average["after"][0]
+    print(f"load average (1 min) {before:.1f} before, {after:.1f} after, {os.cpu_count()} cores")
+    print("  server CPU ms: the gateway's process tree's CPU time per request (less moved by load)")
+
+
+def added_checks(added: list[Added]) -> list[Check]:
+    """mmo-serve's added ms at c=1 against issue 29's goals; the others for information."""
+    goals = {"non-stream": 1.0, "stream": 2.0}
+    checks = []
+    for r in added:
+        if r.server == SIM:
+            continue
+        wire = r.test.rpartition(", ")[2]
+        goal = goals[wire] if r.server == MMO else None
+        checks.append(
+            Check(
+                f"added ms per request at c=1 over direct, {wire}, {r.server}",
+                r.added_p50_ms if math.isfinite(r.added_p50_ms) else 0.0,
+                "ms",
+                f"<= {goal:g} ms" if goal is not None else "",
+                None if goal is None else r.errors == 0 and r.added_p50_ms <= goal,
+                f"median {r.p50_ms:.2f} ms; p99 {r.p99_ms:.2f} ms (added {r.added_p99_ms:+.2f}); "
+                f"server CPU {r.cpu_ms:.2f} ms a request"
+                + (f"; {r.errors} errors: {r.first_error[:150]}" if r.errors else ""),
+            )
+        )
+    return checks
 
 
 def versions() -> dict[str, str]:

@@ -66,6 +66,7 @@ from ..storage.keys import KeyStore
 from ..storage.runlog import new_id
 from .admin import add_admin_routes
 from .auth import Gate, client_keys, declare_security
+from .bodies import json_response
 from .clients import Clients, client_of
 from .costs import sum_or_none, worst_case
 from .deployments import Deployments
@@ -111,25 +112,15 @@ EMBEDDED = "embedded"  # the provider of models run inside this process (llama.c
 DEPLOYED = "deployments"  # request state: the deployments a request was sent to
 
 
-class _RecordedAsService:
-    """ASGI middleware: every call a request makes is recorded with ``step=STEP``.
+class _PerRequest:
+    """ASGI middleware, one layer for what every request needs around it:
 
-    The label is a context variable, so it follows the request's calls onto
-    the orchestrator's loop, streams and fan-outs included.
+    - every call it makes is recorded with ``step=STEP`` (a context variable, so the
+      label follows its calls onto the orchestrator's loop, streams and fan-outs
+      included);
+    - its deployments (``deployments``) stay counted in flight, and its budget holds
+      (``clients``) held, until its response is sent, a stream's last event included.
     """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with recorded_as(STEP):
-            await self.app(scope, receive, send)
-
-
-class _Deployed:
-    """ASGI middleware: a request's deployments (``deployments``) stay counted in flight,
-    and its budget holds (``clients``) held, until its response is sent, a stream's last
-    event included."""
 
     def __init__(self, app: ASGIApp, app_state: Any) -> None:
         self.app = app
@@ -137,7 +128,8 @@ class _Deployed:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self.app(scope, receive, send)
+            with recorded_as(STEP):
+                await self.app(scope, receive, send)
         finally:
             deployments = getattr(self.app_state, "deployments", None)
             for chosen in scope.get("state", {}).get(DEPLOYED, ()):
@@ -195,8 +187,7 @@ def create_app(
     app.state.orchestrator = orc
     app.state.drain = drain
     install_error_handlers(app, scrub)
-    app.add_middleware(_RecordedAsService)
-    app.add_middleware(_Deployed, app_state=app.state)
+    app.add_middleware(_PerRequest, app_state=app.state)
     app.add_middleware(
         Gate, keys=accepted, max_body_bytes=settings.max_body_bytes, store=store,
         public=(METRICS_PATH,) if settings.metrics == "public" else (),
@@ -283,7 +274,7 @@ def create_app(
     def target(request: Request, name: str) -> tuple[str, str | None, dict[str, Any]]:
         """(model, router, options) for a ``model`` field; a name with several deployments
         becomes the least busy one, the others its fallbacks (counted until the response
-        is sent, streams included: ``_Deployed``)."""
+        is sent, streams included: ``_PerRequest``)."""
         model, route = _target(name)
         deployments = app.state.deployments
         if deployments is None or model not in deployments:
@@ -358,7 +349,7 @@ def create_app(
         return by_id[name]
 
     @app.post("/v1/complete", response_model=CompletionOut | ManyOut, responses=ERROR_RESPONSES)
-    async def complete(body: CompleteRequest, request: Request) -> CompletionOut | ManyOut:
+    async def complete(body: CompleteRequest, request: Request) -> Response:
         await _check_unicode(request)  # a lone surrogate is a 400 naming its place, as for chat
         _check_cap(body.max_tokens, settings.max_tokens_cap)
         options: dict[str, Any] = {
@@ -377,7 +368,7 @@ def create_app(
                 request, _many(orc, body, routing, options, scrub)
             )
             answered(request, answers)  # judges' calls are not charged (README)
-            return many
+            return json_response(many)
         if body.models:
             raise InvalidRequestError(
                 f"models is for routing='parallel', 'race' or 'consensus', not {routing!r}.",
@@ -390,14 +381,14 @@ def create_app(
         call = orc.acomplete(body.prompt, model, route=route, **options)
         answer = await unless_disconnected(request, call)
         answered(request, [answer])
-        return completion_out(answer, scrub)
+        return json_response(completion_out(answer, scrub))
 
     @app.post(
         "/v1/chat/completions",
         response_model=ChatCompletionOut,
         responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
     )
-    async def chat_completions(body: ChatRequest, request: Request) -> Response | ChatCompletionOut:
+    async def chat_completions(body: ChatRequest, request: Request) -> Response:
         max_tokens = body.max_completion_tokens or body.max_tokens
         _check_cap(max_tokens, settings.max_tokens_cap)
         if (refused := _unsupported(body)) is not None:
@@ -439,7 +430,7 @@ def create_app(
         )
         answered(request, answers)
         response = answers[0]
-        return ChatCompletionOut(
+        out = ChatCompletionOut(
             id=f"chatcmpl-{response.run_id or new_id()}",
             created=int(time.time()),
             model=response.model,
@@ -458,6 +449,7 @@ def create_app(
             usage=summed_usage(answers),
             mmo=details_out(response, scrub),
         )
+        return json_response(out)
 
     @app.post(
         "/v1/responses",
@@ -477,7 +469,7 @@ def create_app(
             )
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
         answered(request, [response])
-        return response_object(body, response, scrub)
+        return json_response(response_object(body, response, scrub))
 
     @app.post(
         "/v1/completions",
@@ -500,7 +492,7 @@ def create_app(
             request, _choices(orc, messages, model, body.n, options)
         )
         answered(request, answers)
-        return legacy_object(answers, scrub)
+        return json_response(legacy_object(answers, scrub))
 
     @app.post("/v1/embeddings", responses=ERROR_RESPONSES)
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
@@ -531,7 +523,7 @@ def create_app(
             )
         response = await unless_disconnected(request, orc.acomplete(messages, model, **options))
         answered(request, [response])
-        return message_object(response, scrub)
+        return json_response(message_object(response, scrub))
 
     return app
 

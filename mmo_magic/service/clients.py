@@ -52,6 +52,9 @@ class Clients:
         self._lock = threading.Lock()
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
+        # Each key's tokens in its window, kept as entries come and go: summing the window
+        # on every request cost time in proportion to the key's traffic.
+        self._token_sums: dict[str, int] = {}
 
     def admit(
         self,
@@ -92,8 +95,8 @@ class Clients:
             if key.tokens_per_minute is not None:
                 used = self._tokens.setdefault(key.name, deque())
                 while used and used[0][0] <= now - _WINDOW_S:
-                    used.popleft()
-                if sum(n for _, n in used) >= key.tokens_per_minute:
+                    self._token_sums[key.name] -= used.popleft()[1]
+                if self._token_sums.get(key.name, 0) >= key.tokens_per_minute:
                     wait = used[0][0] + _WINDOW_S - now
                     raise ClientLimitError(
                         f"Key {key.name!r} is over its limit of {key.tokens_per_minute} "
@@ -144,8 +147,7 @@ class Clients:
             tokens = (r.input_tokens or 0) + (r.output_tokens or 0)
             self.store.charge(key.name, r.model, r.cost, tokens)
             if key.tokens_per_minute is not None:
-                with self._lock:
-                    self._tokens.setdefault(key.name, deque()).append((time.monotonic(), tokens))
+                self._count_tokens(key.name, tokens)
 
     def charge_usage(self, request: Request, model: str, usd: float | None, tokens: int) -> None:
         """Charge what a call that is no completion (embeddings) cost to the request's key."""
@@ -154,8 +156,12 @@ class Clients:
             return
         self.store.charge(key.name, model, usd, tokens)
         if key.tokens_per_minute is not None:
-            with self._lock:
-                self._tokens.setdefault(key.name, deque()).append((time.monotonic(), tokens))
+            self._count_tokens(key.name, tokens)
+
+    def _count_tokens(self, name: str, tokens: int) -> None:
+        with self._lock:
+            self._tokens.setdefault(name, deque()).append((time.monotonic(), tokens))
+            self._token_sums[name] = self._token_sums.get(name, 0) + tokens
 
     def visible(self, request: Request, names: Iterable[str]) -> set[str]:
         key = client_of(request)

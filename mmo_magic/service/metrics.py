@@ -62,26 +62,38 @@ class Metrics:
         self.tokens = Counter("mmo_tokens", "Tokens", ["model", "kind"], registry=r)
         self.cost = Counter("mmo_cost_usd", "USD spent on answers (priced ones)", ["model"],
                             registry=r)  # fmt: skip
+        self._children: dict[tuple[Any, ...], Any] = {}  # (id(metric), *labels) -> its child
         self.breaker = Gauge(
             "mmo_breaker_open", "1 while the model's circuit is open or half-open", ["model"],
             registry=r,
         )  # fmt: skip
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (models and statuses are few)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < 4096:
+                self._children[key] = child
+        return child
+
     def observe(self, answers: Iterable[CompletionResponse | None]) -> None:
+        child = self._child
         for a in answers:
             if a is None:
                 continue
-            self.answers.labels(a.model, a.status).inc()
+            child(self.answers, a.model, a.status).inc()
             if a.latency_ms is not None:
-                self.answer_seconds.labels(a.model).observe(a.latency_ms / 1000)
+                child(self.answer_seconds, a.model).observe(a.latency_ms / 1000)
             if a.ttft_ms is not None:
-                self.ttft.labels(a.model).observe(a.ttft_ms / 1000)
+                child(self.ttft, a.model).observe(a.ttft_ms / 1000)
             if a.input_tokens is not None:
-                self.tokens.labels(a.model, "input").inc(a.input_tokens)
+                child(self.tokens, a.model, "input").inc(a.input_tokens)
             if a.output_tokens is not None:
-                self.tokens.labels(a.model, "output").inc(a.output_tokens)
+                child(self.tokens, a.model, "output").inc(a.output_tokens)
             if a.cost is not None:
-                self.cost.labels(a.model).inc(a.cost)
+                child(self.cost, a.model).inc(a.cost)
 
     def observe_embedding(self, model: str, tokens: int | None, cost: float | None) -> None:
         self.answers.labels(model, "ok").inc()
@@ -104,12 +116,30 @@ class Metrics:
 
 
 class _Counting:
-    """Pure ASGI middleware: counts and times each request by its route template."""
+    """Pure ASGI middleware: counts and times each request by its route template.
+
+    Each label set's child metric is looked up once and kept (``labels()`` validates
+    and takes a lock on every call).
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
         self.paths: frozenset[str] | None = None
+        self._in_flight: dict[str, Any] = {}
+        self._done: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _finished(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """(the request counter, the request-time histogram) for these labels."""
+        found = self._done.get((route, method, status))
+        if found is None:
+            found = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.seconds.labels(route, method),
+            )
+            if len(self._done) < 256:  # the method is the client's to choose: bounded
+                self._done[(route, method, status)] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == PATH:
@@ -120,8 +150,10 @@ class _Counting:
         if self.paths is None:  # the app's fixed paths: the route is known before routing
             routes = getattr(scope.get("app"), "routes", ())
             self.paths = frozenset(p for r in routes if "{" not in (p := getattr(r, "path", "{")))
-        path = scope["path"]
-        in_flight = self.metrics.in_flight.labels(path if path in self.paths else "other")
+        path = scope["path"] if scope["path"] in self.paths else "other"
+        in_flight = self._in_flight.get(path)
+        if in_flight is None:
+            in_flight = self._in_flight[path] = self.metrics.in_flight.labels(path)
         in_flight.inc()
 
         async def sending(message: Message) -> None:
@@ -134,9 +166,9 @@ class _Counting:
             await self.app(scope, receive, sending)
         finally:
             in_flight.dec()
-            route, method = _route_of(scope), scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.seconds.labels(route, method).observe(time.perf_counter() - start)
+            requests, seconds = self._finished(_route_of(scope), scope["method"], status)
+            requests.inc()
+            seconds.observe(time.perf_counter() - start)
 
 
 def _route_of(scope: dict[str, Any] | Scope) -> str:

@@ -5,9 +5,8 @@ These models are the OpenAPI schema the service publishes (``/openapi.json``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -364,25 +363,34 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # ``scrub`` (``scrub.Scrubber``) cleans the errors providers wrote: no upstream address leaves.
 
 
-def _scrubbed(fields: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
-    if fields.get("error"):
-        fields["error"] = scrub(fields["error"])
-    for attempt in fields.get("attempts") or ():
-        if attempt.get("error"):
-            attempt["error"] = scrub(attempt["error"])
-    return fields
+_Shaped = TypeVar("_Shaped", AttemptOut, CallDetails, CompletionOut)
+
+
+def _shaped(kind: type[_Shaped], r: Any, scrub: Callable[[str], str]) -> _Shaped:
+    """``r`` (a dataclass) as ``kind``, its errors and its attempts' errors scrubbed.
+
+    Read from its attributes: ``dataclasses.asdict`` deep-copied every field, ~10x the
+    time, on every answer the gateway sends.
+    """
+    out = kind.model_validate(r, from_attributes=True)
+    if isinstance(out, AttemptOut | CompletionOut) and out.error:
+        out.error = scrub(out.error)
+    for attempt in out.attempts if isinstance(out, CallDetails) else ():
+        if attempt.error:
+            attempt.error = scrub(attempt.error)
+    return out
 
 
 def attempt_out(a: Attempt, scrub: Callable[[str], str]) -> AttemptOut:
-    return AttemptOut.model_validate(_scrubbed(dataclasses.asdict(a), scrub))
+    return _shaped(AttemptOut, a, scrub)
 
 
 def completion_out(r: CompletionResponse, scrub: Callable[[str], str]) -> CompletionOut:
-    return CompletionOut.model_validate(_scrubbed(dataclasses.asdict(r), scrub))
+    return _shaped(CompletionOut, r, scrub)
 
 
 def details_out(r: CompletionResponse, scrub: Callable[[str], str]) -> CallDetails:
-    return CallDetails.model_validate(_scrubbed(dataclasses.asdict(r), scrub))
+    return _shaped(CallDetails, r, scrub)
 
 
 def usage_out(r: CompletionResponse) -> UsageOut | None:
