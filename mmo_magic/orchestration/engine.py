@@ -46,6 +46,7 @@ from ..providers import ModelClient, make_client
 from ..storage.cache import CachedAnswer, ResponseCache, cache_key
 from ..storage.runlog import RunRecord
 from ..storage.sinks import RecordSink
+from ..storage.writer import written_here
 from .budget import Budget, Reservation
 from .calls import (
     CallContext,
@@ -171,6 +172,7 @@ class CallEngine(Generic[Sink]):
         self.default_model = default_model
         self.loop = loop
         self.clients: dict[str, ModelClient] = {}
+        self._in_flight = 0  # calls between routing and their last record (on the loop)
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     async def complete(
@@ -283,6 +285,13 @@ class CallEngine(Generic[Sink]):
 
     async def _route_and_run(self, prompt: Prompt, call: _Call) -> CompletionResponse:
         """One call: route, then try the model and its fallbacks under the retry policy."""
+        self._in_flight += 1
+        try:
+            return await self._route_and_run_counted(prompt, call)
+        finally:
+            self._in_flight -= 1
+
+    async def _route_and_run_counted(self, prompt: Prompt, call: _Call) -> CompletionResponse:
         base = RunRecord(
             kind=call.kind, requested_model=call.requested, prompt="", cell=call.cell,
             session_id=SESSION_ID, temperature=call.temperature, max_tokens=call.max_tokens,
@@ -574,7 +583,14 @@ class CallEngine(Generic[Sink]):
             from ..core.pricing import count_tokens
 
             record.reasoning_tokens = count_tokens(reasoning, config.model_id if config else "")
-        call.committed.append(self.runs.add(record))
+        if self._in_flight <= 1:
+            # A lone call: its records are written here, on the loop, now (it waits for the
+            # commit anyway), not handed to the writer thread and back: two thread wake-ups
+            # fewer (storage.writer). Concurrent calls' records share the writer's commits.
+            with written_here():
+                call.committed.append(self.runs.add(record))
+        else:
+            call.committed.append(self.runs.add(record))
         response = CompletionResponse(
             content=content,
             model=config.name if config else record.requested_model,

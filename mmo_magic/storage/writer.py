@@ -1,14 +1,23 @@
-"""The one background thread that writes every run log's queued records (group commits)."""
+"""The one background thread that writes every run log's queued records (group commits).
+
+A caller that knows it is alone (no other call in flight to share a commit with) may
+write its records itself instead: ``written_here`` makes the records added inside the
+block be written by the calling thread as the block ends, without waking the writer
+thread. That saves two thread wake-ups on the path of a lone call (the writer's, then
+the caller's once the commit is done), which on a busy machine each wait for a CPU.
+"""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Protocol
 
-__all__ = ["RunLogWarning", "Writer"]
+__all__ = ["RunLogWarning", "Writer", "written_here"]
 
 
 class RunLogWarning(UserWarning):
@@ -20,6 +29,29 @@ class _Log(Protocol):
     path: str
 
     def _write_queued_safely(self) -> None: ...
+
+
+# Per thread: the logs with records added inside a ``written_here`` block (None outside one).
+_here = threading.local()
+
+
+@contextlib.contextmanager
+def written_here() -> Iterator[None]:
+    """Write the records added inside the block in this thread, as it ends (one commit per log).
+
+    For a lone call: it waits for its commit anyway, so writing it here costs the caller
+    nothing and saves the hand-off to the writer thread and back. Records of concurrent
+    calls belong with the writer thread instead, where they share a commit.
+    """
+    outer: set[_Log] | None = getattr(_here, "logs", None)
+    logs: set[_Log] = set()
+    _here.logs = logs
+    try:
+        yield
+    finally:
+        _here.logs = outer
+        for log in logs:
+            _write(log)
 
 
 class Writer:
@@ -39,6 +71,10 @@ class Writer:
         atexit.register(self.write_all)
 
     def wake(self, log: _Log) -> None:
+        here: set[_Log] | None = getattr(_here, "logs", None)
+        if here is not None:  # inside ``written_here``: this thread writes it
+            here.add(log)
+            return
         with self._lock:
             self._waiting.add(log)
             if self._thread is None or not self._thread.is_alive():  # none yet, or lost to a fork
@@ -60,11 +96,15 @@ class Writer:
         with self._lock:
             logs, self._waiting = self._waiting, set()
         for log in logs:
-            try:
-                log._write_queued_safely()
-            except Exception as exc:  # the thread must outlive anything one log does
-                warnings.warn(
-                    f"mmo_magic could not write the run log {log.path}: {exc!r}",
-                    RunLogWarning,
-                    stacklevel=1,
-                )
+            _write(log)
+
+
+def _write(log: _Log) -> None:
+    try:
+        log._write_queued_safely()
+    except Exception as exc:  # the writer must outlive anything one log does
+        warnings.warn(
+            f"mmo_magic could not write the run log {log.path}: {exc!r}",
+            RunLogWarning,
+            stacklevel=1,
+        )
