@@ -21,9 +21,14 @@ First, each gateway's own cost per request: chat completions one at a time
 (concurrency 1), non-streaming and streaming, ``--serial`` rounds in which the
 simulated provider called directly (the floor), mmo-serve and LiteLLM's proxy
 each answer one request, in a new random order each round, so a drift in the
-machine's speed hits all alike. "Added ms" is a gateway's median (and p99)
-minus the direct call's, same wire, same run (issue 29's goal for mmo-serve:
-at most 1 ms non-streaming, 2 ms streaming). ``--also LABEL=PYTHONPATH`` adds
+machine's speed hits all alike. ``orc.acomplete`` (``orc.astream``) called in
+this process with mmo-serve's configuration joins the rounds: mmo-serve minus
+it is what the HTTP side (uvicorn, FastAPI, the gate, keys, metrics, encoding)
+adds, the rest of mmo-serve's added ms is the orchestrator's. "Added ms" is a
+gateway's median (and p99) minus the direct call's, same wire, same run (issue
+29's goal for mmo-serve: at most 1 ms non-streaming, 2 ms streaming). Each
+gateway's process CPU per request is reported beside it: a loaded machine moves
+it less than latency. ``--also LABEL=PYTHONPATH`` adds
 another mmo-serve to these rows, started with that ``PYTHONPATH`` (a checkout
 of another commit: an A/B in one run); ``--only-added`` runs only them.
 
@@ -72,7 +77,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +90,7 @@ MMO_KEY = "mmo-bench-client-key"
 LITELLM_KEY = "sk-" + "5e1f" * 16
 PROMPT = "Say something about benchmarks."
 MMO, LITE, SIM = "mmo-serve", "LiteLLM proxy", "simulated provider (direct)"
+ORC = "orc.acomplete in-process (no HTTP)"  # the c=1 rows: mmo-serve minus it is the gateway
 
 
 @dataclass
@@ -100,6 +106,8 @@ class Server:
     startup_s: float = float("nan")
     idle_rss_mb: float = float("nan")
     models: dict[str, str] = field(default_factory=dict)  # our name -> the name it is sent as
+    # Called instead of HTTP (the c=1 rows' in-process orc.acomplete): stream -> its text.
+    call: Callable[[bool], Awaitable[str]] | None = None
 
 
 # -- processes -------------------------------------------------------------------------
@@ -525,6 +533,9 @@ async def interleaved(
     cpu: dict[str, float] = {}
 
     async def one(target: Server, record: bool) -> None:
+        if target.call is not None:
+            await in_process(target, target.call, record)
+            return
         body = json.dumps(make_body(target.models.get("bench-fast", "bench-fast"), stream))
         headers = {"Authorization": f"Bearer {target.key}", "Content-Type": "application/json"}
         latencies, errors = found[target.name]
@@ -542,6 +553,21 @@ async def interleaved(
             errors.append(f"HTTP {response.status}: {data[:200]!r}")
         elif record:
             latencies.append(elapsed)
+
+    async def in_process(
+        target: Server, call: Callable[[bool], Awaitable[str]], record: bool
+    ) -> None:
+        latencies, errors = found[target.name]
+        start = time.perf_counter()
+        try:
+            text = await call(stream)
+        except Exception as exc:  # the orchestrator's errors: counted, as HTTP ones are
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            return
+        if not text:
+            errors.append("no text")
+        elif record:
+            latencies.append((time.perf_counter() - start) * 1000)
 
     shuffled = random.Random(29)
     try:
@@ -561,6 +587,28 @@ async def interleaved(
         for session in sessions.values():
             await session.close()
     return {name: (*found[name], cpu.get(name, float("nan"))) for name in found}
+
+
+@contextlib.contextmanager
+def in_process_orchestrator(sim_url: str, model_id: str, tmp: Path) -> Iterator[Server]:
+    """``orc.acomplete`` (``orc.astream``) in this process, configured as mmo-serve's
+    orchestrator is (the run log on disk, no cache): mmo-serve minus it is the HTTP side."""
+    import mmo_magic as mmo
+
+    model = mmo.ModelConfig("openai", model_id, name="bench-fast", base_url=sim_url,
+                            api_key_env=SIM_KEY_ENV)  # fmt: skip
+    orc = mmo.Orchestrator([model], default_model="bench-fast",
+                           runlog=str(tmp / "in-process.sqlite3"), cache=False)  # fmt: skip
+
+    async def call(stream: bool) -> str:
+        if not stream:
+            return (await orc.acomplete(PROMPT)).content
+        return "".join([text async for text in orc.astream(PROMPT)])
+
+    try:
+        yield Server(ORC, "", "", call=call)
+    finally:
+        orc.close()
 
 
 def added_rows(servers: list[Server], sim: Server, args: Any) -> list[Added]:
@@ -660,7 +708,8 @@ def main() -> None:
                     stop(server)
             if missing:
                 print(f"\nLiteLLM proxy MISSING from this run ({missing}); mmo-serve's rows only.")
-            added = added_rows(ready, sim, args)
+            with in_process_orchestrator(sim_url, models["bench-fast"], tmp) as orc:
+                added = added_rows([orc, *ready], sim, args)
             gateways = [s for s in ready if s.name in (MMO, LITE)]  # --also: c=1 rows only
             results = [] if args.only_added else run_rows(gateways, sim, args)
             rss_idle = {s.name: s.idle_rss_mb for s in ready}
@@ -857,6 +906,11 @@ def report_added(added: list[Added], args: Any) -> None:
     before, after = args.load_average["before"][0], args.load_average["after"][0]
     print(f"load average (1 min) {before:.1f} before, {after:.1f} after, {os.cpu_count()} cores")
     print("  server CPU ms: the gateway's process tree's CPU time per request (less moved by load)")
+    for r in added:
+        orc = next((o for o in added if o.server == ORC and o.test == r.test), None)
+        if r.server == MMO and orc is not None:
+            print(f"  {r.test}: mmo-serve - in-process orc = {r.p50_ms - orc.p50_ms:+.3f} ms "
+                  "(the HTTP side's share)")  # fmt: skip
 
 
 def added_checks(added: list[Added]) -> list[Check]:
@@ -868,6 +922,15 @@ def added_checks(added: list[Added]) -> list[Check]:
             continue
         wire = r.test.rpartition(", ")[2]
         goal = goals[wire] if r.server == MMO else None
+        orc = next((o for o in added if o.server == ORC and o.test == r.test), None)
+        if r.server == MMO and orc is not None:
+            checks.append(
+                Check(
+                    f"mmo-serve over orc.acomplete in-process at c=1, {wire} (the HTTP side)",
+                    r.p50_ms - orc.p50_ms, "ms", "", None,
+                    "the gateway's own share of what it adds; the rest is the orchestrator's",
+                )
+            )  # fmt: skip
         checks.append(
             Check(
                 f"added ms per request at c=1 over direct, {wire}, {r.server}",

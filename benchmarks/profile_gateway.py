@@ -41,6 +41,8 @@ CATEGORIES = [
         "idle: waiting",
         re.compile(r"^(select|EpollSelector\.select|Condition\.wait|wait) |^_worker \(concurrent"),
     ),
+    # uvloop runs its loop in C: its waiting and its own work (sockets, callbacks) show here.
+    ("idle or uvloop's own C work", re.compile(r"^Runner\.run \(asyncio/runners")),
     ("waking another thread", re.compile(r"^(Event\.set|Condition\.notify|.*_write_to_self) ")),
     ("logging", re.compile(r"\(logging/")),
     (
