@@ -282,13 +282,24 @@ async def read_to_end(events: AsyncIterator[tuple[str | None, str]]) -> None:
     normally already buffered; a server that holds the stream open after the
     usage chunk costs at most _TAIL_WAIT_S, then the connection is dropped.
     """
-    import httpx  # here: importing mmo_magic loads no HTTP stack
-
     # The answer is complete: a tail that breaks only costs the connection.
-    with contextlib.suppress(TimeoutError, httpx.HTTPError, OSError):
+    try:
         async with asyncio.timeout(_TAIL_WAIT_S):
             async for _event in events:
                 pass
+    except (TimeoutError, OSError):
+        pass
+    except Exception as exc:
+        if not _is_http_error(exc):
+            raise
+
+
+def _is_http_error(exc: BaseException) -> bool:
+    """An error of the SDKs' HTTP stack: httpx, or httpx2 (the openai and anthropic SDKs' own
+    since their 3.x): each has its own HTTPError, and neither is imported to check."""
+    return type(exc).__module__.startswith("httpx") and any(
+        cls.__name__ == "HTTPError" for cls in type(exc).__mro__
+    )
 
 
 def scrub_exception(exc: BaseException) -> BaseException:

@@ -1,0 +1,102 @@
+"""The OpenAI client sends with the SDK's HTTP client and headers, past ``create`` (issue 29).
+
+What ``create`` did must still hold: the SDK's auth and identifying headers, its
+timeouts mapped to the same errors, and an answer read to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from helpers import OPENAI_KEY_ENV, with_model_id
+
+import mmo_magic as mmo
+from mmo_magic.core.completion import CompletionRequest, Message, StreamEnd
+from mmo_magic.providers import make_client
+
+
+def test_the_request_carries_the_sdks_headers_and_the_wire_body(orc, sim):
+    assert orc.complete("hello", model="oa").ok
+    seen = sim.last_request()
+    headers = seen["headers"]
+    assert headers["authorization"] == "***"  # sent (the sim redacts what it records)
+    assert "openai/python" in headers["user-agent"].lower()  # the SDK's own user agent
+    assert headers["x-stainless-retry-count"] == "0"
+    assert headers["content-type"] == "application/json"
+    body = seen["body"]
+    assert body["model"] == "sim-fast" and body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == [{"role": "user", "content": "hello"}]
+
+
+async def test_a_timeout_is_the_sdks_timeout_error(sim, keys):
+    """No answer within the SDK client's timeout: APITimeoutError, mapped as before."""
+    config = mmo.ModelConfig(
+        "openai", "sim-fast?latency_ms=5000", base_url=sim.openai_base_url,
+        api_key_env=OPENAI_KEY_ENV, timeout_s=0.3,
+    )  # fmt: skip
+    client = make_client(config)
+    request = CompletionRequest(messages=(Message("user", "hello"),))
+    with pytest.raises(mmo.ProviderError) as caught:
+        async for _ in client.stream(request):
+            pass
+    await client.aclose()
+    assert caught.value.code == "timeout"
+    assert type(caught.value.__cause__).__name__ == "APITimeoutError"
+
+
+def test_a_status_error_is_the_sdks_status_error(orc):
+    model = with_model_id(orc, "oa", "sim-fast?fail=429&retry_after=7")  # no retries
+    with pytest.raises(mmo.ProviderError) as caught:
+        orc.complete("hello", model=model)
+    error = caught.value
+    assert error.status == 429 and error.retry_after_s == 7
+    assert type(error.__cause__).__name__ == "RateLimitError"
+
+
+# -- an upstream that closes the connection right after a complete answer --------------------
+
+
+def _chunk(obj: object) -> bytes:
+    data = f"data: {json.dumps(obj)}\n\n".encode()
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def _answer_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The whole answer (text, finish reason, usage), then a closed socket: no [DONE], no
+    final chunk. Nothing is missing from the answer; only the body's end is."""
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    writer.write(_chunk({"choices": [{"index": 0, "delta": {"content": "hi"}}]}))
+    writer.write(_chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    writer.write(_chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}))
+    await writer.drain()
+    writer.close()
+
+
+@pytest.fixture
+async def hang_up_server() -> AsyncIterator[str]:
+    server = await asyncio.start_server(_answer_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+async def test_a_complete_answer_survives_the_connection_closing_after_it(hang_up_server, keys):
+    """The tail after the usage chunk broke with httpx2's RemoteProtocolError, which the
+    tail reader did not know (it caught httpx's only): a complete answer failed."""
+    config = mmo.ModelConfig("openai", "m", base_url=hang_up_server, api_key_env=OPENAI_KEY_ENV)
+    client = make_client(config)
+    request = CompletionRequest(messages=(Message("user", "hello"),))
+    items = [item async for item in client.stream(request)]
+    await client.aclose()
+    assert "hi" in items
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.finish_reason == "stop"
+    assert end.output_tokens == 1 and not end.estimated
