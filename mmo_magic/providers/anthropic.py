@@ -21,6 +21,7 @@ from ..core.reasoning import anthropic_thinking
 from ..core.redaction import read_key
 from ..core.structured import ToolChoice, invalid_parameter
 from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
+from .direct import DirectPost
 
 __all__ = ["AnthropicClient"]
 
@@ -61,6 +62,7 @@ class AnthropicClient(ModelClient):
             timeout=config.timeout_s,
             max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
         )
+        self._post = DirectPost(self._sdk, "v1/messages")
 
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -126,15 +128,10 @@ class AnthropicClient(ModelClient):
         answer_tool = request.response_format.name if request.response_format else None
         body = sendable(self._body(request))  # no lone surrogate: see sendable
         with self.errors_mapped():
-            # As for OpenAI: the wire-form body skips the SDK's TypedDict transform.
-            async with self._sdk.messages.with_streaming_response.create(
-                model=body.pop("model"),
-                max_tokens=body["max_tokens"],
-                messages=(),
-                stream=True,
-                extra_body=body,
-            ) as response:
-                events = sse_events(response.iter_lines())
+            # As for OpenAI: the wire-form body, sent with the SDK's HTTP client and headers
+            # past ``create``'s machinery (see providers.direct).
+            async with self._post.stream(body) as response:
+                events = sse_events(response.aiter_lines())
                 async for event, data in events:
                     payload = self.decode(data)
                     kind = payload.get("type", event)

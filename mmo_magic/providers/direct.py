@@ -68,8 +68,10 @@ class DirectPost:
             content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
             timeout=sdk.timeout,
         )
+        # A client authenticating per request (a token cache) signs it as the SDK would.
+        auth = {"auth": sdk.custom_auth} if getattr(sdk, "custom_auth", None) is not None else {}
         try:
-            response = await http.send(request, stream=True)
+            response = await http.send(request, stream=True, **auth)
         except Exception as exc:
             wrapped = self._sdk_error(exc, request)
             if wrapped is None:
