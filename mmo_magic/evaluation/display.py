@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import html
 import math
+import shutil
+import textwrap
 from collections.abc import Callable
 
 import pandas as pd
@@ -57,8 +59,13 @@ class ResultFrame(pd.DataFrame):
         return notes
 
     def __repr__(self) -> str:
-        table = self.formatted().to_string(max_rows=60, show_dimensions=len(self) > 60)
-        return "\n".join([table, *self.notes()])
+        # Every column, in blocks as wide as the terminal (a row is not wrapped mid-line).
+        width = shutil.get_terminal_size().columns
+        table = self.formatted().to_string(
+            max_rows=60, show_dimensions=len(self) > 60, line_width=width
+        )
+        notes = [textwrap.fill(note, width, subsequent_indent="  ") for note in self.notes()]
+        return "\n".join([table, *notes])
 
     def _repr_html_(self) -> str | None:
         table = self.formatted().to_html(max_rows=60)
@@ -75,8 +82,8 @@ def shown(frame: pd.DataFrame) -> ResultFrame:
 
 
 def format_number(value: object, *, whole: bool = False) -> str:
-    """A number for people: whole when ``whole`` or at least 100 (1056), else three
-    significant digits (0.667, 5.25, 12.5); a missing one is "—", anything else as it is."""
+    """A number for people: whole when ``whole`` or at least 100 (1056), else at most three
+    significant digits (0.667, 5.25, 12.5, 0.06); a missing one is "—", anything else as it is."""
     if _missing(value):
         return MISSING
     if isinstance(value, bool | str) or not _is_number(value):
@@ -85,7 +92,7 @@ def format_number(value: object, *, whole: bool = False) -> str:
     if whole or abs(number) >= 100 or number.is_integer():
         return f"{number:.0f}"
     digits = max(0, 2 - math.floor(math.log10(abs(number))))
-    return f"{number:.{digits}f}"
+    return f"{number:.{digits}f}".rstrip("0").rstrip(".")  # 0.5, 0.06: no trailing zeros
 
 
 def _number_form(column: str) -> Callable[[object], str]:

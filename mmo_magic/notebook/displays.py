@@ -68,7 +68,7 @@ class RaceDisplay:
             bundle = view.widget._repr_mimebundle_()
             bundle["text/plain"] = f"racing {', '.join(view.models)}…"
             self.handle = display(bundle, raw=True, display_id=True)
-        future = background_loop.submit(call(view.hooks()))
+        future = background_loop.submit(_watching_retries(view.on_retry, call(view.hooks())))
         # A terminal prints news as it comes; a live widget updates itself.
         on_tick = None if self.live else self._print_status
         try:
@@ -104,6 +104,17 @@ class RaceDisplay:
             self.view.close()  # the static rendering replaces it: no widget state to save
         else:
             print(rendering.race_text(state), flush=True)
+
+
+async def _watching_retries(
+    on_retry: Callable[[str, float], None], call: Coroutine[Any, Any, Any]
+) -> Any:
+    """``call`` with its races' retries told to ``on_retry`` (the "retrying" badge), also
+    through orchestrator methods that take no ``on_retry`` of their own."""
+    from ..orchestration.parallel import watching_retries
+
+    with watching_retries(on_retry):
+        return await call
 
 
 def _race_state(result: Any) -> Any:

@@ -110,7 +110,7 @@ class PanelState:
     failed_tries: list[str] = field(default_factory=list)  # one line per failed earlier try
     stopped: bool = False  # the user pressed stop while this panel was unfinished
     thinking_s: float | None = None  # seconds of thinking so far (the badge's own timer)
-    retry_in_s: float | None = None  # "retrying": the wait before the next try, as decided
+    retry_in_s: float | None = None  # "retrying": the wait before the next try (None: it's sent)
 
 
 @dataclass
@@ -563,7 +563,9 @@ def _label(p: PanelState) -> str:
         timer = f" {p.thinking_s:.1f} s" if p.thinking_s is not None else ""
         return f"thinking{timer}" + (f" · try {p.attempt}" if p.attempt > 1 else "")
     if p.status == "retrying":
-        return "retrying" + (f" in {p.retry_in_s:.1f} s" if p.retry_in_s is not None else "")
+        if p.retry_in_s is not None:  # waiting out the back-off
+            return f"retrying in {p.retry_in_s:.1f} s"
+        return f"retrying · try {p.attempt + 1}"  # the next try is on its way
     if p.status == "streaming" and p.attempt > 1:
         return f"streaming · try {p.attempt}"
     if p.status == "cancelled" and p.stopped:

@@ -8,6 +8,7 @@ whole milliseconds, and every block ``mathjax_ignore`` (prices are not LaTeX).
 from __future__ import annotations
 
 import html
+import shutil
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -94,8 +95,12 @@ def compact_runs(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> p
             return pd.DataFrame
 
         def __repr__(self) -> str:
-            # Every compact column, however narrow the terminal: these are the ones that matter.
-            table = _compact(self).to_string(max_rows=_MAX_ROWS, show_dimensions=True)
+            # Every compact column, however narrow the terminal (these are the ones that
+            # matter), in blocks as wide as the terminal, not wrapped mid-row.
+            width = shutil.get_terminal_size().columns
+            table = _compact(self).to_string(
+                max_rows=_MAX_ROWS, show_dimensions=True, line_width=width
+            )
             return f"{table}\n{_time_note()}"
 
         def _repr_html_(self) -> str | None:
@@ -192,19 +197,29 @@ def models_frame(catalogue: Iterable[Any]) -> pd.DataFrame:
 
         def __repr__(self) -> str:
             # Every column, however narrow the terminal (pandas hid why_unavailable behind "…").
-            import shutil
-
             width = shutil.get_terminal_size().columns  # wider than this: the columns wrap
-            return pd.DataFrame(self).to_string(
-                max_rows=200, index=False, line_width=width, na_rep=""
-            )
+            return _models_shown(self).to_string(max_rows=200, index=False, line_width=width)
 
         def _repr_html_(self) -> str | None:
-            shown = pd.DataFrame(self).fillna("")
-            table = shown.to_html(max_rows=200, index=False, float_format="{:g}".format)
-            return f'<div style="overflow-x:auto">{table}</div>'
+            table = _models_shown(self).to_html(max_rows=200, index=False)
+            return f'<div class="{NO_MATH}" style="overflow-x:auto">{table}</div>'
 
     return ModelsFrame(frame)
+
+
+def _models_shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue as text: no price is "n/a" (unpriced, never 0), nothing else missing is
+    blank (never None or <NA>), prices as written (0.15, not 0.150000)."""
+    import pandas as pd
+
+    shown = pd.DataFrame(frame).astype(object)
+    for column in shown.columns:
+        price = column.startswith("usd_per_")
+        shown[column] = [
+            ("n/a" if price else "") if _missing(v) else (f"{v:g}" if price else v)
+            for v in frame[column]
+        ]
+    return shown
 
 
 _OWN_HOST = {

@@ -71,6 +71,7 @@ class _Panel:
         self.last_push = 0.0
         self.flush_pending = False
         self.thinking_since: float | None = None  # when this attempt's thinking began
+        self.retries = 0  # waits before a retry so far (tells a stale timer from the current)
         self.header = _html(live)
         self.body = _html(live, max_height="360px", overflow="auto")
         self.stats = _html(live)
@@ -164,16 +165,26 @@ class _Panel:
             self._render_header()
             return True
 
-    def start_retry(self, delay_s: float) -> bool:
+    def start_retry(self, delay_s: float) -> int | None:
         """The attempt that just failed will be tried again after ``delay_s``: the badge says
-        "retrying in 2.0 s" (not "failed") until the next try shows life."""
+        "retrying in 2.0 s" (not "failed") until the wait is over, then "retrying · try 2"
+        until the next try shows life. Returns the wait's number for ``retry_sent``."""
         with self.lock:
             if self.final or self.view.status != "failed":
-                return False
+                return None
             self.view.status = "retrying"
             self.view.retry_in_s = delay_s
+            self.retries += 1
             self._render_header()
-            return True
+            return self.retries
+
+    def retry_sent(self, wait: int) -> None:
+        """Wait number ``wait`` is over: the next try is on its way."""
+        with self.lock:
+            if self.final or self.view.status != "retrying" or wait != self.retries:
+                return  # it already streams, failed again, or waits anew
+            self.view.retry_in_s = None
+            self._render_header()
 
     def tick(self) -> bool:
         """Advance the thinking timer on the badge; False once the panel stopped thinking."""
@@ -374,8 +385,10 @@ class RaceView:
         """``model``'s attempt failed and will be tried again in ``delay_s``: its badge says
         "retrying in …" (it said "failed" for the moment between the two callbacks)."""
         panel = self._panels.get(model)
-        if panel is not None and panel.start_retry(delay_s):
+        wait = None if panel is None else panel.start_retry(delay_s)
+        if panel is not None and wait is not None:
             self._render_summary()
+            _call_later(delay_s, lambda: panel.retry_sent(wait))
 
     def hooks(self) -> dict[str, Callable[..., None]]:
         """Every loop-thread callback by the keyword an orchestrator call takes it as."""

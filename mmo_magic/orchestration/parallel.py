@@ -8,11 +8,13 @@ response carries the group id they share.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import html
 import operator
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConsensusResult", "RaceResult", "Settle", "Strategy", "all_models", "consensus", "race",
+    "watching_retries",
 ]  # fmt: skip
 
 STRATEGIES = ("judge", "majority", "longest")
@@ -115,6 +118,25 @@ class ConsensusResult:
         return f"{table}<p>{html.escape(self.reason)}</p>"
 
 
+# Who hears of retries in the races, fan-outs and consensus run in this context when the
+# caller passes no on_retry: a live view around an orchestrator method that has no such
+# parameter (the notebook's race panels). Set by ``watching_retries``; an explicit hook wins.
+_retry_watcher: contextvars.ContextVar[OnRetry | None] = contextvars.ContextVar(
+    "mmo_retry_watcher", default=None
+)
+
+
+@contextlib.contextmanager
+def watching_retries(on_retry: OnRetry) -> Iterator[None]:
+    """``on_retry(model, delay_s)`` for every race, ``all_models`` and ``consensus`` run inside
+    (on the loop: tasks started inside inherit it), unless given one of their own."""
+    token = _retry_watcher.set(on_retry)
+    try:
+        yield
+    finally:
+        _retry_watcher.reset(token)
+
+
 # Loop turns a just-started call gets before the next one starts, enough for
 # its request to be written (measured: 5 sufficed). Started all at once, the
 # calls' set-ups (~2-3 ms of CPU each) interleave and every request, the
@@ -151,6 +173,7 @@ async def race(
     are committed before the race returns, as the winner's is.
     """
     models = model_names(models)  # one model twice would race itself
+    on_retry = on_retry or _retry_watcher.get()
     group = new_id()
     last: dict[int, CompletionResponse] = {}
     token_seen = asyncio.Event()
@@ -249,6 +272,7 @@ async def _every(
     """``all_models``, recorded as ``kind`` in ``group`` (consensus asks its candidates so)."""
     # The same model twice is allowed: its answers vary, and that may be the point.
     models = model_names(models, unique=False)
+    on_retry = on_retry or _retry_watcher.get()
     last: dict[int, CompletionResponse] = {}
 
     def call(i: int) -> Any:

@@ -11,6 +11,32 @@ import pytest
 from helpers import NOTEBOOKS, outputs, run_notebook
 
 
+def run_watching_badges(name: str, tmp_path) -> tuple[nbformat.NotebookNode, list[str]]:
+    """``run_notebook``, also keeping every race panel header the kernel sent to the frontend
+    (the live widgets' comm messages, which a saved notebook does not keep)."""
+    from nbclient import NotebookClient
+
+    headers: list[str] = []
+
+    class Watching(NotebookClient):
+        def handle_comm_msg(self, outs, msg, cell_index):  # type: ignore[no-untyped-def]
+            value = msg["content"].get("data", {}).get("state", {}).get("value")
+            if isinstance(value, str) and "mmo-badge" in value:
+                headers.append(value)
+            super().handle_comm_msg(outs, msg, cell_index)
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = Watching(nb, timeout=120, kernel_name="python3", store_widget_state=False,
+                      resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip
+    client.execute()
+    return nb, headers
+
+
+def badge(header: str) -> str:
+    start = header.index('class="mmo-badge"')
+    return header[header.index(">", start) + 1 : header.index("</span>", start)]
+
+
 def embedded_ready() -> bool:
     from mmo_magic.providers.embedded import missing_reason
 
@@ -57,8 +83,13 @@ def html_of(nb: nbformat.NotebookNode) -> str:
 @pytest.mark.timeout(600)  # the embedded judge reads ~500-token prompts on a shared CPU
 def test_race_and_judges_notebook_shows_its_races_without_a_kernel(tmp_path):
     """Run without saving widget state, convert with nbconvert: every race is in the HTML."""
-    nb = run_notebook("race_and_judges.ipynb", tmp_path, store_widget_state=False)
+    nb, headers = run_watching_badges("race_and_judges.ipynb", tmp_path)
     assert "widgets" not in nb.metadata
+    # While the race ran, flaky's live badge said it was retrying (its 503 is back in
+    # milliseconds, quick's first word takes 500 ms), as the notebook's text says.
+    flaky = [badge(h) for h in headers if "<b>flaky</b>" in h]
+    assert any(re.fullmatch(r"retrying in 0\.\d s", b) for b in flaky), flaky
+    assert flaky[-1] == "cancelled", flaky
     code = [c for c in nb.cells if c.cell_type == "code"]
     text = {i: outputs(c) for i, c in enumerate(code)}
     assert "sim-slow" in text[1] and "ttft" in text[1]

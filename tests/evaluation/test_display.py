@@ -9,10 +9,15 @@ from urllib.parse import quote
 
 import pandas as pd
 import pytest
-from helpers import sim_models, with_model_id
+from helpers import sim_models
 
 import mmo_magic as mmo
 from mmo_magic.evaluation.display import MISSING, format_number
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one block of columns: rows read as one line
 
 
 @pytest.fixture
@@ -23,14 +28,22 @@ def orc(sim, keys):
 
 @pytest.fixture
 def board_and_result(orc):
-    good = with_model_id(orc, "oa", "sim-fast?reply=" + quote("Paris is the capital of France."))
-    bad = with_model_id(orc, "lo", "sim-fast?reply=" + quote("Lyon, I think."))
-    free = with_model_id(orc, "oa", "sim-fast?reply=" + quote("Paris, surely."),
-                         cost_per_1k_input=None, cost_per_1k_output=None)  # fmt: skip
-    judge = with_model_id(orc, "an", "sim-fast?reply=judge&prefer=paris")
+    good = named(orc, "good", "oa", "Paris is the capital of France.")
+    bad = named(orc, "bad", "lo", "Lyon, I think.")
+    free = named(orc, "free", "oa", "Paris, surely.", cost_per_1k_input=None,
+                 cost_per_1k_output=None)  # fmt: skip
+    judge = named(orc, "judge", "an", "judge&prefer=paris")
     items = [{"question": f"Capital of France? ({i})"} for i in range(4)]
     result = orc.batch(items, [good, bad, free], judges=[judge], progress=False)
     return result.leaderboard(), result, (good, bad, free)
+
+
+def named(orc, name: str, base: str, reply: str, **changes) -> str:
+    """A copy of ``base`` that replies ``reply`` (the sim's judge: "judge&prefer=WORD")."""
+    reply = reply if reply.startswith("judge&") else quote(reply)
+    model = orc.catalogue.resolve(base).replace(name=name, model_id=f"sim-fast?reply={reply}")
+    orc.add_model(model.replace(**changes))
+    return name
 
 
 def cells(text: str, row: str) -> list[str]:
@@ -92,6 +105,15 @@ def test_numbers_are_whole_from_100_and_three_significant_digits_below():
     assert format_number(0.6666667) == "0.667"
     assert format_number(5.25) == "5.25"
     assert format_number(12.3456) == "12.3"
+    assert format_number(0.5) == "0.5" and format_number(0.06) == "0.06"  # no trailing zeros
     assert format_number(3.7, whole=True) == "4"
     assert format_number(float("nan")) == MISSING and format_number(None) == MISSING
     assert format_number(pd.NA) == MISSING and format_number("text") == "text"
+
+
+def test_in_an_80_column_terminal_no_line_is_wider(board_and_result, monkeypatch):
+    board, result, _ = board_and_result
+    monkeypatch.setenv("COLUMNS", "80")
+    for table in (board, result.summary()):
+        lines = repr(table).splitlines()
+        assert max(len(line) for line in lines) <= 80, "\n".join(lines)

@@ -1,6 +1,6 @@
 """A retrying model's race panel says it is retrying (issue 28 #6): "retrying in 1.0 s" while it
-waits out the back-off, then "streaming · try 2" when the retry's text flows; never "failed"
-for the whole wait and then "cancelled" as if it had given up.
+waits out the back-off, "retrying · try 2" once the retry is sent, then "streaming · try 2" when
+its text flows; never "failed" for the whole wait and then "cancelled" as if it had given up.
 
 The retry waits exactly the sim's Retry-After (1 s, no jitter), and the other contestant is
 scripted 6 s slow, so which model wins never depends on the machine's speed.
@@ -22,8 +22,9 @@ from mmo_magic.notebook import rendering
 from mmo_magic.notebook.widgets import RaceView
 from mmo_magic.orchestration import parallel
 
-FLAKY = "sim-fast?fail=503&fail_times=1&retry_after=1&tps=20"  # one 503, "retry after 1 s"
-SLOW = "sim-fast?ttft_ms=6000"  # far behind the flaky retry (1 s, then ~0.6 s of text at 20/s)
+# One 503 saying "retry after 1 s"; the retry's first word 0.5 s after it is sent, then 20/s.
+FLAKY = "sim-fast?fail=503&fail_times=1&retry_after=1&ttft_ms=500&tps=20"
+SLOW = "sim-fast?ttft_ms=6000"  # far behind the flaky model's retry (done by ~2.1 s)
 
 
 @pytest.fixture
@@ -80,7 +81,8 @@ def test_the_live_badge_says_retrying_then_streaming_try_2(orc):
     labels = [_badge(h) for h in badges]
     assert "retrying in 1.0 s" in labels, labels
     retrying = labels.index("retrying in 1.0 s")
-    assert "streaming · try 2" in labels[retrying:], labels
+    sent = labels.index("retrying · try 2")  # the wait is over, the retry on its way
+    assert retrying < sent < labels.index("streaming · try 2"), labels
     assert labels[-1] == "done", labels
     assert "cancelled" not in labels, labels
     # The terminal says the same, with why the first try failed.
@@ -143,6 +145,24 @@ def test_a_retry_that_fails_again_counts_both_tries():
     assert "try 1: error: HTTP 503" in rendering.race_text(view.final_state())
 
 
+def test_an_explicit_retry_hook_wins_over_the_watcher(orc, sim):
+    heard: list[tuple[str, str, float]] = []
+
+    async def race() -> parallel.RaceResult:
+        with parallel.watching_retries(lambda m, d: heard.append(("watcher", m, d))):
+            return await parallel.race(
+                orc._engine.complete, "hi", ["flaky"],
+                on_retry=lambda m, d: heard.append(("own", m, d)),
+            )  # fmt: skip
+
+    background_loop.run(race())
+    assert heard == [("own", "flaky", 1.0)]
+    sim.reset()  # the flaky model fails its next request again
+    result = background_loop.run(parallel.race(orc._engine.complete, "hi", ["flaky"]))
+    assert len(result.winner.attempts) == 2  # it did retry
+    assert heard == [("own", "flaky", 1.0)]  # outside watching_retries: nobody is told
+
+
 def test_a_retry_hook_for_a_model_not_in_the_race_is_ignored():
     view = RaceView(["a"], live=False)
     view.on_retry("b", 1.0)  # e.g. a fallback's name: the panel is keyed by the caller's name
@@ -151,28 +171,23 @@ def test_a_retry_hook_for_a_model_not_in_the_race_is_ignored():
 
 
 # -- through the magics: the terminal's lines and the live widget --------------------------------
-
-TAKES_ON_RETRY = "on_retry" in inspect.signature(mmo.Orchestrator.arace).parameters
-needs_orchestrator = pytest.mark.skipif(
-    not TAKES_ON_RETRY,
-    reason="Orchestrator.arace/aall/aconsensus (orchestration/orchestrator.py) do not take "
-    "on_retry yet: %mmo_race hands it on once they do",
-)
+# Orchestrator.arace takes no on_retry: the race view hears of retries through
+# parallel.watching_retries around the call.
 
 
-@needs_orchestrator
 def test_terminal_race_prints_retrying_then_streaming_try_2(orc):
     with magic_shell(orc) as shell, capture_output() as cap:
         shell.run_line_magic("mmo_race", "flaky,slow -o r Name a colour.")
     assert shell.user_ns["r"].winner.model == "flaky", cap.stdout
     lines = cap.stdout.splitlines()
     retrying = [i for i, line in enumerate(lines) if line.startswith("  flaky: retrying in 1.0 s")]
+    sent = [i for i, line in enumerate(lines) if line.startswith("  flaky: retrying · try 2")]
     streaming = [i for i, line in enumerate(lines) if line == "  flaky: streaming · try 2"]
-    assert retrying and streaming and retrying[0] < streaming[0], cap.stdout
+    assert retrying and sent and streaming, cap.stdout
+    assert retrying[0] < sent[0] < streaming[0], cap.stdout
     assert "503" in lines[retrying[0]]
 
 
-@needs_orchestrator
 def test_live_race_magic_widget_says_retrying(orc):
     import ipywidgets
 
