@@ -24,7 +24,8 @@ each answer one request, in a new random order each round, so a drift in the
 machine's speed hits all alike. ``orc.acomplete`` (``orc.astream``) called in
 this process with mmo-serve's configuration joins the rounds: mmo-serve minus
 it is what the HTTP side (uvicorn, FastAPI, the gate, keys, metrics, encoding)
-adds, the rest of mmo-serve's added ms is the orchestrator's. "Added ms" is a
+adds, the rest of mmo-serve's added ms is the orchestrator's; and mmo-serve
+called with a server key (no per-key lookup, budget hold or charge). "Added ms" is a
 gateway's median (and p99) minus the direct call's, same wire, same run (issue
 29's goal for mmo-serve: at most 1 ms non-streaming, 2 ms streaming). Each
 gateway's process CPU per request is reported beside it: a loaded machine moves
@@ -65,6 +66,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -90,6 +92,7 @@ MMO_KEY = "mmo-bench-client-key"
 LITELLM_KEY = "sk-" + "5e1f" * 16
 PROMPT = "Say something about benchmarks."
 MMO, LITE, SIM = "mmo-serve", "LiteLLM proxy", "simulated provider (direct)"
+PLAIN = "mmo-serve, server key (no key accounting)"
 ORC = "orc.acomplete in-process (no HTTP)"  # the c=1 rows: mmo-serve minus it is the gateway
 
 
@@ -520,7 +523,8 @@ async def interleaved(
 ) -> dict[str, tuple[list[float], list[str], float]]:
     """``rounds`` rounds of one chat completion to each target, one request at a time, in a
     new random order each round; each target keeps its own connection. Returns each
-    target's (latencies in ms, errors, CPU s its process used in the recorded rounds)."""
+    target's (latencies in ms, errors, CPU s its process used in its recorded requests:
+    read just before and after each, so two targets served by one process are told apart)."""
     import random
 
     import aiohttp
@@ -575,14 +579,14 @@ async def interleaved(
             order = list(targets)
             shuffled.shuffle(order)
             for target in order:
+                pid = target.proc.pid if target.proc is not None else None
+                before = tree_cpu_s(pid)
                 await one(target, record=i >= warmup)
+                if i >= warmup:
+                    cpu[target.name] = cpu.get(target.name, 0.0) + tree_cpu_s(pid) - before
             if i + 1 == warmup:
                 for _, errors in found.values():
                     errors.clear()
-            if i + 1 == warmup or i + 1 == warmup + rounds:  # CPU used by the recorded rounds
-                for t in targets:
-                    pid = t.proc.pid if t.proc is not None else None
-                    cpu[t.name] = tree_cpu_s(pid) - cpu.get(t.name, 0.0)
     finally:
         for session in sessions.values():
             await session.close()
@@ -708,8 +712,12 @@ def main() -> None:
                     stop(server)
             if missing:
                 print(f"\nLiteLLM proxy MISSING from this run ({missing}); mmo-serve's rows only.")
+            # The same mmo-serve called with a server key: no per-key lookup, hold or charge.
+            plain = [
+                dataclasses.replace(s, name=PLAIN, key=MMO_KEY) for s in ready if s.name == MMO
+            ]
             with in_process_orchestrator(sim_url, models["bench-fast"], tmp) as orc:
-                added = added_rows([orc, *ready], sim, args)
+                added = added_rows([orc, *ready, *plain], sim, args)
             gateways = [s for s in ready if s.name in (MMO, LITE)]  # --also: c=1 rows only
             results = [] if args.only_added else run_rows(gateways, sim, args)
             rss_idle = {s.name: s.idle_rss_mb for s in ready}
