@@ -194,6 +194,19 @@ def test_models_table_puts_useful_columns_first_and_names_the_host(ip, orc):
     assert len(everything) == len(full.catalogue)
 
 
+def test_models_table_says_unpriced_as_n_a_and_leaves_nothing_else_as_none(ip, orc):
+    orc.add_model(orc.catalogue.resolve("oa").replace(
+        name="free", cost_per_1k_input=None, cost_per_1k_output=None
+    ))  # fmt: skip
+    models = ip.run_line_magic("mmo_models", "")
+    assert models["usd_per_1m_input"].isna().any()  # the value stays missing
+    text, html = repr(models), models._repr_html_()
+    for shown in (text, html):
+        assert "<NA>" not in shown and "None" not in shown and "NaN" not in shown
+    free = next(line for line in text.splitlines() if line.split()[0] == "free")
+    assert free.split()[2:4] == ["n/a", "n/a"]  # available True, then both prices
+
+
 # -- 12: the judging caption -----------------------------------------------------------------------
 
 
