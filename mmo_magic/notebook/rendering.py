@@ -175,7 +175,8 @@ def stats_html(p: PanelState) -> str:
     if not lines:
         return ""
     return (
-        f'<span class="mmo-stats {NO_MATH}" style="font-size:0.85em;color:{FG_DIM}">'
+        f'<span class="mmo-stats {NO_MATH}" style="display:block;line-height:1.45;'
+        f'font-size:0.85em;color:{FG_DIM}">'
         f"{'<br>'.join(lines)}</span>"
     )
 

@@ -718,3 +718,178 @@ def test_nbconvert_html_with_mathjax_keeps_money_literal(tmp_path: Path) -> None
             page.screenshot(path=str(ARTIFACTS / "frontends_money_nbconvert.png"), full_page=True)
         finally:
             browser.close()
+
+
+# -- issues 25 and 28 #6: thumbnails, the live "thinking" and "retrying" badges --------------------
+
+LIVE_NOTEBOOK = "frontends_live.ipynb"
+_LIVE_SETUP = """\
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+import mmo_magic as mmo
+
+fig, ax = plt.subplots(figsize=(3, 2))
+ax.bar(["north", "south", "west"], [3, 5, 2], color=["#1976d2", "#388e3c", "#f57c00"])
+ax.set_title("sales")
+fig.savefig("chart.png", dpi=80)
+plt.close(fig)
+orc = mmo.get_orchestrator()
+orc.add_model(mmo.ModelConfig("sim", "sim-fast?reply=parts", name="looker"))
+orc.add_model(mmo.ModelConfig("sim", "sim-fast?ttft_ms=300", name="quick"))
+orc.add_model(mmo.ModelConfig("sim", "sim-fast?think_ms=4000", name="thinker", reasoning=True))
+orc.add_model(
+    mmo.ModelConfig("sim", "sim-slow?think_ms=5000&think=12", name="deep", reasoning=True)
+)
+orc.add_model(mmo.ModelConfig("sim", "sim-fast?ttft_ms=15000", name="slow"))
+runs = globals().get("runs", 0)  # counts on when the notebook runs again in this kernel"""
+# The retry waits the sim's Retry-After (4 s, no jitter) and the other model takes 15 s, so
+# the badges' order never depends on the machine's speed. A new flaky model each run: its one
+# 503 comes back when the notebook runs again in the same kernel (the Dark pass).
+_LIVE_CELLS = {
+    "answer": "%%mmo looker --image chart.png\nWhat does this chart show?",
+    "race": "%%mmo --race looker,quick --image chart.png\nDescribe the chart.",
+    "thinking": "%mmo_race --all --reasoning-effort low thinker,deep Why is the sky blue?",
+    "retrying": (
+        "runs += 1\n"
+        'flaky = f"sim-fast?fail=503&fail_times=1&retry_after=4&ttft_ms=1500&tokens={10 + runs}"\n'
+        'orc.add_model(mmo.ModelConfig("sim", flaky, name="flaky", max_retries=2))\n'
+        "%mmo_race flaky,slow Name a colour."
+    ),
+}
+LIVE_SHOTS = ARTIFACTS / "frontends_live"
+
+
+def _live_cell(page: Page, which: str) -> Locator:
+    first_line = _LIVE_CELLS[which].splitlines()[0]
+    return page.locator(".jp-CodeCell").filter(has_text=first_line)
+
+
+def _live_notebook(path: Path) -> None:
+    import nbformat
+
+    cells = [
+        nbformat.v4.new_code_cell("%load_ext mmo_magic"),
+        nbformat.v4.new_code_cell(_LIVE_SETUP),
+    ]
+    cells += [nbformat.v4.new_code_cell(source) for source in _LIVE_CELLS.values()]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+
+
+def _wait_for_badge(page: Page, which: str, model: str, pattern: str, shot: Path) -> str:
+    """Wait until ``model``'s live badge in the ``which`` cell matches ``pattern``; screenshot
+    the cell then. Returns the badge's text."""
+    cell = _live_cell(page, which)
+    badge = cell.locator(
+        f"xpath=.//span[contains(@class, 'mmo-badge')][preceding-sibling::b[1][text()='{model}']]"
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        texts = badge.all_inner_texts()
+        if any(re.fullmatch(pattern, t) for t in texts):
+            cell.scroll_into_view_if_needed()
+            cell.screenshot(path=str(shot))
+            return next(t for t in texts if re.fullmatch(pattern, t))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{model}'s badge never read {pattern!r} (last: {texts})")
+        page.wait_for_timeout(100)
+
+
+_IMAGES_LOADED_JS = """
+(cell) => Array.from(cell.querySelectorAll('img.mmo-thumb'))
+  .map(img => img.complete && img.naturalWidth > 0)
+"""
+
+
+def _check_live_outputs(page: Page) -> None:
+    """The finished cells: thumbnails loaded, thinking noted, the retry's failed try in sight."""
+    from playwright.sync_api import expect
+
+    for which in ("answer", "race"):
+        cell = _live_cell(page, which)
+        expect(cell.locator("img.mmo-thumb")).to_have_count(1)
+        assert cell.locator("img.mmo-thumb").evaluate(
+            "img => img.complete && img.naturalWidth > 0"
+        ), f"{which}: the thumbnail did not load"
+    thinking = _live_cell(page, "thinking")
+    expect(thinking.locator(".mmo-panel")).to_have_count(2)
+    expect(thinking.locator(".mmo-stats", has_text=re.compile(r"thought \d+ ms"))).to_have_count(2)
+    retrying = _live_cell(page, "retrying")
+    flaky = retrying.locator('.mmo-panel[data-model="flaky"]')
+    expect(flaky).to_have_attribute("data-status", "done")
+    expect(flaky.locator(".mmo-stats")).to_contain_text(re.compile(r"try 1: error: .*503"))
+    expect(page.get_by_text("Error displaying widget")).to_have_count(0)
+    expect(page.locator(".jp-OutputArea-output", has_text="Traceback")).to_have_count(0)
+
+
+def _run_live(page: Page, theme: str) -> dict[str, str]:
+    """Run the notebook, catching the live badges as they show; then the finished outputs."""
+    LIVE_SHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate(_run_all_js(LIVE_NOTEBOOK))
+    seen = {
+        "thinking": _wait_for_badge(
+            page, "thinking", "thinker", r"thinking \d+\.\d s", LIVE_SHOTS / f"thinking_{theme}.png"
+        ),
+        "retrying": _wait_for_badge(
+            page, "retrying", "flaky", r"retrying in 4\.0 s", LIVE_SHOTS / f"retrying_{theme}.png"
+        ),
+        "sent": _wait_for_badge(
+            page,
+            "retrying",
+            "flaky",
+            r"(retrying|streaming) · try 2",
+            LIVE_SHOTS / f"sent_{theme}.png",
+        ),
+    }
+    _wait_for(page, _all_executed_js(LIVE_NOTEBOOK), 120, "every code cell to run")
+    _check_live_outputs(page)
+    page.screenshot(path=str(LIVE_SHOTS / f"finished_{theme}.png"), full_page=True)
+    return seen
+
+
+@pytest.mark.timeout(500)
+def test_thumbnails_and_live_thinking_and_retrying_badges(lab: Lab) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = _chromium()
+    assert chromium is not None
+    _live_notebook(lab.root / LIVE_NOTEBOOK)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.add_locator_handler(page.locator(".jp-Dialog"), lambda: _accept_dialogs(page))
+            try:
+                _open(page, lab, LIVE_NOTEBOOK)
+                light = _run_live(page, "light")
+                page.evaluate(_THEME_JS, "JupyterLab Dark")
+                page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+                page.wait_for_timeout(500)
+                dark = _run_live(page, "dark")
+                print("badges seen:", light, dark)
+
+                page.evaluate(_save_and_shut_down_js(LIVE_NOTEBOOK))
+                saved = json.loads((lab.root / LIVE_NOTEBOOK).read_text())
+                outputs = [o for c in saved["cells"] for o in c.get("outputs", [])]
+                kinds = [k for o in outputs for k in o.get("data", {})]
+                assert "application/vnd.jupyter.widget-view+json" not in kinds
+                _open(page, lab, LIVE_NOTEBOOK)
+                page.wait_for_timeout(1000)
+                _check_live_outputs(page)
+                page.screenshot(path=str(LIVE_SHOTS / "reopened.png"), full_page=True)
+            except Exception:
+                page.screenshot(path=str(LIVE_SHOTS / "failure.png"), full_page=True)
+                print(f"JupyterLab log:\n{lab.log_tail()}")
+                raise
+        finally:
+            browser.close()
