@@ -31,7 +31,8 @@ class _Log(Protocol):
     def _write_queued_safely(self) -> None: ...
 
 
-# Per thread: the logs with records added inside a ``written_here`` block (None outside one).
+# Per thread: the logs with records added inside a ``written_here`` block, each with the
+# writer it would have woken (None outside a block).
 _here = threading.local()
 
 
@@ -43,15 +44,20 @@ def written_here() -> Iterator[None]:
     nothing and saves the hand-off to the writer thread and back. Records of concurrent
     calls belong with the writer thread instead, where they share a commit.
     """
-    outer: set[_Log] | None = getattr(_here, "logs", None)
-    logs: set[_Log] = set()
+    outer: dict[_Log, Writer] | None = getattr(_here, "logs", None)
+    logs: dict[_Log, Writer] = {}
     _here.logs = logs
     try:
         yield
     finally:
         _here.logs = outer
-        for log in logs:
-            _write(log)
+        for log, writer in logs.items():
+            if _busy(log):
+                # Held by a long read (a DataFrame of the whole log): the writer thread waits
+                # for it, not this thread (the event loop every call runs on).
+                writer.wake(log)
+            else:
+                _write(log)
 
 
 class Writer:
@@ -71,9 +77,9 @@ class Writer:
         atexit.register(self.write_all)
 
     def wake(self, log: _Log) -> None:
-        here: set[_Log] | None = getattr(_here, "logs", None)
+        here: dict[_Log, Writer] | None = getattr(_here, "logs", None)
         if here is not None:  # inside ``written_here``: this thread writes it
-            here.add(log)
+            here[log] = self
             return
         with self._lock:
             self._waiting.add(log)
@@ -97,6 +103,12 @@ class Writer:
             logs, self._waiting = self._waiting, set()
         for log in logs:
             _write(log)
+
+
+def _busy(log: _Log) -> bool:
+    """Whether ``log``'s connection lock is held now (a RunLog's ``_lock``)."""
+    lock = getattr(log, "_lock", None)
+    return bool(lock is not None and lock.locked())
 
 
 def _write(log: _Log) -> None:

@@ -115,6 +115,28 @@ def test_records_added_in_written_here_are_committed_as_it_ends(tmp_path):
             assert [r.prompt for r in other.records()] == ["lone"]
 
 
+def test_a_log_held_by_a_long_read_is_left_to_the_writer_thread(tmp_path):
+    """The thread in ``written_here`` (the event loop) never waits for a reader."""
+    with RunLog(tmp_path / "runs.sqlite3") as log:
+        log._lock.acquire()  # as a DataFrame of a large log holds it while it reads
+        try:
+            added: list[concurrent.futures.Future[None]] = []
+
+            def lone_call() -> None:
+                with written_here():
+                    added.append(log.add(RunRecord(requested_model="m", status="ok", prompt="x")))
+
+            caller = threading.Thread(target=lone_call)
+            caller.start()
+            caller.join(10)
+            assert not caller.is_alive()  # it returned while the log was still held
+            assert not added[0].done()
+        finally:
+            log._lock.release()
+        added[0].result(timeout=10)  # the writer thread committed it once the read ended
+        assert [r.prompt for r in log.records()] == ["x"]
+
+
 CHILD = """
 import asyncio, os, signal, sys
 import mmo_magic as mmo
