@@ -18,10 +18,12 @@ master key) and their request logs off:
   seconds, for the slow-upstream case.
 
 First, each gateway's own cost per request: chat completions one at a time
-(concurrency 1), non-streaming and streaming, ``--serial`` rounds in which the
-simulated provider called directly (the floor), mmo-serve and LiteLLM's proxy
-each answer one request, in a new random order each round, so a drift in the
-machine's speed hits all alike. ``orc.acomplete`` (``orc.astream``) called in
+(concurrency 1), non-streaming and streaming, about ``--serial`` each, in
+rounds in which the simulated provider called directly (the floor),
+mmo-serve and LiteLLM's proxy each answer ``--block`` requests in a row (the
+first not counted: it wakes a process that slept while the others were
+served), in a new random order each round, so a drift in the machine's speed
+hits all alike. ``orc.acomplete`` (``orc.astream``) called in
 this process with mmo-serve's configuration joins the rounds: mmo-serve minus
 it is what the HTTP side (uvicorn, FastAPI, the gate, keys, metrics, encoding)
 adds, the rest of mmo-serve's added ms is the orchestrator's; and mmo-serve
@@ -519,12 +521,22 @@ class Added:
 
 
 async def interleaved(
-    targets: list[Server], stream: bool, rounds: int, warmup: int, timeout_s: float = 60
+    targets: list[Server],
+    stream: bool,
+    requests: int,
+    block: int,
+    warmup: int,
+    timeout_s: float = 60,
 ) -> dict[str, tuple[list[float], list[str], float]]:
-    """``rounds`` rounds of one chat completion to each target, one request at a time, in a
-    new random order each round; each target keeps its own connection. Returns each
-    target's (latencies in ms, errors, CPU s its process used in its recorded requests:
-    read just before and after each, so two targets served by one process are told apart)."""
+    """About ``requests`` chat completions to each target, one request at a time, in rounds:
+    each round sends each target ``block`` requests in a row, the targets in a new random
+    order. The first request of a block is not counted: it wakes a process that slept
+    while the others were served (on a loaded VM that costs milliseconds, and more for a
+    server with several threads to wake). Each target keeps its own connection.
+
+    Returns each target's (latencies in ms, errors, CPU s its process used in its counted
+    requests: read just before and after each, so two targets served by one process are
+    told apart)."""
     import random
 
     import aiohttp
@@ -575,18 +587,21 @@ async def interleaved(
 
     shuffled = random.Random(29)
     try:
-        for i in range(warmup + rounds):
+        for target in targets:  # connections, first-use imports
+            for _ in range(warmup):
+                await one(target, record=False)
+        for _, errors in found.values():
+            errors.clear()
+        for _ in range(max(1, round(requests / (block - 1)))):
             order = list(targets)
             shuffled.shuffle(order)
             for target in order:
                 pid = target.proc.pid if target.proc is not None else None
-                before = tree_cpu_s(pid)
-                await one(target, record=i >= warmup)
-                if i >= warmup:
+                await one(target, record=False)  # wakes it
+                for _ in range(block - 1):
+                    before = tree_cpu_s(pid)
+                    await one(target, record=True)
                     cpu[target.name] = cpu.get(target.name, 0.0) + tree_cpu_s(pid) - before
-            if i + 1 == warmup:
-                for _, errors in found.values():
-                    errors.clear()
     finally:
         for session in sessions.values():
             await session.close()
@@ -622,7 +637,9 @@ def added_rows(servers: list[Server], sim: Server, args: Any) -> list[Added]:
     for stream in (False, True):
         test = f"added at c=1, {'stream' if stream else 'non-stream'}"
         found = asyncio.run(
-            interleaved([sim, *servers], stream, args.serial, warmup=min(args.serial, 50))
+            interleaved(
+                [sim, *servers], stream, args.serial, args.block, warmup=min(args.serial, 50)
+            )
         )
         direct = found[sim.name][0]
         for server in [sim, *servers]:
@@ -668,9 +685,15 @@ def main() -> None:
         "rows (repeatable)",
     )  # fmt: skip
     parser.add_argument("--only-added", action="store_true", help="only the c=1 added-ms rows")
+    parser.add_argument(
+        "--block", type=int, default=21,
+        help="c=1 added-ms rows: requests to one target in a row (the first not counted)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.block = max(2, args.block)
     if args.quick:
         args.requests, args.serial, args.slow_requests, args.slow_s = 40, 10, 12, 1.0
+        args.block = 6
         args.row_s = 30
 
     models = {
@@ -904,8 +927,8 @@ def report(
 
 def report_added(added: list[Added], args: Any) -> None:
     print_table(
-        f"Each gateway's own cost: one request at a time, {args.serial} interleaved rounds, "
-        "added over calling the simulated provider directly",
+        f"Each gateway's own cost: one request at a time, interleaved in blocks of "
+        f"{args.block}, added over calling the simulated provider directly",
         ("test", "server", "requests", "errors", "p50 ms", "p99 ms", "added p50 ms",
          "added p99 ms", "server CPU ms"),
         [(r.test, r.server, r.requests, r.errors, r.p50_ms, r.p99_ms, r.added_p50_ms,
