@@ -29,8 +29,8 @@ _NO_MATH = "mathjax_ignore tex2jax_ignore"  # MathJax 3 and 2 class names
 # Why a column has "—", said once under the table when it does.
 _WHY_MISSING = {
     "usd_per_point": (
-        "usd_per_point —: the lowest-rated model is the baseline (0 points above itself), "
-        "and an unpriced model has no cost to divide"
+        'usd_per_point "—": not computable for the lowest-rated model (the baseline, 0 points '
+        "above itself) or an unpriced one (no cost to divide)"
     ),
 }
 

@@ -56,15 +56,16 @@ def render_html(stats: BatchStats) -> str:
             f"{td}{html.escape(eta_text(m, stats.phase))}</td>{td}{m.throttled or ''}</td></tr>"
         )
     th = f"<th style='{_CELL}'>"
-    heads = "".join(
-        f"{th}{h}</th>"
-        for h in ("model", "progress", "done", "failed", "from log", "cost", "time left", "429s")
-    )
+    heads = "".join(f"{th}{h}</th>" for h in _HEADS)
     return (
         f"<div class='{_NO_MATH}' style='color:var(--jp-ui-font-color1)'>"
         f"<p>{html.escape(header_text(stats))}</p>"
         f"<table><tr>{heads}</tr>{''.join(rows)}</table></div>"
     )
+
+
+# "HTTP 429": the rate-limit answers a model got (a bare "429s" read as "time left 429s").
+_HEADS = ("model", "progress", "done", "failed", "from log", "cost", "time left", "HTTP 429")
 
 
 class _Static:

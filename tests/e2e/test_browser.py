@@ -526,13 +526,24 @@ MONEY_NOTEBOOK = "frontends_money.ipynb"
 MONEY_SHOTS = {
     theme: ARTIFACTS / f"frontends_money_{theme}.png" for theme in ("light", "dark", "reopened")
 }
+BOARD_SHOTS = {
+    theme: ARTIFACTS / f"frontends_leaderboard_{theme}.png" for theme in ("light", "dark")
+}
 _MONEY_SETUP = """\
 import mmo_magic as mmo
 
 mmo.register_function("teller", lambda request: "Prices: $5 and $6, and `$x` stays code.")
+mmo.register_function("quoter", lambda request: "It costs $7.")
+mmo.register_function("picker", lambda request: '{"winner": "A", "reason": "the first"}')
 PRICE = {"cost_per_1k_input": 0.5, "cost_per_1k_output": 1.5}
 orc = mmo.Orchestrator(
-    [mmo.ModelConfig("function", "teller", **PRICE)], runlog=":memory:", cache=False
+    [
+        mmo.ModelConfig("function", "teller", **PRICE),
+        mmo.ModelConfig("function", "quoter"),  # unpriced: its cost can't be known
+        mmo.ModelConfig("function", "picker", **PRICE),  # a judge that always says "A"
+    ],
+    runlog=":memory:",
+    cache=False,
 )
 mmo.use(orc)
 items = [{"question": f"What does item {i} cost?"} for i in range(3)]"""
@@ -542,6 +553,11 @@ _MONEY_CELLS = {
     "refused": "%%mmo_batch --data items --models no-such-model --budget 5\n{question}",
     "runs": "%mmo_runs --last 3",
     "models": "%mmo_models",
+    "judged": (
+        "%%mmo_batch --data items --models teller,quoter --judge picker --allow-unpriced -o br\n"
+        "{question}"
+    ),
+    "board": "br.leaderboard()",
 }
 
 # Every MathJax-typeset element (v3 and v2) inside the output areas.
@@ -599,6 +615,13 @@ def _check_tables(page: Page) -> None:
     heads = _money_cell(page, "models").locator(".jp-OutputArea-output th").all_inner_texts()
     assert heads[:3] == ["name", "available", "why_unavailable"], heads
     assert "host" in heads
+    # The leaderboard (issue 28 #13): rounded, money as the panels say it, "—" with a note
+    # where usd_per_point can't be computed, never NaN.
+    board = _money_cell(page, "board").locator(".jp-OutputArea-output")
+    expect(board).to_contain_text("cost n/a")
+    expect(board).to_contain_text('usd_per_point "—": not computable for the lowest-rated')
+    expect(board).not_to_contain_text("NaN")
+    expect(board.locator("td", has_text=re.compile(r"^1000$"))).not_to_have_count(0)
 
 
 def _check_refused(page: Page) -> None:
@@ -634,12 +657,14 @@ def test_money_is_literal_and_a_refused_batch_leaves_no_widget(lab: Lab) -> None
                 _check_refused(page)
                 _check_tables(page)
                 page.screenshot(path=str(MONEY_SHOTS["light"]), full_page=True)
+                _money_cell(page, "board").screenshot(path=str(BOARD_SHOTS["light"]))
 
                 page.evaluate(_THEME_JS, "JupyterLab Dark")
                 page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
                 page.wait_for_timeout(1000)
                 _check_money(page, "dark")
                 page.screenshot(path=str(MONEY_SHOTS["dark"]), full_page=True)
+                _money_cell(page, "board").screenshot(path=str(BOARD_SHOTS["dark"]))
 
                 page.evaluate(_save_and_shut_down_js(MONEY_NOTEBOOK))
                 saved = json.loads((lab.root / MONEY_NOTEBOOK).read_text())

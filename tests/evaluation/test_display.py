@@ -73,8 +73,8 @@ def test_usd_per_point_is_a_dash_with_a_note_never_nan(board_and_result):
     text, page = repr(board), board._repr_html_()
     assert "NaN" not in text and "NaN" not in page and "<NA>" not in text
     assert cells(text, lowest)[-1] == MISSING
-    assert "usd_per_point —: the lowest-rated model is the baseline" in text
-    assert "the lowest-rated model is the baseline" in page
+    assert 'usd_per_point "—": not computable for the lowest-rated model' in text
+    assert "not computable for the lowest-rated model" in page
 
 
 def test_money_is_written_as_the_panels_write_it_and_not_typeset(board_and_result):
