@@ -413,10 +413,11 @@ class BatchResult:
 
     def __repr__(self) -> str:
         ok = sum(r["status"] == "ok" for r in self.rows)
-        return (
-            f"<BatchResult {len(self.items)} items × {len(self.models)} models: "
-            f"{ok} ok, {len(self.rows) - ok} failed>"
-        )
+        # A stopped batch's unanswered rows are cancelled: stopped, not failures of the model.
+        stopped = sum(r["status"] == "cancelled" for r in self.rows)
+        counts = f"{ok} ok, {len(self.rows) - ok - stopped} failed"
+        counts += f", {stopped} stopped" if stopped else ""
+        return f"<BatchResult {len(self.items)} items × {len(self.models)} models: {counts}>"
 
     def _repr_html_(self) -> str:
         import html

@@ -249,3 +249,7 @@ def test_a_stopped_batch_sets_out_to_the_partial_result(ip, orc, sim):
     assert "Stopped" in cap.stderr
     frame = ip.user_ns["br"].to_dataframe()
     assert (frame["status"] == "ok").sum() >= 1
+    # Its value says what was stopped, not that the unanswered rows failed.
+    stopped = int((frame["status"] == "cancelled").sum())
+    assert stopped >= 1 and repr(ip.user_ns["br"]).endswith(f", {stopped} stopped>")
+    assert " 0 failed" in repr(ip.user_ns["br"])
