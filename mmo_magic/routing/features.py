@@ -13,7 +13,11 @@ are words and runs of punctuation) and character 3-5-grams (within token
 boundaries) into ``dim`` buckets with a signed hash and sublinear term
 frequency (1 + log tf). Tokens and characters are normalised separately and
 then mixed, so a long prompt's many character n-grams do not drown its words.
-``"words"`` is the token part alone. Long prompts are read at their head and tail
+``"words"`` is the token part alone. ``"topic"`` keeps only content words (alphabetic,
+three letters or more, not on a short list of function and exam-phrasing words: "which
+of the following", "is known as") and their character n-grams: what a prompt is
+*about*, not how it is phrased (the task classifier's stem/humanities split reads it).
+Long prompts are read at their head and tail
 only, where instructions sit, which also keeps a transform under a
 millisecond or two.
 
@@ -38,7 +42,13 @@ from ..core.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["REPRESENTATIONS", "HashedNgrams", "Representation", "get_representation"]
+__all__ = [
+    "REPRESENTATIONS",
+    "ContentNgrams",
+    "HashedNgrams",
+    "Representation",
+    "get_representation",
+]
 
 
 class Representation(ABC):
@@ -180,6 +190,47 @@ class HashedNgrams(Representation):
         return out
 
 
+# Function words and the phrasing of exam and chat questions: they say how a question is
+# asked, not what it is about. Changing this list changes ContentNgrams' outputs: bump
+# its version.
+_NOT_CONTENT_WORDS = """
+    the and but not nor for with from into onto over under about above below between among
+    after before during while since until than then that this these those there here where
+    when what which who whom whose why how whether are was were been being does did done
+    have has had having its can could would should will shall may might must you your
+    yours they them their theirs she her hers him his our ours one ones any some all each
+    every both either neither such also most more least less very much many few own same
+    other others only just even still yet too following true false statement statements
+    best likely correct incorrect example examples term terms known called describe
+    described description according mean means meant type types kind kinds way ways please
+    tell explain give list name something someone thing things
+"""
+_NOT_CONTENT = frozenset(_NOT_CONTENT_WORDS.split())
+
+
+class ContentNgrams(HashedNgrams):
+    """Hashed content words (uni/bigrams of the words left after dropping function and
+    phrasing words, numbers and punctuation) and their character 3-5-grams."""
+
+    def __init__(self, name: str = "topic", dim: int = 1 << 14, word_weight: float = 0.5) -> None:
+        super().__init__(name, dim, word_weight, (3, 4, 5))
+        self.version = "content-" + self.version
+
+    def grams(self, text: str) -> tuple[Counter[str], Counter[str]]:
+        words = [
+            w
+            for w in _WORD.findall(_normalise(self._clip(text)))
+            if len(w) > 2 and w.isalpha() and w not in _NOT_CONTENT
+        ]
+        word_grams: Counter[str] = Counter(words)
+        word_grams.update(f"{a} {b}" for a, b in itertools.pairwise(words))
+        char_grams: Counter[str] = Counter()
+        for word, count in Counter(words).items():
+            for gram in self._word_chars(word):
+                char_grams[gram] += count
+        return word_grams, char_grams
+
+
 def _block_norm(grams: Counter[str]) -> float:
     # The norm of a block before collisions (``_hashed`` scales by the norm after them;
     # the two differ only where grams share a bucket, which is rare and harmless here).
@@ -194,9 +245,13 @@ def _words() -> Representation:
     return HashedNgrams("words", word_weight=1.0, char_sizes=())
 
 
+def _topic() -> Representation:
+    return ContentNgrams("topic")
+
+
 # name -> factory. "words" (word and punctuation uni/bigrams only) is three times
 # cheaper to compute and classifies tasks as well across sources as "default".
-REPRESENTATIONS = {"default": _default, "ngrams": _default, "words": _words}
+REPRESENTATIONS = {"default": _default, "ngrams": _default, "words": _words, "topic": _topic}
 
 
 @functools.cache

@@ -170,23 +170,36 @@ class TaskRouter(Router):
         model = self.classifier
         raw = model.scores([text])[0]
         logits = [float(v) for v in raw]
-        for task, score in cue_scores.items():
+
+        def cue(task: str) -> float:
+            return self.CUE_WEIGHT * min(cue_scores.get(task, 0.0), self.CUE_CAP)
+
+        for task in cue_scores:
             if task in model.tasks:
-                logits[model.tasks.index(task)] += self.CUE_WEIGHT * min(score, self.CUE_CAP)
-        top = max(logits)
-        exps = [math.exp(v - top) for v in logits]
-        total = sum(exps)
-        probabilities = {t: e / total for t, e in zip(model.tasks, exps, strict=True)}
+                logits[model.tasks.index(task)] += cue(task)
+        probabilities = dict(zip(model.tasks, _softmax(logits), strict=True))
+        split = model.topic
+        if split is not None:
+            # Stem or humanities: the content-word model, with those tasks' cues, shares
+            # out what the main model gave them together.
+            scores = split.scores([text])[0]
+            shares = _softmax([float(v) + cue(t) for v, t in zip(scores, split.tasks, strict=True)])
+            mass = sum(probabilities[t] for t in split.tasks)
+            for t, share in zip(split.tasks, shares, strict=True):
+                probabilities[t] = mass * share
         ranked = sorted(probabilities, key=lambda t: -probabilities[t])
         best, runner_up = ranked[0], ranked[1]
         confidence = probabilities[best]
+        terms = model.top_terms(text, best, 3)
+        if split is not None and best in split.tasks:
+            terms = list(dict.fromkeys(split.top_terms(text, best, 3) + terms))[:3]
         return TaskGuess(
             best,
             round(confidence, 3),
             _fired(signals, best),
             {t: round(probabilities[t], 3) for t in ranked if probabilities[t] >= 0.005},
             fallback=confidence < self.MIN_CONFIDENCE,
-            terms=tuple(model.top_terms(text, best, 3)),
+            terms=tuple(terms),
             runner_up=runner_up,
         )
 
@@ -288,6 +301,13 @@ class TaskRouter(Router):
 
     def __repr__(self) -> str:
         return f"TaskRouter(default={self.default!r}, learned={self.learned})"
+
+
+def _softmax(values: Sequence[float]) -> list[float]:
+    top = max(values)
+    exps = [math.exp(v - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
 
 
 def _fired(signals: Mapping[str, list[tuple[float, str]]], task: str) -> tuple[str, ...]:

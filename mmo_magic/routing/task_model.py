@@ -5,7 +5,11 @@ representation (``features.py``), trained on the shipped labelled prompts.
   prompt with its task, the source it came from, that source's licence and where in
   the source it is.
 - ``train_task_classifier`` fits multinomial logistic regression (softmax, L2,
-  tasks weighted to balance) with numpy in a couple of seconds.
+  tasks weighted to balance) with numpy in a couple of seconds, and a second, binary
+  model that splits stem from humanities on content words alone (``TopicSplit``):
+  which of the two a knowledge question belongs to is a matter of its subject, and
+  the main model's word features also carry how the question is phrased, which
+  differs by source more than by subject.
 - ``TaskClassifier`` predicts task probabilities, names the words that pushed a
   prompt towards a task, and saves to / loads from a plain ``.npz`` (arrays and a
   JSON header; loading never unpickles).
@@ -45,6 +49,7 @@ __all__ = [
     "LabelledPrompt",
     "SourceScore",
     "TaskClassifier",
+    "TopicSplit",
     "cross_source_evaluation",
     "load_task_prompts",
     "read_task_prompts",
@@ -64,7 +69,11 @@ L2, STEPS, LEARNING_RATE = 1e-4, 60, 0.5
 # own recall fell from 57% to 48% and "Summarize this code: ..." turned to coding. Kept at 1.
 BALANCE = 1.0
 MODEL_FILE = "data/task_model.npz"
-FORMAT = "mmo-task-classifier/1"
+FORMAT = "mmo-task-classifier/2"
+OLD_FORMATS = ("mmo-task-classifier/1",)  # no topic split: read as such
+# The tasks the topic model splits, and the representation it reads.
+SPLIT_TASKS = ("stem", "humanities")
+TOPIC_REPRESENTATION = "topic"
 # The eight categories external benchmarks of chat prompts use; the other three router
 # tasks (translation, summarization, conversation) are the router's own.
 BENCHMARK_TASKS = (
@@ -150,6 +159,71 @@ def load_task_prompts() -> pd.DataFrame:
 # -- the model ------------------------------------------------------------------
 
 
+class TopicSplit:
+    """A linear model over content words that shares out, among a few tasks (stem and
+    humanities), the probability the main model gave them together:
+    ``scores = X @ weights + bias``, one column per task of ``tasks``."""
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        weights: np.ndarray,
+        bias: np.ndarray,
+        representation: Representation,
+    ) -> None:
+        import numpy as np
+
+        self.tasks = tuple(tasks)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.bias = np.asarray(bias, dtype=np.float32)
+        self.representation = representation
+        k = len(self.tasks)
+        if self.weights.shape != (representation.dim, k) or self.bias.shape != (k,):
+            raise ConfigError(f"Topic split weights have shape {self.weights.shape}.")
+        self._last: tuple[str, tuple[dict[int, float], list[tuple[str, int, float]]]] | None = None
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Shape ``(len(texts), len(tasks))``."""
+        import numpy as np
+
+        if isinstance(self.representation, HashedNgrams) and len(texts) == 1:
+            row, _ = self._analyse(texts[0])
+            if not row:
+                return self.bias[None, :].copy()
+            index = np.fromiter(row.keys(), dtype=np.intp, count=len(row))
+            values = np.fromiter(row.values(), dtype=np.float32, count=len(row))
+            return (values @ self.weights[index] + self.bias)[None, :]
+        return self.representation.transform(texts) @ self.weights + self.bias
+
+    def apply(self, probabilities: np.ndarray, scores: np.ndarray, tasks: Sequence[str]) -> None:
+        """Re-split, in place, the probability these tasks share (rows of
+        ``probabilities`` over ``tasks``) by this model's ``scores`` for them."""
+        import numpy as np
+
+        columns = [list(tasks).index(t) for t in self.tasks]
+        share = _softmax(np.asarray(scores, dtype=np.float64))
+        mass = probabilities[:, columns].sum(axis=1, keepdims=True)
+        probabilities[:, columns] = mass * share
+
+    def top_terms(self, text: str, task: str, n: int = 3) -> list[str]:
+        """The content words of ``text`` that pushed it most towards ``task`` (of these)."""
+        if not isinstance(self.representation, HashedNgrams) or task not in self.tasks:
+            return []
+        column = self.tasks.index(task)
+        margin = self.weights[:, column] - self.weights.mean(axis=1)
+        _, terms = self._analyse(text)
+        pushes = [(value * float(margin[bucket]), gram) for gram, bucket, value in terms]
+        return [gram for push, gram in sorted(pushes, reverse=True)[:n] if push > 0]
+
+    def _analyse(self, text: str) -> tuple[dict[int, float], list[tuple[str, int, float]]]:
+        # A decision asks for the scores and then the terms of the same prompt.
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != text:
+            assert isinstance(self.representation, HashedNgrams)
+            last = self._last = (text, self.representation.analyse(text))
+        return last[1]
+
+
 class TaskClassifier:
     """Softmax regression over a representation: ``scores = X @ weights + bias``."""
 
@@ -160,6 +234,7 @@ class TaskClassifier:
         bias: np.ndarray,
         representation: Representation,
         info: Mapping[str, Any] | None = None,
+        topic: TopicSplit | None = None,
     ) -> None:
         import numpy as np
 
@@ -168,6 +243,7 @@ class TaskClassifier:
         self.bias = np.asarray(bias, dtype=np.float32)
         self.representation = representation
         self.info = dict(info or {})
+        self.topic = topic if topic is not None and set(topic.tasks) <= set(self.tasks) else None
         self._last: tuple[str, tuple[dict[int, float], list[tuple[str, int, float]]]] | None = None
         expected = (representation.dim, len(self.tasks))
         if self.weights.shape != expected or self.bias.shape != (len(self.tasks),):
@@ -190,10 +266,15 @@ class TaskClassifier:
         return self.representation.transform(texts) @ self.weights + self.bias
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return _softmax(self.scores(texts))
+        """Each task's probability; with a topic split, stem and humanities share what
+        the main model gives them as the topic model says."""
+        probabilities = _softmax(self.scores(texts))
+        if self.topic is not None:
+            self.topic.apply(probabilities, self.topic.scores(texts), self.tasks)
+        return probabilities
 
     def predict(self, texts: Sequence[str]) -> list[str]:
-        return [self.tasks[i] for i in self.scores(texts).argmax(axis=1)]
+        return [self.tasks[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def top_terms(self, text: str, task: str, n: int = 3) -> list[str]:
         """The words and word pairs of ``text`` that pushed it most towards ``task``.
@@ -237,13 +318,22 @@ class TaskClassifier:
             "representation_version": self.representation.version,
             "info": self.info,
         }
+        arrays: dict[str, Any] = {
+            "header": np.array(json.dumps(header, sort_keys=True)),
+            "weights": self.weights.astype(np.float16),
+            "bias": self.bias,
+        }
+        if self.topic is not None:
+            header["topic"] = {
+                "tasks": list(self.topic.tasks),
+                "representation": self.topic.representation.name,
+                "representation_version": self.topic.representation.version,
+            }
+            arrays["header"] = np.array(json.dumps(header, sort_keys=True))
+            arrays["topic_weights"] = self.topic.weights.astype(np.float16)
+            arrays["topic_bias"] = self.topic.bias
         with open(path, "wb") as f:
-            np.savez_compressed(
-                f,
-                header=np.array(json.dumps(header, sort_keys=True)),
-                weights=self.weights.astype(np.float16),
-                bias=self.bias,
-            )
+            np.savez_compressed(f, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> TaskClassifier:
@@ -253,26 +343,38 @@ class TaskClassifier:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
-                if not isinstance(header, dict) or header.get("format") != FORMAT:
+                formats = (FORMAT, *OLD_FORMATS)
+                if not isinstance(header, dict) or header.get("format") not in formats:
                     found = header.get("format") if isinstance(header, dict) else None
                     raise ConfigError(f"{path} has format {found!r}, expected {FORMAT!r}.")
                 weights, bias = data["weights"], data["bias"]
+                split = header.get("topic")
+                if split is not None:
+                    topic_arrays = data["topic_weights"], data["topic_bias"]
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(
                 f"{path} is not a task classifier file ({exc}).",
                 hint="Save one with TaskClassifier.save().",
             ) from exc
-        rep = get_representation(header["representation"])
-        if rep.version != header["representation_version"]:
-            raise ConfigError(
-                f"{path} was trained on representation {header['representation_version']!r}, "
-                f"but this version of mmo_magic has {rep.version!r}.",
-                hint="Retrain it with train_task_classifier().",
-            )
-        return cls(header["tasks"], weights, bias, rep, header.get("info"))
+        rep = _representation(path, header)
+        topic = None
+        if split is not None:
+            topic = TopicSplit(split["tasks"], *topic_arrays, _representation(path, split))
+        return cls(header["tasks"], weights, bias, rep, header.get("info"), topic)
 
     def __repr__(self) -> str:
         return f"TaskClassifier({len(self.tasks)} tasks, {self.representation.version})"
+
+
+def _representation(path: str | Path, header: Mapping[str, Any]) -> Representation:
+    rep = get_representation(header["representation"])
+    if rep.version != header["representation_version"]:
+        raise ConfigError(
+            f"{path} was trained on representation {header['representation_version']!r}, "
+            f"but this version of mmo_magic has {rep.version!r}.",
+            hint="Retrain it with train_task_classifier().",
+        )
+    return rep
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -294,6 +396,7 @@ def train_task_classifier(
     steps: int = STEPS,
     learning_rate: float = LEARNING_RATE,
     balance: float = BALANCE,
+    topic: bool = True,
     info: Mapping[str, Any] | None = None,
 ) -> TaskClassifier:
     """Fit softmax regression on ``prompts`` labelled with ``labels`` (full-batch Adam).
@@ -303,16 +406,42 @@ def train_task_classifier(
     one task (thousands of maths word problems) does not drown the rest; with
     ``sources`` (one per prompt), each source also weighs the same within a task.
     The representation defaults to ``"words"``.
+
+    ``topic`` (when both stem and humanities prompts are present) also fits the
+    ``TopicSplit`` over content words on those prompts alone.
     """
     rep = representation or get_representation(REPRESENTATION)
     unknown = sorted(set(labels) - set(tasks))
     if unknown:
         raise ConfigError(f"Unknown task label {unknown[0]!r}.", hint=f"Tasks: {', '.join(tasks)}.")
-    x = _Sparse(rep.transform(prompts))
+    x = _Sparse.of(rep, prompts)
     y = [list(tasks).index(label) for label in labels]
     w, b = _fit(x, y, len(tasks), l2, steps, learning_rate, groups=sources, balance=balance)
     meta = {"prompts": len(prompts), "l2": l2, "steps": steps, "balance": balance, **(info or {})}
-    return TaskClassifier(tasks, w, b, rep, meta)
+    split = None
+    if topic and set(SPLIT_TASKS) <= set(labels) and set(SPLIT_TASKS) <= set(tasks):
+        keep = [i for i, label in enumerate(labels) if label in SPLIT_TASKS]
+        topic_rep = get_representation(TOPIC_REPRESENTATION)
+        split = _fit_topic(
+            _Sparse.of(topic_rep, [prompts[i] for i in keep]),
+            [labels[i] for i in keep],
+            [sources[i] for i in keep] if sources is not None else None,
+            topic_rep,
+        )
+    return TaskClassifier(tasks, w, b, rep, meta, split)
+
+
+def _fit_topic(
+    matrix: _Sparse,
+    labels: Sequence[str],
+    groups: Sequence[str] | None,
+    representation: Representation,
+) -> TopicSplit:
+    """The stem/humanities split, fit on prompts of those two tasks only (same penalty
+    and steps as the main model; each source weighs the same within a task)."""
+    y = [SPLIT_TASKS.index(label) for label in labels]
+    w, b = _fit(matrix, y, len(SPLIT_TASKS), L2, STEPS, LEARNING_RATE, groups=groups)
+    return TopicSplit(SPLIT_TASKS, w, b, representation)
 
 
 def _fit(
@@ -371,9 +500,38 @@ class _Sparse:
     def __init__(self, dense: np.ndarray) -> None:
         import numpy as np
 
-        self.shape = dense.shape
         rows, cols = np.nonzero(dense)
-        self.values = dense[rows, cols]
+        self._build(dense.shape, rows, cols, dense[rows, cols])
+
+    @classmethod
+    def of(cls, representation: Representation, texts: Sequence[str]) -> _Sparse:
+        """``texts`` transformed, without the dense matrix where the representation
+        can give one text's non-zeros (a dense matrix of a few thousand prompts is
+        hundreds of megabytes)."""
+        if not isinstance(representation, HashedNgrams):
+            return cls(representation.transform(texts))
+        return cls.stack([_row(representation, text) for text in texts], representation.dim)
+
+    @classmethod
+    def stack(cls, rows: Sequence[tuple[np.ndarray, np.ndarray]], dim: int) -> _Sparse:
+        """A matrix from each row's (sorted columns, values)."""
+        import numpy as np
+
+        lengths = [len(c) for c, _ in rows]
+        row_index = np.repeat(np.arange(len(rows)), lengths)
+        cols = np.concatenate([c for c, _ in rows]) if rows else np.zeros(0, dtype=np.intp)
+        values = np.concatenate([v for _, v in rows]) if rows else np.zeros(0, dtype=np.float32)
+        matrix = cls.__new__(cls)
+        matrix._build((len(rows), dim), row_index, cols, values)
+        return matrix
+
+    def _build(
+        self, shape: tuple[int, ...], rows: np.ndarray, cols: np.ndarray, values: np.ndarray
+    ) -> None:
+        import numpy as np
+
+        self.shape = shape
+        self.values = values
         self.rows = rows
         # Sorted by column once, so the transposed product is one reduceat per call.
         order = np.argsort(cols, kind="stable")
@@ -402,6 +560,28 @@ class _Sparse:
             products = g[self.t_rows] * self.t_values[:, None]
             out[self.t_cols] = np.add.reduceat(products, self.t_starts)
         return out
+
+
+def _row(representation: HashedNgrams, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """One text's non-zero columns (sorted) and values, L2-normalised as ``transform``
+    gives them."""
+    import numpy as np
+
+    row = representation.sparse(text)
+    cols = np.array(sorted(row), dtype=np.intp)
+    values = np.array([row[c] for c in cols], dtype=np.float32)
+    norm = np.linalg.norm(values)
+    return cols, values / norm if norm > 0 else values
+
+
+def _rows(representation: Representation, texts: Sequence[str]) -> list[tuple[Any, Any]]:
+    """Every text's non-zeros, to stack any subset of them into a ``_Sparse``."""
+    import numpy as np
+
+    if isinstance(representation, HashedNgrams):
+        return [_row(representation, text) for text in texts]
+    dense = representation.transform(texts)
+    return [(np.flatnonzero(r), r[np.flatnonzero(r)]) for r in dense]
 
 
 def train_shipped(path: str | Path | None = None) -> TaskClassifier:
@@ -470,10 +650,16 @@ def cross_source_evaluation(
         **train_options,
     }
     rep = options.pop("representation", None) or get_representation(REPRESENTATION)
+    topic = options.pop("topic", True)
     all_tasks = TASKS
-    matrix = rep.transform([d.prompt for d in data])
+    # Each prompt's non-zeros once; each fold stacks the rows it trains on.
+    rows = _rows(rep, [d.prompt for d in data])
     labels = np.array([all_tasks.index(d.task) for d in data])
     sources = np.array([d.source for d in data])
+    split_rows = np.isin(labels, [all_tasks.index(t) for t in SPLIT_TASKS])
+    if topic:
+        topic_rep = get_representation(TOPIC_REPRESENTATION)
+        topic_rows = _rows(topic_rep, [d.prompt for d in data])
     scores = []
     for source in sorted(set(sources)):
         test = (sources == source) & np.isin(labels, [all_tasks.index(t) for t in tasks])
@@ -481,14 +667,20 @@ def cross_source_evaluation(
             continue
         train = sources != source
         groups = sources[train].tolist() if by_source else None
-        w, b = _fit(_Sparse(matrix[train]), labels[train], len(all_tasks), groups=groups, **options)
-        model = TaskClassifier(all_tasks, w, b, rep)
+        x = _Sparse.stack([rows[i] for i in np.flatnonzero(train)], rep.dim)
+        w, b = _fit(x, labels[train], len(all_tasks), groups=groups, **options)
+        split = None
+        if topic:
+            fit_rows = train & split_rows
+            split = _fit_topic(
+                _Sparse.stack([topic_rows[i] for i in np.flatnonzero(fit_rows)], topic_rep.dim),
+                [all_tasks[i] for i in labels[fit_rows]],
+                sources[fit_rows].tolist() if by_source else None,
+                topic_rep,
+            )
+        model = TaskClassifier(all_tasks, w, b, rep, topic=split)
         prompts = [d.prompt for d, t in zip(data, test, strict=True) if t]
-        predicted = (
-            predict(model, prompts)
-            if predict
-            else [all_tasks[i] for i in (matrix[test] @ w + b).argmax(axis=1)]
-        )
+        predicted = predict(model, prompts) if predict else model.predict(prompts)
         truth = [all_tasks[i] for i in labels[test]]
         hits = sum(p == t for p, t in zip(predicted, truth, strict=True))
         scores.append(SourceScore(source, hits / len(truth), len(truth), tuple(sorted(set(truth)))))
@@ -524,7 +716,7 @@ class ExampleIndex:
     def __init__(self, data: Sequence[LabelledPrompt], representation: Representation) -> None:
         self.data = list(data)
         self.representation = representation
-        self.matrix = _Sparse(representation.transform([d.prompt for d in self.data]))
+        self.matrix = _Sparse.of(representation, [d.prompt for d in self.data])
 
     def nearest(self, text: str, k: int = 3) -> list[Example]:
         import numpy as np

@@ -73,3 +73,17 @@ def test_unknown_name_and_bad_input_are_clear() -> None:
 def test_version_names_what_changes_outputs() -> None:
     assert HashedNgrams(dim=1 << 12).version != HashedNgrams(dim=1 << 13).version
     assert get_representation("ngrams").version == get_representation("default").version
+
+
+def test_the_topic_representation_reads_subjects_not_phrasing() -> None:
+    topic = get_representation("topic")
+    assert topic.version.startswith("content-") and topic.version != get_representation().version
+    # Exam and chat phrasing, numbers and punctuation carry no features of their own ...
+    phrased, bare = topic.transform(
+        ["Which of the following is true of the 3 mitochondria?", "mitochondria"]
+    )
+    assert np.array_equal(phrased, bare)
+    assert not topic.transform(["Which of the following is true?"]).any()
+    # ... and word pieces link related words a word model sees as unrelated.
+    a, b, c = topic.transform(["mitochondrial membranes", "the mitochondria", "tariffs on trade"])
+    assert float(a @ b) > 0.2 > float(a @ c)

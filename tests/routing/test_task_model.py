@@ -20,8 +20,10 @@ from mmo_magic.routing import TASKS, TaskRouter
 from mmo_magic.routing.evaluation import cross_source_router_evaluation
 from mmo_magic.routing.task_model import (
     BENCHMARK_TASKS,
+    SPLIT_TASKS,
     SourceScore,
     TaskClassifier,
+    _softmax,
     load_task_prompts,
     mean_accuracy,
     read_task_prompts,
@@ -33,21 +35,43 @@ from mmo_magic.routing.task_model import (
 # Measured on the shipped data (README, Routing) minus a margin: accuracy of TaskRouter
 # on the eight benchmark categories of each source when that source was never trained on.
 FLOORS = {
-    "awesome-chatgpt-prompts": 0.94,  # measured 0.987
-    "dolly": 0.58,  # 0.660
-    "gsm8k": 0.88,  # 0.920
-    "humaneval": 0.92,  # 0.983
-    "mbpp": 0.95,  # 1.000
-    "mmlu": 0.49,  # 0.532
+    "arc": 0.68,  # measured 0.717
+    "awesome-chatgpt-prompts": 0.94,  # 0.987
+    "dolly": 0.50,  # 0.580 (50 prompts: one is 2 points)
+    "gsm8k": 0.88,  # 0.912
+    "humaneval": 0.94,  # 0.983
+    "mbpp": 0.96,  # 1.000
+    "mmlu": 0.60,  # 0.634
     "mmo-seed": 0.95,  # 0.991
-    "truthfulqa": 0.41,  # 0.450
-    "written-23": 0.85,  # 0.898
-    "written-23-c": 0.74,  # 0.811
-    "written-23-d": 0.90,  # 0.954
-    "written-23-long": 0.84,  # 0.892
+    "pubmedqa": 0.56,  # 0.605
+    "truthfulqa": 0.51,  # 0.560
+    "uscis-civics": 0.60,  # 0.656
+    "written-23": 0.87,  # 0.914
+    "written-23-c": 0.79,  # 0.849
+    "written-23-d": 0.92,  # 0.969
+    "written-23-e": 0.76,  # 0.809
+    "written-23-long": 0.85,  # 0.900
 }
-MEAN_FLOOR = 0.76  # measured 0.791
-CUES_ALONE_MEAN = 0.590  # measured: the learned router must beat the cues by a wide margin
+MEAN_FLOOR = 0.76  # measured 0.794 over every source
+# Like for like with round two (79.1% on these twelve sources): measured 0.828.
+ROUND_TWO_SOURCES = frozenset(
+    [
+        "awesome-chatgpt-prompts",
+        "dolly",
+        "gsm8k",
+        "humaneval",
+        "mbpp",
+        "mmlu",
+        "mmo-seed",
+        "truthfulqa",
+        "written-23",
+        "written-23-c",
+        "written-23-d",
+        "written-23-long",
+    ]
+)
+ROUND_TWO_MEAN_FLOOR = 0.80
+CUES_ALONE_MEAN = 0.483  # measured: the learned router must beat the cues by a wide margin
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +111,32 @@ def test_no_public_chat_benchmark_is_a_source() -> None:
     assert not any("NC" in d.licence.split() or "-NC" in d.licence for d in read_task_prompts())
 
 
+def test_mmlu_rows_are_labelled_by_what_they_ask() -> None:
+    # MMLU's human_aging questions are the psychology of ageing (traits, coping,
+    # retirement): humanities, like its other psychology; a medical question filed under
+    # human_sexuality or a psychology one under college_medicine follows its content.
+    # Each changed label says so in its origin.
+    mmlu = [d for d in read_task_prompts() if d.source == "mmlu"]
+    ageing = collections.Counter(d.task for d in mmlu if "mmlu_human_aging" in d.origin)
+    assert ageing["humanities"] > 3 * ageing["stem"]
+    relabelled = [d for d in mmlu if "relabelled" in d.origin]
+    assert 20 <= len(relabelled) <= 40
+    assert all(f"-> {d.task}" in d.origin for d in relabelled)
+
+    def task_of(start: str) -> str:
+        return next(d.task for d in mmlu if d.prompt.startswith(start))
+
+    assert task_of("Which method of abortion is most costly") == "stem"
+    assert task_of("The World Systems Theory divides the world") == "humanities"
+
+
 # -- accuracy on sources never trained on ----------------------------------------------
 
 
+# The module's cross-source evaluation (16 folds, each fitting the word model and the
+# topic split) takes 30-45 s here and more on a loaded CI machine: the first test to use
+# it gets the time to build it.
+@pytest.mark.timeout(300)
 def test_cross_source_accuracy_stays_above_the_measured_floors(
     held_out: dict[str, SourceScore],
 ) -> None:
@@ -98,8 +145,11 @@ def test_cross_source_accuracy_stays_above_the_measured_floors(
     low = {s: round(held_out[s].accuracy, 3) for s in FLOORS if held_out[s].accuracy < FLOORS[s]}
     assert not low, f"below the floor: {low}"
     assert mean_accuracy(list(held_out.values())) >= MEAN_FLOOR
+    same = [s for s in held_out.values() if s.source in ROUND_TWO_SOURCES]
+    assert mean_accuracy(same) >= ROUND_TWO_MEAN_FLOOR
 
 
+@pytest.mark.timeout(300)
 def test_the_learned_router_beats_the_cues_alone(held_out: dict[str, SourceScore]) -> None:
     cues = cross_source_router_evaluation(learned=False)  # nothing trained: fast
     assert mean_accuracy(cues) == pytest.approx(CUES_ALONE_MEAN, abs=0.03)
@@ -146,6 +196,34 @@ def test_a_classifier_round_trips_and_a_foreign_file_is_refused(tmp_path: Path) 
         TaskClassifier.load(tmp_path / "pickled.npz")
 
 
+def test_the_topic_split_is_saved_with_the_model_and_an_older_file_still_loads(
+    tmp_path: Path,
+) -> None:
+    prompts = ["why do cells divide", "what is a neuron", "who was napoleon", "what is inflation"]
+    labels = ["stem", "stem", "humanities", "humanities"]
+    model = train_task_classifier([*prompts, "hi"], [*labels, "conversation"], steps=30)
+    assert model.topic is not None and model.topic.tasks == SPLIT_TASKS
+    path = tmp_path / "m.npz"
+    model.save(path)
+    again = TaskClassifier.load(path)
+    assert again.topic is not None and again.topic.representation.name == "topic"
+    assert np.allclose(again.predict_proba(prompts), model.predict_proba(prompts), atol=1e-2)
+    # A round-two file (format 1, no topic split) loads as the model it was.
+    no_split = train_task_classifier(prompts, labels, steps=30, topic=False)
+    assert no_split.topic is None
+    no_split.save(path)
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["header"] = np.array(str(arrays["header"]).replace("classifier/2", "classifier/1"))
+    np.savez(path, **arrays)
+    assert TaskClassifier.load(path).topic is None
+    # Shares among the split tasks still sum to what the main model gave them.
+    p = model.predict_proba(["what is a neuron"])
+    main = _softmax(model.scores(["what is a neuron"]))
+    columns = [TASKS.index(t) for t in SPLIT_TASKS]
+    assert p[0, columns].sum() == pytest.approx(main[0, columns].sum(), abs=1e-5)
+
+
 def test_weights_from_another_representation_version_are_refused(tmp_path: Path) -> None:
     model = train_task_classifier(["a b", "c d"], ["coding", "math"], steps=5)
     path = tmp_path / "m.npz"
@@ -173,6 +251,22 @@ def test_balance_trades_equal_tasks_for_equal_prompts() -> None:
     equal_tasks, default, equal_prompts = p_coding(1.0), p_coding(0.5), p_coding(0.0)
     assert equal_tasks < default < equal_prompts
     assert shipped_classifier().info["balance"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("prompt", "task"),
+    [
+        # Exam phrasing around a subject the word model has little of: the topic split
+        # decides by the subject.
+        ("Which of the following structures drains lymph from the lower limbs?", "stem"),
+        ("Which of the following best describes the role of a central bank?", "humanities"),
+        ("What is the mechanism of action of proton pump inhibitors?", "stem"),
+    ],
+)
+def test_exam_phrased_questions_go_by_their_subject(prompt: str, task: str) -> None:
+    guess = TaskRouter().detect(prompt)
+    assert guess.task == task, guess.describe()
+    assert guess.terms  # the words that decided it are named
 
 
 def test_unknown_labels_are_refused() -> None:
