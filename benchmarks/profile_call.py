@@ -9,7 +9,8 @@ process, zero latency), as ``overhead.py`` does, under ``py-spy record --idle
 - the caller's thread (the user's event loop), the background loop's thread
   (where clients and the call engine run) and the run log's writer thread;
 - in each, the innermost frame that says what the work is: waiting (idle),
-  HTTP (httpx/httpcore/h11), the OpenAI SDK, mmo_magic's SSE parsing, the call
+  HTTP (httpx/httpcore/h11), the OpenAI SDK, mmo_magic's request sending (the
+  direct POST past the SDK's ``create``) and SSE parsing, the call
   engine, run records (building, redacting, SQLite), asyncio's own machinery
   (the hops between loops and threads), and the rest.
 
@@ -48,6 +49,7 @@ CATEGORIES = [
     ("first-use imports", re.compile(r"^_find_and_load ")),
     ("run records: SQLite", re.compile(r"\(mmo_magic/storage/(sqlite|spill)\.py")),
     ("run records: build, redact", re.compile(r"\(mmo_magic/(storage/runlog|core/redaction)\.py")),
+    ("mmo client: sending (direct POST)", re.compile(r"\(mmo_magic/providers/direct\.py")),
     ("mmo client: SSE parsing", re.compile(r"\(mmo_magic/providers/")),
     ("call engine", re.compile(r"\(mmo_magic/")),
     ("OpenAI SDK", re.compile(r"\(openai/")),
