@@ -58,8 +58,8 @@ def test_the_evaluation_notebook_judges_ranks_and_resumes(tmp_path):
 
     # The position-biased judge is exposed by the swap; the content judge is not.
     bias = table_rows(result(code[8]), ["checker", "first-picker"])
-    assert bias["first-picker"][1:] == ["1.0", "1.0", "1.0"]
-    assert bias["checker"][1:] == ["0.0", "0.0", "0.5"]
+    assert bias["first-picker"][1:] == ["1", "1", "1"]  # shown rounded (issue 28 #13)
+    assert bias["checker"][1:] == ["0", "0", "0.5"]
     assert any("image/png" in o.get("data", {}) for o in code[10].outputs)
 
     # Grading: babbler's words never match a reference, so it gets the lowest grade, 1.
