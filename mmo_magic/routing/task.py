@@ -4,8 +4,10 @@ A learned classifier (``task_model.py``: a linear model over hashed word n-grams
 trained on the shipped labelled prompts from several sources) and the cue tables of
 ``cues.py`` vote together: the cue scores are added to the model's scores, so an
 explicit ask ("translate ... into French") or an unmistakable shape (a stack trace)
-weighs in even where the model has seen nothing like the prompt. The decision names
-the words that pushed the model and the cues that fired."""
+weighs in even where the model has seen nothing like the prompt. Between stem and
+humanities, the classifier's topic split (a model of content words only) shares out what
+the word model gave the two, with their cues. The decision names the words that pushed
+the models and the cues that fired."""
 
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ class TaskRouter(Router):
     evidence is capped per task so a long pasted text cannot outvote the request,
     and negative cues handle look-alikes ("fix my bike", "python" the snake).
     Cue scores are added to the model's scores (``CUE_WEIGHT`` each, capped at
-    ``CUE_CAP``) and a softmax gives each task's probability.
+    ``CUE_CAP``) and a softmax gives each task's probability; the classifier's topic
+    split, with the stem and humanities cues, then divides those two tasks' share.
 
     A task whose probability is under ``MIN_CONFIDENCE`` is a low-confidence guess:
     the router then sends the prompt to ``default`` when one is set (the reason says
