@@ -380,7 +380,8 @@ def race_bundle(state: RaceState) -> dict[str, str]:
 
 def status_line(p: PanelState) -> str:
     """One line for a terminal while the race runs: "  sim-slow  streaming · try 2"."""
-    line = f"  {p.model}: {_label(p)}"
+    # No running thinking timer: a terminal would print a new line at every tick.
+    line = f"  {p.model}: {_label(p, timer=False)}"
     problems = _problems(p)
     if p.status not in ("streaming", "thinking") and problems:
         line += f" ({problems[-1]})"
@@ -559,10 +560,10 @@ def one_line(text: str) -> str:
     return line if len(line) <= _KEEP else line[: _KEEP - 1] + "…"
 
 
-def _label(p: PanelState) -> str:
+def _label(p: PanelState, *, timer: bool = True) -> str:
     if p.status == "thinking":
-        timer = f" {p.thinking_s:.1f} s" if p.thinking_s is not None else ""
-        return f"thinking{timer}" + (f" · try {p.attempt}" if p.attempt > 1 else "")
+        clock = f" {p.thinking_s:.1f} s" if timer and p.thinking_s is not None else ""
+        return f"thinking{clock}" + (f" · try {p.attempt}" if p.attempt > 1 else "")
     if p.status == "retrying":
         if p.retry_in_s is not None:  # waiting out the back-off
             return f"retrying in {p.retry_in_s:.1f} s"

@@ -125,6 +125,9 @@ def test_race_magic_passes_reasoning_options_and_prints_the_thinking(orc):
         thinker, deep = shell.user_ns["r"].responses
         assert thinker.ok and deep.ok, (thinker.error, deep.error)
         assert (thinker.reasoning_tokens, deep.reasoning_tokens) == (8, 12)
+        # One status line as each starts thinking, not one per tick of the badge's timer.
+        lines = cap.stdout.splitlines()
+        assert lines.count("  thinker: thinking") == 1 and lines.count("  deep: thinking") == 1
         # The terminal's finished race: how long each thought, and its reasoning tokens.
         for r in (thinker, deep):
             thought = f"thought {r.ttft_ms - r.first_activity_ms:.0f} ms"
