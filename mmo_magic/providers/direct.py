@@ -66,7 +66,8 @@ class DirectPost:
             headers=headers,
             params=sdk.default_query or None,
             content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-            timeout=sdk.timeout,
+            # No timeout given: the HTTP client's own, which the SDK set from its timeout
+            # (one Timeout object less a call).
         )
         # A client authenticating per request (a token cache) signs it as the SDK would.
         auth = {"auth": sdk.custom_auth} if getattr(sdk, "custom_auth", None) is not None else {}
@@ -81,6 +82,9 @@ class DirectPost:
             if response.status_code >= 400:
                 await response.aread()
                 raise sdk._make_status_error_from_response(response) from None
+            # Event streams are UTF-8 by definition: saying so skips parsing the
+            # Content-Type for a charset on every response.
+            response.encoding = "utf-8"
             yield response
         finally:
             await response.aclose()
