@@ -3,8 +3,9 @@
 Four routers share one interface, ``Router.route(request, catalogue) -> RouteDecision``:
 
 - ``TaskRouter`` ("task") classifies what the prompt asks for (coding, math,
-  translation...) with a learned classifier plus weighted cues, and sends each
-  task to a preference list; an unsure guess falls back to the default model.
+  translation...) with a learned classifier plus weighted cues (a second, topic
+  model over content words splits science from humanities), and sends each task
+  to a preference list; an unsure guess falls back to the default model.
 - ``ComplexityRouter`` ("complexity") scores how demanding the prompt is and
   picks the cheapest model of a tier that can handle it.
 - ``RulesRouter`` ("rules") applies user
