@@ -32,6 +32,19 @@ def test_the_request_carries_the_sdks_headers_and_the_wire_body(orc, sim):
     assert body["messages"] == [{"role": "user", "content": "hello"}]
 
 
+def test_anthropic_requests_carry_the_sdks_headers_and_the_wire_body(orc, sim):
+    assert orc.complete("hello", model="an").ok
+    seen = sim.last_request()
+    assert seen["path"] == "/v1/messages"
+    headers = seen["headers"]
+    assert "***" in (headers.get("x-api-key"), headers.get("authorization"))  # the key, sent
+    assert headers["anthropic-version"]  # the API version the SDK speaks
+    assert "anthropic/python" in headers["user-agent"].lower()
+    body = seen["body"]
+    assert body["model"] == "sim-fast" and body["stream"] is True and body["max_tokens"] > 0
+    assert body["messages"] == [{"role": "user", "content": "hello"}]
+
+
 async def test_a_timeout_is_the_sdks_timeout_error(sim, keys):
     """No answer within the SDK client's timeout: APITimeoutError, mapped as before."""
     config = mmo.ModelConfig(
