@@ -192,17 +192,26 @@ def warm(orc: mmo.Orchestrator, sim, *models: str) -> None:  # type: ignore[no-u
     sim.reset()
 
 
+def assert_paced(starts: list[float], begun: float, per_second: float) -> None:
+    """The k-th request started no sooner than k intervals after the batch began (a late
+    machine only delays starts, so this holds however loaded it is), and the limiter did
+    not hold them far longer than the rate asks."""
+    interval = 1 / per_second
+    assert all(s - begun >= k * interval - 0.02 for k, s in enumerate(starts)), (begun, starts)
+    assert (len(starts) - 1) / (starts[-1] - starts[0]) >= per_second / 2
+
+
 def test_requests_per_minute_is_honoured(orc, sim):
     limited = with_model_id(orc, "oa", "sim-fast?tokens=2")
     warm(orc, sim, "oa", "an")
+    begun = time.time()
     result = orc.batch(
         [{"question": f"q{i}"} for i in range(7)], [limited, "an"],
         limits={limited: {"requests_per_minute": 120}},
     )  # fmt: skip
     records = batch_records(orc, result)
     starts = sorted(r.started_at.timestamp() for r in records if r.requested_model == limited)
-    rate = (len(starts) - 1) / (starts[-1] - starts[0])
-    assert rate == pytest.approx(2.0, rel=0.05)  # 120 per minute
+    assert_paced(starts, begun, per_second=2.0)  # 120 per minute
     others = [r.finished_at.timestamp() for r in records if r.requested_model == "an"]
     assert max(others) - starts[0] < 1.0  # the unlimited model did not wait for it
 
@@ -210,9 +219,10 @@ def test_requests_per_minute_is_honoured(orc, sim):
 def test_a_models_own_requests_per_minute_applies_when_the_call_names_none(orc, sim):
     limited = with_model_id(orc, "oa", "sim-fast?tokens=2", requests_per_minute=120)
     warm(orc, sim, "oa")
+    begun = time.time()
     result = orc.batch([{"question": f"q{i}"} for i in range(5)], [limited])
     starts = sorted(r.started_at.timestamp() for r in batch_records(orc, result))
-    assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(2.0, rel=0.05)
+    assert_paced(starts, begun, per_second=2.0)
 
 
 def test_max_concurrency_per_model(orc, sim):
