@@ -249,7 +249,7 @@ def test_a_429_pauses_only_that_model_and_honours_retry_after(orc, sim):
     retried = [t for t in sent if t > first_429]
     assert retried and min(retried) - first_429 >= 0.95  # Retry-After: 1
     others = [r.finished_at.timestamp() for r in records if r.requested_model == "an"]
-    assert max(others) - begun < 0.9  # the other model never waited for the pause
+    assert max(others) < max(sent)  # the other model never waited for the pauses
     assert result.stats is not None and result.stats.models[limited].throttled == 2
 
 
@@ -377,10 +377,10 @@ async def test_tokens_per_minute_waits_for_the_bucket_to_drain():
     started = time.perf_counter()
     await gate.acquire(60)  # a minute's worth fits at once
     gate.release()
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 0.5
     await gate.acquire(1)  # then it waits for the bucket to drain one token
     gate.release()
-    assert 0.9 <= time.perf_counter() - started < 1.5
+    assert 0.9 <= time.perf_counter() - started < 3
 
 
 @pytest.mark.parametrize(
