@@ -187,6 +187,15 @@ _SCHEMA = (
         tokens INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS key_spend_key_at ON key_spend (key, at)",
+    # Each key's spend per UTC day (epoch seconds // 86400), kept as it is charged: a budget
+    # check reads at most a period's days, not every charge of the period (it slowed as a
+    # busy key's charges grew: 3.5 ms a request at 20,000 charges in a day).
+    """CREATE TABLE IF NOT EXISTS key_days (
+        key TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        usd REAL NOT NULL,
+        PRIMARY KEY (key, day)
+    )""",
     # Worst cases of requests under way, held against their key's budget until they end.
     """CREATE TABLE IF NOT EXISTS key_holds (
         id TEXT PRIMARY KEY NOT NULL,
@@ -195,6 +204,7 @@ _SCHEMA = (
         at REAL NOT NULL
     )""",
 )
+DAY_S = 86_400
 HOLD_TTL_S = 600.0  # a hold left by a process that died stops counting after this long
 _KEY_COLUMNS = (
     "name, models, budget_usd, budget_period, requests_per_minute, tokens_per_minute, admin, "
@@ -219,6 +229,7 @@ class SQLiteKeyStore:
     the connection, the placeholders and the day expression)."""
 
     _DAY = "date(at, 'unixepoch')"  # the UTC day of an epoch second, as YYYY-MM-DD
+    _DAY_NUMBER = "CAST(at / 86400 AS INTEGER)"  # days since the epoch (``at`` is never < 0)
     _DUPLICATE: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, path: str = ":memory:") -> None:
@@ -233,6 +244,7 @@ class SQLiteKeyStore:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
             for statement in _SCHEMA:
                 self._conn.execute(statement)
+            self._conn.execute(self._backfill_days())
         except sqlite3.Error as exc:
             raise ConfigError(f"The key store {path!r} cannot be opened: {exc}.") from exc
         self._lock = threading.Lock()
@@ -294,16 +306,35 @@ class SQLiteKeyStore:
         )
         return changed > 0
 
-    def charge(self, name: str, model: str, usd: float | None, tokens: int) -> None:
-        self._run(
-            "INSERT INTO key_spend (key, model, at, usd, tokens) VALUES (?, ?, ?, ?, ?)",
-            (name, model, time.time(), usd, tokens),
+    def _backfill_days(self) -> str:
+        """Fills ``key_days`` from ``key_spend`` once, for a store written before it existed."""
+        return (
+            f"INSERT INTO key_days (key, day, usd) SELECT key, {self._DAY_NUMBER}, "
+            "COALESCE(SUM(usd), 0) FROM key_spend WHERE NOT EXISTS (SELECT 1 FROM key_days) "
+            f"GROUP BY key, {self._DAY_NUMBER} ON CONFLICT (key, day) DO NOTHING"
         )
 
+    def charge(self, name: str, model: str, usd: float | None, tokens: int) -> None:
+        now = time.time()
+        with self._transaction(name) as run:
+            run("INSERT INTO key_spend (key, model, at, usd, tokens) VALUES (?, ?, ?, ?, ?)",
+                (name, model, now, usd, tokens))  # fmt: skip
+            if usd:
+                run("INSERT INTO key_days (key, day, usd) VALUES (?, ?, ?) ON CONFLICT (key, day) "
+                    "DO UPDATE SET usd = key_days.usd + excluded.usd",
+                    (name, int(now // DAY_S), usd))  # fmt: skip
+
     def spent(self, name: str, since: float) -> float:
-        rows = self._run(
-            "SELECT COALESCE(SUM(usd), 0) FROM key_spend WHERE key = ? AND at >= ?", (name, since)
-        )
+        return self._spent(lambda sql, args=(): self._run(sql, args), name, since)
+
+    @staticmethod
+    def _spent(run: Callable[..., list[Any]], name: str, since: float) -> float:
+        if since % DAY_S == 0:  # every budget period starts at a UTC midnight
+            sql = "SELECT COALESCE(SUM(usd), 0) FROM key_days WHERE key = ? AND day >= ?"
+            rows = run(sql, (name, int(since // DAY_S)))
+        else:
+            sql = "SELECT COALESCE(SUM(usd), 0) FROM key_spend WHERE key = ? AND at >= ?"
+            rows = run(sql, (name, since))
         return float(rows[0][0])
 
     @contextlib.contextmanager
@@ -321,10 +352,7 @@ class SQLiteKeyStore:
     def hold(self, name: str, usd: float, since: float, budget: float) -> str | None:
         now = time.time()
         with self._transaction(name) as run:
-            (spent,) = run(
-                "SELECT COALESCE(SUM(usd), 0) FROM key_spend WHERE key = ? AND at >= ?",
-                (name, since),
-            )[0]
+            spent = self._spent(run, name, since)
             (held,) = run(
                 "SELECT COALESCE(SUM(usd), 0) FROM key_holds WHERE key = ? AND at >= ?",
                 (name, now - HOLD_TTL_S),

@@ -25,6 +25,7 @@ class PostgresKeyStore(SQLiteKeyStore):
     """The SQLite store's statements on one autocommit Postgres connection behind a lock."""
 
     _DAY = "to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    _DAY_NUMBER = "CAST(FLOOR(at / 86400) AS INTEGER)"  # Postgres's CAST rounds: floor first
 
     def __init__(self, url: str) -> None:
         try:
@@ -39,6 +40,7 @@ class PostgresKeyStore(SQLiteKeyStore):
             self._conn = psycopg.connect(url, autocommit=True)  # type: ignore[assignment]
             for statement in _SCHEMA:
                 self._conn.execute(statement.replace(" REAL", " DOUBLE PRECISION"))
+            self._conn.execute(self._backfill_days())
         except psycopg.Error as exc:
             raise ConfigError(f"The key store at {_shown(url)} cannot be opened: {exc}.") from exc
         self._lock = threading.Lock()

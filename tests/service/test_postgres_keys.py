@@ -76,7 +76,7 @@ def url(postgres_url: str) -> str:
     import psycopg
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS client_keys, key_spend")
+        conn.execute("DROP TABLE IF EXISTS client_keys, key_spend, key_days, key_holds")
     return postgres_url
 
 
