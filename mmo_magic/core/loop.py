@@ -122,11 +122,15 @@ class BackgroundLoop:
         ``wrap_future`` chain between the loops (two more locks and callbacks a call).
         """
         if self.in_loop_thread():
-            result = await coro
-            for future in until:
-                if not future.done():
-                    await asyncio.wrap_future(future)
-            return result
+            try:
+                return await coro
+            finally:
+                # Answer or error, the caller resumes with its records committed; a
+                # cancelled call does not wait (its records are written all the same).
+                if not _cancelling():
+                    for future in until:
+                        if not future.done():
+                            await asyncio.wrap_future(future)
         caller = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = caller.create_future()
         started: list[asyncio.Task[T]] = []
@@ -179,6 +183,11 @@ class BackgroundLoop:
             stopped = True
             self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in started])
             raise
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def get_interruptibly(items: queue.SimpleQueue[T]) -> T:

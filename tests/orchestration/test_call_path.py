@@ -75,6 +75,26 @@ async def test_an_error_reaches_the_caller_after_the_commit(bg):
         await asyncio.wait_for(waiting, 10)
 
 
+async def test_on_the_background_loop_an_error_also_waits_for_the_commit(bg):
+    """A sync call (or a race) runs on the background loop itself: there too a call that
+    raises does so with its records committed."""
+    commit: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def fails() -> None:
+        raise KeyError("boom")
+
+    async def on_the_loop() -> bool:
+        raising = asyncio.ensure_future(bg.arun(fails(), until=[commit]))
+        await asyncio.sleep(0.05)
+        raised_before_the_commit = raising.done()
+        commit.set_result(None)
+        with pytest.raises(KeyError, match="boom"):
+            await raising
+        return raised_before_the_commit
+
+    assert await bg.arun(on_the_loop()) is False
+
+
 async def test_cancelling_the_caller_cancels_the_call_on_the_background_loop(bg):
     started, cancelled = threading.Event(), threading.Event()
 
