@@ -745,6 +745,18 @@ _cue(
     ("conversation", 2.0),
     needs="how what's whats what can tell do i'm im any should which ugh help",
 )
+# A one-line question about the world, not about you or me, asks for knowledge: small talk
+# is about the people talking ("how are you", "should I"), a factual question is not.
+_cue(
+    r"^\W*(?:what|who|whom|whose|which|where|when|why|how|is|are|was|were|do|does|did|can"
+    r"|could|will|would|has|have)\b(?![^\n]*\b(?:you|your|yours|yourself|i|i'm|i've|i'd|me|my"
+    r"|mine|we|us|our)\b)[^\n]*\?\s*\Z",
+    "impersonal question",
+    ("conversation", -1.5),
+    intent=False,
+    needs="what who whom whose which where when why how is are was were do does did can could"
+    " will would has have what's who's where's when's why's how's can't could've would've",
+)
 _cue(
     r"\b(?:my|our|i)\b",
     "personal",

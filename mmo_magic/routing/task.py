@@ -64,7 +64,8 @@ class TaskGuess:
         if self.signals:
             evidence.append("cues " + ", ".join(self.signals[:3]))
         if self.fallback:
-            if not self.terms and self.scores.get(self.task, 0.0) == 0.0:
+            # No evidence for it, or only against it (a cue that lowers conversation).
+            if not self.terms and self.scores.get(self.task, 0.0) <= 0.0:
                 return f"task {self.task} (fallback: no strong signal for any task)"
             close = ""
             if self.runner_up is not None:

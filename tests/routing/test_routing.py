@@ -229,6 +229,33 @@ def test_a_quantity_in_si_units_is_a_science_cue_and_dollars_are_not() -> None:
         assert "SI units" not in cues.detect(not_science).signals, not_science
 
 
+def test_a_one_line_question_about_the_world_is_not_small_talk() -> None:
+    # Small talk is about the people talking; a factual one-liner is a knowledge question
+    # (round four: TruthfulQA's one-line questions were read as conversation).
+    cues = TaskRouter(learned=False)
+
+    def against_chat(prompt: str) -> list[str]:
+        _, signals = cues._cue_scores(prompt)
+        return [signal for weight, signal in signals.get("conversation", []) if weight < 0]
+
+    for factual in (
+        "Why did the Roman Empire split in two?",
+        "Is it true that hair keeps growing after death?",
+        "How many amendments does the Constitution have?",
+    ):
+        assert "impersonal question" in against_chat(factual), factual
+    for chat in (
+        "How are you today?",
+        "Do you like rainy days?",
+        "What should I cook for my friends tonight?",
+        "Is it me or is this week dragging on?",
+        "What happened at the party?\nI missed it.",
+        "The Roman Empire split in two.",
+    ):
+        assert "impersonal question" not in against_chat(chat), chat
+    assert TaskRouter().classify("Do you like rainy days?") == "conversation"
+
+
 def test_detect_reports_confidence_evidence_and_fallback() -> None:
     router = TaskRouter()
     guess = router.detect("Translate 'good morning' into Japanese")
