@@ -237,7 +237,6 @@ def test_a_429_pauses_only_that_model_and_honours_retry_after(orc, sim):
     limited = with_model_id(orc, "oa", "sim-fast?fail=429&fail_times=2&retry_after=1")
     warm(orc, sim, "oa", "an")
     items = [{"question": f"q{i}"} for i in range(3)]
-    begun = time.time()
     result = orc.batch(items, [limited, "an"], concurrency=1)
     assert {r["status"] for r in result.rows} == {"ok"}
     assert sim.request_count("sim-fast?fail=429&fail_times=2&retry_after=1") == 5
