@@ -35,25 +35,26 @@ from mmo_magic.routing.task_model import (
 # Measured on the shipped data (README, Routing) minus a margin: accuracy of TaskRouter
 # on the eight benchmark categories of each source when that source was never trained on.
 FLOORS = {
-    "arc": 0.69,  # measured 0.733
+    "arc": 0.71,  # measured 0.753
     "awesome-chatgpt-prompts": 0.94,  # 0.987
-    "dolly": 0.50,  # 0.580 (50 prompts: one is 2 points)
-    "gsm8k": 0.88,  # 0.912
+    "dolly": 0.50,  # 0.540 (50 prompts: one is 2 points)
+    "gsm8k": 0.88,  # 0.916
     "humaneval": 0.94,  # 0.983
     "mbpp": 0.96,  # 1.000
-    "mmlu": 0.60,  # 0.640
+    "mmlu": 0.60,  # 0.642
     "mmo-seed": 0.95,  # 0.991
-    "pubmedqa": 0.53,  # 0.575
+    "pubmedqa": 0.57,  # 0.615
     "truthfulqa": 0.57,  # 0.625
-    "uscis-civics": 0.61,  # 0.664
-    "written-23": 0.87,  # 0.910
+    "uscis-civics": 0.65,  # 0.703
+    "written-23": 0.87,  # 0.914
     "written-23-c": 0.79,  # 0.849
-    "written-23-d": 0.93,  # 0.977
+    "written-23-d": 0.92,  # 0.969
     "written-23-e": 0.77,  # 0.823
-    "written-23-f": 0.61,  # 0.662
+    "written-23-f": 0.64,  # 0.697
+    "written-23-g": 0.85,  # 0.906
     "written-23-long": 0.84,  # 0.883
 }
-MEAN_FLOOR = 0.76  # measured 0.794 over every source
+MEAN_FLOOR = 0.77  # measured 0.804 over every source
 # Like for like with round two (79.1% on these twelve sources): measured 0.834.
 ROUND_TWO_SOURCES = frozenset(
     [
@@ -72,7 +73,7 @@ ROUND_TWO_SOURCES = frozenset(
     ]
 )
 ROUND_TWO_MEAN_FLOOR = 0.81
-CUES_ALONE_MEAN = 0.473  # measured: the learned router must beat the cues by a wide margin
+CUES_ALONE_MEAN = 0.469  # measured: the learned router must beat the cues by a wide margin
 
 
 @pytest.fixture(scope="module")
