@@ -62,7 +62,15 @@ class AnthropicClient(ModelClient):
             timeout=config.timeout_s,
             max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
         )
-        self._post = DirectPost(self._sdk, "v1/messages")
+        self._post = DirectPost(self._sdk, "v1/messages", fallback=self._via_create)
+
+    def _via_create(self, body: dict[str, Any]) -> Any:
+        """The SDK's streaming ``create`` for a wire-form body (extra_body skips its transform)."""
+        rest = dict(body)
+        return self._sdk.messages.with_streaming_response.create(
+            model=rest.pop("model"), max_tokens=rest["max_tokens"], messages=(), stream=True,
+            extra_body=rest,
+        )  # fmt: skip
 
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

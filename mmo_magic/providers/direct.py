@@ -17,18 +17,34 @@ import contextlib
 import json
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 __all__ = ["DirectPost"]
+
+# What DirectPost reads of a Stainless SDK client. Not public API: a release without one
+# of them sends through ``create`` instead (the ``fallback``), slower but the same answer.
+_SDK_PARTS = ("_client", "_prepare_url", "_make_status_error_from_response",
+              "auth_headers", "default_headers", "default_query", "timeout")  # fmt: skip
+_HTTP_PARTS = ("build_request", "send")
+
+# The SDK's own streaming ``create`` for a wire-form body: an async context manager whose
+# value has ``iter_lines()`` (the SDK's streamed response).
+Fallback = Callable[[dict[str, Any]], contextlib.AbstractAsyncContextManager[Any]]
 
 
 class DirectPost:
     """POSTs JSON bodies to ``path`` under an SDK client's base URL, streaming the answer."""
 
-    def __init__(self, sdk: Any, path: str) -> None:
+    def __init__(self, sdk: Any, path: str, fallback: Fallback | None = None) -> None:
         self._sdk = sdk
         self._path = path
+        self._fallback = fallback
+        http = getattr(sdk, "_client", None)
+        self.direct = fallback is None or (
+            all(hasattr(sdk, part) for part in _SDK_PARTS)
+            and all(hasattr(http, part) for part in _HTTP_PARTS)
+        )
         self._headers: dict[str, str] | None = None
         self._url: Any = None
         # The SDK's exception classes (openai.APITimeoutError or anthropic's).
@@ -54,6 +70,11 @@ class DirectPost:
         its headers for Retry-After); a failure to connect or a timeout raises the SDK's
         APIConnectionError / APITimeoutError, as ``create`` would.
         """
+        if not self.direct:
+            assert self._fallback is not None
+            async with self._fallback(body) as response:
+                yield _Lines(response)
+            return
         headers = self._headers
         if headers is None:
             # The platform headers may read the OS once (the SDK does that off the loop too).
@@ -97,3 +118,14 @@ class DirectPost:
         if "RequestError" in names or isinstance(exc, ssl.SSLError) or "EndOfStream" in names:
             return self._errors.APIConnectionError(request=request)
         return None
+
+
+class _Lines:
+    """The SDK's streamed response read as DirectPost's: ``aiter_lines()``."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def aiter_lines(self) -> AsyncIterator[str]:
+        lines: AsyncIterator[str] = self._response.iter_lines()
+        return lines

@@ -61,7 +61,14 @@ class OpenAIClient(ModelClient):
             timeout=config.timeout_s,
             max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
         )
-        self._post = DirectPost(self._sdk, "chat/completions")
+        self._post = DirectPost(self._sdk, "chat/completions", fallback=self._via_create)
+
+    def _via_create(self, body: dict[str, Any]) -> Any:
+        """The SDK's streaming ``create`` for a wire-form body (extra_body skips its transform)."""
+        rest = dict(body)
+        return self._sdk.chat.completions.with_streaming_response.create(
+            model=rest.pop("model"), messages=(), stream=True, extra_body=rest
+        )
 
     def _api_key(self) -> str:
         key = read_key(self.config.api_key_env)

@@ -113,3 +113,32 @@ async def test_a_complete_answer_survives_the_connection_closing_after_it(hang_u
     end = items[-1]
     assert isinstance(end, StreamEnd) and end.finish_reason == "stop"
     assert end.output_tokens == 1 and not end.estimated
+
+
+# -- an SDK release without the internals DirectPost reads: its own create, same answers -------
+
+
+@pytest.mark.parametrize("base", ["oa", "an"])
+async def test_an_sdk_without_the_internals_sends_through_create(sim, keys, base, monkeypatch):
+    from helpers import sim_models
+
+    from mmo_magic.providers import direct
+
+    # A release that renamed one private method: the client must notice and use create().
+    monkeypatch.setattr(direct, "_SDK_PARTS", (*direct._SDK_PARTS, "_renamed_in_a_new_release"))
+    config = next(m for m in sim_models(sim) if m.name == base)
+    client = make_client(config)
+    assert client._post.direct is False
+    request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
+    items = [item async for item in client.stream(request)]
+    assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 5
+    assert "".join(i for i in items if isinstance(i, str))
+    seen = sim.last_request()
+    assert seen["body"]["stream"] is True and seen["body"]["messages"][0]["content"] == "hello"
+    failing = make_client(config.replace(model_id="sim-fast?fail=429&retry_after=7"))
+    with pytest.raises(mmo.ProviderError) as caught:
+        async for _ in failing.stream(request):
+            pass
+    assert caught.value.status == 429 and caught.value.retry_after_s == 7
+    await client.aclose()
+    await failing.aclose()
