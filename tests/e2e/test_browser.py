@@ -569,15 +569,12 @@ _MATH_IN_OUTPUTS_JS = """
 """
 
 
-def _money_notebook(path: Path) -> None:
+def _write_notebook(path: Path, setup: str, cells: dict[str, str]) -> None:
+    """A notebook that loads the extension, runs ``setup``, then each of ``cells``."""
     import nbformat
 
-    cells = [
-        nbformat.v4.new_code_cell("%load_ext mmo_magic"),
-        nbformat.v4.new_code_cell(_MONEY_SETUP),
-    ]
-    cells += [nbformat.v4.new_code_cell(source) for source in _MONEY_CELLS.values()]
-    nb = nbformat.v4.new_notebook(cells=cells)
+    sources = ["%load_ext mmo_magic", setup, *cells.values()]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
@@ -586,9 +583,14 @@ def _money_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def _money_cell(page: Page, which: str) -> Locator:
-    first_line = _MONEY_CELLS[which].splitlines()[0]
+def _cell(page: Page, cells: dict[str, str], which: str) -> Locator:
+    """The code cell that runs ``cells[which]``, found by its first line."""
+    first_line = cells[which].splitlines()[0]
     return page.locator(".jp-CodeCell").filter(has_text=first_line)
+
+
+def _money_cell(page: Page, which: str) -> Locator:
+    return _cell(page, _MONEY_CELLS, which)
 
 
 def _check_money(page: Page, theme: str) -> None:
@@ -640,7 +642,7 @@ def test_money_is_literal_and_a_refused_batch_leaves_no_widget(lab: Lab) -> None
     chromium = _chromium()
     assert chromium is not None
     ARTIFACTS.mkdir(exist_ok=True)
-    _money_notebook(lab.root / MONEY_NOTEBOOK)
+    _write_notebook(lab.root / MONEY_NOTEBOOK, _MONEY_SETUP, _MONEY_CELLS)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
@@ -712,7 +714,7 @@ def test_nbconvert_html_with_mathjax_keeps_money_literal(tmp_path: Path) -> None
     from playwright.sync_api import sync_playwright
 
     path = tmp_path / MONEY_NOTEBOOK
-    _money_notebook(path)
+    _write_notebook(path, _MONEY_SETUP, _MONEY_CELLS)
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3").execute(cwd=str(tmp_path))
     nb.cells.append(nbformat.v4.new_markdown_cell("Control: $x^2$ is math."))
@@ -788,25 +790,7 @@ LIVE_SHOTS = ARTIFACTS / "frontends_live"
 
 
 def _live_cell(page: Page, which: str) -> Locator:
-    first_line = _LIVE_CELLS[which].splitlines()[0]
-    return page.locator(".jp-CodeCell").filter(has_text=first_line)
-
-
-def _live_notebook(path: Path) -> None:
-    import nbformat
-
-    cells = [
-        nbformat.v4.new_code_cell("%load_ext mmo_magic"),
-        nbformat.v4.new_code_cell(_LIVE_SETUP),
-    ]
-    cells += [nbformat.v4.new_code_cell(source) for source in _LIVE_CELLS.values()]
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, path)
+    return _cell(page, _LIVE_CELLS, which)
 
 
 def _wait_for_badge(page: Page, which: str, model: str, pattern: str, shot: Path) -> str:
@@ -886,7 +870,7 @@ def test_thumbnails_and_live_thinking_and_retrying_badges(lab: Lab) -> None:
 
     chromium = _chromium()
     assert chromium is not None
-    _live_notebook(lab.root / LIVE_NOTEBOOK)
+    _write_notebook(lab.root / LIVE_NOTEBOOK, _LIVE_SETUP, _LIVE_CELLS)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
