@@ -37,25 +37,25 @@ from mmo_magic.routing.task_model import (
 FLOORS = {
     "arc": 0.71,  # measured 0.753
     "awesome-chatgpt-prompts": 0.94,  # 0.987
-    "dolly": 0.50,  # 0.560 (50 prompts: one is 2 points)
-    "gsm8k": 0.90,  # 0.936
+    "dolly": 0.50,  # 0.580 (50 prompts: one is 2 points)
+    "gsm8k": 0.90,  # 0.940
     "humaneval": 0.94,  # 0.983
     "mbpp": 0.96,  # 1.000
-    "mmlu": 0.61,  # 0.645
+    "mmlu": 0.61,  # 0.651
     "mmo-seed": 0.95,  # 0.991
-    "pubmedqa": 0.57,  # 0.620
-    "truthfulqa": 0.58,  # 0.635
+    "pubmedqa": 0.57,  # 0.625
+    "truthfulqa": 0.58,  # 0.640
     "uscis-civics": 0.68,  # 0.727
     "written-23": 0.87,  # 0.910
     "written-23-c": 0.79,  # 0.849
     "written-23-d": 0.93,  # 0.977
-    "written-23-e": 0.78,  # 0.833
-    "written-23-f": 0.68,  # 0.731
-    "written-23-g": 0.84,  # 0.895
+    "written-23-e": 0.78,  # 0.830
+    "written-23-f": 0.67,  # 0.724
+    "written-23-g": 0.83,  # 0.883
     "written-23-long": 0.84,  # 0.883
 }
-MEAN_FLOOR = 0.78  # measured 0.812 over every source
-# Like for like with round two (79.1% on these twelve sources): measured 0.839.
+MEAN_FLOOR = 0.78  # measured 0.814 over every source
+# Like for like with round two (79.1% on these twelve sources): measured 0.841.
 ROUND_TWO_SOURCES = frozenset(
     [
         "awesome-chatgpt-prompts",
@@ -73,7 +73,7 @@ ROUND_TWO_SOURCES = frozenset(
     ]
 )
 ROUND_TWO_MEAN_FLOOR = 0.81
-CUES_ALONE_MEAN = 0.465  # measured: the learned router must beat the cues by a wide margin
+CUES_ALONE_MEAN = 0.458  # measured: the learned router must beat the cues by a wide margin
 
 
 @pytest.fixture(scope="module")
