@@ -159,7 +159,40 @@ def load_task_prompts() -> pd.DataFrame:
 # -- the model ------------------------------------------------------------------
 
 
-class TopicSplit:
+class _LinearScores:
+    """``scores = X @ weights + bias`` over a representation, one column per task; for one
+    prompt over hashed n-grams, only the weight rows it touches are gathered."""
+
+    tasks: tuple[str, ...]
+    weights: np.ndarray
+    bias: np.ndarray
+    representation: Representation
+    _last: tuple[str, tuple[dict[int, float], list[tuple[str, int, float]]]] | None = None
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw linear scores, shape ``(len(texts), len(tasks))``."""
+        import numpy as np
+
+        if isinstance(self.representation, HashedNgrams) and len(texts) == 1:
+            # One prompt (routing): gather the ~100 weight rows it touches, not all 16k.
+            row, _ = self._analyse(texts[0])
+            if not row:
+                return self.bias[None, :].copy()
+            index = np.fromiter(row.keys(), dtype=np.intp, count=len(row))
+            values = np.fromiter(row.values(), dtype=np.float32, count=len(row))
+            return (values @ self.weights[index] + self.bias)[None, :]
+        return self.representation.transform(texts) @ self.weights + self.bias
+
+    def _analyse(self, text: str) -> tuple[dict[int, float], list[tuple[str, int, float]]]:
+        # Routing asks for the scores and then the terms of the same prompt: analyse once.
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != text:
+            assert isinstance(self.representation, HashedNgrams)
+            last = self._last = (text, self.representation.analyse(text))
+        return last[1]
+
+
+class TopicSplit(_LinearScores):
     """A linear model over content words that shares out, among a few tasks (stem and
     humanities), the probability the main model gave them together:
     ``scores = X @ weights + bias``, one column per task of ``tasks``."""
@@ -182,19 +215,6 @@ class TopicSplit:
             raise ConfigError(f"Topic split weights have shape {self.weights.shape}.")
         self._last: tuple[str, tuple[dict[int, float], list[tuple[str, int, float]]]] | None = None
 
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Shape ``(len(texts), len(tasks))``."""
-        import numpy as np
-
-        if isinstance(self.representation, HashedNgrams) and len(texts) == 1:
-            row, _ = self._analyse(texts[0])
-            if not row:
-                return self.bias[None, :].copy()
-            index = np.fromiter(row.keys(), dtype=np.intp, count=len(row))
-            values = np.fromiter(row.values(), dtype=np.float32, count=len(row))
-            return (values @ self.weights[index] + self.bias)[None, :]
-        return self.representation.transform(texts) @ self.weights + self.bias
-
     def apply(self, probabilities: np.ndarray, scores: np.ndarray, tasks: Sequence[str]) -> None:
         """Re-split, in place, the probability these tasks share (rows of
         ``probabilities`` over ``tasks``) by this model's ``scores`` for them."""
@@ -215,16 +235,8 @@ class TopicSplit:
         pushes = [(value * float(margin[bucket]), gram) for gram, bucket, value in terms]
         return [gram for push, gram in sorted(pushes, reverse=True)[:n] if push > 0]
 
-    def _analyse(self, text: str) -> tuple[dict[int, float], list[tuple[str, int, float]]]:
-        # A decision asks for the scores and then the terms of the same prompt.
-        last = self._last  # one read: another thread may replace it meanwhile
-        if last is None or last[0] != text:
-            assert isinstance(self.representation, HashedNgrams)
-            last = self._last = (text, self.representation.analyse(text))
-        return last[1]
 
-
-class TaskClassifier:
+class TaskClassifier(_LinearScores):
     """Softmax regression over a representation: ``scores = X @ weights + bias``."""
 
     def __init__(
@@ -250,20 +262,6 @@ class TaskClassifier:
             raise ConfigError(
                 f"Task classifier weights have shape {self.weights.shape}, expected {expected}."
             )
-
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw linear scores, shape ``(len(texts), len(tasks))``."""
-        import numpy as np
-
-        if isinstance(self.representation, HashedNgrams) and len(texts) == 1:
-            # One prompt (routing): gather the ~100 weight rows it touches, not all 16k.
-            row, _ = self._analyse(texts[0])
-            if not row:
-                return self.bias[None, :].copy()
-            index = np.fromiter(row.keys(), dtype=np.intp, count=len(row))
-            values = np.fromiter(row.values(), dtype=np.float32, count=len(row))
-            return (values @ self.weights[index] + self.bias)[None, :]
-        return self.representation.transform(texts) @ self.weights + self.bias
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Each task's probability; with a topic split, stem and humanities share what
@@ -297,14 +295,6 @@ class TaskClassifier:
     @functools.cached_property
     def _margins(self) -> np.ndarray:
         return self.weights - self.weights.mean(axis=1, keepdims=True)
-
-    def _analyse(self, text: str) -> tuple[dict[int, float], list[tuple[str, int, float]]]:
-        # Routing asks for the scores and then the terms of the same prompt: analyse once.
-        last = self._last  # one read: another thread may replace it meanwhile
-        if last is None or last[0] != text:
-            assert isinstance(self.representation, HashedNgrams)
-            last = self._last = (text, self.representation.analyse(text))
-        return last[1]
 
     # -- persistence: arrays plus a JSON header, never pickle --
 
