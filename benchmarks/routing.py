@@ -37,6 +37,7 @@ from mmo_magic.core.catalogue import builtin_models
 from mmo_magic.core.completion import CompletionRequest, Message
 from mmo_magic.core.models import Catalogue
 from mmo_magic.core.pricing import count_message_tokens
+from mmo_magic.routing.evaluation import ROUND_TWO_SOURCES
 
 
 def measure(
@@ -157,25 +158,6 @@ def main() -> None:
         )
     print_checks(checks)
     save("routing", vars(args), rows, checks)
-
-
-# The held-out sources of round two (README's figures before round three added sources).
-ROUND_TWO_SOURCES = frozenset(
-    [
-        "awesome-chatgpt-prompts",
-        "dolly",
-        "gsm8k",
-        "humaneval",
-        "mbpp",
-        "mmlu",
-        "mmo-seed",
-        "truthfulqa",
-        "written-23",
-        "written-23-c",
-        "written-23-d",
-        "written-23-long",
-    ]
-)
 
 
 def task_accuracy() -> list[dict[str, object]]:

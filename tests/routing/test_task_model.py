@@ -17,7 +17,7 @@ import pytest
 from mmo_magic.core.errors import ConfigError
 from mmo_magic.core.models import Catalogue, ModelConfig
 from mmo_magic.routing import TASKS, TaskRouter
-from mmo_magic.routing.evaluation import cross_source_router_evaluation
+from mmo_magic.routing.evaluation import ROUND_TWO_SOURCES, cross_source_router_evaluation
 from mmo_magic.routing.task_model import (
     BENCHMARK_TASKS,
     SPLIT_TASKS,
@@ -56,22 +56,6 @@ FLOORS = {
 }
 MEAN_FLOOR = 0.78  # measured 0.814 over every source
 # Like for like with round two (79.1% on these twelve sources): measured 0.841.
-ROUND_TWO_SOURCES = frozenset(
-    [
-        "awesome-chatgpt-prompts",
-        "dolly",
-        "gsm8k",
-        "humaneval",
-        "mbpp",
-        "mmlu",
-        "mmo-seed",
-        "truthfulqa",
-        "written-23",
-        "written-23-c",
-        "written-23-d",
-        "written-23-long",
-    ]
-)
 ROUND_TWO_MEAN_FLOOR = 0.81
 CUES_ALONE_MEAN = 0.458  # measured: the learned router must beat the cues by a wide margin
 
