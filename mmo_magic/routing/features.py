@@ -114,8 +114,7 @@ class HashedNgrams(Representation):
 
     def grams(self, text: str) -> tuple[Counter[str], Counter[str]]:
         """The word and character n-gram counts of ``text`` (after normalising)."""
-        text = _normalise(self._clip(text))
-        words = _WORD.findall(text)
+        words = self._words(_normalise(self._clip(text)))
         word_grams: Counter[str] = Counter(words)
         word_grams.update(f"{a} {b}" for a, b in itertools.pairwise(words))
         char_grams: Counter[str] = Counter()
@@ -123,6 +122,11 @@ class HashedNgrams(Representation):
             for gram in self._word_chars(word):
                 char_grams[gram] += count
         return word_grams, char_grams
+
+    def _words(self, text: str) -> list[str]:
+        """The words of normalised ``text`` that its n-grams are made of."""
+        words: list[str] = _WORD.findall(text)
+        return words
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one instance per name, words repeat
     def _word_chars(self, word: str) -> tuple[str, ...]:
@@ -216,19 +220,10 @@ class ContentNgrams(HashedNgrams):
         super().__init__(name, dim, word_weight, (3, 4, 5))
         self.version = "content-" + self.version
 
-    def grams(self, text: str) -> tuple[Counter[str], Counter[str]]:
-        words = [
-            w
-            for w in _WORD.findall(_normalise(self._clip(text)))
-            if len(w) > 2 and w.isalpha() and w not in _NOT_CONTENT
+    def _words(self, text: str) -> list[str]:
+        return [
+            w for w in super()._words(text) if len(w) > 2 and w.isalpha() and w not in _NOT_CONTENT
         ]
-        word_grams: Counter[str] = Counter(words)
-        word_grams.update(f"{a} {b}" for a, b in itertools.pairwise(words))
-        char_grams: Counter[str] = Counter()
-        for word, count in Counter(words).items():
-            for gram in self._word_chars(word):
-                char_grams[gram] += count
-        return word_grams, char_grams
 
 
 def _block_norm(grams: Counter[str]) -> float:
