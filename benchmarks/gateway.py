@@ -95,6 +95,7 @@ from gateway_added import (
     added_checks,
     added_rows,
     in_process_orchestrator,
+    in_process_sdk,
     report_added,
 )
 
@@ -566,10 +567,13 @@ def main() -> None:
             ]
             chat = (WIRES["chat"][0], WIRES["chat"][1],
                     {s: _COMPLETE[("chat", s)] for s in (False, True)})  # fmt: skip
-            with in_process_orchestrator(
-                sim_url, models["bench-fast"], SIM_KEY_ENV, PROMPT, tmp
-            ) as orc:
-                added = added_rows([orc, *ready, *plain], sim, chat, args)
+            with (
+                in_process_orchestrator(
+                    sim_url, models["bench-fast"], SIM_KEY_ENV, PROMPT, tmp
+                ) as orc,
+                in_process_sdk(sim_url, models["bench-fast"], SIM_KEY_ENV, PROMPT) as sdk,
+            ):
+                added = added_rows([sdk, orc, *ready, *plain], sim, chat, args)
             gateways = [s for s in ready if s.name in (MMO, LITE)]  # --also: c=1 rows only
             results = [] if args.only_added else run_rows(gateways, sim, args)
             rss_idle = {s.name: s.idle_rss_mb for s in ready}

@@ -26,6 +26,8 @@ from _common import Check, median, percentile, print_table
 MMO, SIM = "mmo-serve", "simulated provider (direct)"
 PLAIN = "mmo-serve, server key (no key accounting)"
 ORC = "orc.acomplete in-process (no HTTP)"  # mmo-serve minus it is the HTTP side
+# What any gateway calling upstream through the SDK pays before doing anything of its own.
+SDK = "raw AsyncOpenAI in-process (the SDK's own cost)"
 
 # (path, body for (model, stream), the bytes a complete answer holds, by stream)
 Wire = tuple[str, Callable[[str, bool], Any], dict[bool, bytes]]
@@ -205,6 +207,32 @@ def in_process_orchestrator(
         orc.close()
 
 
+@contextlib.contextmanager
+def in_process_sdk(sim_url: str, model_id: str, key_env: str, prompt: str) -> Iterator[Target]:
+    """The openai SDK's ``AsyncOpenAI`` calling the simulated provider from this process:
+    what a gateway built on the SDK (mmo-serve is) pays per request for the upstream call
+    alone, over the direct call's aiohttp client."""
+    import openai
+
+    clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}  # one per round's loop
+    messages: Any = [{"role": "user", "content": prompt}]
+
+    async def call(stream: bool) -> str:
+        loop = asyncio.get_running_loop()
+        client = clients.get(loop)
+        if client is None:
+            client = clients[loop] = openai.AsyncOpenAI(base_url=sim_url,
+                                                        api_key=os.environ[key_env])  # fmt: skip
+        if not stream:
+            answer = await client.chat.completions.create(model=model_id, messages=messages)
+            return answer.choices[0].message.content or ""
+        chunks = await client.chat.completions.create(model=model_id, messages=messages,
+                                                      stream=True)  # fmt: skip
+        return "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+
+    yield InProcess(SDK, call)
+
+
 def added_rows(servers: Sequence[Target], sim: Target, wire: Wire, args: Any) -> list[Added]:
     """Each gateway's own cost at concurrency 1, non-streaming and streaming, interleaved
     with the direct call in the same rounds."""
@@ -257,9 +285,13 @@ def report_added(added: list[Added], args: Any) -> None:
     print("  server CPU ms: the gateway's process tree's CPU time per request (less moved by load)")
     for r in added:
         orc = next((o for o in added if o.server == ORC and o.test == r.test), None)
+        sdk = next((o for o in added if o.server == SDK and o.test == r.test), None)
         if r.server == MMO and orc is not None:
             print(f"  {r.test}: mmo-serve - in-process orc = {r.p50_ms - orc.p50_ms:+.3f} ms "
                   "(the HTTP side's share)")  # fmt: skip
+        if r.server == MMO and sdk is not None:
+            print(f"  {r.test}: mmo-serve - raw SDK in-process = {r.p50_ms - sdk.p50_ms:+.3f} ms "
+                  "(what mmo-serve adds beyond the SDK's own upstream call)")  # fmt: skip
 
 
 def added_checks(added: list[Added]) -> list[Check]:
@@ -278,6 +310,15 @@ def added_checks(added: list[Added]) -> list[Check]:
                     f"mmo-serve over orc.acomplete in-process at c=1, {wire} (the HTTP side)",
                     r.p50_ms - orc.p50_ms, "ms", "", None,
                     "the gateway's own share of what it adds; the rest is the orchestrator's",
+                )
+            )  # fmt: skip
+        sdk = next((o for o in added if o.server == SDK and o.test == r.test), None)
+        if r.server == MMO and sdk is not None:
+            checks.append(
+                Check(
+                    f"mmo-serve over the raw SDK in-process at c=1, {wire}",
+                    r.p50_ms - sdk.p50_ms, "ms", "", None,
+                    "what mmo-serve adds beyond the SDK's own upstream call",
                 )
             )  # fmt: skip
         checks.append(

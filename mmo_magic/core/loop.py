@@ -39,11 +39,22 @@ class BackgroundLoop:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        return self.start()
+
+    def start(
+        self, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    ) -> asyncio.AbstractEventLoop:
+        """The running loop, started now if it is not yet, made by ``loop_factory``.
+
+        A server passes uvloop's factory here before anything else uses the loop (a
+        notebook never does: nest_asyncio cannot patch uvloop). A loop already running
+        is kept as it is.
+        """
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 ready = threading.Event()
                 # A fresh loop object: nest_asyncio patches only the loops it is given.
-                loop = asyncio.new_event_loop()
+                loop = (loop_factory or asyncio.new_event_loop)()
 
                 def run() -> None:
                     asyncio.set_event_loop(loop)

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import load_settings
 from ..core.errors import ConfigError, MMOError
+from ..core.loop import background_loop
 from ..orchestration.orchestrator import Orchestrator
 from ..storage.key_stores import open_key_store
 from .app import create_app
@@ -45,6 +48,8 @@ logger = logging.getLogger(__name__)
 # After the grace: time to send the cut requests their endings. With closing the
 # orchestrator after it, the process is gone within a second of the grace (README).
 FLUSH_S = 0.5
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_POLL_S = 0.1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,22 +151,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=settings.graceful_shutdown_s + FLUSH_S,  # type: ignore[arg-type]
     )
     server = _draining_server(config, app.state.drain, settings.graceful_shutdown_s)
-    # uvicorn shuts down gracefully on SIGINT or SIGTERM, then raises that signal again.
-    # SIGTERM then raises KeyboardInterrupt too, so both end here, and the exit is clean.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT or SIGTERM: stop gracefully (a second SIGINT: at once), as uvicorn would.
+    handlers = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
     # SIGHUP: read the config again (models, deployments, what is served), between requests.
-    hangup = signal.signal(signal.SIGHUP, functools.partial(_reload_soon, app, args.config))
+    handlers[signal.SIGHUP] = signal.signal(
+        signal.SIGHUP, functools.partial(_reload_soon, app, args.config)
+    )
     try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
+        _serve_on_background_loop(server)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGHUP, hangup)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         orc.close()
         if store is not None:
             store.close()
     return 0 if server.started else 1
+
+
+def _serve_on_background_loop(server: uvicorn.Server) -> None:
+    """Serve on the background loop the orchestrator's calls run on, until ``server`` exits.
+
+    Each request's ``acomplete`` then runs on the loop already running it: no hop between
+    loops (two thread wake-ups a request). uvicorn listens for signals only on the main
+    thread, so this thread takes them (``server.handle_exit``) and waits, polling, so a
+    signal's handler runs promptly.
+    """
+
+    async def serve() -> None:
+        # uvicorn's failure to start (the port is taken) is logged, then a SystemExit: one
+        # escaping a task would stop the loop, not this thread.
+        with contextlib.suppress(SystemExit):
+            await server.serve()
+
+    background_loop.start(_fastest_loop())
+    done = background_loop.submit(serve())
+    while True:
+        try:
+            return done.result(timeout=_POLL_S)
+        except concurrent.futures.TimeoutError:
+            continue
 
 
 def _draining_server(config: uvicorn.Config, drain: Drain, grace_s: float) -> uvicorn.Server:
@@ -176,15 +204,15 @@ def _draining_server(config: uvicorn.Config, drain: Drain, grace_s: float) -> uv
     return DrainingServer(config)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _fastest_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed (the server extra brings it), as uvicorn would choose."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _reload_soon(app: Any, config: str | None, signum: int, frame: object) -> None:
     """On SIGHUP: reload on the server's loop, between steps of the requests under way."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not serving yet (or any more): reload now
-        reload_config(app, config)
-        return
-    loop.call_soon(reload_config, app, config)
+    background_loop.loop.call_soon_threadsafe(reload_config, app, config)
