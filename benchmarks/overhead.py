@@ -71,6 +71,7 @@ Call = Callable[[], Awaitable[str]]
 FLOOR = "raw AsyncOpenAI (no stream: the floor)"
 MESSAGES = [{"role": "user", "content": "Say something about benchmarks."}]
 ON_LOOP = "Orchestrator.acomplete on its own loop (no hop)"
+HERE = "Orchestrator.acomplete after mmo.use_running_loop()"
 
 
 def model_id(tokens: int) -> str:
@@ -134,6 +135,24 @@ def on_its_loop(orc: Any) -> Callable[[], Awaitable[float]]:
         return await orc._loop.arun(timed())  # type: ignore[no-any-return]
 
     return call
+
+
+def on_the_callers_loop(base_url: str, tokens: int, runlog: str) -> tuple[Call, Any]:
+    """``orc.acomplete`` in a program that called ``mmo.use_running_loop()``: the call runs
+    on the caller's loop. Here the orchestrator adopts a loop of its own making, so the
+    other rows keep mmo_magic's background loop in the same process."""
+    from mmo_magic.core.loop import BackgroundLoop
+
+    call, orc = orchestrator(base_url, tokens, 8, runlog)
+    adopted = BackgroundLoop("adopted")
+    orc._loop = orc._engine.loop = adopted
+
+    async def adopting() -> str:
+        if adopted._loop is None:
+            adopted.adopt()  # what mmo.use_running_loop() does with the shared one
+        return await call()
+
+    return adopting, orc
 
 
 def mmo_client(base_url: str, tokens: int) -> Call:
@@ -312,10 +331,14 @@ def main() -> None:
     with sim_process() as base_url, tempfile.TemporaryDirectory() as tmp:
         streamed, whole = raw_sdk(base_url, args.tokens)
         mmo_call, orc = orchestrator(base_url, args.tokens, 8, str(Path(tmp) / "runs.sqlite3"))
+        here_call, here_orc = on_the_callers_loop(
+            base_url, args.tokens, str(Path(tmp) / "runs-here.sqlite3")
+        )
         calls: dict[str, Call | Callable[[], Awaitable[float]]] = {
             "raw AsyncOpenAI (stream)": streamed,
             "Orchestrator.acomplete": mmo_call,
             ON_LOOP: on_its_loop(orc),
+            HERE: here_call,
             "mmo_magic OpenAIClient alone": mmo_client(base_url, args.tokens),
         }
         if not args.skip_litellm:
@@ -323,6 +346,7 @@ def main() -> None:
         calls[FLOOR] = whole
         times = asyncio.run(per_call(calls, args.calls, args.warmup))
         orc.close()
+        here_orc.close()
 
         base = times["raw AsyncOpenAI (stream)"]
         rows = []

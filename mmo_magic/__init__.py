@@ -32,6 +32,7 @@ from .core.errors import (
     UnknownModelError,
     VerdictError,
 )
+from .core.loop import use_running_loop
 from .core.models import Catalogue, ModelConfig
 from .core.structured import Tool
 from .notebook import cells as _cells  # noqa: F401  installs the reader of the running cell
@@ -204,6 +205,7 @@ __all__ = [
     "unload_ipython_extension",
     "unregister_function",
     "use",
+    "use_running_loop",
 ]
 
 

@@ -18,7 +18,13 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["CANCEL_GRACE_S", "BackgroundLoop", "background_loop", "get_interruptibly"]
+__all__ = [
+    "CANCEL_GRACE_S",
+    "BackgroundLoop",
+    "background_loop",
+    "get_interruptibly",
+    "use_running_loop",
+]
 
 T = TypeVar("T")
 # After a stop: how long cancelled requests get to close their HTTP streams and have their
@@ -36,6 +42,7 @@ class BackgroundLoop:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._adopted = False  # the loop is a caller's (``adopt``), not our thread's
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -51,7 +58,8 @@ class BackgroundLoop:
         is kept as it is.
         """
         with self._lock:
-            if self._loop is None or self._loop.is_closed():
+            if self._loop is None or not self._alive(self._loop):
+                self._adopted = False
                 ready = threading.Event()
                 # A fresh loop object: nest_asyncio patches only the loops it is given.
                 loop = (loop_factory or asyncio.new_event_loop)()
@@ -67,8 +75,36 @@ class BackgroundLoop:
                 self._loop = loop
             return self._loop
 
+    def adopt(self) -> None:
+        """Make the event loop running this the one every call runs on, until it ends.
+
+        For an async program or server whose own loop lives as long as its calls: each
+        awaited call then runs where it is awaited, with no hop to the background thread
+        and back. Sync methods still work from other threads; on this loop's own thread
+        they are refused, as on the background loop's. Once this loop has stopped, calls
+        go back to a background thread's loop (clients are made again for it).
+
+        Called before the first call: a background loop already started keeps its work,
+        and adopting another then would split the clients and limits between two loops.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is loop:
+                return
+            if self._loop is not None and self._alive(self._loop):
+                raise RuntimeError(
+                    "mmo_magic's calls already run on another event loop; adopt this one "
+                    "before the first call (at the start of the program or server)"
+                )
+            self._loop, self._thread, self._adopted = loop, threading.current_thread(), True
+
+    def _alive(self, loop: asyncio.AbstractEventLoop) -> bool:
+        # An adopted loop that stopped (``asyncio.run`` returned) runs nothing submitted to it.
+        return not loop.is_closed() and (loop.is_running() or not self._adopted)
+
     def in_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
+        loop = self._loop
+        return loop is not None and threading.current_thread() is self._thread and self._alive(loop)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop; returns a thread-safe future."""
@@ -211,3 +247,16 @@ def get_interruptibly(items: queue.SimpleQueue[T]) -> T:
 
 
 background_loop = BackgroundLoop()
+
+
+def use_running_loop() -> None:
+    """Run mmo_magic's calls on the event loop running this, for as long as it runs.
+
+    For an async program or server (``asyncio.run(main())``, a FastAPI app's lifespan):
+    call it first, inside the loop. Each ``await orc.acomplete(...)`` then runs on that
+    loop, without the two thread wake-ups of a hop to mmo_magic's background loop and
+    back. Not for notebooks: a cell's sync calls run on the kernel loop's own thread,
+    where they would be refused. Raises RuntimeError outside a running loop, or once
+    calls have run on another loop.
+    """
+    background_loop.adopt()

@@ -174,6 +174,8 @@ class CallEngine(Generic[Sink]):
         self.clients: dict[str, ModelClient] = {}
         self._in_flight = 0  # calls between routing and their last record (on the loop)
         self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._bound_to: asyncio.AbstractEventLoop | None = None  # the clients' and slots' loop
+        self._closing: asyncio.Future[Any] | None = None
 
     async def complete(
         self,
@@ -531,6 +533,7 @@ class CallEngine(Generic[Sink]):
                 yield
 
     def _slot(self, key: str, limit: int) -> asyncio.Semaphore:
+        self._bind_to_running_loop()
         slot = self._semaphores.get(key)
         if slot is None:
             slot = self._semaphores[key] = asyncio.Semaphore(limit)
@@ -619,7 +622,16 @@ class CallEngine(Generic[Sink]):
             call.on_finish(response)
         return response
 
+    def _bind_to_running_loop(self) -> None:
+        """Clients (their connection pools) and slots belong to one loop. The first call on
+        another one (after a loop adopted with ``BackgroundLoop.adopt`` ended) starts both
+        afresh: the old loop's went with it."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._bound_to:
+            self._bound_to, self.clients, self._semaphores = loop, {}, {}
+
     def _client(self, config: ModelConfig) -> ModelClient:
+        self._bind_to_running_loop()
         client = self.clients.get(config.name)
         if client is None or client.config != config:
             client = self.clients[config.name] = make_client(config)
@@ -636,7 +648,11 @@ class CallEngine(Generic[Sink]):
         async def close_all() -> None:
             await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
 
-        if clients:
+        if not clients:
+            return
+        if self.loop.in_loop_thread():  # on an adopted loop (an async program's own): no wait
+            self._closing = asyncio.ensure_future(close_all())
+        else:
             self.loop.run(close_all())
 
 
