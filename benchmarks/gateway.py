@@ -105,6 +105,7 @@ MMO_KEY = "mmo-bench-client-key"
 LITELLM_KEY = "sk-" + "5e1f" * 16
 PROMPT = "Say something about benchmarks."
 LITE = "LiteLLM proxy"
+PASS = "passthrough proxy (uvicorn + the SDK's httpx, nothing else)"
 
 
 @dataclass
@@ -259,6 +260,20 @@ def start_mmo(
         stdout=server.log.open("wb"),
         stderr=subprocess.STDOUT,
     )
+    return server
+
+
+def start_passthrough(
+    sim_url: str, models: dict[str, str], tmp: Path, env: dict[str, str]
+) -> Server:
+    """``passthrough.py``: the least a gateway on the SDK's HTTP stack does (a reference)."""
+    port = free_port()
+    server = Server(PASS, f"http://127.0.0.1:{port}/v1", "unused", log=tmp / "passthrough.log")
+    server.models = dict(models)  # forwarded as they are: the upstream's own model ids
+    server.proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "passthrough.py"), sim_url, str(port)],
+        env=env, cwd=tmp, stdout=server.log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
     return server
 
 
@@ -536,6 +551,7 @@ def main() -> None:
         sim = Server(SIM, sim_url, env[SIM_KEY_ENV])
         sim.models = dict(models)
         servers = [start_mmo(sim_url, models, tmp, env)]
+        servers.append(start_passthrough(sim_url, models, tmp, env))
         for also in args.also:  # other checkouts of mmo_magic: an A/B in the same rounds
             label, _, pythonpath = also.partition("=")
             also_env = {**env, "PYTHONPATH": pythonpath}
