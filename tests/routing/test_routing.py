@@ -166,7 +166,15 @@ def test_guessed_output_never_exceeds_max_tokens(catalogue: Catalogue) -> None:
         ("Write a poem about Python programming", "writing"),
         ("Translate this JavaScript to Python: let x = 1;", "coding"),
         ("How do you say 'cheers' in Czech?", "translation"),
-        ("Summarize this code: ```js\nconst x = a.map(f)\n```", "summarization"),
+        # Summarising code is code comprehension: a coding model is the right route for it
+        # (pinned as summarization until round five; the eight benchmark categories have
+        # no summarization, so that pin was a choice, not a measurement).
+        ("Summarize this code: ```js\nconst x = a.map(f)\n```", "coding"),
+        (
+            "Summarize this article in two sentences: The city council voted on Tuesday to "
+            "extend the cycle lanes along the river.",
+            "summarization",
+        ),
         ("Extract the names from: Bob met Alice in Paris.", "extraction"),
         ("You are a wise old wizard. Greet the young apprentice.", "roleplay"),
         ("what is 2+2", "math"),

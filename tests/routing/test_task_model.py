@@ -35,29 +35,31 @@ from mmo_magic.routing.task_model import (
 # Measured on the shipped data (README, Routing) minus a margin: accuracy of TaskRouter
 # on the eight benchmark categories of each source when that source was never trained on.
 FLOORS = {
-    "arc": 0.71,  # measured 0.753
-    "awesome-chatgpt-prompts": 0.94,  # 0.987
-    "dolly": 0.50,  # 0.580 (50 prompts: one is 2 points)
-    "gsm8k": 0.90,  # 0.940
-    "humaneval": 0.94,  # 0.983
+    "arc": 0.76,  # measured 0.807
+    "awesome-chatgpt-prompts": 0.94,  # 0.993
+    "dolly": 0.48,  # 0.560 (50 prompts: one is 2 points)
+    "gsm8k": 0.90,  # 0.936
+    "humaneval": 0.93,  # 0.975
     "mbpp": 0.96,  # 1.000
-    "mmlu": 0.61,  # 0.651
-    "mmo-seed": 0.95,  # 0.991
-    "pubmedqa": 0.57,  # 0.625
-    "truthfulqa": 0.58,  # 0.640
-    "uscis-civics": 0.68,  # 0.727
-    "written-23": 0.87,  # 0.910
-    "written-23-c": 0.79,  # 0.849
-    "written-23-d": 0.93,  # 0.977
-    "written-23-e": 0.78,  # 0.830
-    "written-23-f": 0.67,  # 0.724
-    "written-23-g": 0.83,  # 0.883
-    "written-23-long": 0.84,  # 0.883
+    "mmlu": 0.65,  # 0.692
+    "mmo-seed": 0.91,  # 0.955
+    "openstax": 0.67,  # 0.712
+    "pubmedqa": 0.58,  # 0.625
+    "truthfulqa": 0.61,  # 0.655
+    "uscis-civics": 0.68,  # 0.719
+    "written-23": 0.87,  # 0.918
+    "written-23-c": 0.81,  # 0.868
+    "written-23-d": 0.94,  # 0.985
+    "written-23-e": 0.81,  # 0.851
+    "written-23-f": 0.65,  # 0.697
+    "written-23-g": 0.85,  # 0.893
+    "written-23-h": 0.78,  # 0.840
+    "written-23-long": 0.86,  # 0.908
 }
 MEAN_FLOOR = 0.78  # measured 0.814 over every source
-# Like for like with round two (79.1% on these twelve sources): measured 0.841.
-ROUND_TWO_MEAN_FLOOR = 0.81
-CUES_ALONE_MEAN = 0.458  # measured: the learned router must beat the cues by a wide margin
+# Like for like with round two (79.1% on these twelve sources): measured 0.853.
+ROUND_TWO_MEAN_FLOOR = 0.83
+CUES_ALONE_MEAN = 0.410  # measured: the learned router must beat the cues by a wide margin
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,21 @@ def test_no_public_chat_benchmark_is_a_source() -> None:
     assert not any("NC" in d.licence.split() or "-NC" in d.licence for d in read_task_prompts())
 
 
+def test_openstax_rows_come_from_the_cc_by_books_and_are_labelled_by_book() -> None:
+    # Only the OpenStax books whose licence is CC BY 4.0 today (most others are now CC
+    # BY-NC-SA); the subject is the book's, decided before measuring: economics is
+    # humanities, physics is stem.
+    books = {"OpenStax Principles of Economics 3e": "humanities", "OpenStax Physics": "stem"}
+    rows = [d for d in read_task_prompts() if d.source == "openstax"]
+    assert len(rows) >= 400
+    for d in rows:
+        book = next(b for b in books if d.origin.startswith(b + " (CC BY 4.0)"))
+        assert d.licence == "CC BY 4.0" and d.task == books[book], d.origin
+    # Over all sources, stem and humanities stay balanced so the topic split is not pulled.
+    by_task = collections.Counter(d.task for d in read_task_prompts())
+    assert 0.9 <= by_task["stem"] / by_task["humanities"] <= 1.1
+
+
 def test_mmlu_rows_are_labelled_by_what_they_ask() -> None:
     # MMLU's human_aging questions are the psychology of ageing (traits, coping,
     # retirement): humanities, like its other psychology; a medical question filed under
@@ -119,8 +136,8 @@ def test_mmlu_rows_are_labelled_by_what_they_ask() -> None:
 # -- accuracy on sources never trained on ----------------------------------------------
 
 
-# The module's cross-source evaluation (16 folds, each fitting the word model and the
-# topic split) takes 30-45 s here and more on a loaded CI machine: the first test to use
+# The module's cross-source evaluation (20 folds, each fitting the word model and the
+# topic split) takes 40-50 s here and more on a loaded CI machine: the first test to use
 # it gets the time to build it.
 @pytest.mark.timeout(300)
 def test_cross_source_accuracy_stays_above_the_measured_floors(
