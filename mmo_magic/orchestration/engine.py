@@ -626,9 +626,14 @@ class CallEngine(Generic[Sink]):
         """Clients (their connection pools) and slots belong to one loop. The first call on
         another one (after a loop adopted with ``BackgroundLoop.adopt`` ended) starts both
         afresh: the old loop's went with it."""
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside any loop (a Ray worker checking its keys): nothing to bind
+            return
         if loop is not self._bound_to:
-            self._bound_to, self.clients, self._semaphores = loop, {}, {}
+            if self._bound_to is not None:  # the previous loop's clients and slots: gone with it
+                self.clients, self._semaphores = {}, {}
+            self._bound_to = loop
 
     def _client(self, config: ModelConfig) -> ModelClient:
         self._bind_to_running_loop()
