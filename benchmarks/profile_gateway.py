@@ -81,7 +81,9 @@ CATEGORIES = [
     ("asyncio: loop, tasks, hops", re.compile(r"\((asyncio|concurrent|uvloop)/")),
 ]
 THREADS = {
-    "MainThread": "uvicorn's loop",
+    # mmo-serve runs uvicorn on the orchestrator's background loop (no hop between loops);
+    # an older checkout ran it on the main thread and hopped to the background loop.
+    "MainThread": "main thread",
     "mmo-magic-loop": "background loop",
     "mmo-magic-runlog": "run-log writer",
 }
@@ -149,8 +151,8 @@ def summarise(raw: Path, ms_per_request: float, top: int) -> None:
         thread = THREADS.get(name, "executor" if name.startswith("asyncio_") else "other")
         category = category_of(frames)
         per_thread[thread][category] += int(count)
-        if not category.startswith("idle") and thread == THREADS["MainThread"] and frames:
-            others[f"{category}: {' < '.join(frames[:-4:-1])}"] += int(count)
+        if not category.startswith("idle") and frames:
+            others[f"{thread}: {category}: {' < '.join(frames[:-4:-1])}"] += int(count)
     ms = ms_per_request / per_thread[THREADS["MainThread"]].total()  # one sample, in ms
     rows = []
     for thread, counts in per_thread.items():
@@ -163,7 +165,7 @@ def summarise(raw: Path, ms_per_request: float, top: int) -> None:
         rows,
     )
     if top:
-        print("\nuvicorn's loop, busy, by its three innermost frames:")
+        print("\nbusy, by thread and three innermost frames:")
         for frame, n in others.most_common(top):
             print(f"  {n * ms:7.3f}  {frame}")
 
@@ -174,7 +176,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="stream: true (SSE)")
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
-    parser.add_argument("--top", type=int, default=0, help="list uvicorn's loop's N busiest stacks")
+    parser.add_argument("--top", type=int, default=0, help="list the N busiest stacks")
     parser.add_argument("--keep", metavar="FILE", help="keep py-spy's raw samples in FILE")
     args = parser.parse_args()
     models = {"bench-fast": f"sim-fast?tokens={args.tokens}"}
