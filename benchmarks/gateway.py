@@ -89,6 +89,7 @@ from typing import Any
 from _common import Check, median, percentile, print_checks, print_table, save, sim_process
 from gateway_added import (
     MMO,
+    PASS,
     PLAIN,
     SIM,
     Added,
@@ -105,7 +106,6 @@ MMO_KEY = "mmo-bench-client-key"
 LITELLM_KEY = "sk-" + "5e1f" * 16
 PROMPT = "Say something about benchmarks."
 LITE = "LiteLLM proxy"
-PASS = "passthrough proxy (uvicorn + the SDK's httpx, nothing else)"
 
 
 @dataclass

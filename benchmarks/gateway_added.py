@@ -28,6 +28,15 @@ PLAIN = "mmo-serve, server key (no key accounting)"
 ORC = "orc.acomplete in-process (no HTTP)"  # mmo-serve minus it is the HTTP side
 # What any gateway calling upstream through the SDK pays before doing anything of its own.
 SDK = "raw AsyncOpenAI in-process (the SDK's own cost)"
+PASS = "passthrough proxy (uvicorn + the SDK's httpx, nothing else)"
+# What mmo-serve is compared with besides the direct call: (row, as named in a check, note).
+REFERENCES = (
+    (ORC, "orc.acomplete in-process (the HTTP side)",
+     "the gateway's own share of what it adds; the rest is the orchestrator's"),
+    (SDK, "the raw SDK in-process", "what mmo-serve adds beyond the SDK's own upstream call"),
+    (PASS, "the passthrough proxy",
+     "mmo-serve's own work: what a gateway on this HTTP stack pays before any is its floor"),
+)  # fmt: skip
 
 # (path, body for (model, stream), the bytes a complete answer holds, by stream)
 Wire = tuple[str, Callable[[str, bool], Any], dict[bool, bytes]]
@@ -303,24 +312,13 @@ def added_checks(added: list[Added]) -> list[Check]:
             continue
         wire = r.test.rpartition(", ")[2]
         goal = goals[wire] if r.server == MMO else None
-        orc = next((o for o in added if o.server == ORC and o.test == r.test), None)
-        if r.server == MMO and orc is not None:
-            checks.append(
-                Check(
-                    f"mmo-serve over orc.acomplete in-process at c=1, {wire} (the HTTP side)",
-                    r.p50_ms - orc.p50_ms, "ms", "", None,
-                    "the gateway's own share of what it adds; the rest is the orchestrator's",
-                )
-            )  # fmt: skip
-        sdk = next((o for o in added if o.server == SDK and o.test == r.test), None)
-        if r.server == MMO and sdk is not None:
-            checks.append(
-                Check(
-                    f"mmo-serve over the raw SDK in-process at c=1, {wire}",
-                    r.p50_ms - sdk.p50_ms, "ms", "", None,
-                    "what mmo-serve adds beyond the SDK's own upstream call",
-                )
-            )  # fmt: skip
+        for reference, what, note in REFERENCES:
+            other = next((o for o in added if o.server == reference and o.test == r.test), None)
+            if r.server == MMO and other is not None:
+                checks.append(
+                    Check(f"mmo-serve over {what} at c=1, {wire}", r.p50_ms - other.p50_ms,
+                          "ms", "", None, note)
+                )  # fmt: skip
         checks.append(
             Check(
                 f"added ms per request at c=1 over direct, {wire}, {r.server}",
