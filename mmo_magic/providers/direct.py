@@ -103,10 +103,7 @@ class DirectPost:
             if response.status_code >= 400:
                 await response.aread()
                 raise sdk._make_status_error_from_response(response) from None
-            # Event streams are UTF-8 by definition: saying so skips parsing the
-            # Content-Type for a charset on every response.
-            response.encoding = "utf-8"
-            yield response
+            yield _EventLines(response)
         finally:
             await response.aclose()
 
@@ -118,6 +115,37 @@ class DirectPost:
         if "RequestError" in names or isinstance(exc, ssl.SSLError) or "EndOfStream" in names:
             return self._errors.APIConnectionError(request=request)
         return None
+
+
+class _EventLines:
+    """An HTTP response's body as event-stream lines: ``aiter_lines()``.
+
+    Split as bytes and decoded a line at a time (event streams are UTF-8 by definition),
+    in one generator over the client's decoded bytes, where the client's own
+    ``aiter_lines`` stacks three (bytes, text, lines) and splits in Python: a tenth of
+    a millisecond a 20-event answer. Lines end at CRLF, LF or CR, as the event-stream
+    format says, and nowhere else: a JSON string may hold U+2028 unescaped, which
+    ``str.splitlines`` would split.
+    """
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    async def aiter_lines(self) -> AsyncIterator[str]:
+        pending = b""
+        async for chunk in self._response.aiter_bytes():
+            data = pending + chunk if pending else chunk
+            lines = data.splitlines()
+            if data.endswith(b"\n"):
+                pending = b""
+            elif data.endswith(b"\r"):  # maybe half a CRLF: decided with the next chunk
+                pending = lines.pop() + b"\r" if lines else b"\r"
+            else:  # the last line goes on in the next chunk
+                pending = lines.pop() if lines else b""
+            for line in lines:
+                yield line.decode("utf-8", "replace")
+        for line in pending.splitlines():
+            yield line.decode("utf-8", "replace")
 
 
 class _Lines:

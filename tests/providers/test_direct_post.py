@@ -115,6 +115,58 @@ async def test_a_complete_answer_survives_the_connection_closing_after_it(hang_u
     assert end.output_tokens == 1 and not end.estimated
 
 
+# -- event-stream lines: CRLF, LF or CR, and nowhere else -------------------------------------
+
+# Raw UTF-8 (as servers writing JSON with ensure_ascii=False send it): U+2028, NEL and
+# \x1c are line breaks to ``str.splitlines``, never inside an event-stream line.
+ODD_TEXT = "one\u2028two\u0085three\x1cfour é 🙂"
+
+
+async def _raw_utf8_events(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An answer whose text holds raw U+2028 and friends, in CRLF-ended lines, each HTTP
+    chunk cut between a CR and its LF (and inside a multi-byte character)."""
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    events = [
+        {"choices": [{"index": 0, "delta": {"content": ODD_TEXT}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+    ]
+    stream = "".join(f"data: {json.dumps(e, ensure_ascii=False)}\r\n\r\n" for e in events)
+    body = (stream + "data: [DONE]\r\n\r\n").encode()
+    cuts = [i + 1 for i in range(len(body) - 1) if body[i : i + 1] == b"\r"]
+    cuts.append(body.index("🙂".encode()) + 2)
+    start = 0
+    for end in [*sorted(cuts), len(body)]:
+        piece = body[start:end]
+        writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.001)  # each piece its own read
+        start = end
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def test_an_answer_with_unicode_line_separators_in_raw_utf8_arrives_whole(keys):
+    """httpx's ``aiter_lines`` splits where ``str.splitlines`` does, so a JSON data line
+    holding a raw U+2028 came apart and the call failed as a malformed chunk."""
+    server = await asyncio.start_server(_raw_utf8_events, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    async with server:
+        config = mmo.ModelConfig("openai", "m", base_url=url, api_key_env=OPENAI_KEY_ENV)
+        client = make_client(config)
+        request = CompletionRequest(messages=(Message("user", "hello"),))
+        items = [item async for item in client.stream(request)]
+        await client.aclose()
+    assert "".join(i for i in items if isinstance(i, str)) == ODD_TEXT
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.finish_reason == "stop" and end.output_tokens == 4
+
+
 # -- an SDK release without the internals DirectPost reads: its own create, same answers -------
 
 
