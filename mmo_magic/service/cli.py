@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -49,7 +48,6 @@ logger = logging.getLogger(__name__)
 # orchestrator after it, the process is gone within a second of the grace (README).
 FLUSH_S = 0.5
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_POLL_S = 0.1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,8 +171,8 @@ def _serve_on_background_loop(server: uvicorn.Server) -> None:
 
     Each request's ``acomplete`` then runs on the loop already running it: no hop between
     loops (two thread wake-ups a request). uvicorn listens for signals only on the main
-    thread, so this thread takes them (``server.handle_exit``) and waits, polling, so a
-    signal's handler runs promptly.
+    thread, so this thread takes them (``server.handle_exit``) and waits in short waits
+    (``BackgroundLoop.wait``), so a signal's handler runs promptly.
     """
 
     async def serve() -> None:
@@ -184,12 +182,7 @@ def _serve_on_background_loop(server: uvicorn.Server) -> None:
             await server.serve()
 
     background_loop.start(_fastest_loop())
-    done = background_loop.submit(serve())
-    while True:
-        try:
-            return done.result(timeout=_POLL_S)
-        except concurrent.futures.TimeoutError:
-            continue
+    background_loop.wait(background_loop.submit(serve()))
 
 
 def _draining_server(config: uvicorn.Config, drain: Drain, grace_s: float) -> uvicorn.Server:
