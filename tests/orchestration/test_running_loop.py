@@ -38,15 +38,20 @@ def test_calls_run_on_the_adopting_loop_and_return_committed(sim, tmp_path):
             answer = await orc.acomplete("on my loop")
             streamed = "".join([t async for t in orc.astream("streamed here")])
             committed = len(mmo.RunLog(orc.runs.path).records())
-            return answer.content, streamed, committed, loop_threads()
-        answer, streamed, committed, threads = asyncio.run(main())
+            orc.close()  # on the loop's own thread: closes its clients without waiting
+            await asyncio.sleep(0.1)
+            closing = orc._engine._closing
+            closed = closing is not None and closing.done() and closing.exception() is None
+            return answer.content, streamed, committed, loop_threads(), closed
+        answer, streamed, committed, threads, closed = asyncio.run(main())
         print(json.dumps({"answer": answer, "streamed": streamed, "committed": committed,
-                          "threads": threads}))
+                          "threads": threads, "closed": closed}))
     """)  # fmt: skip
     assert found["answer"] == "on my loop"
     assert found["streamed"] == "streamed here"
     assert found["committed"] == 2  # each returned call is already on disk
     assert found["threads"] == []  # no background loop thread was ever started
+    assert found["closed"] is True  # orc.close() inside the loop: its clients closed there
 
 
 def test_a_sync_call_on_the_adopted_loop_is_refused_and_the_program_goes_on(sim, tmp_path):
