@@ -27,8 +27,8 @@ MMO, SIM = "mmo-serve", "simulated provider (direct)"
 PLAIN = "mmo-serve, server key (no key accounting)"
 ORC = "orc.acomplete in-process (no HTTP)"  # mmo-serve minus it is the HTTP side
 # What any gateway calling upstream through the SDK pays before doing anything of its own.
-SDK = "raw AsyncOpenAI in-process (the SDK's own cost)"
-PASS = "passthrough proxy (uvicorn + the SDK's httpx, nothing else)"
+SDK = "raw AsyncOpenAI + aiohttp in-process (the SDK's own cost)"
+PASS = "passthrough proxy (uvicorn + the SDK's aiohttp client, nothing else)"
 # What mmo-serve is compared with besides the direct call: (row, as named in a check, note).
 REFERENCES = (
     (ORC, "orc.acomplete in-process (the HTTP side)",
@@ -220,8 +220,11 @@ def in_process_orchestrator(
 def in_process_sdk(sim_url: str, model_id: str, key_env: str, prompt: str) -> Iterator[Target]:
     """The openai SDK's ``AsyncOpenAI`` calling the simulated provider from this process:
     what a gateway built on the SDK (mmo-serve is) pays per request for the upstream call
-    alone, over the direct call's aiohttp client."""
+    alone, over the direct call's aiohttp client. With the SDK's aiohttp transport, as
+    mmo_magic's clients use it (and closed as theirs are when their loop ends)."""
     import openai
+
+    from mmo_magic.providers.direct import http_client
 
     clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}  # one per round's loop
     messages: Any = [{"role": "user", "content": prompt}]
@@ -230,8 +233,10 @@ def in_process_sdk(sim_url: str, model_id: str, key_env: str, prompt: str) -> It
         loop = asyncio.get_running_loop()
         client = clients.get(loop)
         if client is None:
-            client = clients[loop] = openai.AsyncOpenAI(base_url=sim_url,
-                                                        api_key=os.environ[key_env])  # fmt: skip
+            client = clients[loop] = openai.AsyncOpenAI(
+                base_url=sim_url, api_key=os.environ[key_env],
+                http_client=http_client(openai, 600, sim_url),
+            )  # fmt: skip
         if not stream:
             answer = await client.chat.completions.create(model=model_id, messages=messages)
             return answer.choices[0].message.content or ""

@@ -4,7 +4,7 @@
 
 A bare ASGI app under uvicorn (httptools and uvloop, as mmo-serve runs) that sends
 each request's body unread to the upstream with the openai SDK's own HTTP client
-(``openai.DefaultAsyncHttpxClient``, one shared pool) and relays the answer's bytes
+(``openai.DefaultAioHttpClient``, one shared pool: the one mmo_magic's clients use) and relays the answer's bytes
 as they come. No keys, no parsing, no validation, no run log, no metrics: what a
 gateway costs before it does anything of its own, measured beside mmo-serve in
 ``gateway.py``'s c=1 rounds. Not a product: it never checks what it forwards.
@@ -30,7 +30,7 @@ def make_app(upstream: str, key: str) -> Any:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    client.append(openai.DefaultAsyncHttpxClient(base_url=upstream, timeout=60))
+                    client.append(openai.DefaultAioHttpClient(base_url=upstream, timeout=60))
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await client[0].aclose()

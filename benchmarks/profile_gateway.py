@@ -42,7 +42,14 @@ CATEGORIES = [
         re.compile(r"^(select|EpollSelector\.select|Condition\.wait|wait) |^_worker \(concurrent"),
     ),
     # uvloop runs its loop in C: its waiting and its own work (sockets, callbacks) show here.
-    ("idle or uvloop's own C work", re.compile(r"^Runner\.run \(asyncio/runners")),
+    # mmo-serve's loop is mmo_magic's background loop: there it is its thread's ``run``.
+    (
+        "idle or uvloop's own C work",
+        re.compile(
+            r"^Runner\.run \(asyncio/runners"
+            r"|^BackgroundLoop\.start\.<locals>\.run \(mmo_magic/core/loop"
+        ),
+    ),
     ("waking another thread", re.compile(r"^(Event\.set|Condition\.notify|.*_write_to_self) ")),
     ("logging", re.compile(r"\(logging/")),
     (
@@ -177,6 +184,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=0, help="list the N busiest stacks")
+    parser.add_argument("--native", action="store_true", help="C frames too (py-spy --native)")
     parser.add_argument("--keep", metavar="FILE", help="keep py-spy's raw samples in FILE")
     args = parser.parse_args()
     models = {"bench-fast": f"sim-fast?tokens={args.tokens}"}
@@ -194,7 +202,8 @@ def main() -> None:
             raw = Path(args.keep) if args.keep else tmp / "samples.txt"
             spy = subprocess.Popen(
                 ["py-spy", "record", "--idle", "--threads", "--format", "raw", "--rate",
-                 str(args.rate), "-o", str(raw), "--pid", str(server.proc.pid)],
+                 str(args.rate), "-o", str(raw), "--pid", str(server.proc.pid),
+                 *(["--native"] if args.native else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             time.sleep(1.0)  # py-spy attaches; the load goes on throughout

@@ -21,7 +21,7 @@ from ..core.reasoning import anthropic_thinking
 from ..core.redaction import read_key
 from ..core.structured import ToolChoice, invalid_parameter
 from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
-from .direct import DirectPost
+from .direct import DirectPost, http_client
 
 __all__ = ["AnthropicClient"]
 
@@ -61,6 +61,7 @@ class AnthropicClient(ModelClient):
             default_query=query,
             timeout=config.timeout_s,
             max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
+            http_client=http_client(anthropic, config.timeout_s, base_url),
         )
         self._post = DirectPost(self._sdk, "v1/messages", fallback=self._via_create)
 

@@ -13,14 +13,21 @@ from the response, so ``map_sdk_error`` sees exactly what ``create`` raised.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import json
 import ssl
 import sys
+import urllib.parse
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["DirectPost"]
+__all__ = ["DirectPost", "http_client"]
+
+# At exit: how long closing a client's aiohttp session on its loop may take.
+_EXIT_CLOSE_S = 0.5
 
 # What DirectPost reads of a Stainless SDK client. Not public API: a release without one
 # of them sends through ``create`` instead (the ``fallback``), slower but the same answer.
@@ -31,6 +38,77 @@ _HTTP_PARTS = ("build_request", "send")
 # The SDK's own streaming ``create`` for a wire-form body: an async context manager whose
 # value has ``iter_lines()`` (the SDK's streamed response).
 Fallback = Callable[[dict[str, Any]], contextlib.AbstractAsyncContextManager[Any]]
+
+
+def http_client(sdk: Any, timeout_s: float, base_url: str | None) -> Any | None:
+    """The SDK's own aiohttp-backed HTTP client (``DefaultAioHttpClient``, an httpx client
+    whose transport is aiohttp), or None where the SDK has none or aiohttp is missing: the
+    SDK then makes its httpx one.
+
+    Why: httpx reads a body through h11, in Python, chunk by chunk; aiohttp parses in C.
+    Every call streams, so that is each event of every answer: aiohttp took ~0.35 ms off
+    each gateway request of 20 tokens (benchmarks/README.md). Everything else is the SDK's:
+    its connection limits and proxies from the environment; the timeout is set here, as the
+    SDK sets it on a client of its own making. A base URL with a user and password in it
+    keeps httpx: aiohttp refuses such a URL beside the SDK's Authorization header.
+    """
+    factory = getattr(sdk, "DefaultAioHttpClient", None)
+    if factory is None or "@" in urllib.parse.urlsplit(base_url or "").netloc:
+        return None  # (DefaultAioHttpClient: SDK releases since mid-2025)
+    try:
+        client = factory(timeout=timeout_s)
+    except RuntimeError:  # the SDK's stand-in when aiohttp is not installed
+        return None
+    # Holds the transport (and the session it makes), so the session outlives the client
+    # and is closed by this, not collected open beside it. Also run at exit.
+    weakref.finalize(client, _close_dropped, getattr(client, "_transport", None))
+    _notice_exit()
+    return client
+
+
+_exiting: list[bool] = []  # [True] once the interpreter is exiting
+
+
+@functools.cache
+def _notice_exit() -> None:
+    # Registered after weakref's own exit hook, so it runs before it (last in, first out).
+    atexit.register(_exiting.append, True)
+
+
+def _close_dropped(transport: Any) -> None:
+    """Close the aiohttp session of a client dropped without ``aclose`` (an orchestrator
+    left to the garbage collector, a client replaced, an adopted loop that ended), and of
+    every client still open at exit.
+
+    aiohttp logs an error for every session collected open ("Unclosed client session");
+    httpx said nothing. On its running loop the session is closed there (this may run
+    on any thread; at exit it is waited for, briefly); on a loop that has ended, its
+    sockets are left to the loop, and the session is only marked closed.
+    """
+    session = getattr(transport, "client", None)  # made at the first request
+    if session is None or not hasattr(session, "detach") or session.closed:
+        return
+    loop = getattr(session, "_loop", None)
+    if loop is not None and loop.is_running():
+        if not _exiting:
+            loop.call_soon_threadsafe(lambda: loop.create_task(session.close()))
+        elif not _on(loop):
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(session.close(), loop).result(_EXIT_CLOSE_S)
+        return
+    connector = session.connector
+    session.detach()  # closed from here on: nothing to log when collected
+    if connector is not None:
+        # The loop is not running, so closing has nothing to wait for: run it to its end.
+        with contextlib.suppress(StopIteration):
+            next(connector.close().__await__())
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 class DirectPost:
@@ -110,6 +188,11 @@ class DirectPost:
     def _sdk_error(self, exc: Exception, request: Any) -> Exception | None:
         """The SDK error ``create`` raises for ``exc`` from sending; None: it passes it on."""
         names = {cls.__name__ for cls in type(exc).__mro__}
+        cause = exc.__cause__
+        if cause is not None and type(cause).__module__.startswith("aiohttp"):
+            # aiohttp's transport turns every connection error into httpx's ConnectTimeout
+            # (a refused connection too): aiohttp's own exception says which it was.
+            names = {"TimeoutException"} if isinstance(cause, TimeoutError) else {"RequestError"}
         if "TimeoutException" in names:
             return self._errors.APITimeoutError(request=request)
         if "RequestError" in names or isinstance(exc, ssl.SSLError) or "EndOfStream" in names:

@@ -24,7 +24,7 @@ from .base import (
     sse_events,
     token_count,
 )
-from .direct import DirectPost
+from .direct import DirectPost, http_client
 
 __all__ = ["LocalClient", "OpenAIClient"]
 
@@ -60,6 +60,7 @@ class OpenAIClient(ModelClient):
             default_query=query,
             timeout=config.timeout_s,
             max_retries=0,  # retries are the orchestrator's, so every attempt is recorded
+            http_client=http_client(openai, config.timeout_s, base_url),
         )
         self._post = DirectPost(self._sdk, "chat/completions", fallback=self._via_create)
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 
 import pytest
@@ -194,3 +197,75 @@ async def test_an_sdk_without_the_internals_sends_through_create(sim, keys, base
     assert caught.value.status == 429 and caught.value.retry_after_s == 7
     await client.aclose()
     await failing.aclose()
+
+
+# -- the SDKs' aiohttp transport --------------------------------------------------------------
+
+
+def _transport_of(client: object) -> str:
+    return type(client._sdk._client._transport).__module__  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("base", ["oa", "an"])
+async def test_both_sdks_send_over_their_aiohttp_transport(sim, keys, base):
+    from helpers import sim_models
+
+    config = next(m for m in sim_models(sim) if m.name == base)
+    client = make_client(config)
+    assert "aiohttp" in _transport_of(client)
+    request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
+    items = [item async for item in client.stream(request)]
+    assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 5
+    await client.aclose()
+    assert client._sdk._client._transport.client.closed  # type: ignore[attr-defined]
+
+
+async def test_without_aiohttp_the_sdks_httpx_client_sends(sim, keys, monkeypatch):
+    import openai
+
+    def missing(**_: object) -> None:  # what the SDK's stand-in does without aiohttp
+        raise RuntimeError("To use the aiohttp client you must have installed the package")
+
+    monkeypatch.setattr(openai, "DefaultAioHttpClient", missing)
+    config = mmo.ModelConfig("openai", "sim-fast", base_url=sim.openai_base_url,
+                             api_key_env=OPENAI_KEY_ENV)  # fmt: skip
+    client = make_client(config)
+    assert "aiohttp" not in _transport_of(client)
+    request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
+    items = [item async for item in client.stream(request)]
+    assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 5
+    await client.aclose()
+
+
+def test_clients_dropped_without_closing_are_closed_quietly(sim, tmp_path):
+    """aiohttp logs an error for each session collected open; httpx said nothing. An
+    orchestrator left to the garbage collector (a notebook cell run again), a client
+    replaced by a new config and clients left on an adopted loop that ended: none of
+    them may print a word."""
+    script = textwrap.dedent(f"""
+        import asyncio, gc, os
+        import mmo_magic as mmo
+        os.environ["K"] = "sim-key"
+        def model(**kw):
+            return mmo.ModelConfig("openai", "sim-fast", name="oa",
+                                   base_url={sim.openai_base_url!r}, api_key_env="K", **kw)
+        orc = mmo.Orchestrator([model()], runlog=":memory:", cache=False)
+        async def adopted():
+            mmo.use_running_loop()
+            return (await orc.acomplete("on my loop")).ok
+        assert asyncio.run(adopted())
+        assert orc.complete("on a background loop again").ok
+        orc.add_model(model(timeout_s=30))  # a new config: a new client, the old one dropped
+        assert orc.complete("with the new client").ok
+        orc2 = mmo.Orchestrator([model()], runlog=":memory:", cache=False)
+        assert orc2.complete("and dropped").ok
+        del orc2
+        gc.collect()
+        import time; time.sleep(0.2)  # the dropped sessions close on their loop
+        print("done")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+    assert out.stderr == ""
