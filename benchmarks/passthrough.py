@@ -4,10 +4,11 @@
 
 A bare ASGI app under uvicorn (httptools and uvloop, as mmo-serve runs) that sends
 each request's body unread to the upstream with the openai SDK's own HTTP client
-(``openai.DefaultAioHttpClient``, one shared pool: the one mmo_magic's clients use) and relays the answer's bytes
-as they come. No keys, no parsing, no validation, no run log, no metrics: what a
-gateway costs before it does anything of its own, measured beside mmo-serve in
-``gateway.py``'s c=1 rounds. Not a product: it never checks what it forwards.
+(``openai.DefaultAioHttpClient``, one shared pool: the one mmo_magic's clients use)
+and relays the answer's bytes as they come. No keys, no parsing, no validation, no
+run log, no metrics: what a gateway costs before it does anything of its own,
+measured beside mmo-serve in ``gateway.py``'s c=1 rounds. Not a product: it never
+checks what it forwards.
 """
 
 from __future__ import annotations

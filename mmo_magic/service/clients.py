@@ -137,17 +137,23 @@ class Clients:
             self.store.release(hold)
 
     def charge(self, request: Request, answers: Iterable[CompletionResponse | None]) -> None:
-        """Charge the answers' cost and tokens to the request's key."""
+        """Charge the answers' cost and tokens to the request's key, and end its holds with
+        the same transaction: every path answers a request once (a stream at its end), so
+        nothing is charged to it after this."""
         key = client_of(request)
         if key is None or self.store is None:
             return
+        charges = []
         for r in answers:
             if r is None:
                 continue
             tokens = (r.input_tokens or 0) + (r.output_tokens or 0)
-            self.store.charge(key.name, r.model, r.cost, tokens)
+            charges.append((r.model, r.cost, tokens))
             if key.tokens_per_minute is not None:
                 self._count_tokens(key.name, tokens)
+        holds = request.scope.get("state", {}).pop(_HOLDS, [])  # ended here, not at release
+        if charges or holds:
+            self.store.settle(key.name, charges, holds)
 
     def charge_usage(self, request: Request, model: str, usd: float | None, tokens: int) -> None:
         """Charge what a call that is no completion (embeddings) cost to the request's key."""

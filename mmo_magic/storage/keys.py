@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import json
 import secrets
@@ -117,6 +118,13 @@ class KeyStore(Protocol):
         """Add one call's cost and tokens to ``name``'s spend."""
         ...
 
+    def settle(
+        self, name: str, charges: Sequence[tuple[str, float | None, int]], holds: Sequence[str]
+    ) -> None:
+        """Charge a request's calls, each (model, usd, tokens), and end its holds, in one
+        transaction: the request's last word on the key."""
+        ...
+
     def spent(self, name: str, since: float) -> float:
         """USD ``name`` spent since the epoch second ``since``."""
         ...
@@ -212,7 +220,9 @@ _KEY_COLUMNS = (
 )
 
 
-def _row_key(row: Sequence[Any]) -> ClientKey:
+@functools.lru_cache(maxsize=256)
+def _row_key(row: tuple[Any, ...]) -> ClientKey:
+    """The key a row describes; the same row gives the same (frozen) key, made once."""
     name, models, budget, period, rpm, tpm, admin, created, revoked, hint = row
     return ClientKey(
         name=name, models=tuple(json.loads(models)), budget_usd=budget, budget_period=period,
@@ -315,14 +325,22 @@ class SQLiteKeyStore:
         )
 
     def charge(self, name: str, model: str, usd: float | None, tokens: int) -> None:
+        self.settle(name, [(model, usd, tokens)], ())
+
+    def settle(
+        self, name: str, charges: Sequence[tuple[str, float | None, int]], holds: Sequence[str]
+    ) -> None:
         now = time.time()
         with self._transaction(name) as run:
-            run("INSERT INTO key_spend (key, model, at, usd, tokens) VALUES (?, ?, ?, ?, ?)",
-                (name, model, now, usd, tokens))  # fmt: skip
-            if usd:
-                run("INSERT INTO key_days (key, day, usd) VALUES (?, ?, ?) ON CONFLICT (key, day) "
-                    "DO UPDATE SET usd = key_days.usd + excluded.usd",
-                    (name, int(now // DAY_S), usd))  # fmt: skip
+            for model, usd, tokens in charges:
+                run("INSERT INTO key_spend (key, model, at, usd, tokens) VALUES (?, ?, ?, ?, ?)",
+                    (name, model, now, usd, tokens))  # fmt: skip
+                if usd:
+                    run("INSERT INTO key_days (key, day, usd) VALUES (?, ?, ?) "
+                        "ON CONFLICT (key, day) DO UPDATE SET usd = key_days.usd + excluded.usd",
+                        (name, int(now // DAY_S), usd))  # fmt: skip
+            for hold in holds:
+                run("DELETE FROM key_holds WHERE id = ?", (hold,))
 
     def spent(self, name: str, since: float) -> float:
         return self._spent(lambda sql, args=(): self._run(sql, args), name, since)

@@ -95,6 +95,11 @@ def test_the_store_contract_on_postgres(url):
     (row,) = store.spend()
     assert (row["key"], row["model"], row["requests"], row["tokens"]) == ("team", "oa", 2, 105)
     assert len(row["day"]) == 10
+    held = store.hold("team", 2.0, 0, 2.5)
+    assert held is not None and store.hold("team", 0.5, 0, 2.5) is None
+    store.settle("team", [("oa", 0.5, 7)], [held])  # the charge and the hold's end, at once
+    assert store.spent("team", 0) == pytest.approx(0.75)
+    assert store.hold("team", 1.75, 0, 2.5) is not None  # the 2.0 held is gone
     assert store.revoke("team") and not store.revoke("team") and store.find(secret) is None
     store.close()
 

@@ -46,3 +46,16 @@ def test_a_store_written_before_daily_totals_is_filled_from_its_charges(tmp_path
     again = SQLiteKeyStore(path)  # reopened: filled once, not twice
     assert again.spent("team", today) == pytest.approx(0.75)
     again.close()
+
+
+def test_a_settle_charges_a_requests_calls_and_ends_its_holds_together(tmp_path):
+    store = SQLiteKeyStore(str(tmp_path / "keys.db"))
+    store.add("team", budget_usd=1.0, budget_period="day")
+    today = period_start("day")
+    held = store.hold("team", 0.9, today, 1.0)
+    assert held is not None and store.hold("team", 0.2, today, 1.0) is None
+    store.settle("team", [("oa", 0.25, 10), ("an", None, 5)], [held])
+    assert store.spent("team", today) == pytest.approx(0.25)
+    assert store.hold("team", 0.75, today, 1.0) is not None  # 0.9 no longer held
+    assert [(r["model"], r["tokens"]) for r in store.spend()] == [("an", 5), ("oa", 10)]
+    store.close()
