@@ -46,8 +46,8 @@ def http_client(sdk: Any, timeout_s: float, base_url: str | None) -> Any | None:
     SDK then makes its httpx one.
 
     Why: httpx reads a body through h11, in Python, chunk by chunk; aiohttp parses in C.
-    Every call streams, so that is each event of every answer: aiohttp took ~0.35 ms off
-    each gateway request of 20 tokens (benchmarks/README.md). Everything else is the SDK's:
+    Every call streams, so that is each event of every answer: aiohttp took 0.37-0.46 ms
+    off each gateway request of 20 tokens (benchmarks/README.md). Everything else is the SDK's:
     its connection limits and proxies from the environment; the timeout is set here, as the
     SDK sets it on a client of its own making. A base URL with a user and password in it
     keeps httpx: aiohttp refuses such a URL beside the SDK's Authorization header.
@@ -91,7 +91,7 @@ def _close_dropped(transport: Any) -> None:
     loop = getattr(session, "_loop", None)
     if loop is not None and loop.is_running():
         if not _exiting:
-            loop.call_soon_threadsafe(lambda: loop.create_task(session.close()))
+            loop.call_soon_threadsafe(_close_on_loop, session)
         elif not _on(loop):
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(session.close(), loop).result(_EXIT_CLOSE_S)
@@ -102,6 +102,15 @@ def _close_dropped(transport: Any) -> None:
         # The loop is not running, so closing has nothing to wait for: run it to its end.
         with contextlib.suppress(StopIteration):
             next(connector.close().__await__())
+
+
+_closing: set[asyncio.Task[Any]] = set()  # sessions closing: held until done
+
+
+def _close_on_loop(session: Any) -> None:
+    task = asyncio.get_running_loop().create_task(session.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _on(loop: asyncio.AbstractEventLoop) -> bool:
