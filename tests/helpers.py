@@ -7,6 +7,7 @@ sampling examples, and running the shipped notebooks in a real kernel.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -108,6 +110,44 @@ def eventually(probe: Callable[[], T], what: str, within_s: float = 10) -> T:
         assert time.monotonic() < deadline, f"never happened: {what}"
         time.sleep(0.02)
     return found
+
+
+@contextlib.asynccontextmanager
+async def forward_proxy() -> AsyncIterator[tuple[str, list[str]]]:
+    """A plain-HTTP forward proxy on 127.0.0.1, as ``HTTP_PROXY`` names one: yields its URL
+    and the request targets it relayed (absolute URLs). One request a connection, sent on
+    to the origin with ``Connection: close`` and its answer relayed until the origin closes."""
+    seen: list[str] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            line, _, rest = head.partition(b"\r\n")
+            method, target, version = line.split(b" ", 2)
+            seen.append(target.decode())
+            url = urllib.parse.urlsplit(target.decode())
+            headers = [h for h in rest.split(b"\r\n") if h]
+            length = next((int(h.split(b":", 1)[1]) for h in headers
+                           if h.lower().startswith(b"content-length:")), 0)  # fmt: skip
+            body = await reader.readexactly(length)
+            kept = b"".join(h + b"\r\n" for h in headers
+                            if not h.lower().startswith((b"connection:", b"proxy-")))  # fmt: skip
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            origin_reader, origin_writer = await asyncio.open_connection(url.hostname, url.port)
+            origin_writer.write(b"%s %s %s\r\n%sConnection: close\r\n\r\n%s"
+                                % (method, path.encode(), version, kept, body))  # fmt: skip
+            while data := await origin_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            origin_writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
 
 
 KEY = "client-key-0123456789abcdef"

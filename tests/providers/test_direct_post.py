@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import pytest
@@ -269,3 +270,27 @@ def test_clients_dropped_without_closing_are_closed_quietly(sim, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "done"
     assert out.stderr == ""
+
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.mark.parametrize("base", ["oa", "an"])
+async def test_a_proxy_named_in_the_environment_carries_the_calls(sim, keys, base, monkeypatch):
+    """Behind a company proxy: ``HTTP_PROXY`` reaches the aiohttp transport as it reached httpx."""
+    from helpers import forward_proxy, sim_models
+
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    config = next(m for m in sim_models(sim) if m.name == base)
+    request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
+    async with forward_proxy() as (proxy, seen):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        client = make_client(config)
+        items = [item async for item in client.stream(request)]
+        await client.aclose()
+    assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 5
+    path = "/v1/messages" if base == "an" else "/v1/chat/completions"
+    origin = urllib.parse.urlsplit(config.base_url).netloc
+    assert seen == [f"http://{origin}{path}"]  # the proxy relayed the one request
