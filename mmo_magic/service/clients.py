@@ -151,9 +151,12 @@ class Clients:
             charges.append((r.model, r.cost, tokens))
             if key.tokens_per_minute is not None:
                 self._count_tokens(key.name, tokens)
-        holds = request.scope.get("state", {}).pop(_HOLDS, [])  # ended here, not at release
-        if charges or holds:
-            self.store.settle(key.name, charges, holds)
+        state = request.scope.get("state", {})
+        if charges or state.get(_HOLDS):
+            self.store.settle(key.name, charges, state.get(_HOLDS, ()))
+        # Ended with the charge, not at ``release``; a settle that failed (a locked or full
+        # store) leaves them for ``release`` to end.
+        state.pop(_HOLDS, None)
 
     def charge_usage(self, request: Request, model: str, usd: float | None, tokens: int) -> None:
         """Charge what a call that is no completion (embeddings) cost to the request's key."""

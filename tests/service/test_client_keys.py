@@ -4,6 +4,7 @@ attribution, the admin API and ``mmo-serve keys``, over the simulated providers.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -233,3 +234,37 @@ def test_a_budget_key_cannot_reach_an_unpriced_model(gateway, store, sim):
     refused = chat(gateway, secret, free)
     assert refused.status_code == 400 and "no price" in refused.json()["error"]["message"]
     assert sim.request_count() == 0
+
+
+def test_a_settle_that_fails_leaves_the_holds_for_the_release(tmp_path):
+    """A locked store refuses the charge: the request's hold must still end with it, or the
+    budget stays held for the hold's ten-minute life."""
+    from starlette.requests import Request
+
+    from mmo_magic.core.completion import CompletionResponse
+    from mmo_magic.service.auth import CLIENT_STATE
+    from mmo_magic.service.clients import Clients
+    from mmo_magic.storage.keys import period_start
+
+    path = str(tmp_path / "keys.db")
+    store = SQLiteKeyStore(path)
+    secret = store.add("team", budget_usd=1.0, budget_period="day")
+    store._conn.execute("PRAGMA busy_timeout = 50")  # the lock below: refused at once
+    clients = Clients(store)
+    request = Request({"type": "http", "state": {CLIENT_STATE: store.find(secret)}})
+    clients.admit(request, ["oa"], known=lambda: ["oa"], cost=lambda: 0.6)
+    today = period_start("day")
+    assert store.hold("team", 0.6, today, 1.0) is None  # 0.6 held + 0.6 > 1.0
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    answer = CompletionResponse(
+        content="hi", model="oa", provider="openai", input_tokens=3, output_tokens=2
+    )
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        clients.charge(request, [answer])
+    other.execute("ROLLBACK")
+    other.close()
+    clients.release(request.scope)  # the end of the request
+    assert store.hold("team", 0.6, today, 1.0) is not None  # the first hold ended
+    store.close()
