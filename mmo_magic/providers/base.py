@@ -32,6 +32,7 @@ from ..core.models import ModelConfig
 from ..core.redaction import StreamRedactor, could_be_credential, redact_url, redactor
 from ..core.structured import invalid_parameter
 from ..core.text import storable
+from .direct import aiohttp_cause
 
 __all__ = [
     "ModelClient", "StreamItem", "UsageWarning", "map_sdk_error", "scrub_exception", "sse_events",
@@ -236,7 +237,8 @@ class ModelClient(abc.ABC):
             return map_sdk_error(exc, self.config)
         if "TransportError" in names and type(exc).__module__.startswith("httpx"):
             # Raised while reading the body, where the SDKs do not wrap errors.
-            return self.stream_error(f"the connection broke mid-stream ({type(exc).__name__})")
+            name = type(aiohttp_cause(exc) or exc).__name__
+            return self.stream_error(f"the connection broke mid-stream ({name})")
         return None
 
     def decode(self, data: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["DirectPost", "http_client"]
+__all__ = ["DirectPost", "aiohttp_cause", "http_client"]
 
 # At exit: how long closing a client's aiohttp session on its loop may take.
 _EXIT_CLOSE_S = 0.5
@@ -113,6 +113,14 @@ def _close_on_loop(session: Any) -> None:
     task.add_done_callback(_closing.discard)
 
 
+def aiohttp_cause(exc: BaseException) -> BaseException | None:
+    """aiohttp's own exception under the httpx one its transport raised, if that is what
+    ``exc`` is. The transport names most failures wrongly: every connection error, a refused
+    or reset connection too, becomes httpx's ``ConnectTimeout``; aiohttp's says which."""
+    cause = exc.__cause__
+    return cause if cause is not None and type(cause).__module__.startswith("aiohttp") else None
+
+
 def _on(loop: asyncio.AbstractEventLoop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -185,7 +193,7 @@ class DirectPost:
             wrapped = self._sdk_error(exc, request)
             if wrapped is None:
                 raise
-            raise wrapped from exc
+            raise wrapped from aiohttp_cause(exc) or exc  # the error named: its cause
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -197,10 +205,7 @@ class DirectPost:
     def _sdk_error(self, exc: Exception, request: Any) -> Exception | None:
         """The SDK error ``create`` raises for ``exc`` from sending; None: it passes it on."""
         names = {cls.__name__ for cls in type(exc).__mro__}
-        cause = exc.__cause__
-        if cause is not None and type(cause).__module__.startswith("aiohttp"):
-            # aiohttp's transport turns every connection error into httpx's ConnectTimeout
-            # (a refused connection too): aiohttp's own exception says which it was.
+        if (cause := aiohttp_cause(exc)) is not None:
             names = {"TimeoutException"} if isinstance(cause, TimeoutError) else {"RequestError"}
         if "TimeoutException" in names:
             return self._errors.APITimeoutError(request=request)

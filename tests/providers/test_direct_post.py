@@ -294,3 +294,20 @@ async def test_a_proxy_named_in_the_environment_carries_the_calls(sim, keys, bas
     path = "/v1/messages" if base == "an" else "/v1/chat/completions"
     origin = urllib.parse.urlsplit(config.base_url).netloc
     assert seen == [f"http://{origin}{path}"]  # the proxy relayed the one request
+
+
+@pytest.mark.parametrize("base", ["oa", "an"])
+async def test_a_reset_connection_is_named_as_one_not_as_a_timeout(sim, keys, base):
+    """aiohttp's transport calls every connection error httpx's ConnectTimeout: the call's
+    error must say what happened (a connection error, named by aiohttp's exception)."""
+    from helpers import sim_models
+
+    config = next(m for m in sim_models(sim) if m.name == base)
+    client = make_client(config.replace(model_id="sim-fast?fault=reset"))
+    request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
+    with pytest.raises(mmo.ProviderError) as caught:
+        async for _ in client.stream(request):
+            pass
+    await client.aclose()
+    assert caught.value.code == "connection_error"
+    assert "could not connect" in str(caught.value) and "Timeout" not in str(caught.value)
