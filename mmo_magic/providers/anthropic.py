@@ -20,7 +20,7 @@ from ..core.parts import anthropic_block
 from ..core.reasoning import anthropic_thinking
 from ..core.redaction import read_key
 from ..core.structured import ToolChoice, invalid_parameter
-from .base import ModelClient, StreamItem, read_to_end, sendable, split_base_url, sse_events
+from .base import Event, ModelClient, StreamItem, sendable, split_base_url, stream_items
 from .direct import DirectPost, http_client
 
 __all__ = ["AnthropicClient"]
@@ -136,55 +136,60 @@ class AnthropicClient(ModelClient):
         calls: dict[int, int] = {}
         answer_tool = request.response_format.name if request.response_format else None
         body = sendable(self._body(request))  # no lone surrogate: see sendable
+
+        def read(events: list[Event], items: list[StreamItem]) -> bool:
+            """The items of events that arrived together; True once the answer is complete."""
+            nonlocal input_tokens, output_tokens, stop_reason, called
+            for event, data in events:
+                payload = self.decode(data)
+                kind = payload.get("type", event)
+                if kind == "content_block_delta":
+                    delta = payload.get("delta") or {}
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        produced.append(delta["text"])
+                        if shown := guard.feed(delta["text"]) if guard else delta["text"]:
+                            items.append(shown)
+                    elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
+                        items.append(Thinking(delta["thinking"]))  # apart from the answer
+                    elif delta.get("type") == "signature_delta" and delta.get("signature"):
+                        items.append(Thinking(signature=str(delta["signature"])))
+                    elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                        produced.append(delta["partial_json"])
+                        if (index := calls.get(payload.get("index", -1))) is not None:
+                            items.append(ToolCallDelta(index, arguments=delta["partial_json"]))
+                        else:
+                            items.append(delta["partial_json"])
+                elif kind == "content_block_start":
+                    block = payload.get("content_block") or {}
+                    if block.get("type") == "tool_use" and block.get("name") != answer_tool:
+                        calls[payload.get("index", -1)] = index = len(calls)
+                        called = True
+                        items.append(
+                            ToolCallDelta(index, id=block.get("id"), name=block.get("name"))
+                        )
+                elif kind == "message_start":
+                    items.append(Thinking())  # the first bytes: thinking may follow in silence
+                    usage = _dict((payload.get("message") or {}).get("usage"))
+                    input_tokens = usage.get("input_tokens", input_tokens)
+                    output_tokens = usage.get("output_tokens", output_tokens)
+                elif kind == "message_delta":
+                    stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
+                    # output_tokens here is cumulative: replace, never add.
+                    output_tokens = _dict(payload.get("usage")).get("output_tokens", output_tokens)
+                    if stop_reason:
+                        return True  # only message_stop can follow: the answer is complete
+                elif kind == "message_stop":
+                    return True
+                elif kind == "error":
+                    raise self._stream_failure(payload.get("error") or {})
+            return False
+
         with self.errors_mapped():
             # As for OpenAI: the wire-form body, sent with the SDK's HTTP client and headers
             # past ``create``'s machinery (see providers.direct).
             async with self._post.stream(body) as response:
-                events = sse_events(response.aiter_lines())
-                async for event, data in events:
-                    payload = self.decode(data)
-                    kind = payload.get("type", event)
-                    if kind == "content_block_delta":
-                        delta = payload.get("delta") or {}
-                        if delta.get("type") == "text_delta" and delta.get("text"):
-                            produced.append(delta["text"])
-                            if shown := guard.feed(delta["text"]) if guard else delta["text"]:
-                                yield shown
-                        elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
-                            yield Thinking(delta["thinking"])  # kept apart from the answer
-                        elif delta.get("type") == "signature_delta" and delta.get("signature"):
-                            yield Thinking(signature=str(delta["signature"]))
-                        elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                            produced.append(delta["partial_json"])
-                            if (index := calls.get(payload.get("index", -1))) is not None:
-                                yield ToolCallDelta(index, arguments=delta["partial_json"])
-                            else:
-                                yield delta["partial_json"]
-                    elif kind == "content_block_start":
-                        block = payload.get("content_block") or {}
-                        if block.get("type") == "tool_use" and block.get("name") != answer_tool:
-                            calls[payload.get("index", -1)] = index = len(calls)
-                            called = True
-                            yield ToolCallDelta(index, id=block.get("id"), name=block.get("name"))
-                    elif kind == "message_start":
-                        yield Thinking()  # the first bytes: thinking may follow in silence
-                        usage = _dict((payload.get("message") or {}).get("usage"))
-                        input_tokens = usage.get("input_tokens", input_tokens)
-                        output_tokens = usage.get("output_tokens", output_tokens)
-                    elif kind == "message_delta":
-                        stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
-                        # output_tokens here is cumulative: replace, never add.
-                        output_tokens = _dict(payload.get("usage")).get(
-                            "output_tokens", output_tokens
-                        )
-                        if stop_reason:
-                            break  # only message_stop can follow: the answer is complete
-                    elif kind == "message_stop":
-                        break
-                    elif kind == "error":
-                        raise self._stream_failure(payload.get("error") or {})
-                if stop_reason is not None:
-                    await read_to_end(events)
+                async for item in stream_items(response, read):
+                    yield item
         if stop_reason is None:
             raise self.stream_error("the stream ended without a stop reason (truncated)")
         if tail := guard.flush():

@@ -8,6 +8,11 @@ SDK client holds: its HTTP client (connection pool, timeouts, proxies), its base
 and default query, its auth and default headers (taken once: the key is fixed for the
 client's life). Errors stay the SDK's own exceptions, a status error made by the SDK
 from the response, so ``map_sdk_error`` sees exactly what ``create`` raised.
+
+Under the SDK's aiohttp transport (``http_client``), the POST goes straight to the
+transport's aiohttp session with what the HTTP client would have computed for it (URL,
+headers, timeout, proxy), worked out once a client (``_straight_route``); under any other
+transport it goes through the HTTP client's ``send``.
 """
 
 from __future__ import annotations
@@ -114,11 +119,14 @@ def _close_on_loop(session: Any) -> None:
 
 
 def aiohttp_cause(exc: BaseException) -> BaseException | None:
-    """aiohttp's own exception under the httpx one its transport raised, if that is what
-    ``exc`` is. The transport names most failures wrongly: every connection error, a refused
-    or reset connection too, becomes httpx's ``ConnectTimeout``; aiohttp's says which."""
-    cause = exc.__cause__
-    return cause if cause is not None and type(cause).__module__.startswith("aiohttp") else None
+    """aiohttp's own exception, if that is what ``exc`` is: itself (raised on DirectPost's
+    straight path), or the one under the httpx exception the SDK's transport raised. The
+    transport names most failures wrongly: every connection error, a refused or reset
+    connection too, becomes httpx's ``ConnectTimeout``; aiohttp's says which."""
+    for candidate in (exc, exc.__cause__):
+        if candidate is not None and type(candidate).__module__.startswith("aiohttp"):
+            return candidate
+    return None
 
 
 def _on(loop: asyncio.AbstractEventLoop) -> bool:
@@ -142,6 +150,7 @@ class DirectPost:
         )
         self._headers: dict[str, str] | None = None
         self._url: Any = None
+        self._straight: _StraightRoute | None = None
         # The SDK's exception classes (openai.APITimeoutError or anthropic's).
         self._errors = sys.modules[type(sdk).__module__.partition(".")[0]]
 
@@ -155,6 +164,7 @@ class DirectPost:
         if isinstance(timeout, int | float):
             headers["x-stainless-read-timeout"] = str(timeout)
         self._url = sdk._prepare_url(self._path)
+        self._straight = _straight_route(sdk, self._url, headers)
         return headers
 
     @contextlib.asynccontextmanager
@@ -174,17 +184,14 @@ class DirectPost:
         if headers is None:
             # The platform headers may read the OS once (the SDK does that off the loop too).
             headers = self._headers = await asyncio.to_thread(self._prepare)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if (straight := self._straight) is not None:
+            async with self._straight_stream(straight, content) as lines:
+                yield lines
+            return
         sdk = self._sdk
         http = sdk._client
-        request = http.build_request(
-            "POST",
-            self._url,
-            headers=headers,
-            params=sdk.default_query or None,
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-            # No timeout given: the HTTP client's own, which the SDK set from its timeout
-            # (one Timeout object less a call).
-        )
+        request = self._request(content)
         # A client authenticating per request (a token cache) signs it as the SDK would.
         auth = {"auth": sdk.custom_auth} if getattr(sdk, "custom_auth", None) is not None else {}
         try:
@@ -198,9 +205,47 @@ class DirectPost:
             if response.status_code >= 400:
                 await response.aread()
                 raise sdk._make_status_error_from_response(response) from None
-            yield _EventLines(response)
+            yield _EventLines(response.aiter_bytes())
         finally:
             await response.aclose()
+
+    def _request(self, content: bytes) -> Any:
+        """The SDK HTTP client's request for ``content`` (its errors carry one)."""
+        return self._sdk._client.build_request(
+            "POST",
+            self._url,
+            headers=self._headers,
+            params=self._sdk.default_query or None,
+            content=content,
+            # No timeout given: the HTTP client's own, which the SDK set from its timeout
+            # (one Timeout object less a call).
+        )
+
+    @contextlib.asynccontextmanager
+    async def _straight_stream(
+        self, route: _StraightRoute, content: bytes
+    ) -> AsyncIterator[_EventLines]:
+        """``stream`` on the aiohttp session under the SDK's transport, called directly."""
+        try:
+            response = await route.session().request(
+                "POST", route.url, headers=route.headers, data=content, timeout=route.timeout,
+                allow_redirects=False, **route.proxy,
+            )  # fmt: skip
+        except Exception as exc:
+            wrapped = self._sdk_error(exc, self._request(content))
+            if wrapped is None:
+                raise
+            raise wrapped from exc
+        try:
+            if response.status >= 400:
+                answer = route.http_response(
+                    response, await response.read(), self._request(content)
+                )
+                raise self._sdk._make_status_error_from_response(answer) from None
+            yield _EventLines(response.content.iter_any())
+        finally:
+            response.release()
+            await response.wait_for_close()
 
     def _sdk_error(self, exc: Exception, request: Any) -> Exception | None:
         """The SDK error ``create`` raises for ``exc`` from sending; None: it passes it on."""
@@ -214,23 +259,97 @@ class DirectPost:
         return None
 
 
+# Request headers aiohttp sets itself: the host from the URL, the length from the body, and
+# the encodings it can decode (httpx's list may name one aiohttp cannot).
+_AIOHTTP_SETS = frozenset({"host", "content-length", "transfer-encoding", "accept-encoding"})
+
+
+class _StraightRoute:
+    """What a POST through the SDK's aiohttp transport needs, worked out once a client:
+    its session, the URL, the merged headers, the timeout and the proxy, as the transport
+    computes them each request."""
+
+    def __init__(self, transport: Any, url: str, headers: Any, timeout: Any, proxy: Any) -> None:
+        self._transport = transport
+        self.url = url
+        self.headers = headers
+        self.timeout = timeout
+        self.proxy = proxy
+
+    def session(self) -> Any:
+        """The transport's session, made (on the running loop) as the transport makes it."""
+        session = self._transport.client
+        if not hasattr(session, "request"):  # none yet, or a factory
+            session = self._transport.client = self._transport.get_client()
+        return session
+
+    @staticmethod
+    def http_response(response: Any, content: bytes, request: Any) -> Any:
+        """The SDK's HTTP response for an error answer (its status error reads one)."""
+        headers = [(k, v) for k, v in response.raw_headers
+                   if k.lower() not in (b"content-encoding", b"content-length",
+                                        b"transfer-encoding")]  # fmt: skip
+        response_type = sys.modules[type(request).__module__.partition(".")[0]].Response
+        return response_type(response.status, headers=headers, content=content, request=request)
+
+
+def _straight_route(sdk: Any, url: Any, headers: dict[str, str]) -> _StraightRoute | None:
+    """The straight route to the SDK's aiohttp transport for ``url``, or None where the
+    request must go through the HTTP client: another transport (httpx's own, a mounted
+    one), or auth made per request.
+
+    Why: the HTTP client builds a request object, merges its headers and picks a transport
+    on every call, and wraps the answer's bytes in two layers more: 0.1-0.2 ms a call
+    (benchmarks/README.md). The route is what those steps compute, taken once: the same
+    URL, headers, timeout and proxy (``_transport_for_url``: NO_PROXY included).
+    """
+    http = sdk._client
+    if getattr(sdk, "custom_auth", None) is not None or not hasattr(http, "_transport_for_url"):
+        return None
+    request = http.build_request(
+        "POST", url, headers=headers, params=sdk.default_query or None, content=b""
+    )
+    transport = http._transport_for_url(request.url)
+    if type(transport).__name__ != "AiohttpTransport" or not hasattr(transport, "get_client"):
+        return None
+    import aiohttp  # the transport's own: installed
+
+    timeout = http.timeout
+    proxy: dict[str, Any] = {}
+    if (through := transport.proxy) is not None:
+        proxy = {"proxy": str(through.url), "proxy_headers": through.headers or None}
+        if through.auth:
+            proxy["proxy_auth"] = aiohttp.BasicAuth(through.auth[0], through.auth[1])
+    return _StraightRoute(
+        transport,
+        str(request.url),
+        [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _AIOHTTP_SETS],
+        aiohttp.ClientTimeout(
+            sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
+        ),
+        proxy,
+    )
+
+
 class _EventLines:
-    """An HTTP response's body as event-stream lines: ``aiter_lines()``.
+    """An HTTP response's body as event-stream lines, a list for each piece the network
+    brought: ``aiter_line_batches()``.
 
     Split as bytes and decoded a line at a time (event streams are UTF-8 by definition),
     in one generator over the client's decoded bytes, where the client's own
     ``aiter_lines`` stacks three (bytes, text, lines) and splits in Python: a tenth of
     a millisecond a 20-event answer. Lines end at CRLF, LF or CR, as the event-stream
     format says, and nowhere else: a JSON string may hold U+2028 unescaped, which
-    ``str.splitlines`` would split.
+    ``str.splitlines`` would split. A piece's lines go on as one list: what arrived
+    together is handled in one step of each generator above, not one step a line.
     """
 
-    def __init__(self, response: Any) -> None:
-        self._response = response
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
 
-    async def aiter_lines(self) -> AsyncIterator[str]:
+    async def aiter_line_batches(self) -> AsyncIterator[list[str]]:
         pending = b""
-        async for chunk in self._response.aiter_bytes():
+        async for chunk in self._chunks:
             data = pending + chunk if pending else chunk
             lines = data.splitlines()
             if data.endswith(b"\n"):
@@ -239,18 +358,18 @@ class _EventLines:
                 pending = lines.pop() + b"\r" if lines else b"\r"
             else:  # the last line goes on in the next chunk
                 pending = lines.pop() if lines else b""
-            for line in lines:
-                yield line.decode("utf-8", "replace")
-        for line in pending.splitlines():
-            yield line.decode("utf-8", "replace")
+            if lines:
+                yield [line.decode("utf-8", "replace") for line in lines]
+        if rest := pending.splitlines():
+            yield [line.decode("utf-8", "replace") for line in rest]
 
 
 class _Lines:
-    """The SDK's streamed response read as DirectPost's: ``aiter_lines()``."""
+    """The SDK's streamed response read as DirectPost's: ``aiter_line_batches()``."""
 
     def __init__(self, response: Any) -> None:
         self._response = response
 
-    def aiter_lines(self) -> AsyncIterator[str]:
-        lines: AsyncIterator[str] = self._response.iter_lines()
-        return lines
+    async def aiter_line_batches(self) -> AsyncIterator[list[str]]:
+        async for line in self._response.iter_lines():
+            yield [line]

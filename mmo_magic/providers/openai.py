@@ -16,12 +16,12 @@ from ..core.parts import openai_part
 from ..core.reasoning import openai_effort
 from ..core.redaction import read_key, redact_url
 from .base import (
+    Event,
     ModelClient,
     StreamItem,
-    read_to_end,
     sendable,
     split_base_url,
-    sse_events,
+    stream_items,
     token_count,
 )
 from .direct import DirectPost, http_client
@@ -106,45 +106,50 @@ class OpenAIClient(ModelClient):
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
         produced: list[str] = []
+        alive = False
         guard = self.answer_guard(self._key)
         body = sendable(self._body(request))  # no lone surrogate: see sendable
+
+        def read(events: list[Event], items: list[StreamItem]) -> bool:
+            """The items of events that arrived together; True once the answer is complete."""
+            nonlocal finish_reason, usage, alive
+            for _event, data in events:
+                if data == "[DONE]":
+                    return True
+                chunk = self.decode(data)
+                if not alive:  # the first bytes: a model may think a while after them
+                    alive = True
+                    items.append(Thinking())
+                if "error" in chunk:
+                    raise self.stream_error(str(chunk["error"].get("message", chunk["error"])))
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    # OpenAI-compatible servers (vLLM, DeepSeek, Ollama) stream thinking so.
+                    thought = delta.get("reasoning_content") or delta.get("reasoning")
+                    if thought and isinstance(thought, str):
+                        items.append(Thinking(thought))
+                    text = delta.get("content")
+                    if text and isinstance(text, str):
+                        produced.append(text)
+                        if shown := guard.feed(text) if guard else text:
+                            items.append(shown)
+                    for call in delta.get("tool_calls") or ():
+                        piece = _tool_call_delta(call)
+                        produced.append(piece.arguments)
+                        items.append(piece)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
+                    usage = chunk["usage"]
+                    if finish_reason:
+                        return True  # usage is the last chunk: the answer is complete
+            return False
+
         with self.errors_mapped():
             # The body is already in wire form: sent with the SDK's HTTP client and
             # headers, past ``create``'s machinery (see providers.direct).
             async with self._post.stream(body) as response:
-                events = sse_events(response.aiter_lines())
-                alive = False
-                async for _event, data in events:
-                    if data == "[DONE]":
-                        break
-                    chunk = self.decode(data)
-                    if not alive:  # the first bytes: a model may think a while after them
-                        alive = True
-                        yield Thinking()
-                    if "error" in chunk:
-                        raise self.stream_error(str(chunk["error"].get("message", chunk["error"])))
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        # OpenAI-compatible servers (vLLM, DeepSeek, Ollama) stream thinking so.
-                        thought = delta.get("reasoning_content") or delta.get("reasoning")
-                        if thought and isinstance(thought, str):
-                            yield Thinking(thought)
-                        text = delta.get("content")
-                        if text and isinstance(text, str):
-                            produced.append(text)
-                            if shown := guard.feed(text) if guard else text:
-                                yield shown
-                        for call in delta.get("tool_calls") or ():
-                            piece = _tool_call_delta(call)
-                            produced.append(piece.arguments)
-                            yield piece
-                        finish_reason = choice.get("finish_reason") or finish_reason
-                    if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
-                        usage = chunk["usage"]
-                        if finish_reason:
-                            break  # usage is the last chunk: the answer is complete
-                if finish_reason is not None:
-                    await read_to_end(events)
+                async for item in stream_items(response, read):
+                    yield item
         if finish_reason is None:
             raise self.stream_error("the stream ended without a finish reason (truncated)")
         if tail := guard.flush():

@@ -34,7 +34,8 @@ def test_echo_content_usage_and_cost_are_exact(orc, sim, name):
 
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_streaming_deltas_join_to_the_response(orc, name):
-    model = with_model_id(orc, name, "sim-fast?tokens=9")
+    # Paced as a model generates (5 ms a token): each token comes on its own, as it is made.
+    model = with_model_id(orc, name, "sim-fast?tokens=9&tps=200")
     stream = orc.stream("Count to nine", model=model)
     deltas = list(stream)
     assert len(deltas) == 9

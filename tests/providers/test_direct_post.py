@@ -119,6 +119,77 @@ async def test_a_complete_answer_survives_the_connection_closing_after_it(hang_u
     assert end.output_tokens == 1 and not end.estimated
 
 
+# -- events that arrive together are handed on together ----------------------------------------
+
+
+def _burst_server(events: list[object]) -> object:
+    """A server writing the whole answer in one write: the client reads it as one piece."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        body = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    return answer
+
+
+def _delta(text: str) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+async def _items_from(events: list[object]) -> list[object]:
+    server = await asyncio.start_server(_burst_server(events), "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    items: list[object] = []
+    async with server:
+        client = make_client(mmo.ModelConfig("openai", "m", base_url=url,
+                                             api_key_env=OPENAI_KEY_ENV))  # fmt: skip
+        try:
+            async for item in client.stream(CompletionRequest(messages=(Message("user", "hi"),))):
+                items.append(item)
+        finally:
+            await client.aclose()
+    return items
+
+
+async def test_text_that_arrives_in_one_read_is_one_piece(keys):
+    """A burst (a fast or cached answer, a buffering proxy): its text goes on as one
+    piece, in order with what is not text; nothing is lost or reordered."""
+    events = [
+        _delta("one "), _delta("two "),
+        {"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]},
+        _delta("three "), _delta("four"),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+    ]  # fmt: skip
+    items = await _items_from(events)
+    shown = [i if isinstance(i, str) else type(i).__name__ for i in items[1:-1]]
+    assert shown == ["one two ", "Thinking", "three four"]
+    assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 4
+
+
+async def test_text_before_an_error_in_the_same_read_is_kept(keys, orc):
+    """The error raised for the burst's error event comes after the burst's text, so the
+    failed attempt's record still shows what came."""
+    events = [_delta("partial "), _delta("answer"), {"error": {"message": "overloaded"}}]
+    with pytest.raises(mmo.StreamError, match="overloaded"):
+        await _items_from(events)
+    server = await asyncio.start_server(_burst_server(events), "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    async with server:
+        orc.add_model(mmo.ModelConfig("openai", "m", name="bursty", base_url=url,
+                                      api_key_env=OPENAI_KEY_ENV))  # fmt: skip
+        with pytest.raises(mmo.MMOError, match="overloaded"):
+            await orc.acomplete("hi", model="bursty", fallbacks=[])
+    last = orc.runs.to_dataframe().iloc[-1]
+    assert last["model"] == "bursty" and last["status"] != "ok"
+    assert last["response"] == "partial answer"
+
+
 # -- event-stream lines: CRLF, LF or CR, and nowhere else -------------------------------------
 
 # Raw UTF-8 (as servers writing JSON with ensure_ascii=False send it): U+2028, NEL and
@@ -217,6 +288,8 @@ async def test_both_sdks_send_over_their_aiohttp_transport(sim, keys, base):
     request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
     items = [item async for item in client.stream(request)]
     assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 5
+    # Straight to the transport's aiohttp session, past the httpx client's per-call steps.
+    assert client._post._straight is not None
     await client.aclose()
     assert client._sdk._client._transport.client.closed  # type: ignore[attr-defined]
 
@@ -235,6 +308,7 @@ async def test_without_aiohttp_the_sdks_httpx_client_sends(sim, keys, monkeypatc
     request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
     items = [item async for item in client.stream(request)]
     assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 5
+    assert client._post._straight is None  # httpx's transport: through the client
     await client.aclose()
 
 

@@ -47,7 +47,7 @@ def test_the_added_ms_rows_come_from_one_interleaved_run(tmp_path: Path) -> None
     assert "Each gateway's own cost" in done.stdout
     # The references: a do-nothing proxy on the same HTTP stack relays whole answers (its
     # rows count only answers that ended), and the SDK's own call from the benchmark.
-    for server in ("passthrough proxy (uvicorn + the SDK's aiohttp client, nothing else)",
+    for server in ("passthrough proxy (uvicorn + an aiohttp session, nothing else)",
                    "raw AsyncOpenAI + aiohttp in-process (the SDK's own cost)"):  # fmt: skip
         for wire in ("non-stream", "stream"):
             row = rows[(server, f"added at c=1, {wire}")]
