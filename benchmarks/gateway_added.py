@@ -28,7 +28,7 @@ PLAIN = "mmo-serve, server key (no key accounting)"
 ORC = "orc.acomplete in-process (no HTTP)"  # mmo-serve minus it is the HTTP side
 # What any gateway calling upstream through the SDK pays before doing anything of its own.
 SDK = "raw AsyncOpenAI + aiohttp in-process (the SDK's own cost)"
-PASS = "passthrough proxy (uvicorn + the SDK's aiohttp client, nothing else)"
+PASS = "passthrough proxy (uvicorn + an aiohttp session, nothing else)"
 # What mmo-serve is compared with besides the direct call: (row, as named in a check, note).
 REFERENCES = (
     (ORC, "orc.acomplete in-process (the HTTP side)",

@@ -1,11 +1,11 @@
-"""The least a Python gateway on the SDK's HTTP stack can do: a reference for ``gateway.py``.
+"""The least a Python gateway on mmo_magic's HTTP stack can do: a reference for ``gateway.py``.
 
     python benchmarks/passthrough.py UPSTREAM_URL PORT   (UPSTREAM_URL ends in /v1)
 
 A bare ASGI app under uvicorn (httptools and uvloop, as mmo-serve runs) that sends
-each request's body unread to the upstream with the openai SDK's own HTTP client
-(``openai.DefaultAioHttpClient``, one shared pool: the one mmo_magic's clients use)
-and relays the answer's bytes as they come. No keys, no parsing, no validation, no
+each request's body unread to the upstream on one shared aiohttp session (what is
+under the SDKs' ``DefaultAioHttpClient``, called directly as mmo_magic's clients call
+it) and relays the answer's bytes as they come. No keys, no parsing, no validation, no
 run log, no metrics: what a gateway costs before it does anything of its own,
 measured beside mmo-serve in ``gateway.py``'s c=1 rounds. Not a product: it never
 checks what it forwards.
@@ -21,20 +21,20 @@ SIM_KEY_ENV = "MMO_BENCH_SIM_KEY"
 
 
 def make_app(upstream: str, key: str) -> Any:
-    import openai
+    import aiohttp
 
-    client: list[Any] = []  # made on the server's loop, at startup
-    auth = f"Bearer {key}"
+    session: list[aiohttp.ClientSession] = []  # made on the server's loop, at startup
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    client.append(openai.DefaultAioHttpClient(base_url=upstream, timeout=60))
+                    session.append(aiohttp.ClientSession())
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    await client[0].aclose()
+                    await session[0].close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["path"] == "/health":
@@ -46,26 +46,18 @@ def make_app(upstream: str, key: str) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        request = client[0].build_request(
-            "POST",
-            scope["path"].removeprefix("/v1"),
-            content=body,
-            headers={"content-type": "application/json", "authorization": auth},
-        )
-        answer = await client[0].send(request, stream=True)
-        kind = answer.headers.get("content-type", "application/json").encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": answer.status_code,
-                "headers": [(b"content-type", kind)],
-            }
-        )
-        try:
-            async for chunk in answer.aiter_raw():
+        url = upstream + scope["path"].removeprefix("/v1")
+        async with session[0].post(url, data=body, headers=headers) as answer:
+            kind = answer.headers.get("content-type", "application/json").encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status,
+                    "headers": [(b"content-type", kind)],
+                }
+            )
+            async for chunk in answer.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finally:
-            await answer.aclose()
         await send({"type": "http.response.body", "body": b""})
 
     return app
