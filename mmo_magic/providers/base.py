@@ -42,9 +42,8 @@ __all__ = [
 
 StreamItem = str | ToolCallDelta | Thinking | StreamEnd
 
-_scan_json = json.scanner.make_scanner(
-    cast(Any, json.JSONDecoder())
-)  # (obj, end) of the JSON at an index
+# json.loads's own C scanner: (obj, end) of the JSON value at an index.
+_scan_json = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
 
 # No call uses a billion tokens: a count past this is a provider's bug, not usage (and
 # past 2**63 it cannot even be stored).
@@ -241,10 +240,7 @@ class ModelClient(abc.ABC):
         names = {cls.__name__ for cls in type(exc).__mro__}
         if "APIError" in names and type(exc).__module__.split(".")[0] in ("openai", "anthropic"):
             return map_sdk_error(exc, self.config)
-        module = type(exc).__module__
-        if ("TransportError" in names and module.startswith("httpx")) or (
-            "ClientError" in names and module.startswith("aiohttp")  # DirectPost's straight route
-        ):
+        if _is_http_error(exc, httpx_kind="TransportError"):
             # Raised while reading the body, where the SDKs do not wrap errors.
             name = type(aiohttp_cause(exc) or exc).__name__
             return self.stream_error(f"the connection broke mid-stream ({name})")
@@ -368,15 +364,14 @@ async def read_to_end(events: AsyncIterator[Any]) -> None:
             raise
 
 
-def _is_http_error(exc: BaseException) -> bool:
-    """An error of the HTTP stack reading an answer: httpx's or httpx2's (the openai and
-    anthropic SDKs' own since their 3.x), each with its own HTTPError, or aiohttp's
-    (``DirectPost``'s straight route); none is imported to check."""
+def _is_http_error(exc: BaseException, httpx_kind: str = "HTTPError") -> bool:
+    """An error of the HTTP stack reading an answer: aiohttp's (``DirectPost``'s straight
+    route), or httpx's or httpx2's (the openai and anthropic SDKs' own since their 3.x) of
+    ``httpx_kind``; each package has its own classes, and none is imported to check."""
     module = type(exc).__module__
-    if module.startswith("aiohttp"):
-        return any(cls.__name__ == "ClientError" for cls in type(exc).__mro__)
-    return module.startswith("httpx") and any(
-        cls.__name__ == "HTTPError" for cls in type(exc).__mro__
+    kind = "ClientError" if module.startswith("aiohttp") else httpx_kind
+    return module.startswith(("aiohttp", "httpx")) and any(
+        cls.__name__ == kind for cls in type(exc).__mro__
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import functools
 import json
 import ssl
@@ -238,9 +239,7 @@ class DirectPost:
             raise wrapped from exc
         try:
             if response.status >= 400:
-                answer = route.http_response(
-                    response, await response.read(), self._request(content)
-                )
+                answer = _error_response(response, await response.read(), self._request(content))
                 raise self._sdk._make_status_error_from_response(answer) from None
             yield _EventLines(response.content.iter_any())
         finally:
@@ -264,33 +263,34 @@ class DirectPost:
 _AIOHTTP_SETS = frozenset({"host", "content-length", "transfer-encoding", "accept-encoding"})
 
 
+@dataclasses.dataclass(frozen=True)
 class _StraightRoute:
     """What a POST through the SDK's aiohttp transport needs, worked out once a client:
-    its session, the URL, the merged headers, the timeout and the proxy, as the transport
-    computes them each request."""
+    the transport (its session), the URL, the merged headers, the timeout and the proxy,
+    as the transport computes them each request."""
 
-    def __init__(self, transport: Any, url: str, headers: Any, timeout: Any, proxy: Any) -> None:
-        self._transport = transport
-        self.url = url
-        self.headers = headers
-        self.timeout = timeout
-        self.proxy = proxy
+    transport: Any
+    url: str
+    headers: list[tuple[str, str]]
+    timeout: Any
+    proxy: dict[str, Any]
 
     def session(self) -> Any:
         """The transport's session, made (on the running loop) as the transport makes it."""
-        session = self._transport.client
+        session = self.transport.client
         if not hasattr(session, "request"):  # none yet, or a factory
-            session = self._transport.client = self._transport.get_client()
+            session = self.transport.client = self.transport.get_client()
         return session
 
-    @staticmethod
-    def http_response(response: Any, content: bytes, request: Any) -> Any:
-        """The SDK's HTTP response for an error answer (its status error reads one)."""
-        headers = [(k, v) for k, v in response.raw_headers
-                   if k.lower() not in (b"content-encoding", b"content-length",
-                                        b"transfer-encoding")]  # fmt: skip
-        response_type = sys.modules[type(request).__module__.partition(".")[0]].Response
-        return response_type(response.status, headers=headers, content=content, request=request)
+
+def _error_response(response: Any, content: bytes, request: Any) -> Any:
+    """The SDK's HTTP response for an error answer read by aiohttp (the SDK's status error
+    reads one): aiohttp has decoded the body, so its encoding and length headers go."""
+    headers = [(k, v) for k, v in response.raw_headers
+               if k.lower() not in (b"content-encoding", b"content-length",
+                                    b"transfer-encoding")]  # fmt: skip
+    response_type = sys.modules[type(request).__module__.partition(".")[0]].Response
+    return response_type(response.status, headers=headers, content=content, request=request)
 
 
 def _straight_route(sdk: Any, url: Any, headers: dict[str, str]) -> _StraightRoute | None:
