@@ -370,6 +370,58 @@ async def test_a_proxy_named_in_the_environment_carries_the_calls(sim, keys, bas
     assert seen == [f"http://{origin}{path}"]  # the proxy relayed the one request
 
 
+async def test_no_proxy_sends_the_calls_straight_past_the_proxy(sim, keys, monkeypatch):
+    """``NO_PROXY`` naming the provider's host (a local model behind a company proxy):
+    the straight route to aiohttp takes the transport httpx picks for the URL, none."""
+    from helpers import forward_proxy, sim_models
+
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    config = next(m for m in sim_models(sim) if m.name == "oa")
+    request = CompletionRequest(messages=(Message("user", "hello"),), max_tokens=5)
+    async with forward_proxy() as (proxy, seen):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        client = make_client(config)
+        items = [item async for item in client.stream(request)]
+        await client.aclose()
+    assert isinstance(items[-1], StreamEnd) and items[-1].output_tokens == 5
+    assert seen == []  # the proxy relayed nothing
+    assert client._post._straight is not None and not client._post._straight.proxy
+
+
+async def _gzipped_rate_limit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A 429 whose JSON error body is gzip-encoded, as a CDN in front of a provider sends it."""
+    import gzip
+
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    error = {"error": {"message": "Slow down, please.", "type": "rate_limit_error"}}
+    body = gzip.compress(json.dumps(error).encode())
+    writer.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+                 b"content-encoding: gzip\r\nretry-after: 3\r\ncontent-length: %d\r\n\r\n%s"
+                 % (len(body), body))  # fmt: skip
+    await writer.drain()
+    writer.close()
+
+
+async def test_a_compressed_error_body_is_read_into_the_sdks_status_error(keys):
+    """aiohttp decodes the body; the SDK's error is made from it without decoding it twice."""
+    server = await asyncio.start_server(_gzipped_rate_limit, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    async with server:
+        client = make_client(mmo.ModelConfig("openai", "m", base_url=url,
+                                             api_key_env=OPENAI_KEY_ENV))  # fmt: skip
+        with pytest.raises(mmo.ProviderError) as caught:
+            async for _ in client.stream(CompletionRequest(messages=(Message("user", "hi"),))):
+                pass
+        await client.aclose()
+    assert caught.value.status == 429 and caught.value.retry_after_s == 3
+    assert "Slow down, please." in str(caught.value)
+    assert type(caught.value.__cause__).__name__ == "RateLimitError"
+
+
 @pytest.mark.parametrize("base", ["oa", "an"])
 async def test_a_reset_connection_is_named_as_one_not_as_a_timeout(sim, keys, base):
     """aiohttp's transport calls every connection error httpx's ConnectTimeout: the call's
