@@ -26,9 +26,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import ConfigError, InvalidRequestError
+from .checkpoints import checkpoints, disable_autocheckpoint
 
 __all__ = [
     "KEY_PREFIX",
@@ -241,6 +243,7 @@ class SQLiteKeyStore:
     _DAY = "date(at, 'unixepoch')"  # the UTC day of an epoch second, as YYYY-MM-DD
     _DAY_NUMBER = "CAST(at / 86400 AS INTEGER)"  # days since the epoch (``at`` is never < 0)
     _DUPLICATE: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+    _checkpointed: str | None = None  # the file whose commits ``checkpoints`` counts
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
@@ -252,6 +255,9 @@ class SQLiteKeyStore:
                 # WAL with NORMAL: commits survive a crash of the process, not of the OS;
                 # a full sync on every hold, charge and release would cap a busy gateway.
                 self._conn.execute("PRAGMA synchronous = NORMAL")
+                # Holds and charges commit on the gateway's event loop: storage.checkpoints.
+                disable_autocheckpoint(self._conn)
+                self._checkpointed = str(Path(path).absolute())  # the cwd may change later
             for statement in _SCHEMA:
                 self._conn.execute(statement)
             self._conn.execute(self._backfill_days())
@@ -266,7 +272,13 @@ class SQLiteKeyStore:
     def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
         """Rows a write changed."""
         with self._lock:
-            return int(self._conn.execute(sql, args).rowcount)
+            changed = int(self._conn.execute(sql, args).rowcount)
+        self._committed()
+        return changed
+
+    def _committed(self) -> None:
+        if self._checkpointed is not None:
+            checkpoints.committed(self._checkpointed)
 
     def add(
         self,
@@ -366,6 +378,7 @@ class SQLiteKeyStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+        self._committed()
 
     def hold(self, name: str, usd: float, since: float, budget: float) -> str | None:
         now = time.time()
@@ -383,7 +396,7 @@ class SQLiteKeyStore:
             return hold_id
 
     def release(self, hold: str) -> None:
-        self._run("DELETE FROM key_holds WHERE id = ?", (hold,))
+        self._count("DELETE FROM key_holds WHERE id = ?", (hold,))
 
     def spend(self, since: float = 0.0) -> list[dict[str, Any]]:
         rows = self._run(

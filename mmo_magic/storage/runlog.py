@@ -59,6 +59,7 @@ from ..core.config import default_runlog_path
 from ..core.ids import new_id
 from ..core.redaction import redactor
 from ..core.text import storable
+from .checkpoints import checkpoints, disable_autocheckpoint
 from .migrations import MIGRATIONS, migrate
 from .spill import Spill, damaged, fix_for, insert_rows, leftover_spills, remove_database
 from .sqlite import open_database, set_aside
@@ -303,6 +304,7 @@ def _prepare(conn: sqlite3.Connection, *, path: str, in_memory: bool) -> None:
         # the writer; NORMAL skips an fsync per commit, safe with WAL.
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        disable_autocheckpoint(conn)  # lone calls commit on the event loop: storage.checkpoints
     migrate(conn, path)
 
 
@@ -325,6 +327,7 @@ class RunLog:
         self._in_memory = self.path == ":memory:"
         if not self._in_memory:
             self.path = str(Path(self.path).expanduser())
+        self._absolute = str(Path(self.path).absolute())  # for checkpoints: the cwd may change
         self._lock = threading.Lock()  # the connections; held while a batch is taken and written
         self._queue_lock = threading.Lock()  # _queued
         self._queued: list[_Queued] = []
@@ -440,6 +443,8 @@ class RunLog:
         except Exception:  # one record SQLite refuses must not take the others down
             self._insert_one_by_one(batch, rows)
             return
+        if not self._in_memory:
+            checkpoints.committed(self._absolute)
         self._recovered()
         _settle(batch)
 
@@ -457,6 +462,8 @@ class RunLog:
                     RunLogWarning,
                     stacklevel=1,
                 )
+        if not self._in_memory:
+            checkpoints.committed(self._absolute)
         self._recovered()
         _settle(batch)
 
