@@ -33,7 +33,9 @@ gateway's median (and p99) minus the direct call's, same wire, same run (issue
 gateway's process CPU per request is reported beside it: a loaded machine moves
 it less than latency. ``--also LABEL=PYTHONPATH`` adds
 another mmo-serve to these rows, started with that ``PYTHONPATH`` (a checkout
-of another commit: an A/B in one run); ``--only-added`` runs only them.
+of another commit: an A/B in one run), ``--also-env LABEL:VAR=VALUE`` sets a
+variable for one of them (an experiment's switches: ``benchmarks/ablations``);
+``--only-added`` runs only them.
 
 Then rows, each for both gateways one after the other (and the simulated provider
 called directly, as the floor, where it speaks the wire), after a warm-up:
@@ -95,6 +97,7 @@ from gateway_added import (
     Added,
     added_checks,
     added_rows,
+    also_environments,
     in_process_orchestrator,
     in_process_sdk,
     report_added,
@@ -525,6 +528,11 @@ def main() -> None:
         help="also run 'mmo-serve (LABEL)' with this PYTHONPATH (another checkout) in the c=1 "
         "rows (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--also-env", action="append", default=[], metavar="LABEL:VAR=VALUE",
+        help="set VAR in the environment of the --also server LABEL (repeatable): the switches "
+        "of an experiment's checkout (benchmarks/ablations)",
+    )  # fmt: skip
     parser.add_argument("--only-added", action="store_true", help="only the c=1 added-ms rows")
     parser.add_argument(
         "--block", type=int, default=21,
@@ -552,9 +560,10 @@ def main() -> None:
         sim.models = dict(models)
         servers = [start_mmo(sim_url, models, tmp, env)]
         servers.append(start_passthrough(sim_url, models, tmp, env))
+        extra_env = also_environments(args.also_env)
         for also in args.also:  # other checkouts of mmo_magic: an A/B in the same rounds
             label, _, pythonpath = also.partition("=")
-            also_env = {**env, "PYTHONPATH": pythonpath}
+            also_env = {**env, "PYTHONPATH": pythonpath, **extra_env.get(label, {})}
             servers.append(start_mmo(sim_url, models, tmp, also_env, label=f"{MMO} ({label})"))
         if args.skip_litellm:
             missing = "--skip-litellm"

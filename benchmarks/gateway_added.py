@@ -337,3 +337,15 @@ def added_checks(added: list[Added]) -> list[Check]:
             )
         )
     return checks
+
+
+def also_environments(given: list[str]) -> dict[str, dict[str, str]]:
+    """``--also-env LABEL:VAR=VALUE`` options, by label."""
+    found: dict[str, dict[str, str]] = {}
+    for entry in given:
+        label, colon, assignment = entry.partition(":")
+        name, equals, value = assignment.partition("=")
+        if not (colon and equals and name):
+            raise SystemExit(f"--also-env {entry!r}: give LABEL:VAR=VALUE")
+        found.setdefault(label, {})[name] = value
+    return found
