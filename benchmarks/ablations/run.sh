@@ -15,7 +15,12 @@ set -euo pipefail
 root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 tree="$(mktemp -d)/ablations"
 git -C "$root" worktree add --force --detach "$tree" HEAD >/dev/null
-trap 'git -C "$root" worktree remove --force "$tree"' EXIT
+# gateway.py saves its results in benchmarks/results/: these runs are experiments, so the
+# files are put back as they were.
+results="$root/benchmarks/results"
+saved="$(dirname "$tree")/results"
+cp -r "$results" "$saved"
+trap 'cp "$saved"/*.json "$results"/; git -C "$root" worktree remove --force "$tree"' EXIT
 git -C "$tree" apply "$root/benchmarks/ablations/gateway.patch"
 
 also=()
