@@ -21,6 +21,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from .writer import daemon_thread
+
 __all__ = ["EVERY", "Checkpoints", "checkpoint", "checkpoints", "disable_autocheckpoint"]
 
 # Commits between checkpoints: ours write a few pages each, so this stays under SQLite's
@@ -68,11 +70,7 @@ class Checkpoints:
             self._counts[path] = 0 if count >= self.every else count
             if count < self.every:
                 return
-            if self._thread is None or not self._thread.is_alive():  # none yet, or lost to a fork
-                self._thread = threading.Thread(
-                    target=self._run, name="mmo-magic-checkpoints", daemon=True
-                )
-                self._thread.start()
+            self._thread = daemon_thread(self._thread, self._run, "mmo-magic-checkpoints")
         self._due.put(path)
 
     def _run(self) -> None:

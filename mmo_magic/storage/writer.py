@@ -14,10 +14,10 @@ import contextlib
 import queue
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
-__all__ = ["RunLogWarning", "Writer", "written_here"]
+__all__ = ["RunLogWarning", "Writer", "daemon_thread", "written_here"]
 
 
 class RunLogWarning(UserWarning):
@@ -83,11 +83,7 @@ class Writer:
             return
         with self._lock:
             self._waiting.add(log)
-            if self._thread is None or not self._thread.is_alive():  # none yet, or lost to a fork
-                self._thread = threading.Thread(
-                    target=self._run, name="mmo-magic-runlog", daemon=True
-                )
-                self._thread.start()
+            self._thread = daemon_thread(self._thread, self._run, "mmo-magic-runlog")
         self._wakes.put(None)
 
     def _run(self) -> None:
@@ -103,6 +99,18 @@ class Writer:
             logs, self._waiting = self._waiting, set()
         for log in logs:
             _write(log)
+
+
+def daemon_thread(
+    thread: threading.Thread | None, target: Callable[[], None], name: str
+) -> threading.Thread:
+    """``thread`` if it is running, else a new daemon thread running ``target`` (the first
+    use, or after a fork, which keeps no thread but the one that forked)."""
+    if thread is not None and thread.is_alive():
+        return thread
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def _busy(log: _Log) -> bool:
