@@ -8,10 +8,12 @@ other request on the loop waited: at concurrency 1, a p99 of 6 ms where the medi
 was 2 ms.
 
 So the connections that commit on the loop turn the automatic checkpoint off
-(``disable_autocheckpoint``) and count their commits here (``checkpoints.committed``).
-Every ``every`` commits to a file, one daemon thread checkpoints it, PASSIVE (it
-waits for nobody, and commits go on beside it), on a short-lived connection of its
-own. The last connection to close still checkpoints and removes the WAL, as before.
+(``disable_autocheckpoint``) and report the pages each commit wrote, as estimated by
+the caller (``checkpoints.committed``; SQLite's Python API tells nobody). Once a file
+has had ``pages`` of them since its last checkpoint, one daemon thread checkpoints it,
+PASSIVE (it waits for nobody, and commits go on beside it), on a short-lived
+connection of its own. The last connection to close still checkpoints and removes the
+WAL, as before.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from pathlib import Path
 
 from .writer import daemon_thread
 
-__all__ = ["EVERY", "Checkpoints", "checkpoint", "checkpoints", "disable_autocheckpoint"]
+__all__ = ["PAGES", "Checkpoints", "checkpoint", "checkpoints", "disable_autocheckpoint"]
 
-# Commits between checkpoints: ours write a few pages each, so this stays under SQLite's
-# 1,000-page default, and each checkpoint has little to copy.
-EVERY = 200
+# Pages written between checkpoints: SQLite's own default, so the WAL stays as small as
+# it did (a lone call's record is about 5 pages: 200 calls).
+PAGES = 1000
 
 
 def disable_autocheckpoint(conn: sqlite3.Connection) -> None:
@@ -54,21 +56,21 @@ def checkpoint(path: str) -> None:
 
 
 class Checkpoints:
-    """Counts commits per database file, and checkpoints each one every ``every`` commits."""
+    """Counts the pages written to each database file, and checkpoints it every ``pages``."""
 
-    def __init__(self, every: int = EVERY) -> None:
-        self.every = every
+    def __init__(self, pages: int = PAGES) -> None:
+        self.pages = pages
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._due: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def committed(self, path: str) -> None:
-        """One more commit to ``path``: cheap, called on the committing thread."""
+    def committed(self, path: str, pages: int) -> None:
+        """A commit to ``path`` wrote about ``pages`` pages: cheap, on the committing thread."""
         with self._lock:
-            count = self._counts.get(path, 0) + 1
-            self._counts[path] = 0 if count >= self.every else count
-            if count < self.every:
+            count = self._counts.get(path, 0) + pages
+            self._counts[path] = 0 if count >= self.pages else count
+            if count < self.pages:
                 return
             self._thread = daemon_thread(self._thread, self._run, "mmo-magic-checkpoints")
         self._due.put(path)

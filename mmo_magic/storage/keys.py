@@ -233,6 +233,9 @@ def _row_key(row: tuple[Any, ...]) -> ClientKey:
     )  # fmt: skip
 
 
+_PAGES_A_WRITE = 4  # a hold or a settle: a row or three and their indexes (checkpoints)
+
+
 class SQLiteKeyStore:
     """``KeyStore`` in one SQLite file (the run log's, by default), WAL mode, one connection
     behind a lock: each operation is one short statement.
@@ -278,7 +281,7 @@ class SQLiteKeyStore:
 
     def _committed(self) -> None:
         if self._checkpointed is not None:
-            checkpoints.committed(self._checkpointed)
+            checkpoints.committed(self._checkpointed, _PAGES_A_WRITE)
 
     def add(
         self,

@@ -292,6 +292,13 @@ _OPEN_TIMEOUT_S = 2.0
 _RETRY_S, _MAX_RETRY_S = 1.0, 30.0
 
 
+def _pages(rows: list[list[Any]]) -> int:
+    """About how many pages committing ``rows`` writes: a row's table and index pages, and
+    its text's overflow pages (for ``storage.checkpoints``; an over-estimate is harmless)."""
+    text = sum(len(value) for row in rows for value in row if isinstance(value, str))
+    return 5 * len(rows) + text // 4096
+
+
 def _settle(batch: list[_Queued]) -> None:
     for _, committed in batch:
         if not committed.done():
@@ -444,7 +451,7 @@ class RunLog:
             self._insert_one_by_one(batch, rows)
             return
         if not self._in_memory:
-            checkpoints.committed(self._absolute)
+            checkpoints.committed(self._absolute, _pages(rows))
         self._recovered()
         _settle(batch)
 
@@ -463,7 +470,7 @@ class RunLog:
                     stacklevel=1,
                 )
         if not self._in_memory:
-            checkpoints.committed(self._absolute)
+            checkpoints.committed(self._absolute, _pages(rows))
         self._recovered()
         _settle(batch)
 

@@ -38,8 +38,8 @@ def record(n: int, response: str = "an answer") -> RunRecord:
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
-    """The module's checkpointer, swapped for one whose every commit count is the test's."""
-    fresh = Checkpoints(every=10**9)
+    """The module's checkpointer, swapped for one whose page limit is the test's."""
+    fresh = Checkpoints(pages=10**9)
     for module in ("mmo_magic.storage.runlog", "mmo_magic.storage.keys"):
         monkeypatch.setattr(f"{module}.checkpoints", fresh)
     monkeypatch.setattr(checkpoints_module, "checkpoints", fresh)
@@ -60,10 +60,10 @@ def test_commits_on_the_callers_thread_never_checkpoint(
     assert in_database_file(path, "runs") == 60  # the last connection's close copied them
 
 
-def test_every_n_commits_a_thread_of_its_own_checkpoints(
+def test_every_n_pages_a_thread_of_its_own_checkpoints(
     tmp_path: Path, counted: Checkpoints
 ) -> None:
-    counted.every = 10
+    counted.pages = 50  # a record is about 5 pages: every 10 records
     path = tmp_path / "runs.sqlite3"
     log = RunLog(path)
     for n in range(25):
@@ -73,6 +73,20 @@ def test_every_n_commits_a_thread_of_its_own_checkpoints(
     eventually(lambda: in_database_file(path, "runs") >= 20, "20 records in the database file")
     assert counted._thread is not None and counted._thread.name == "mmo-magic-checkpoints"
     assert len(log) == 25
+    log.close()
+
+
+def test_a_group_commit_counts_each_of_its_records(tmp_path: Path, counted: Checkpoints) -> None:
+    """Under load the writer commits records in groups: the WAL is kept to the page limit,
+    not to a number of commits (200 groups of 50 records would be 50,000 pages)."""
+    counted.pages = 100  # 20 records
+    path = tmp_path / "runs.sqlite3"
+    log = RunLog(path)
+    with log._lock:  # the writer thread waits: whoever writes next takes all 30 at once
+        for n in range(30):
+            log.add(record(n))
+    log.flush()
+    eventually(lambda: in_database_file(path, "runs") == 30, "the group in the database file")
     log.close()
 
 
@@ -88,7 +102,7 @@ def test_the_key_stores_holds_and_charges_are_checkpointed_off_its_thread(
         assert hold is not None
         store.settle("team", [("gpt-4o-mini", 0.001, 30)], [hold])
     assert in_database_file(path, "key_spend") == 0
-    counted.every = 5
+    counted.pages = 20  # 4 pages a write
     store.release("no-such-hold")  # one more commit: the count passes the new limit
     eventually(lambda: in_database_file(path, "key_spend") == 30, "30 charges in the file")
     assert store.spent("team", since) == pytest.approx(0.03)
