@@ -450,6 +450,11 @@ class RunLog:
         except Exception:  # one record SQLite refuses must not take the others down
             self._insert_one_by_one(batch, rows)
             return
+        self._committed(batch, rows)
+
+    def _committed(self, batch: list[_Queued], rows: list[list[Any]]) -> None:
+        """``rows`` are in the log: count their pages toward a checkpoint, end any outage,
+        and tell their callers."""
         if not self._in_memory:
             checkpoints.committed(self._absolute, _pages(rows))
         self._recovered()
@@ -469,10 +474,7 @@ class RunLog:
                     RunLogWarning,
                     stacklevel=1,
                 )
-        if not self._in_memory:
-            checkpoints.committed(self._absolute, _pages(rows))
-        self._recovered()
-        _settle(batch)
+        self._committed(batch, rows)
 
     def _recovered(self) -> None:
         """A write to the log worked: move spilled records back, and warn anew next time."""

@@ -40,9 +40,8 @@ def record(n: int, response: str = "an answer") -> RunRecord:
 def counted(monkeypatch: pytest.MonkeyPatch) -> Checkpoints:
     """The module's checkpointer, swapped for one whose page limit is the test's."""
     fresh = Checkpoints(pages=10**9)
-    for module in ("mmo_magic.storage.runlog", "mmo_magic.storage.keys"):
+    for module in ("mmo_magic.storage.runlog", "mmo_magic.storage.keys"):  # their imported name
         monkeypatch.setattr(f"{module}.checkpoints", fresh)
-    monkeypatch.setattr(checkpoints_module, "checkpoints", fresh)
     return fresh
 
 
